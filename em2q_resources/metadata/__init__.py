@@ -1,0 +1,1 @@
+"""em2q_resources/metadata."""

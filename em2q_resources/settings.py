@@ -1,0 +1,57 @@
+"""One settings object for the whole platform, read from ``EM2Q_*`` environment variables.
+
+No other module reads the environment: surfaces (CLI, Dagster definitions, tests) build a
+``Settings`` once and pass it down. The local defaults need no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Backends the platform talks to.
+
+    ``elasticsearch_url`` ``None`` means "start the project's own local Elasticsearch".
+    ``storage`` is an fsspec URL or a local folder where measurements and results live.
+    """
+
+    elasticsearch_url: str | None = None
+    elasticsearch_username: str | None = None
+    elasticsearch_password: str | None = field(default=None, repr=False)
+    elasticsearch_api_key: str | None = field(default=None, repr=False)
+    index_prefix: str = "em2q"
+    storage: str = str(PROJECT_ROOT / ".em2q" / "storage")
+    cache_dir: Path = PROJECT_ROOT / ".cache"
+    step_launcher: str = "local"
+    s3_endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def get(name: str, default):
+            value = env.get(f"EM2Q_{name}")
+            return default if value in (None, "") else value
+
+        return cls(
+            elasticsearch_url=get("ELASTICSEARCH_URL", defaults.elasticsearch_url),
+            elasticsearch_username=get("ELASTICSEARCH_USERNAME", None),
+            elasticsearch_password=get("ELASTICSEARCH_PASSWORD", None),
+            elasticsearch_api_key=get("ELASTICSEARCH_API_KEY", None),
+            index_prefix=get("INDEX_PREFIX", defaults.index_prefix),
+            storage=get("STORAGE", defaults.storage),
+            cache_dir=Path(get("CACHE_DIR", str(defaults.cache_dir))),
+            step_launcher=get("STEP_LAUNCHER", defaults.step_launcher),
+            s3_endpoint_url=get("S3_ENDPOINT_URL", None),
+        )
+
+    def with_overrides(self, **changes) -> Settings:
+        return replace(self, **changes)
