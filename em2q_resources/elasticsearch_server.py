@@ -57,7 +57,9 @@ def fetch_distribution(cache_dir: Path) -> Path:
     if not zip_path.exists():
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise ElasticsearchSetupError("`mvn` is not on PATH; install Maven to fetch Elasticsearch")
+            raise ElasticsearchSetupError(
+                "`mvn` is not on PATH; install Maven to fetch Elasticsearch"
+            )
         cmd = [mvn, "-q", "-B", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not zip_path.exists():
@@ -138,7 +140,9 @@ def wait_for_green(url: str, timeout_s: float, process: subprocess.Popen | None 
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             last_error = str(exc)
         time.sleep(0.5)
-    raise ElasticsearchSetupError(f"Elasticsearch at {url} not green after {timeout_s:.0f}s: {last_error}")
+    raise ElasticsearchSetupError(
+        f"Elasticsearch at {url} not green after {timeout_s:.0f}s: {last_error}"
+    )
 
 
 @dataclass

@@ -1,0 +1,382 @@
+"""The metadata schema, derived entirely from ``thrift/em2q.thrift``.
+
+The Thrift IDL is the one source of truth. From it this module derives
+
+* the Python classes (``thriftpy2`` loads the IDL at import time, no generated code to drift),
+* the Elasticsearch mapping of every entity (see the annotations documented in the IDL),
+* the JSON documents stored in Elasticsearch: Thrift field names as keys, enums by name,
+  absent optional fields left out, so ``from_document(to_document(x)) == x`` exactly.
+
+Every conversion validates: a missing required field, a wrong type or an unknown enum value
+raises :class:`SchemaViolation` naming the dotted path of the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import thriftpy2
+from thriftpy2.thrift import TType
+
+IDL_PATH = Path(__file__).resolve().parents[2] / "thrift" / "em2q.thrift"
+
+_INTEGER_RANGES = {
+    TType.BYTE: (-(2**7), 2**7 - 1),
+    TType.I16: (-(2**15), 2**15 - 1),
+    TType.I32: (-(2**31), 2**31 - 1),
+    TType.I64: (-(2**63), 2**63 - 1),
+}
+_ES_NUMERIC = {TType.BYTE: "byte", TType.I16: "short", TType.I32: "integer", TType.I64: "long"}
+
+
+class SchemaViolation(ValueError):
+    """A document does not match the Thrift schema; ``field`` is the dotted path at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What a dotted schema path points at, for building queries."""
+
+    path: str
+    es_type: str  # keyword, text-searchable keyword, date, long, double, boolean, object, nested
+    enum: type | None = None
+    nested_path: str | None = None  # the enclosing nested field, if any
+    searchable_text: bool = False
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A struct with its own index (``em2q.index`` annotation)."""
+
+    name: str
+    cls: type
+    index: str  # alias suffix, e.g. "measurements"
+    mapping: dict = field(hash=False, compare=False)
+
+    @property
+    def mapping_hash(self) -> str:
+        canonical = json.dumps(self.mapping, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Schema:
+    module: ModuleType
+    entities: dict[str, Entity]
+
+    def entity(self, cls_or_name: type | str) -> Entity:
+        name = cls_or_name if isinstance(cls_or_name, str) else cls_or_name.__name__
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise SchemaViolation(
+                name, f"not an indexed entity; one of {sorted(self.entities)}"
+            ) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_schema(idl_path: Path | str = IDL_PATH, module_name: str = "em2q_thrift") -> Schema:
+    """Load the IDL and derive each entity's mapping. Cached per path."""
+    return _load(str(idl_path), module_name)
+
+
+@cache
+def _load(idl_path: str, module_name: str) -> Schema:
+    module = thriftpy2.load(idl_path, module_name=module_name)
+    entities = {}
+    for name, cls in vars(module).items():
+        annotations = getattr(cls, "__thrift_annotations__", None) or {}
+        if isinstance(cls, type) and "em2q.index" in annotations:
+            entities[name] = Entity(name, cls, annotations["em2q.index"], struct_mapping(cls))
+    return Schema(module=module, entities=entities)
+
+
+def _annotations(cls: type, name: str) -> dict[str, str]:
+    return (getattr(cls, "__thrift_field_annotations__", None) or {}).get(name, {})
+
+
+def _fields(cls: type):
+    """``(name, ttype, type_info, required)`` for each field of a Thrift struct."""
+    for spec in cls.thrift_spec.values():
+        if len(spec) == 3:
+            ttype, name, required = spec
+            yield name, ttype, None, required
+        else:
+            ttype, name, type_info, required = spec
+            yield name, ttype, type_info, required
+
+
+def _is_enum(type_info: Any) -> bool:
+    return isinstance(type_info, type) and hasattr(type_info, "_VALUES_TO_NAMES")
+
+
+# ----------------------------------------------------------------------------- mappings
+
+
+def struct_mapping(cls: type) -> dict:
+    """The Elasticsearch mapping (``{"properties": ...}``) of a struct, derived from the IDL."""
+    properties = {}
+    for name, ttype, type_info, _ in _fields(cls):
+        properties[name] = _field_mapping(ttype, type_info, _annotations(cls, name))
+    return {"properties": properties}
+
+
+def _field_mapping(ttype: int, type_info: Any, annotations: dict[str, str]) -> dict:
+    if annotations.get("em2q.index") == "false":
+        return (
+            {"type": "object", "enabled": False}
+            if ttype == TType.STRUCT
+            else {
+                "type": "keyword",
+                "index": False,
+                "doc_values": False,
+            }
+        )
+    if ttype in (TType.LIST, TType.SET):
+        element_type, element_info = (
+            type_info if isinstance(type_info, tuple) else (type_info, None)
+        )
+        inner = _field_mapping(element_type, element_info, annotations)
+        if element_type == TType.STRUCT and annotations.get("em2q.nested") == "true":
+            inner = {"type": "nested", **inner}
+        return inner
+    if ttype == TType.STRUCT:
+        return struct_mapping(type_info)
+    if ttype == TType.MAP:
+        return {"type": "object", "enabled": False}
+    if ttype == TType.STRING:
+        if annotations.get("em2q.type") == "date":
+            return {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
+        if annotations.get("em2q.search") == "text":
+            return {
+                "type": "keyword",
+                "normalizer": "lowercase",
+                "ignore_above": 1024,
+                "fields": {"text": {"type": "text"}},
+            }
+        return {"type": "keyword"}
+    if ttype == TType.BOOL:
+        return {"type": "boolean"}
+    if ttype == TType.DOUBLE:
+        return {"type": "double"}
+    if _is_enum(type_info):
+        return {"type": "keyword"}
+    if ttype in _ES_NUMERIC:
+        return {"type": _ES_NUMERIC[ttype]}
+    raise SchemaViolation("?", f"unsupported Thrift type {ttype}")
+
+
+def field_info(cls: type, dotted_path: str) -> FieldInfo:
+    """Resolve ``settings.polarity`` or ``values.number`` against a struct, for queries."""
+    current: type = cls
+    nested_path = None
+    walked: list[str] = []
+    parts = dotted_path.split(".")
+    for position, part in enumerate(parts):
+        specs = {name: (ttype, info) for name, ttype, info, _ in _fields(current)}
+        if part not in specs:
+            known = ", ".join(sorted(specs))
+            raise SchemaViolation(
+                dotted_path, f"unknown field {part!r} of {current.__name__} ({known})"
+            )
+        ttype, info = specs[part]
+        annotations = _annotations(current, part)
+        walked.append(part)
+        is_last = position == len(parts) - 1
+        if ttype in (TType.LIST, TType.SET):
+            ttype, info = info if isinstance(info, tuple) else (info, None)
+            if ttype == TType.STRUCT and annotations.get("em2q.nested") == "true":
+                nested_path = ".".join(walked)
+        if ttype == TType.STRUCT:
+            if is_last:
+                kind = "nested" if nested_path == ".".join(walked) else "object"
+                return FieldInfo(dotted_path, kind, nested_path=nested_path)
+            current = info
+            continue
+        if not is_last:
+            raise SchemaViolation(dotted_path, f"{part!r} is not a struct")
+        mapping = _field_mapping(ttype, info, annotations)
+        return FieldInfo(
+            path=dotted_path,
+            es_type=mapping["type"],
+            enum=info if _is_enum(info) else None,
+            nested_path=nested_path,
+            searchable_text="fields" in mapping,
+        )
+    raise SchemaViolation(dotted_path, "empty field path")
+
+
+def text_fields(cls: type, prefix: str = "") -> list[str]:
+    """Every full-text sub-field of a struct (``title.text``, ``sample.organism.text`` …)."""
+    found = []
+    for name, ttype, info, _ in _fields(cls):
+        annotations = _annotations(cls, name)
+        if ttype in (TType.LIST, TType.SET):
+            ttype, info = info if isinstance(info, tuple) else (info, None)
+            if annotations.get("em2q.nested") == "true":
+                continue  # nested text is searched through its own nested query
+        if ttype == TType.STRUCT:
+            found += text_fields(info, f"{prefix}{name}.")
+        elif ttype == TType.STRING and annotations.get("em2q.search") == "text":
+            found.append(f"{prefix}{name}.text")
+    return found
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+def to_document(obj: Any, path: str = "") -> dict:
+    """A Thrift struct as the JSON document stored in Elasticsearch (validated)."""
+    cls = type(obj)
+    path = path or cls.__name__
+    document = {}
+    for name, ttype, info, required in _fields(cls):
+        value = getattr(obj, name)
+        if value is None:
+            if required:
+                raise SchemaViolation(f"{path}.{name}", "required field is missing")
+            continue
+        document[name] = _to_json(value, ttype, info, f"{path}.{name}")
+    return document
+
+
+def _to_json(value: Any, ttype: int, info: Any, path: str) -> Any:
+    if ttype == TType.STRUCT:
+        if not isinstance(value, info):
+            raise SchemaViolation(path, f"expected {info.__name__}, got {type(value).__name__}")
+        return to_document(value, path)
+    if ttype in (TType.LIST, TType.SET):
+        element_type, element_info = info if isinstance(info, tuple) else (info, None)
+        if not isinstance(value, list | tuple | set):
+            raise SchemaViolation(path, f"expected a list, got {type(value).__name__}")
+        return [
+            _to_json(v, element_type, element_info, f"{path}[{i}]") for i, v in enumerate(value)
+        ]
+    if ttype == TType.MAP:
+        (key_type, key_info), (value_type, value_info) = (
+            _split(info[0]),
+            _split(info[1]),
+        )
+        if not isinstance(value, dict):
+            raise SchemaViolation(path, f"expected a map, got {type(value).__name__}")
+        return {
+            _to_json(k, key_type, key_info, path): _to_json(
+                v, value_type, value_info, f"{path}[{k!r}]"
+            )
+            for k, v in value.items()
+        }
+    return _scalar(value, ttype, info, path, to_json=True)
+
+
+def _split(info: Any) -> tuple[int, Any]:
+    return info if isinstance(info, tuple) else (info, None)
+
+
+def _scalar(value: Any, ttype: int, info: Any, path: str, *, to_json: bool) -> Any:
+    if _is_enum(info):
+        names = info._VALUES_TO_NAMES
+        if to_json:
+            if isinstance(value, bool) or value not in names:
+                raise SchemaViolation(path, f"unknown {info.__name__} value {value!r}")
+            return names[value]
+        if isinstance(value, str) and value in info._NAMES_TO_VALUES:
+            return info._NAMES_TO_VALUES[value]
+        choices = ", ".join(names.values())
+        raise SchemaViolation(path, f"unknown {info.__name__} value {value!r} (one of {choices})")
+    if ttype == TType.STRING:
+        if not isinstance(value, str):
+            raise SchemaViolation(path, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if ttype == TType.BOOL:
+        if not isinstance(value, bool):
+            raise SchemaViolation(path, f"expected true/false, got {value!r}")
+        return value
+    if ttype == TType.DOUBLE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaViolation(path, f"expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise SchemaViolation(path, f"expected a finite number, got {value!r}")
+        return float(value)
+    if ttype in _INTEGER_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer() and not to_json:
+                value = int(value)
+            else:
+                raise SchemaViolation(
+                    path, f"expected an integer, got {type(value).__name__} {value!r}"
+                )
+        low, high = _INTEGER_RANGES[ttype]
+        if not low <= value <= high:
+            raise SchemaViolation(path, f"integer {value} out of range [{low}, {high}]")
+        return value
+    raise SchemaViolation(path, f"unsupported Thrift type {ttype}")
+
+
+def from_document(cls: type, document: Any, path: str = "") -> Any:
+    """Build a Thrift struct from its JSON document, refusing anything the schema does not allow."""
+    path = path or cls.__name__
+    if not isinstance(document, dict):
+        raise SchemaViolation(path, f"expected an object, got {type(document).__name__}")
+    specs = {name: (ttype, info, required) for name, ttype, info, required in _fields(cls)}
+    unknown = set(document) - set(specs)
+    if unknown:
+        raise SchemaViolation(f"{path}.{sorted(unknown)[0]}", f"unknown field of {cls.__name__}")
+    values = {}
+    for name, (ttype, info, required) in specs.items():
+        value = document.get(name)
+        if value is None:
+            if required:
+                raise SchemaViolation(f"{path}.{name}", "required field is missing")
+            continue
+        values[name] = _from_json(value, ttype, info, f"{path}.{name}")
+    return cls(**values)
+
+
+def _from_json(value: Any, ttype: int, info: Any, path: str) -> Any:
+    if ttype == TType.STRUCT:
+        return from_document(info, value, path)
+    if ttype in (TType.LIST, TType.SET):
+        element_type, element_info = _split(info)
+        if not isinstance(value, list):
+            raise SchemaViolation(path, f"expected a list, got {type(value).__name__}")
+        return [
+            _from_json(v, element_type, element_info, f"{path}[{i}]") for i, v in enumerate(value)
+        ]
+    if ttype == TType.MAP:
+        (key_type, key_info), (value_type, value_info) = _split(info[0]), _split(info[1])
+        if not isinstance(value, dict):
+            raise SchemaViolation(path, f"expected an object, got {type(value).__name__}")
+        return {
+            _from_json(k, key_type, key_info, path): _from_json(
+                v, value_type, value_info, f"{path}[{k!r}]"
+            )
+            for k, v in value.items()
+        }
+    return _scalar(value, ttype, info, path, to_json=False)
+
+
+def validate(obj: Any) -> None:
+    """Raise :class:`SchemaViolation` if a struct would not make a valid document."""
+    to_document(obj)
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces) for content hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,123 @@
+"""The IDL is the source of truth: mappings and documents are derived from it and validated."""
+
+from __future__ import annotations
+
+import pytest
+
+from em2q_resources.metadata import schema as sch
+from em2q_resources.metadata.schema import SchemaViolation, load_schema
+from tests.fixtures.documents import measurement
+
+SCHEMA = load_schema()
+
+
+def test_every_indexed_entity_of_the_domain_is_in_the_idl():
+    assert set(SCHEMA.entities) == {
+        "Project",
+        "Study",
+        "Sample",
+        "Instrument",
+        "Measurement",
+        "SpectraPartition",
+        "ParameterSet",
+        "WorkflowRun",
+    }
+
+
+def test_searchable_strings_are_normalised_keywords_with_a_text_subfield():
+    title = SCHEMA.entity("Measurement").mapping["properties"]["title"]
+    assert title["type"] == "keyword"
+    assert title["normalizer"] == "lowercase"
+    assert title["fields"]["text"]["type"] == "text"
+
+
+def test_mapping_types_follow_the_thrift_types():
+    props = SCHEMA.entity("Measurement").mapping["properties"]
+    assert props["id"] == {"type": "keyword"}
+    assert props["status"] == {"type": "keyword"}  # enum, stored by name
+    assert props["uploaded_at"]["type"] == "date"
+    assert props["files"]["type"] == "nested"
+    assert props["files"]["properties"]["size_bytes"] == {"type": "long"}
+    assert props["facts"]["properties"]["pixels_x"] == {"type": "integer"}
+    assert props["settings"]["properties"]["resolving_power"] == {"type": "double"}
+    assert "type" not in props["settings"]  # a struct field is a plain object
+    assert SCHEMA.entity("ParameterSet").mapping["properties"]["values"]["type"] == "nested"
+
+
+def test_a_change_to_the_idl_changes_the_mapping(tmp_path):
+    idl = sch.IDL_PATH.read_text()
+    changed = idl.replace(
+        "  16: optional list<string> tags,\n",
+        "  16: optional list<string> tags,\n  17: optional double ambient_humidity_percent,\n",
+    )
+    assert changed != idl
+    path = tmp_path / "em2q.thrift"
+    path.write_text(changed)
+    altered = load_schema(path, module_name="em2q_changed_thrift")
+    before, after = SCHEMA.entity("Measurement"), altered.entity("Measurement")
+    assert after.mapping["properties"]["ambient_humidity_percent"] == {"type": "double"}
+    assert before.mapping_hash != after.mapping_hash
+    assert SCHEMA.entity("Project").mapping_hash == altered.entity("Project").mapping_hash
+
+
+def test_documents_use_field_names_and_enum_names():
+    doc = sch.to_document(measurement(SCHEMA, 1))
+    assert doc["settings"]["polarity"] in ("POSITIVE", "NEGATIVE")
+    assert doc["files"][0]["role"] == "IMZML"
+    assert "status_reason" not in doc  # absent optional fields are left out
+
+
+def test_measurement_round_trips_exactly_through_its_document():
+    original = measurement(SCHEMA, 7)
+    assert sch.from_document(SCHEMA.Measurement, sch.to_document(original)) == original
+
+
+def test_missing_required_field_is_refused_with_its_path():
+    doc = sch.to_document(measurement(SCHEMA, 1))
+    del doc["settings"]["polarity"]
+    with pytest.raises(SchemaViolation, match=r"Measurement\.settings\.polarity: required"):
+        sch.from_document(SCHEMA.Measurement, doc)
+
+
+def test_unknown_enum_value_is_refused_with_the_choices():
+    doc = sch.to_document(measurement(SCHEMA, 1))
+    doc["settings"]["analyzer"] = "MAGNETIC_SECTOR"
+    with pytest.raises(SchemaViolation) as error:
+        sch.from_document(SCHEMA.Measurement, doc)
+    assert error.value.field == "Measurement.settings.analyzer"
+    assert "ORBITRAP" in str(error.value)
+
+
+def test_wrong_type_is_refused_with_its_path():
+    doc = sch.to_document(measurement(SCHEMA, 1))
+    doc["facts"]["pixels_x"] = "many"
+    with pytest.raises(SchemaViolation, match=r"Measurement\.facts\.pixels_x: expected an integer"):
+        sch.from_document(SCHEMA.Measurement, doc)
+
+
+def test_unknown_field_is_refused():
+    doc = sch.to_document(measurement(SCHEMA, 1))
+    doc["sample"]["colour"] = "blue"
+    with pytest.raises(SchemaViolation, match=r"Measurement\.sample\.colour: unknown field"):
+        sch.from_document(SCHEMA.Measurement, doc)
+
+
+def test_struct_with_missing_required_field_cannot_become_a_document():
+    broken = measurement(SCHEMA, 1)
+    broken.operator = None
+    with pytest.raises(SchemaViolation, match=r"Measurement\.operator: required field is missing"):
+        sch.to_document(broken)
+
+
+def test_integer_out_of_range_is_refused():
+    broken = measurement(SCHEMA, 1)
+    broken.facts.pixels_x = 2**40
+    with pytest.raises(SchemaViolation, match="out of range"):
+        sch.to_document(broken)
+
+
+def test_field_paths_resolve_through_nested_lists():
+    info = sch.field_info(SCHEMA.ParameterSet, "values.number")
+    assert (info.es_type, info.nested_path) == ("double", "values")
+    with pytest.raises(SchemaViolation, match="unknown field 'colour'"):
+        sch.field_info(SCHEMA.Measurement, "sample.colour")

@@ -1,0 +1,294 @@
+/**
+ * EM²Q metadata schema: the one source of truth for the Python bindings, the Elasticsearch
+ * index mappings, the JSON documents and the MetadataService other languages call.
+ *
+ * Annotations read by em2q_resources.metadata.schema:
+ *   struct  (em2q.index = "<alias>")  the struct is an entity with its own index; its `id`
+ *                                      field is the document id.
+ *   field   (em2q.search = "text")     keyword with a lowercase normalizer + a `.text` full-text
+ *                                      sub-field (titles, descriptions, free names).
+ *   field   (em2q.type = "date")       an ISO-8601 timestamp string stored as an ES date.
+ *   field   (em2q.nested = "true")     a list of structs queried as units (ES nested type).
+ *   field   (em2q.index = "false")     stored in _source, not indexed.
+ * Strings without annotation are exact keywords (ids, URIs, controlled terms);
+ * enums are stored by name.
+ */
+
+namespace java org.em2q.metadata
+namespace py em2q_thrift
+namespace js em2q
+
+// ---------------------------------------------------------------- controlled vocabularies
+
+enum MeasurementStatus {
+  UPLOADED = 1,      // files committed to storage, document written
+  REGISTERED = 2,    // sensor picked it up, partitions created
+  PROCESSING = 3,    // runs in flight
+  READY = 4,         // standard processing done, QC passed
+  FAILED = 5,        // a step or a blocking QC check failed (see status_reason)
+}
+
+enum Polarity { POSITIVE = 1, NEGATIVE = 2, MIXED = 3 }
+
+enum IonisationSource {
+  MALDI = 1, DESI = 2, SIMS = 3, LAESI = 4, IR_MALDESI = 5, NANO_DESI = 6, LDI = 7,
+  MALDI_2 = 8, OTHER_SOURCE = 99,
+}
+
+enum Analyzer { ORBITRAP = 1, FTICR = 2, TOF = 3, QTOF = 4, QUADRUPOLE = 5, ION_TRAP = 6, OTHER_ANALYZER = 99 }
+
+enum ImzMLMode { CONTINUOUS = 1, PROCESSED = 2 }
+
+enum ChecksumType { SHA1 = 1, MD5 = 2, SHA256 = 3 }
+
+enum FileRole { IMZML = 1, IBD = 2, OPTICAL_IMAGE = 3, OTHER_FILE = 99 }
+
+enum SampleCondition { HEALTHY = 1, DISEASED = 2, TREATED = 3, CONTROL = 4, WILD_TYPE = 5, KNOCKOUT = 6, OTHER_CONDITION = 99 }
+
+enum SamplePreparation { FRESH_FROZEN = 1, FFPE = 2, OCT_EMBEDDED = 3, GELATIN_EMBEDDED = 4, CELL_CULTURE = 5, OTHER_PREPARATION = 99 }
+
+enum MatrixApplication { SPRAYER = 1, SUBLIMATION = 2, AIRBRUSH = 3, SPOTTING = 4, NONE_APPLIED = 5, OTHER_APPLICATION = 99 }
+
+enum RunStatus { QUEUED = 1, RUNNING = 2, SUCCEEDED = 3, FAILED = 4, CANCELED = 5 }
+
+enum RunEngine { DAGSTER = 1, ARGO = 2, LOCAL = 3 }
+
+// ---------------------------------------------------------------- entities and their parts
+
+struct Project {
+  1: required string id,
+  2: required string title (em2q.search = "text"),
+  3: optional string description (em2q.search = "text"),
+  4: optional string owner (em2q.search = "text"),
+  5: optional string created_at (em2q.type = "date"),
+} (em2q.index = "projects")
+
+struct Study {
+  1: required string id,
+  2: required string project_id,
+  3: required string title (em2q.search = "text"),
+  4: optional string description (em2q.search = "text"),
+  5: optional string created_at (em2q.type = "date"),
+} (em2q.index = "studies")
+
+struct Sample {
+  1: required string id,
+  2: optional string study_id,
+  3: required string organism (em2q.search = "text"),          // e.g. "Mus musculus"
+  4: optional string organ (em2q.search = "text"),             // organ or tissue, e.g. "brain"
+  5: optional SampleCondition condition,
+  6: optional string condition_detail (em2q.search = "text"),
+  7: optional SamplePreparation preparation,
+  8: optional string matrix (em2q.search = "text"),            // e.g. "DHB", "9-AA"
+  9: optional MatrixApplication matrix_application,
+  10: optional double section_thickness_um,
+} (em2q.index = "samples")
+
+struct Instrument {
+  1: required string id,
+  2: required string model (em2q.search = "text"),             // e.g. "Q Exactive HF"
+  3: optional string vendor (em2q.search = "text"),
+  4: required Analyzer analyzer,
+  5: optional IonisationSource source,
+  6: optional string serial_number,
+} (em2q.index = "instruments")
+
+struct MassRange {
+  1: required double min_mz,
+  2: required double max_mz,
+}
+
+struct LaserSettings {
+  1: optional double wavelength_nm,
+  2: optional double frequency_hz,
+  3: optional double spot_size_um,
+  4: optional i32 shots_per_pixel,
+  5: optional double power_percent,
+}
+
+struct SpectrometerSettings {
+  1: required Polarity polarity,
+  2: required IonisationSource source,
+  3: required Analyzer analyzer,
+  4: optional double resolving_power,          // m/Δm (FWHM) at resolving_power_at_mz
+  5: optional double resolving_power_at_mz,
+  6: required MassRange mass_range,
+  7: optional double pixel_size_x_um,
+  8: optional double pixel_size_y_um,
+  9: optional LaserSettings laser,
+  10: optional string instrument_id,
+}
+
+struct StoredFile {
+  1: required FileRole role,
+  2: required string uri,
+  3: required i64 size_bytes,
+  4: required ChecksumType checksum_type,
+  5: required string checksum,
+}
+
+struct ImzMLFacts {
+  1: required ImzMLMode mode,
+  2: required i32 pixels_x,
+  3: required i32 pixels_y,
+  4: optional i32 pixels_z = 1,
+  5: required i64 spectra_count,
+  6: required MassRange mz_range,
+  7: optional string uuid,
+  8: optional string mz_dtype,
+  9: optional string intensity_dtype,
+}
+
+struct Measurement {
+  1: required string id,
+  2: required string title (em2q.search = "text"),
+  3: optional string description (em2q.search = "text"),
+  4: required string operator (em2q.search = "text"),
+  5: optional string project_id,
+  6: optional string study_id,
+  7: optional Sample sample,
+  8: required SpectrometerSettings settings,
+  9: required MeasurementStatus status,
+  10: optional string status_reason (em2q.search = "text"),
+  11: optional string acquired_at (em2q.type = "date"),
+  12: required string uploaded_at (em2q.type = "date"),
+  13: optional string updated_at (em2q.type = "date"),
+  14: optional list<StoredFile> files (em2q.nested = "true"),
+  15: optional ImzMLFacts facts,
+  16: optional list<string> tags,
+} (em2q.index = "measurements")
+
+struct SpectraPartition {
+  1: required string id,                       // "<measurement_id>/<chunk_index>of<chunk_count>"
+  2: required string measurement_id,
+  3: required i32 chunk_index,
+  4: required i32 chunk_count,
+  5: required i64 first_spectrum,              // inclusive, file order
+  6: required i64 stop_spectrum,               // exclusive
+  7: required string storage_uri,
+  8: optional string created_at (em2q.type = "date"),
+} (em2q.index = "spectra_partitions")
+
+/** One value of one processing step; exactly one of number/text/numbers is set. */
+struct ParameterValue {
+  1: required string step,                     // e.g. "peak_picking"
+  2: required string name,                     // e.g. "snr_threshold"
+  3: optional double number,
+  4: optional string text,
+  5: optional list<double> numbers,
+}
+
+struct ParameterSet {
+  1: required string id,                       // "<name>@v<version>"
+  2: required string name,
+  3: required i32 version,
+  4: required string author (em2q.search = "text"),
+  5: required string created_at (em2q.type = "date"),
+  6: optional string comment (em2q.search = "text"),
+  7: required list<ParameterValue> values (em2q.nested = "true"),
+  8: required string content_hash,             // SHA-256 of the canonical values
+} (em2q.index = "parameter_sets")
+
+struct ResultLocation {
+  1: required string name,                     // e.g. "mean_spectrum"
+  2: required string uri,
+}
+
+struct WorkflowRun {
+  1: required string id,
+  2: required RunEngine engine,
+  3: required string run_id,                   // Dagster run id or Argo workflow name
+  4: required string workflow,                 // job or asset key
+  5: optional string measurement_id,
+  6: optional string partition,
+  7: optional string parameter_set_id,
+  8: optional string parameter_set_hash,
+  9: optional string code_version,
+  10: optional list<ResultLocation> inputs (em2q.nested = "true"),
+  11: optional list<ResultLocation> outputs (em2q.nested = "true"),
+  12: required RunStatus status,
+  13: optional string started_at (em2q.type = "date"),
+  14: optional string finished_at (em2q.type = "date"),
+  15: optional double duration_s,
+  16: optional string error (em2q.search = "text"),
+} (em2q.index = "workflow_runs")
+
+// ---------------------------------------------------------------- the service
+
+/** A document's position in Elasticsearch's history, for optimistic concurrency. */
+struct DocumentVersion {
+  1: required i64 seq_no,
+  2: required i64 primary_term,
+}
+
+struct StoredMeasurement {
+  1: required Measurement measurement,
+  2: required DocumentVersion version,
+}
+
+/** One filter: `terms` (any of), or a `gte`/`lte` range; field is a dotted schema path. */
+struct Filter {
+  1: required string field,
+  2: optional list<string> terms,
+  3: optional string gte,
+  4: optional string lte,
+}
+
+struct SortField {
+  1: required string field,
+  2: optional bool descending = false,
+}
+
+struct SearchRequest {
+  1: optional string text,
+  2: optional list<Filter> filters,
+  3: optional list<string> facets,
+  4: optional list<SortField> sort,
+  5: optional i32 page_size = 20,
+  6: optional string page_token,               // from SearchResult.next_page_token
+}
+
+struct FacetBucket {
+  1: required string value,
+  2: required i64 count,
+}
+
+struct MeasurementPage {
+  1: required list<Measurement> hits,
+  2: required i64 total,
+  3: optional map<string, list<FacetBucket>> facets,
+  4: optional string next_page_token,
+}
+
+exception NotFound { 1: required string entity, 2: required string id }
+exception InvalidDocument { 1: required string field, 2: required string message }
+exception VersionConflict { 1: required string id, 2: required string message }
+exception StoreUnavailable { 1: required string message }
+
+service MetadataService {
+  string ping(),
+
+  Measurement createMeasurement(1: Measurement measurement)
+    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable),
+  StoredMeasurement getMeasurement(1: string id)
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+  StoredMeasurement updateMeasurement(1: Measurement measurement, 2: DocumentVersion expected)
+    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable),
+  void deleteMeasurement(1: string id)
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+  MeasurementPage searchMeasurements(1: SearchRequest request)
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+
+  ParameterSet saveParameterSet(1: string name, 2: list<ParameterValue> values,
+                                3: string author, 4: string comment)
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+  ParameterSet getParameterSet(1: string id)
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+  list<ParameterSet> listParameterSets(1: string name)
+    throws (3: StoreUnavailable unavailable),
+
+  WorkflowRun recordWorkflowRun(1: WorkflowRun run)
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+  list<WorkflowRun> workflowRunsOf(1: string measurement_id)
+    throws (3: StoreUnavailable unavailable),
+}
