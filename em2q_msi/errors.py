@@ -1,0 +1,96 @@
+"""Errors raised while reading, validating and chunking imzML data.
+
+Every class carries a stable ``code`` (snake_case) that the validation report, the step entry
+point and later the web and Thrift surfaces use; the message names the offending value so a
+technician can act on it without reading code.
+"""
+
+from __future__ import annotations
+
+
+class ImzMLError(Exception):
+    """Base class: something is wrong with an imzML/ibd pair or with how it is read."""
+
+    code = "imzml_error"
+
+
+class ImzMLNotWellFormed(ImzMLError):
+    code = "xml_not_well_formed"
+
+
+class ImzMLNotImzML(ImzMLError):
+    """Well-formed XML, but not an imzML document (no mzML root, no mode, no spectra...)."""
+
+    code = "not_imzml"
+
+
+class ImzMLMissingFile(ImzMLError):
+    code = "file_missing"
+
+
+class ImzMLUnsupported(ImzMLError):
+    """A valid imzML feature this reader does not handle (e.g. zlib-compressed arrays)."""
+
+    code = "unsupported"
+
+
+class ImzMLUUIDMismatch(ImzMLError):
+    code = "uuid_mismatch"
+
+
+class ImzMLChecksumMismatch(ImzMLError):
+    code = "checksum_mismatch"
+
+
+class ImzMLOffsetOutOfRange(ImzMLError):
+    code = "offset_out_of_range"
+
+
+class ImzMLEncodedLengthMismatch(ImzMLError):
+    code = "encoded_length_mismatch"
+
+
+class ImzMLTruncated(ImzMLError):
+    code = "ibd_truncated"
+
+
+class ImzMLCoordinateOutsideGrid(ImzMLError):
+    code = "coordinate_outside_grid"
+
+
+class ImzMLDuplicateCoordinate(ImzMLError):
+    code = "duplicate_coordinate"
+
+
+class ImzMLEmptySpectrum(ImzMLError):
+    code = "empty_spectrum"
+
+
+class ImzMLUnsortedMz(ImzMLError):
+    code = "mz_not_sorted"
+
+
+class ImzMLNonFiniteValues(ImzMLError):
+    code = "non_finite_values"
+
+
+class ImzMLContinuousMismatch(ImzMLError):
+    """A continuous file whose spectra do not share one m/z array or one length."""
+
+    code = "continuous_layout_mismatch"
+
+
+class ChunkError(Exception):
+    """Base class for problems with stored spectra chunks."""
+
+    code = "chunk_error"
+
+
+class ChunkNotFound(ChunkError):
+    """No committed chunk at the URL (missing, or its write never finished)."""
+
+    code = "chunk_not_found"
+
+
+class ChunkCorrupt(ChunkError):
+    code = "chunk_corrupt"
