@@ -94,3 +94,13 @@ class ChunkNotFound(ChunkError):
 
 class ChunkCorrupt(ChunkError):
     code = "chunk_corrupt"
+
+
+class ImzMLValidationError(ImzMLError):
+    """Raised by ``ValidationReport.raise_for_problems``; the message lists every problem."""
+
+    code = "invalid_imzml"
+
+    def __init__(self, message: str, problems: list | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
