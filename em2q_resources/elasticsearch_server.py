@@ -152,6 +152,8 @@ class LocalElasticsearch:
     cache_dir: Path
     heap_mb: int = 512
     start_timeout_s: float = 180.0
+    #: keep the data here across restarts (``make run``); ``None``: a temp folder, removed on stop
+    data_dir: Path | None = None
     process: subprocess.Popen | None = None
     url: str | None = None
     _workdir: Path | None = None
@@ -168,9 +170,13 @@ class LocalElasticsearch:
         shutil.copytree(home / "config", conf)
         for sub in ("data", "logs"):
             (self._workdir / sub).mkdir()
+        data_dir = self._workdir / "data"
+        if self.data_dir is not None:
+            data_dir = self.data_dir
+            data_dir.mkdir(parents=True, exist_ok=True)
         run_as_root = os.geteuid() == 0
-        if run_as_root:
-            for path in [self._workdir, *self._workdir.rglob("*")]:
+        if run_as_root:  # Elasticsearch refuses root: its files belong to `nobody`
+            for path in [self._workdir, *self._workdir.rglob("*"), data_dir, *data_dir.rglob("*")]:
                 os.chown(path, 65534, 65534)
         http_port, transport_port = _free_port(), _free_port()
         env = {
@@ -189,7 +195,7 @@ class LocalElasticsearch:
             "-E", "xpack.security.enabled=false",
             "-E", "cluster.routing.allocation.disk.threshold_enabled=false",
             "-E", "action.destructive_requires_name=false",
-            "-E", f"path.data={self._workdir / 'data'}",
+            "-E", f"path.data={data_dir}",
             "-E", f"path.logs={self._workdir / 'logs'}",
         ]  # fmt: skip
         log = open(self._workdir / "stdout.log", "wb")  # noqa: SIM115 - lives as long as the process

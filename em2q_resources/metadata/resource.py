@@ -22,7 +22,9 @@ class MetadataStoreResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings, url: str | None = None) -> MetadataStoreResource:
         chosen = url or settings.elasticsearch_url
         if not chosen:
-            raise ValueError("no Elasticsearch URL: set EM2Q_ELASTICSEARCH_URL or start one locally")
+            raise ValueError(
+                "no Elasticsearch URL: set EM2Q_ELASTICSEARCH_URL or start one locally"
+            )
         return cls(
             url=chosen,
             index_prefix=settings.index_prefix,

@@ -682,7 +682,7 @@ def _decode_token(token: str) -> list:
 def parameter_set_hash(values: Mapping[str, Mapping[str, Any]]) -> str:
     """SHA-256 of the canonical JSON of the values: equal content, equal hash."""
     normalised = {
-        step: {name: _normalise_value(v) for name, v in params.items()}
+        step: {name: _normalise_value(v) for name, v in params.items() if v is not None}
         for step, params in values.items()
     }
     return hashlib.sha256(sch.canonical_json(normalised).encode()).hexdigest()
@@ -711,6 +711,8 @@ def parameter_values_from_dict(
         if not isinstance(params, Mapping):
             raise SchemaViolation(f"ParameterSet.values.{step}", "expected {name: value}")
         for name, value in sorted(params.items()):
+            if value is None:
+                continue  # "not set": the step's default applies
             path = f"ParameterSet.values.{step}.{name}"
             item = schema.ParameterValue(step=step, name=name)
             if isinstance(value, bool):
