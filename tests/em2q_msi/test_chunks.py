@@ -1,0 +1,174 @@
+"""Chunk ranges, and chunks written to local folders and S3 read back whole and in part."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from em2q_msi.chunks import (
+    ChunkWriter,
+    chunk_meta,
+    chunk_range,
+    chunk_ranges,
+    iter_chunk,
+    read_chunk,
+    write_chunk,
+)
+from em2q_msi.errors import ChunkCorrupt, ChunkNotFound
+from em2q_msi.imzml import ImzML
+from em2q_msi.spectra import SpectraBlock
+
+
+def assert_blocks_equal(a: SpectraBlock, b: SpectraBlock) -> None:
+    assert a.is_continuous == b.is_continuous and a.first_index == b.first_index
+    np.testing.assert_array_equal(a.coordinates, b.coordinates)
+    np.testing.assert_array_equal(a.mz, b.mz)
+    np.testing.assert_array_equal(a.intensity, b.intensity)
+    assert a.mz.dtype == b.mz.dtype and a.intensity.dtype == b.intensity.dtype
+    if not a.is_continuous:
+        np.testing.assert_array_equal(a.offsets, b.offsets)
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 3), (9, 9), (100, 7), (0, 2), (5, 1)])
+def test_chunk_ranges_are_contiguous_balanced_and_cover_everything(n, k):
+    ranges = chunk_ranges(n, k)
+    assert len(ranges) == k and ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    sizes = [stop - start for start, stop in ranges]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_more_chunks_than_spectra_gives_empty_tail_chunks():
+    assert chunk_ranges(3, 5) == [(0, 1), (1, 2), (2, 3), (3, 3), (3, 3)]
+
+
+def test_chunk_index_outside_k_is_refused():
+    assert chunk_range(10, 3, 2) == (7, 10)
+    with pytest.raises(ValueError, match="chunk index 3 is outside 0..2"):
+        chunk_range(10, 3, 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        chunk_ranges(10, 0)
+
+
+@pytest.mark.parametrize("name", ["small_continuous", "small_processed"])
+def test_chunk_round_trip_local(name, request, tmp_path):
+    reader = ImzML.open(request.getfixturevalue(name))
+    block = reader.read_block(3, 9)
+    meta = write_chunk(block, str(tmp_path / "chunk"), extra={"chunk": "1/2"})
+    assert meta["n_spectra"] == 6 and meta["first_index"] == 3 and meta["extra"] == {"chunk": "1/2"}
+    assert_blocks_equal(read_chunk(str(tmp_path / "chunk")), block)
+    assert sorted(p.name for p in (tmp_path / "chunk").iterdir()) == sorted(
+        [f"{n}.npy" for n in meta["files"]] + ["meta.json"]
+    )
+
+
+@pytest.mark.parametrize("name", ["small_continuous", "small_processed"])
+def test_partial_read_returns_only_the_asked_spectra(name, request, tmp_path):
+    reader = ImzML.open(request.getfixturevalue(name))
+    write_chunk(reader.read_block(2, 12), str(tmp_path / "c"))
+    part = read_chunk(str(tmp_path / "c"), 4, 7)
+    assert_blocks_equal(part, reader.read_block(6, 9))
+
+
+def test_chunk_files_are_plain_npy(small_processed, tmp_path):
+    block = ImzML.open(small_processed).read_block(0, 5)
+    write_chunk(block, str(tmp_path / "c"))
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "intensity.npy"), block.intensity)
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "offsets.npy"), block.offsets)
+
+
+@pytest.mark.parametrize("name", ["small_continuous", "small_processed"])
+def test_chunk_round_trip_on_s3_with_ranged_partial_reads(name, request, s3_bucket):
+    bucket, options = s3_bucket
+    reader = ImzML.open(request.getfixturevalue(name))
+    block = reader.read_block(0, reader.n_spectra)
+    url = f"{bucket}/chunks/{name}/0"
+    write_chunk(block, url, storage_options=options)
+    assert_blocks_equal(read_chunk(url, storage_options=options), block)
+    assert_blocks_equal(read_chunk(url, 5, 8, storage_options=options), reader.read_block(5, 8))
+    fs = fsspec.filesystem("s3", **options)
+    assert sorted(Path(p).name for p in fs.ls(url)) == sorted(
+        ["coordinates.npy", "intensity.npy", "meta.json", "mz.npy"]
+        + ([] if block.is_continuous else ["offsets.npy"])
+    )
+
+
+def test_streamed_writer_equals_one_block(small_processed, tmp_path):
+    reader = ImzML.open(small_processed)
+    whole = reader.read_block(0, reader.n_spectra)
+    writer = ChunkWriter(
+        str(tmp_path / "c"),
+        continuous=False,
+        n_spectra=reader.n_spectra,
+        n_values=int(whole.offsets[-1]),
+        mz_dtype=reader.mz_dtype,
+        intensity_dtype=reader.intensity_dtype,
+    )
+    for block in reader.iter_blocks(rows_per_block=5):
+        writer.append(block)
+    writer.commit()
+    assert_blocks_equal(read_chunk(str(tmp_path / "c")), whole)
+    blocks = list(iter_chunk(str(tmp_path / "c"), 4))
+    assert [b.first_index for b in blocks] == [0, 4, 8]
+
+
+def test_unfinished_write_is_invisible(small_processed, tmp_path):
+    reader = ImzML.open(small_processed)
+    writer = ChunkWriter(
+        str(tmp_path / "c"),
+        continuous=False,
+        n_spectra=reader.n_spectra,
+        n_values=int(reader.index.mz_lengths.sum()),
+        mz_dtype=reader.mz_dtype,
+        intensity_dtype=reader.intensity_dtype,
+    )
+    writer.append(reader.read_block(0, 4))  # the step dies here
+    with pytest.raises(ChunkNotFound, match="no committed chunk"):
+        read_chunk(str(tmp_path / "c"))
+    assert not any(p.name.endswith(".npy") for p in (tmp_path / "c").iterdir())
+
+
+def test_rewrite_uncommits_the_old_chunk_first(small_processed, tmp_path):
+    reader = ImzML.open(small_processed)
+    url = str(tmp_path / "c")
+    write_chunk(reader.read_block(0, 3), url)
+    ChunkWriter(
+        url,
+        continuous=False,
+        n_spectra=2,
+        n_values=10,
+        mz_dtype=reader.mz_dtype,
+        intensity_dtype=reader.intensity_dtype,
+    )
+    with pytest.raises(ChunkNotFound):
+        chunk_meta(url)
+
+
+def test_incomplete_commit_is_refused_and_cleaned(small_processed, tmp_path):
+    reader = ImzML.open(small_processed)
+    writer = ChunkWriter(
+        str(tmp_path / "c"),
+        continuous=False,
+        n_spectra=5,
+        n_values=10**6,
+        mz_dtype=reader.mz_dtype,
+        intensity_dtype=reader.intensity_dtype,
+    )
+    writer.append(reader.read_block(0, 5))
+    with pytest.raises(ValueError, match="chunk incomplete"):
+        writer.commit()
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_meta_that_disagrees_with_a_file_is_corrupt(small_processed, tmp_path):
+    write_chunk(ImzML.open(small_processed).read_block(0, 5), str(tmp_path / "c"))
+    meta_path = tmp_path / "c" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["intensity"]["shape"] = [3]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ChunkCorrupt, match="does not match meta.json"):
+        read_chunk(str(tmp_path / "c"))
