@@ -1,0 +1,222 @@
+"""Spectrum preprocessing: smoothing, baseline removal and normalisation, batched over blocks.
+
+Every function takes a ``SpectraBlock`` (continuous or processed) and returns a new one in the same
+layout with float32 intensities; the m/z arrays and coordinates are shared, not copied. The work is
+done per spectrum by the numba kernels in ``_kernels`` on all cores; windows are in data points.
+
+Order of the full chain (``preprocess``): smooth → remove baseline → normalise. Smoothing sets the
+negative values a polynomial fit can produce to zero (as OpenMS's ``SavitzkyGolayFilter`` does),
+since intensities are counts. Normalisation factors are computed on the baseline-free signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from em2q_msi import _kernels as K
+from em2q_msi.parameters import (
+    BaselineParameters,
+    NormalisationParameters,
+    PeakPickingParameters,
+    ProcessingParameters,
+    SmoothingParameters,
+)
+from em2q_msi.spectra import SpectraBlock
+
+# Upper bound of peak slots (16 bytes each) held at once while picking: about 64 MB.
+_MAX_PEAK_SLOTS = 4_000_000
+
+
+def savgol_edge_matrix(window_points: int, polyorder: int) -> np.ndarray:
+    """Hat matrix ``H`` (window × window) of a least-squares polynomial fit over one window.
+
+    Row ``window_points // 2`` is the Savitzky–Golay kernel; the rows before and after it give the
+    outputs of the first and last ``window_points // 2`` points from the first/last full window
+    (scipy's ``mode="interp"``).
+    """
+    half = window_points // 2
+    x = np.arange(window_points, dtype=np.float64) - half
+    vander = x[:, None] ** np.arange(polyorder + 1)
+    return vander @ np.linalg.pinv(vander)
+
+
+def gaussian_kernel(sigma_points: float, truncate: float = 4.0) -> np.ndarray:
+    """Normalised Gaussian weights of radius ``int(truncate * sigma + 0.5)`` points (as scipy)."""
+    radius = int(truncate * sigma_points + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 * (x / sigma_points) ** 2)
+    return phi / phi.sum()
+
+
+@dataclass(frozen=True)
+class _Chain:
+    smoothing: SmoothingParameters | None = None
+    baseline: BaselineParameters | None = None
+    normalisation: NormalisationParameters | None = None
+    peak_picking: PeakPickingParameters | None = None
+    noise: str | None = None  # noise estimate without picking
+
+
+@dataclass(frozen=True)
+class _ChainResult:
+    block: SpectraBlock | None
+    counts: np.ndarray
+    floor: np.ndarray
+    noise: np.ndarray
+    peak_mz: np.ndarray
+    peak_intensity: np.ndarray
+    peak_snr: np.ndarray
+
+
+def _config(chain: _Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    sm, bl, nm, pp = chain.smoothing, chain.baseline, chain.normalisation, chain.peak_picking
+    smooth_mode = K.SMOOTH_NONE
+    coeffs = np.ones(1, np.float32)
+    edges = np.ones((1, 1), np.float32)
+    if sm is not None and sm.method == "savgol":
+        hat = savgol_edge_matrix(sm.window_points, sm.polyorder)
+        smooth_mode, coeffs, edges = K.SMOOTH_HAT, hat[sm.window_points // 2], hat
+    elif sm is not None and sm.method == "gaussian":
+        smooth_mode, coeffs = K.SMOOTH_REFLECT, gaussian_kernel(sm.sigma_points)
+    base_mode = {None: K.BASELINE_NONE, "none": K.BASELINE_NONE, "tophat": K.BASELINE_TOPHAT}
+    base_mode["snip"] = K.BASELINE_SNIP
+    norm_mode = {None: K.NORM_NONE, "none": K.NORM_NONE, "tic": K.NORM_TIC, "rms": K.NORM_RMS}
+    norm_mode["median"] = K.NORM_MEDIAN
+    noise_name = pp.noise if pp is not None else chain.noise
+    cfg_i = np.array(
+        [
+            smooth_mode,
+            base_mode[bl.method if bl else None],
+            bl.window_points if bl else 1,
+            bl.iterations if bl else 1,
+            norm_mode[nm.method if nm else None],
+            K.NOISE_STD if noise_name == "std" else K.NOISE_MAD,
+            int(noise_name is not None),
+            int(pp is not None),
+            pp.min_distance_points if pp else 1,
+        ],
+        dtype=np.int64,
+    )
+    cfg_f = np.array([pp.snr_threshold if pp else 0.0], dtype=np.float64)
+    return cfg_i, cfg_f, coeffs.astype(np.float32), np.ascontiguousarray(edges, np.float32)
+
+
+def _run_chain(block: SpectraBlock, chain: _Chain, keep_spectra: bool) -> _ChainResult:
+    """Run the configured chain over ``block`` in batches that bound the peak buffers' memory."""
+    cfg_i, cfg_f, coeffs, edges = _config(chain)
+    pick = chain.peak_picking is not None
+    mz = np.ascontiguousarray(block.mz, dtype=np.float64)
+    inten = np.ascontiguousarray(block.intensity, dtype=np.float32)
+    n_spec = len(block)
+    if block.offsets is None:
+        inten = inten.reshape(n_spec, -1)
+        longest = inten.shape[1]
+        out = np.empty_like(inten) if keep_spectra else np.empty((1, 1), np.float32)
+    else:
+        offsets = np.ascontiguousarray(block.offsets, dtype=np.int64)
+        longest = int(np.diff(offsets).max()) if n_spec else 0
+        out = np.empty_like(inten) if keep_spectra else np.empty(1, np.float32)
+    cap = longest // 2 + 1 if pick else 0
+    batch = max(1, min(n_spec, _MAX_PEAK_SLOTS // cap)) if pick else max(n_spec, 1)
+    counts, floors, noises, pk_mz, pk_int, pk_snr = [], [], [], [], [], []
+    for b0 in range(0, n_spec, batch):
+        b1 = min(b0 + batch, n_spec)
+        slots = (b1 - b0) * cap
+        buf_mz = np.empty(slots, np.float64)
+        buf_int = np.empty(slots, np.float32)
+        buf_snr = np.empty(slots, np.float32)
+        if block.offsets is None:
+            c, f, z = K.chain_dense(
+                mz,
+                inten[b0:b1],
+                out[b0:b1] if keep_spectra else out,
+                keep_spectra,
+                cfg_i,
+                cfg_f,
+                coeffs,
+                edges,
+                cap,
+                buf_mz,
+                buf_int,
+                buf_snr,
+            )
+        else:
+            lo, hi = offsets[b0], offsets[b1]
+            c, f, z = K.chain_ragged(
+                mz[lo:hi],
+                inten[lo:hi],
+                offsets[b0 : b1 + 1] - lo,
+                out[lo:hi] if keep_spectra else out,
+                keep_spectra,
+                cfg_i,
+                cfg_f,
+                coeffs,
+                edges,
+                cap,
+                buf_mz,
+                buf_int,
+                buf_snr,
+            )
+        counts.append(c)
+        floors.append(f)
+        noises.append(z)
+        if pick:
+            starts = np.concatenate(([0], np.cumsum(c)[:-1]))
+            idx = np.repeat(np.arange(b1 - b0) * cap - starts, c) + np.arange(int(c.sum()))
+            pk_mz.append(buf_mz[idx])
+            pk_int.append(buf_int[idx])
+            pk_snr.append(buf_snr[idx])
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    result_block = None
+    if keep_spectra:
+        result_block = SpectraBlock(
+            mz=block.mz,
+            intensity=out,
+            offsets=block.offsets,
+            coordinates=block.coordinates,
+            first_index=block.first_index,
+        )
+    return _ChainResult(
+        block=result_block,
+        counts=cat(counts, np.int64),
+        floor=cat(floors, np.float64),
+        noise=cat(noises, np.float64),
+        peak_mz=cat(pk_mz, np.float64),
+        peak_intensity=cat(pk_int, np.float32),
+        peak_snr=cat(pk_snr, np.float32),
+    )
+
+
+def smooth(block: SpectraBlock, params: SmoothingParameters | None = None) -> SpectraBlock:
+    """Smoothed copy of ``block`` (Savitzky–Golay or Gaussian, windows in points).
+
+    Spectra shorter than a Savitzky–Golay window are returned unchanged.
+    """
+    params = params or SmoothingParameters()
+    return _run_chain(block, _Chain(smoothing=params), keep_spectra=True).block  # type: ignore[return-value]
+
+
+def remove_baseline(block: SpectraBlock, params: BaselineParameters | None = None) -> SpectraBlock:
+    """``block`` minus its baseline (top-hat opening or SNIP); results are never negative."""
+    params = params or BaselineParameters()
+    return _run_chain(block, _Chain(baseline=params), keep_spectra=True).block  # type: ignore[return-value]
+
+
+def normalise(block: SpectraBlock, params: NormalisationParameters | None = None) -> SpectraBlock:
+    """Each spectrum divided by its own TIC, RMS or median of non-zero intensities."""
+    params = params or NormalisationParameters()
+    return _run_chain(block, _Chain(normalisation=params), keep_spectra=True).block  # type: ignore[return-value]
+
+
+def preprocess(block: SpectraBlock, params: ProcessingParameters | None = None) -> SpectraBlock:
+    """The full chain smooth → remove baseline → normalise, in one pass per spectrum."""
+    params = params or ProcessingParameters()
+    chain = _Chain(
+        smoothing=params.smoothing, baseline=params.baseline, normalisation=params.normalisation
+    )
+    return _run_chain(block, chain, keep_spectra=True).block  # type: ignore[return-value]
