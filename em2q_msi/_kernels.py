@@ -33,6 +33,7 @@ def _reflect(i: int, n: int) -> int:
 
 _TILE = 2048  # points per tile: a tile of input and output stays in L1 across the filter taps
 NOISE_SAMPLE_POINTS = 2048  # at most this many evenly spaced points enter the noise estimate
+RELATIVE_ZERO = 1e-6  # intensities below this fraction of a spectrum's maximum count as zeros
 
 
 @nb.njit(cache=True, nogil=True)
@@ -179,10 +180,15 @@ def _noise_one(y, mode, buf):
     """(floor, noise) from the positive intensities among at most NOISE_SAMPLE_POINTS evenly
     spaced points: median and 1.4826·MAD, or mean and standard deviation."""
     n = y.shape[0]
+    top = np.float32(0.0)
+    for i in range(n):
+        top = top if top > y[i] else y[i]
+    # values below float32 round-off of the spectrum's maximum count as zeros
+    tiny = top * np.float32(RELATIVE_ZERO)
     stride = max(1, (n + NOISE_SAMPLE_POINTS - 1) // NOISE_SAMPLE_POINTS)
     cnt = 0
     for i in range(0, n, stride):
-        if y[i] > 0.0:
+        if y[i] > tiny:
             buf[cnt] = y[i]
             cnt += 1
     if cnt == 0:
