@@ -1,0 +1,142 @@
+"""Ion images: the summed intensity of m/z windows for all pixels at once, as arrays and PNGs.
+
+A window is ``[mz - tol, mz + tol]`` with both ends included (as pyimzml's ``getionimage``), where
+``tol`` is ``tolerance_da`` or ``mz * tolerance_ppm * 1e-6``. Continuous blocks find the window
+bounds once on the shared axis; processed blocks binary-search each spectrum; both sum in float64
+on all cores.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO
+
+import numpy as np
+
+from em2q_msi import _kernels as K
+from em2q_msi.spectra import SpectraBlock
+
+
+class IonImageError(ValueError):
+    """Ion-image inputs that cannot be used: bad window, coordinates outside the grid."""
+
+
+def mz_windows(
+    mz_values: np.ndarray | list[float],
+    tolerance_ppm: float | None = None,
+    tolerance_da: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower, upper)`` m/z bounds of each window; give exactly one tolerance."""
+    mz = np.atleast_1d(np.asarray(mz_values, dtype=np.float64))
+    if (tolerance_ppm is None) == (tolerance_da is None):
+        raise IonImageError("give exactly one of tolerance_ppm and tolerance_da")
+    if tolerance_ppm is not None:
+        if not tolerance_ppm > 0:
+            raise IonImageError(f"tolerance_ppm must be > 0, got {tolerance_ppm!r}")
+        half = mz * (tolerance_ppm * 1e-6)
+    else:
+        if not tolerance_da > 0:  # type: ignore[operator]
+            raise IonImageError(f"tolerance_da must be > 0, got {tolerance_da!r}")
+        half = np.full_like(mz, tolerance_da)
+    return mz - half, mz + half
+
+
+def ion_intensities(
+    block: SpectraBlock,
+    mz_values: np.ndarray | list[float],
+    tolerance_ppm: float | None = None,
+    tolerance_da: float | None = None,
+) -> np.ndarray:
+    """Summed intensity per window and spectrum, shape ``(n_mz, n_spectra)``, float64.
+
+    Without a tolerance, 10 ppm is used.
+    """
+    if tolerance_ppm is None and tolerance_da is None:
+        tolerance_ppm = 10.0
+    lower, upper = mz_windows(mz_values, tolerance_ppm, tolerance_da)
+    if block.offsets is None:
+        intensity = np.asarray(block.intensity).reshape(len(block), -1)
+        lo = np.searchsorted(block.mz, lower, side="left").astype(np.int64)
+        hi = np.searchsorted(block.mz, upper, side="right").astype(np.int64)
+        return K.window_sums_dense(intensity, lo, hi)
+    return K.window_sums_ragged(
+        np.asarray(block.mz),
+        np.asarray(block.intensity),
+        np.asarray(block.offsets, dtype=np.int64),
+        lower,
+        upper,
+    )
+
+
+def pixel_indices(coordinates: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """0-based ``(row, column)`` indices of 1-based imzML ``(x, y, ...)`` coordinates."""
+    coordinates = np.asarray(coordinates)
+    ny, nx = grid_shape
+    x = coordinates[:, 0].astype(np.int64) - 1
+    y = coordinates[:, 1].astype(np.int64) - 1
+    bad = (x < 0) | (x >= nx) | (y < 0) | (y >= ny)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IonImageError(
+            f"spectrum {i} at (x={x[i] + 1}, y={y[i] + 1}) lies outside the grid "
+            f"{nx} × {ny} (x × y)"
+        )
+    return y, x
+
+
+def ion_images(
+    coordinates: np.ndarray,
+    intensities: np.ndarray,
+    grid_shape: tuple[int, int],
+    fill_value: float = np.nan,
+) -> np.ndarray:
+    """Images ``(n_mz, ny, nx)`` from ``ion_intensities`` output and the spectra's coordinates.
+
+    ``grid_shape`` is ``(ny, nx)`` (rows are y); pixels without a spectrum hold ``fill_value``.
+    A 1-D ``intensities`` (one value per spectrum) gives a single ``(ny, nx)`` image.
+    """
+    values = np.asarray(intensities, dtype=np.float64)
+    single = values.ndim == 1
+    values = np.atleast_2d(values)
+    if values.shape[1] != len(coordinates):
+        raise IonImageError(
+            f"{values.shape[1]} intensities per m/z but {len(coordinates)} coordinates"
+        )
+    rows, cols = pixel_indices(coordinates, grid_shape)
+    images = np.full((values.shape[0], *grid_shape), fill_value, dtype=np.float64)
+    images[:, rows, cols] = values
+    return images[0] if single else images
+
+
+def to_png(
+    image: np.ndarray,
+    path_or_file: str | os.PathLike[str] | BinaryIO,
+    colormap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> None:
+    """Write a 2-D image as an RGBA PNG through a matplotlib colormap; NaN pixels are transparent.
+
+    The colour scale runs from ``vmin`` to ``vmax`` (default: the finite minimum and maximum).
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    data = np.asarray(image, dtype=np.float64)
+    if data.ndim != 2:
+        raise IonImageError(f"to_png needs a 2-D image, got shape {data.shape}")
+    finite = np.isfinite(data)
+    lo = vmin if vmin is not None else (float(data[finite].min()) if finite.any() else 0.0)
+    hi = vmax if vmax is not None else (float(data[finite].max()) if finite.any() else 1.0)
+    scaled = np.clip((data - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(data)
+    rgba = colormaps[colormap](np.where(finite, scaled, 0.0), bytes=True)
+    rgba[~finite, 3] = 0
+    Image.fromarray(np.ascontiguousarray(rgba)).save(path_or_file, format="PNG")
+
+
+def png_bytes(image: np.ndarray, colormap: str = "viridis") -> bytes:
+    """The PNG of ``to_png`` as bytes (for writing to fsspec storage)."""
+    buffer = io.BytesIO()
+    to_png(image, buffer, colormap=colormap)
+    return buffer.getvalue()
