@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch lint bench lock clean
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,41 @@ elasticsearch: $(STAMP)
 run: elasticsearch
 	$(BIN)/em2q dev
 
+## The other-language client of the Thrift service tests: Debian's Apache Thrift compiler,
+## the Node.js client's locked npm packages and the JavaScript code generated from the IDL.
+THRIFT_IDL   := thrift/em2q.thrift
+NODE_CLIENT  := tests/interop/node
+NODE_GEN     := thrift/gen-nodejs/MetadataService.js
+NODE_MODULES := $(NODE_CLIENT)/node_modules/.package-lock.json
+
+interop: thrift-compiler $(NODE_MODULES) $(NODE_GEN)
+
+thrift-compiler:
+	@command -v thrift >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: the Thrift compiler is missing and this is not root (no sudo either):" \
+	    "run 'apt-get update && apt-get install -y thrift-compiler' as root, then make again" >&2; \
+	    exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: no 'thrift' on PATH and no apt-get:" \
+	    "install the Apache Thrift compiler 0.17 with your package manager" >&2; exit 1; }; \
+	  echo "installing Debian's thrift-compiler (apt-get)"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq thrift-compiler; }
+	@thrift --version
+
+$(NODE_MODULES): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm (Node.js 18+) is needed" \
+	  "for the Thrift interop test: apt-get install nodejs npm" >&2; exit 1; }
+	npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund
+	touch $@
+
+$(NODE_GEN): $(THRIFT_IDL) | thrift-compiler
+	rm -rf thrift/gen-nodejs
+	thrift --gen js:node -o thrift $(THRIFT_IDL)
+
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
-test: elasticsearch
+test: elasticsearch interop
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
