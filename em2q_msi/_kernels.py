@@ -404,25 +404,73 @@ def window_sums_ragged(mz, inten, offsets, lower, upper):
     return out
 
 
+@nb.njit(cache=True, nogil=True)
+def exact_sum(x):
+    """Correctly rounded float64 sum of finite values: CPython's ``math.fsum`` (Shewchuk)."""
+    partials = np.empty(128, np.float64)
+    n = 0
+    for v in x:
+        xx = float(v)
+        i = 0
+        for j in range(n):
+            y = partials[j]
+            if abs(xx) < abs(y):
+                xx, y = y, xx
+            hi = xx + y
+            lo = y - (hi - xx)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            xx = hi
+        partials[i] = xx
+        n = i + 1
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = partials[n]
+    lo = 0.0
+    while n > 0:
+        xx = hi
+        n -= 1
+        y = partials[n]
+        hi = xx + y
+        lo = y - (hi - xx)
+        if lo != 0.0:
+            break
+    if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+        y = lo * 2.0
+        xx = hi + y
+        if y == xx - hi:
+            hi = xx
+    return hi
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def basic_metrics_ragged(inten, offsets):
-    """Per spectrum: TIC (float64), index of the base peak (-1 if empty), non-zero count."""
+    """Per spectrum: TIC (exact float64 sum), index of the base peak (-1 if empty), non-zeros."""
     n_spec = offsets.shape[0] - 1
     tic = np.zeros(n_spec, np.float64)
     arg = np.full(n_spec, -1, np.int64)
     nnz = np.zeros(n_spec, np.int64)
     for s in nb.prange(n_spec):
         best = -np.inf
-        acc = 0.0
         cnt = 0
         for j in range(offsets[s], offsets[s + 1]):
             v = inten[j]
-            acc += v
             if v != 0:
                 cnt += 1
             if v > best:
                 best = v
                 arg[s] = j
-        tic[s] = acc
+        tic[s] = exact_sum(inten[offsets[s] : offsets[s + 1]])
         nnz[s] = cnt
     return tic, arg, nnz
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def exact_row_sums(inten):
+    """Exact float64 sum of each row of a 2-D block."""
+    out = np.zeros(inten.shape[0], np.float64)
+    for s in nb.prange(inten.shape[0]):
+        out[s] = exact_sum(inten[s])
+    return out

@@ -1,0 +1,195 @@
+"""QC metrics, mean spectrum, lock masses and the measurement summary."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from em2q_msi.parameters import ProcessingParameters, QCParameters
+from em2q_msi.qc import (
+    METRIC_NAMES,
+    MeanSpectrumAccumulator,
+    QCError,
+    concatenate_metrics,
+    lock_mass_errors_ppm,
+    mean_spectrum_peaks,
+    measurement_summary,
+    spectrum_metrics,
+    tic_image,
+)
+from em2q_msi.spectra import SpectraBlock
+from tests.em2q_msi.processing_data import (
+    CONTINUOUS,
+    PROCESSED,
+    example_block,
+    read_with_pyimzml,
+    synthetic_continuous,
+)
+
+
+@pytest.fixture(scope="module")
+def continuous() -> SpectraBlock:
+    return example_block(CONTINUOUS, continuous=True)
+
+
+@pytest.fixture(scope="module")
+def processed() -> SpectraBlock:
+    return example_block(PROCESSED, continuous=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return synthetic_continuous(
+        n_spectra=12, n_bins=4_000, n_peaks=40, mz_range=(400.0, 410.0), seed=7, nx=4
+    )
+
+
+@pytest.mark.parametrize("path", [CONTINUOUS, PROCESSED])
+def test_tic_equals_the_exact_sum_of_pyimzml_intensities(path):
+    _, intensities, _ = read_with_pyimzml(path)
+    metrics = spectrum_metrics(example_block(path, continuous=path == CONTINUOUS))
+    assert [float(t) for t in metrics["tic"]] == [math.fsum(y) for y in intensities]
+
+
+def test_base_peak_and_nonzero_count_match_pyimzml(processed):
+    mzs, intensities, _ = read_with_pyimzml(PROCESSED)
+    metrics = spectrum_metrics(processed)
+    for i, (mz, y) in enumerate(zip(mzs, intensities, strict=True)):
+        assert metrics["base_peak_mz"][i] == mz[np.argmax(y)]
+        assert metrics["base_peak_intensity"][i] == y.max()
+        assert metrics["n_nonzero"][i] == np.count_nonzero(y)
+
+
+def test_continuous_and_processed_examples_give_identical_metrics(continuous, processed):
+    a, b = spectrum_metrics(continuous), spectrum_metrics(processed)
+    assert set(a) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_metrics_of_chunks_concatenate_to_the_metrics_of_the_whole(synthetic):
+    block = synthetic.block
+    whole = spectrum_metrics(block)
+    parts = [
+        spectrum_metrics(SpectraBlock(block.mz, block.intensity[a:b], None, block.coordinates[a:b]))
+        for a, b in ((0, 5), (5, 12))
+    ]
+    merged = concatenate_metrics(parts)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(merged[name], whole[name])
+    assert (whole["n_peaks"] >= 40).all() and (whole["snr"] > 10).all()
+
+
+def test_mean_spectrum_on_the_shared_axis_merges_chunks(synthetic):
+    block = synthetic.block
+    a = MeanSpectrumAccumulator().add(
+        SpectraBlock(block.mz, block.intensity[:5], None, block.coordinates[:5])
+    )
+    b = MeanSpectrumAccumulator().add(
+        SpectraBlock(block.mz, block.intensity[5:], None, block.coordinates[5:])
+    )
+    mz, mean = a.merge(b).result()
+    np.testing.assert_array_equal(mz, block.mz)
+    np.testing.assert_allclose(mean, block.intensity.astype(np.float64).mean(axis=0), rtol=1e-12)
+    restored = MeanSpectrumAccumulator.from_state(a.merge(b).state())
+    np.testing.assert_array_equal(restored.result()[1], mean)
+
+
+def test_binned_mean_spectrum_is_the_same_for_continuous_and_processed(continuous, processed):
+    a = MeanSpectrumAccumulator.binned(100.0, 800.0, bin_ppm=20.0).add(continuous)
+    b = MeanSpectrumAccumulator.binned(100.0, 800.0, bin_ppm=20.0).add(processed)
+    np.testing.assert_allclose(a.result()[1], b.result()[1], rtol=1e-12)
+    mz, mean = b.result()
+    # every intensity lands in a bin: the mean spectrum's total is the mean TIC
+    np.testing.assert_allclose(mean.sum(), spectrum_metrics(processed)["tic"].mean(), rtol=1e-9)
+    assert np.all(np.diff(mz) > 0)
+
+
+def test_a_processed_block_needs_a_binned_accumulator(processed):
+    with pytest.raises(QCError, match="binned"):
+        MeanSpectrumAccumulator().add(processed)
+
+
+def test_accumulators_with_different_axes_do_not_merge(continuous):
+    a = MeanSpectrumAccumulator.binned(100.0, 800.0, bin_ppm=20.0).add(continuous)
+    b = MeanSpectrumAccumulator.binned(100.0, 800.0, bin_ppm=10.0).add(continuous)
+    with pytest.raises(QCError, match="different m/z axes"):
+        a.merge(b)
+
+
+def test_lock_mass_error_is_the_ppm_error_of_the_nearest_peak():
+    peaks = np.array([300.0, 400.0012, 556.2771 * (1 + 3e-6), 700.0])
+    errors = lock_mass_errors_ppm(peaks, [400.0, 556.2771, 650.0], search_ppm=50)
+    np.testing.assert_allclose(errors[:2], [3.0, 3.0], rtol=1e-6)
+    assert np.isnan(errors[2])
+
+
+def test_lock_mass_found_in_the_mean_spectrum_of_synthetic_data(synthetic):
+    mz, mean = MeanSpectrumAccumulator().add(synthetic.block).result()
+    peak_mz, _ = mean_spectrum_peaks(mz, mean)
+    lock = synthetic.peak_mz[[5, 20]]
+    assert np.all(np.abs(lock_mass_errors_ppm(peak_mz, lock)) < 1.0)
+
+
+def test_tic_image_places_tic_on_the_grid(synthetic):
+    metrics = spectrum_metrics(synthetic.block)
+    image = tic_image(synthetic.block.coordinates, metrics["tic"], (4, 4))
+    assert image.shape == (4, 4)
+    assert image[0, 1] == metrics["tic"][1] and image[2, 3] == metrics["tic"][11]
+    assert np.isnan(image[3]).all()
+
+
+def test_a_good_measurement_passes_and_serialises_to_json(synthetic):
+    metrics = spectrum_metrics(synthetic.block)
+    params = QCParameters(lock_masses=(float(synthetic.peak_mz[3]),), max_empty_pixel_fraction=0.3)
+    mz, mean = MeanSpectrumAccumulator().add(synthetic.block).result()
+    errors = lock_mass_errors_ppm(mean_spectrum_peaks(mz, mean)[0], params.lock_masses)
+    summary = measurement_summary(metrics, (4, 4), errors, params)
+    assert summary.ok, summary
+    document = json.loads(summary.to_json())
+    checks = {c["name"]: c for c in document["checks"]}
+    assert set(checks) == {
+        "tic_coverage",
+        "median_snr",
+        "empty_pixel_fraction",
+        "lock_mass_error_ppm",
+    }
+    assert checks["empty_pixel_fraction"]["value"] == 0.25
+    assert checks["median_snr"]["threshold"] == params.min_median_snr
+
+
+def test_each_failing_check_fails_the_verdict(synthetic):
+    metrics = spectrum_metrics(synthetic.block)
+    lock = float(synthetic.peak_mz[3])
+    cases = {
+        "empty_pixel_fraction": (QCParameters(), None),
+        "lock_mass_error_ppm": (
+            QCParameters(lock_masses=(lock,), max_empty_pixel_fraction=0.5),
+            np.array([np.nan]),
+        ),
+        "median_snr": (QCParameters(min_median_snr=1e9, max_empty_pixel_fraction=0.5), None),
+    }
+    for name, (params, errors) in cases.items():
+        summary = measurement_summary(metrics, (4, 4), errors, params)
+        failed = [c.name for c in summary.checks if c.passed is False]
+        assert not summary.ok and failed == [name], (name, summary)
+    dropped = dict(metrics, tic=np.where(np.arange(12) < 3, 0.0, metrics["tic"]))
+    summary = measurement_summary(dropped, (3, 4), None, QCParameters())
+    assert [c.name for c in summary.checks if c.passed is False] == ["tic_coverage"]
+
+
+def test_summary_without_lock_masses_marks_that_check_not_applicable(continuous):
+    summary = measurement_summary(spectrum_metrics(continuous), (3, 3))
+    lock = next(c for c in summary.checks if c.name == "lock_mass_error_ppm")
+    assert lock.passed is None and lock.value is None
+
+
+def test_metrics_follow_the_parameter_set(continuous):
+    strict = ProcessingParameters.from_dict({"peak_picking": {"snr_threshold": 50}})
+    assert (
+        spectrum_metrics(continuous, strict)["n_peaks"].sum()
+        < spectrum_metrics(continuous)["n_peaks"].sum()
+    )
