@@ -64,6 +64,7 @@ CHECKSUM_ACCESSIONS = {"IMS:1000091": "sha1", "IMS:1000090": "md5"}
 _HEADER_READ = 1 << 16
 _SCAN_WINDOW = 1 << 24
 _DEFAULT_BLOCK_BYTES = 32 << 20
+_RESIDENT_BYTES = 1 << 30
 
 _TOKEN = re.compile(
     rb"<(spectrum|binaryDataArray)[\s>/]"
@@ -266,7 +267,7 @@ def _check_well_formed_bytes(data: bytes) -> None:
         raise ImzMLNotWellFormed(f"the imzML is not well-formed XML: {exc}") from exc
 
 
-_FAST_PARAM = re.compile(rb'IMS:1000(05[012]|10[234])"[^>]*?value="([^"]*)"')
+_FAST_PARAM = re.compile(rb'IMS:1000(05[012]|10[234])"[^v>]*(?:v(?!alue=)[^v>]*)*value="([^"]*)"')
 _FAST_REF = re.compile(rb'<binaryDataArray\b[^>]*>\s*<referenceableParamGroupRef\s+ref="([^"]*)"')
 _SPECTRUM_START = re.compile(rb"<spectrum[\s>]")
 
@@ -469,6 +470,12 @@ class ImzML:
         self.ibd_size = int(fs.size(ibd_path))
         self._local = is_local(fs)
         self._mz_axis: np.ndarray | None = None
+        self._mmap: Any = None
+        self._bytes: np.ndarray | None = None
+        #: Local files larger than this are streamed: each block's pages are released from
+        #: this process's mapping after the copy, so RSS stays one block whatever the file
+        #: size. Smaller files stay mapped, so repeated reads run at memory-copy speed.
+        self.resident_bytes = _RESIDENT_BYTES
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -509,7 +516,12 @@ class ImzML:
         return cls(fs, path, ibd, header, index, "scan")
 
     def close(self) -> None:
-        """Nothing stays open between reads; kept for symmetry with file objects."""
+        """Unmap the .ibd (reads after this map it again)."""
+        self._bytes = None
+        if self._mmap is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                self._mmap.close()
+            self._mmap = None
 
     def __enter__(self) -> ImzML:
         return self
@@ -568,13 +580,35 @@ class ImzML:
         if stop == start:
             return np.empty(0, np.uint8)
         if self._local:
-            mm = np.memmap(
-                self.ibd_path, dtype=np.uint8, mode="r", offset=start, shape=stop - start
-            )
-            out = np.array(mm)
-            del mm
+            out = np.array(self._local_bytes()[start:stop])
+            self._release(start, stop)
             return out
         return np.frombuffer(self.fs.cat_file(self.ibd_path, start=start, end=stop), dtype=np.uint8)
+
+    def _local_bytes(self) -> np.ndarray:
+        """The whole local .ibd as a read-only ``uint8`` view of one persistent mapping."""
+        if self._bytes is None:
+            import mmap
+
+            if self.ibd_size == 0:
+                return np.empty(0, np.uint8)
+            with open(self.ibd_path, "rb") as f:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._bytes = np.frombuffer(self._mmap, dtype=np.uint8)
+        return self._bytes
+
+    def _release(self, start: int, stop: int) -> None:
+        """Drop bytes ``[start, stop)`` from this process's mapping (not from the page cache)
+        when the file is streamed; a later read maps them again."""
+        if self._mmap is None or self.ibd_size <= self.resident_bytes:
+            return
+        import mmap
+
+        page = mmap.PAGESIZE
+        lo = (start // page) * page
+        hi = min(self.ibd_size, -(-stop // page) * page)
+        if hi > lo:
+            self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
     def _check_range(self, what: str, first: int, offsets: np.ndarray, nbytes: np.ndarray) -> None:
         ends = offsets + nbytes
@@ -641,21 +675,19 @@ class ImzML:
         if np.all(steps == stride) and stride >= row_bytes:
             first = int(offs[0])
             span = stride * (rows - 1) + row_bytes
-            if stride == row_bytes and self._local:
-                mm = np.memmap(
-                    self.ibd_path, dtype=dt, mode="r", offset=first, shape=(rows, n_bins)
-                )
-                block = np.array(mm)
-                del mm
+            if self._local:
+                raw = self._local_bytes()[first : first + span]
             else:
                 raw = self.read_bytes(first, first + span)
-                if stride == row_bytes:
-                    block = raw.view(dt).reshape(rows, n_bins)
-                else:
-                    view = np.lib.stride_tricks.as_strided(
-                        raw, shape=(rows, row_bytes), strides=(stride, 1)
-                    )
-                    block = np.ascontiguousarray(view).view(dt)
+            if stride == row_bytes:
+                block = (np.array(raw) if self._local else raw).view(dt).reshape(rows, n_bins)
+            else:
+                view = np.lib.stride_tricks.as_strided(
+                    raw, shape=(rows, row_bytes), strides=(stride, 1), writeable=False
+                )
+                block = np.ascontiguousarray(view).view(dt)
+            if self._local:
+                self._release(first, first + span)
         else:
             block = np.empty((rows, n_bins), dt)
             for r, off in enumerate(offs.tolist()):
@@ -690,15 +722,11 @@ class ImzML:
         hi = max(int((offs + nb).max()) for (_, offs, _), nb in zip(parts, nbytes, strict=True))
         needed = sum(int(nb.sum()) for nb in nbytes)
         if hi - lo <= 2 * needed + (1 << 20):
-            if self._local:
-                raw: Any = np.memmap(
-                    self.ibd_path, dtype=np.uint8, mode="r", offset=lo, shape=hi - lo
-                )
-            else:
-                raw = self.read_bytes(lo, hi)
+            raw = self._local_bytes()[lo:hi] if self._local else self.read_bytes(lo, hi)
             for out, (_, offs, _), nb in zip(outs, parts, nbytes, strict=True):
                 _gather(raw, (offs - lo).tolist(), nb.tolist(), out.view(np.uint8))
-            del raw
+            if self._local:
+                self._release(lo, hi)
         else:
             for out, (_, offs, _), nb in zip(outs, parts, nbytes, strict=True):
                 ob = out.view(np.uint8)
@@ -760,10 +788,13 @@ class ImzML:
         return measurement_facts(self)
 
 
-def _gather(raw: Any, rel_offsets: list[int], nbytes: list[int], out: np.ndarray) -> None:
+def _gather(raw: np.ndarray, starts: list[int], nbytes: list[int], out: np.ndarray) -> None:
+    """Concatenate byte ranges of ``raw`` into ``out``. A plain loop of slice copies: each is
+    a memcpy, and at ~1 µs per range it beats numba (byte loops) and ``np.concatenate``
+    (measured, 6,000-peak spectra)."""
     pos = 0
-    for o, b in zip(rel_offsets, nbytes, strict=True):
-        out[pos : pos + b] = raw[o : o + b]
+    for s, b in zip(starts, nbytes, strict=True):
+        out[pos : pos + b] = raw[s : s + b]
         pos += b
 
 

@@ -23,16 +23,18 @@ def pixel_coordinates(n_x: int, n_y: int, n_z: int | None = None) -> Iterator[tu
 def continuous_spectra(
     n_spectra: int, n_bins: int, mz_lo: float = 100.0, mz_hi: float = 1000.0, seed: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Profile spectra on one m/z axis: a few Gaussian peaks on exponential noise."""
+    """Profile spectra on one m/z axis: a few Gaussian peaks, scaled per pixel, on exponential
+    noise (drawn from a pool of 16 rows, so multi-GB datasets generate at disk speed)."""
     rng = np.random.default_rng(seed)
     mz = np.linspace(mz_lo, mz_hi, n_bins)
     centres = rng.uniform(mz_lo, mz_hi, 12)
     base = np.zeros(n_bins)
     for c in centres:
         base += 50.0 * np.exp(-0.5 * ((mz - c) / 0.05) ** 2)
-    for _ in range(n_spectra):
-        scale = rng.uniform(0.5, 2.0)
-        yield mz, base * scale + rng.exponential(1.0, n_bins)
+    noise = rng.exponential(1.0, (16, n_bins))
+    scales = rng.uniform(0.5, 2.0, n_spectra)
+    for i in range(n_spectra):
+        yield mz, base * scales[i] + noise[(i * 7 + i // 16) % 16]
 
 
 def processed_spectra(

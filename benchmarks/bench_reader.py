@@ -1,0 +1,201 @@
+"""imzML reader benchmarks, each figure printed with its ratio to a baseline run in the same
+process on the same data (generated with pyimzml's ``ImzMLWriter`` into a temporary folder).
+
+1. Continuous read, warm page cache: ``ImzML.iter_blocks`` over a ``pixels²`` dataset with
+   ``bins`` bins vs a numpy copy of the same number of bytes in the same block sizes
+   (target ≥ 0.8×); pyimzml's ``getspectrum`` loop for context.
+2. Processed read (~``peaks`` peaks per spectrum), same comparison (target ≥ 0.5×).
+3. XML index: ``ImzML.open`` without cache vs pyimzml's ``ImzMLParser`` parse (target ≥ 4×);
+   and the cached second open.
+4. Memory: ``python -m em2q_msi.steps qc`` (QC over every spectrum, streamed block by block) and
+   ``chunk`` (chunk 0 of 4) on a generated ``--memory-gb`` continuous dataset, in a subprocess
+   whose peak RSS (``ru_maxrss``) must stay under 1 GiB.
+
+Run: ``.venv/bin/python -m benchmarks.bench_reader [--pixels 100 --bins 20000 --peaks 6000
+--memory-gb 4]`` (``--memory-gb 0`` skips 4). Uses one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from em2q_msi.imzml import ImzML
+from em2q_msi.synthetic import continuous_spectra, pixel_coordinates, processed_spectra
+
+GB = 1e9
+
+
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def generate(path: Path, mode: str, n_x: int, n_y: int, n_values: int) -> str:
+    """Write with pyimzml's ImzMLWriter (float64 m/z, float32 intensities)."""
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    n = n_x * n_y
+    spectra = (
+        continuous_spectra(n, n_values) if mode == "continuous" else processed_spectra(n, n_values)
+    )
+    t0 = time.perf_counter()
+    with ImzMLWriter(str(path), mode=mode, mz_dtype=np.float64, intensity_dtype=np.float32) as w:
+        for coords, (mz, intensity) in zip(pixel_coordinates(n_x, n_y), spectra, strict=False):
+            w.addSpectrum(mz, intensity, coords)
+    ibd = path.with_suffix(".ibd")
+    print(
+        f"  generated {mode} {n_x}x{n_y}, {n_values} values/spectrum: "
+        f"{ibd.stat().st_size / GB:.2f} GB in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return str(path.with_suffix(".imzML"))
+
+
+def bench_read(path: str, label: str, target: float, rounds: int) -> dict[str, float]:
+    reader = ImzML.open(path)
+    rows = reader.rows_for_bytes(32 << 20)
+    state = {"bytes": 0}
+
+    def read_all() -> None:
+        total = 0
+        for block in reader.iter_blocks(rows_per_block=rows):
+            total += block.intensity.nbytes + (0 if block.is_continuous else block.mz.nbytes)
+        state["bytes"] = total
+
+    read_all()  # warm the page cache
+    t_ours = best_of(read_all, rounds)
+    nbytes = state["bytes"]
+    source = np.ones(nbytes, dtype=np.uint8)
+    block_bytes = max(1, nbytes * rows // reader.n_spectra)
+
+    def copy_all() -> None:
+        for s in range(0, nbytes, block_bytes):
+            np.array(source[s : s + block_bytes])
+
+    t_copy = best_of(copy_all, rounds)
+    parser_time = _pyimzml_loop(path, reader.n_spectra)
+    ours, copy = nbytes / t_ours / GB, nbytes / t_copy / GB
+    ratio = ours / copy
+    print(
+        f"{label} read (warm, {nbytes / GB:.2f} GB, blocks of {rows} spectra): "
+        f"{ours:.2f} GB/s vs numpy copy {copy:.2f} GB/s -> {ratio:.2f}x "
+        f"(target >= {target}x) {'OK' if ratio >= target else 'BELOW TARGET'}; "
+        f"pyimzml getspectrum loop {nbytes / parser_time / GB:.2f} GB/s "
+        f"({ours * parser_time * GB / nbytes:.1f}x slower than ours)",
+        flush=True,
+    )
+    return {"ours_gbps": ours, "copy_gbps": copy, "ratio": ratio}
+
+
+def _pyimzml_loop(path: str, n: int) -> float:
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    parser = ImzMLParser(path)
+    t0 = time.perf_counter()
+    for i in range(n):
+        parser.getspectrum(i)
+    return time.perf_counter() - t0
+
+
+def bench_index(path: str, rounds: int) -> dict[str, float]:
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    n = ImzML.open(path, use_cache=False).n_spectra
+    t_pyimzml = best_of(lambda: ImzMLParser(path), rounds)
+    t_ours = best_of(lambda: ImzML.open(path, use_cache=False), rounds)
+    ImzML.open(path)  # writes the cache
+    t_cached = best_of(lambda: ImzML.open(path), rounds)
+    ratio = t_pyimzml / t_ours
+    print(
+        f"XML index ({n:,} spectra, {os.path.getsize(path) / 1e6:.0f} MB XML): "
+        f"{n / t_ours:,.0f} spectra/s vs pyimzml ImzMLParser {n / t_pyimzml:,.0f} spectra/s -> "
+        f"{ratio:.1f}x (target >= 4x) {'OK' if ratio >= 4 else 'BELOW TARGET'}; "
+        f"cached open {t_cached * 1e3:.1f} ms ({t_ours / t_cached:.0f}x faster than a scan)",
+        flush=True,
+    )
+    return {"ours_s": t_ours, "pyimzml_s": t_pyimzml, "ratio": ratio, "cached_s": t_cached}
+
+
+_CHILD = """
+import json, resource, sys, time
+from em2q_msi.steps import main
+t0 = time.perf_counter()
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, "seconds": time.perf_counter() - t0,
+                  "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def _measure_step(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"step failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(folder: Path, gigabytes: float, bins: int, limit_bytes: int = 1 << 30) -> dict:
+    per_spectrum = bins * 4
+    n = max(1, int(gigabytes * GB / per_spectrum))
+    n_x = int(np.ceil(np.sqrt(n)))
+    n_y = int(np.ceil(n / n_x))
+    path = generate(folder / "memory", "continuous", n_x, n_y, bins)
+    size = Path(path).with_suffix(".ibd").stat().st_size
+    out = {}
+    for step, args in (
+        ("qc", ["qc", path, "--out", str(folder / "qc-out")]),
+        ("chunk 0 of 4", ["chunk", path, "--k", "4", "--index", "0", "--out", str(folder / "c0")]),
+    ):
+        result = _measure_step(args)
+        rss = result["maxrss_bytes"]
+        print(
+            f"memory, {step} over a {size / GB:.2f} GB dataset ({n_x * n_y:,} spectra): "
+            f"peak RSS {rss / 2**20:.0f} MiB = {rss / size:.3f}x the data, limit 1024 MiB -> "
+            f"{'OK' if rss < limit_bytes else 'OVER LIMIT'} ({result['seconds']:.1f} s, "
+            f"{size / result['seconds'] / GB:.2f} GB/s)",
+            flush=True,
+        )
+        out[step] = result
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pixels", type=int, default=100, help="image side (pixels x pixels)")
+    ap.add_argument("--bins", type=int, default=20_000, help="continuous bins per spectrum")
+    ap.add_argument("--peaks", type=int, default=6_000, help="processed peaks per spectrum")
+    ap.add_argument("--memory-gb", type=float, default=4.0, help="memory dataset size; 0 skips")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", default=None, help="where to generate (default: a temp dir)")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="em2q-bench-") as tmp:
+        folder = Path(tmp)
+        print("generating datasets with pyimzml's ImzMLWriter …", flush=True)
+        cont = generate(folder / "continuous", "continuous", args.pixels, args.pixels, args.bins)
+        proc = generate(folder / "processed", "processed", args.pixels, args.pixels, args.peaks)
+        bench_read(cont, "continuous", 0.8, args.rounds)
+        bench_read(proc, "processed", 0.5, args.rounds)
+        bench_index(proc, args.rounds)
+        Path(cont).with_suffix(".ibd").unlink()
+        Path(proc).with_suffix(".ibd").unlink()
+        if args.memory_gb > 0:
+            bench_memory(folder, args.memory_gb, args.bins)
+
+
+if __name__ == "__main__":
+    main()
