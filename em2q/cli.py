@@ -272,5 +272,43 @@ def dev(ctx: Context, once: bool, examples: str | None) -> None:
         run_dev(ctx.settings, once=once, examples_dir=Path(examples) if examples else None)
 
 
+@main.command("metadata-serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=9090, show_default=True, help="TCP port (0: any free port)")
+@pass_context
+def metadata_serve(ctx: Context, host: str, port: int) -> None:
+    """Serve the Thrift MetadataService (thrift/em2q.thrift) for clients in other languages.
+
+    Binary protocol, buffered transport, one thread per connection. The cluster is
+    EM2Q_ELASTICSEARCH_URL, else the one a running `em2q dev` uses, else a local Elasticsearch
+    started for as long as this command runs.
+    """
+    from em2q_resources.elasticsearch_server import elasticsearch_url
+    from em2q_resources.metadata.service import serve
+
+    settings = ctx.settings
+    recorded = dev_url_file(settings)  # serve the cluster of a running `em2q dev`, if any
+    if not settings.elasticsearch_url and recorded.exists():
+        settings = settings.with_overrides(elasticsearch_url=recorded.read_text().strip())
+    with surface_errors(), elasticsearch_url(settings) as url:
+        store = MetadataStore.connect(
+            url,
+            username=settings.elasticsearch_username,
+            password=settings.elasticsearch_password,
+            api_key=settings.elasticsearch_api_key,
+            index_prefix=settings.index_prefix,
+        )
+        store.ensure_indices()
+
+        def ready(server) -> None:
+            click.echo(
+                f"MetadataService listening on {server.host}:{server.port} "
+                f"(Elasticsearch {url}, indices {settings.index_prefix}-*); Ctrl-C stops it",
+                err=True,
+            )
+
+        serve(store, host, port, ready=ready)
+
+
 if __name__ == "__main__":
     main()

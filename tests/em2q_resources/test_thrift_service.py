@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -119,19 +124,13 @@ def test_invalid_measurement_is_refused_naming_the_field(client, store, change, 
     assert not store.exists(S.Measurement, "m-0000006")
 
 
-def test_search_applies_text_filters_facets_sort_and_paging(metadata_store):
-    docs = [measurement(S, i) for i in range(30)]
-    assert metadata_store.bulk_put(docs, refresh=True).ok
-    with running_server(metadata_store) as server:
-        client = connect(server)
-        check_search(client, docs)
-        client.close()
-
-
-def check_search(client, docs) -> None:
+def test_search_applies_text_filters_facets_sort_and_paging(client, store):
+    docs = [measurement(S, 1000 + i, project_id="p-search") for i in range(30)]
+    assert store.bulk_put(docs, refresh=True).ok
     positive = [d for d in docs if d.settings.polarity == S.Polarity.POSITIVE]
     request = S.SearchRequest(
         filters=[
+            S.Filter(field="project_id", terms=["p-search"]),
             S.Filter(field="settings.polarity", terms=["POSITIVE"]),
             S.Filter(field="settings.resolving_power", gte="0", lte="1e9"),
         ],
@@ -153,7 +152,10 @@ def check_search(client, docs) -> None:
         seen += [m.id for m in page.hits]
     assert seen == sorted((d.id for d in positive), reverse=True)
 
-    kidney = client.searchMeasurements(S.SearchRequest(text="kidney", page_size=50))
+    in_project = [S.Filter(field="project_id", terms=["p-search"])]
+    kidney = client.searchMeasurements(
+        S.SearchRequest(text="kidney", filters=in_project, page_size=50)
+    )
     assert {m.id for m in kidney.hits} == {d.id for d in docs if d.sample.organ == "kidney"}
 
 
@@ -265,3 +267,30 @@ def test_close_stops_the_server_with_a_client_still_connected(store):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((server.host, server.port), timeout=1)
     idle.close()
+
+
+def test_metadata_serve_command_serves_until_terminated(elasticsearch_url, tmp_path):
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": prefix,
+        "EM2Q_CACHE_DIR": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "em2q.cli", "metadata-serve", "--port", "0"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        address = re.search(r"listening on ([\d.]+):(\d+)", line)
+        assert address, f"no address announced: {line!r}"
+        client = make_client(S.MetadataService, address[1], int(address[2]), timeout=30_000)
+        client.createMeasurement(measurement(S, 7))
+        assert client.getMeasurement("m-0000007").measurement == measurement(S, 7)
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+        MetadataStore.connect(elasticsearch_url, index_prefix=prefix).drop_all()
