@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 from thriftpy2.rpc import make_client
+from thriftpy2.thrift import TApplicationException
 
-from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.metadata import MetadataStore, SchemaViolation, load_schema
 from em2q_resources.metadata.service import make_server
 from tests.fixtures.documents import measurement
 from tests.fixtures.metadata_service import running_server
@@ -294,3 +295,17 @@ def test_metadata_serve_command_serves_until_terminated(elasticsearch_url, tmp_p
             process.kill()
         process.stderr.close()
         MetadataStore.connect(elasticsearch_url, index_prefix=prefix).drop_all()
+
+
+def test_error_an_operation_does_not_declare_is_an_application_exception(
+    client, store, monkeypatch
+):
+    def refuse(name):
+        raise SchemaViolation("ParameterSet.name", "not declared by listParameterSets")
+
+    monkeypatch.setattr(store, "parameter_sets", refuse)
+    with pytest.raises(TApplicationException) as raised:
+        client.listParameterSets("lipids")
+    assert raised.value.type == TApplicationException.INTERNAL_ERROR
+    assert "not declared by listParameterSets" in raised.value.message
+    assert client.ping() == "em2q-metadata"  # the connection is still usable
