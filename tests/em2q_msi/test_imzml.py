@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from pyimzml.ImzMLParser import ImzMLParser
 from em2q_msi.errors import ImzMLMissingFile, ImzMLNotImzML, ImzMLOffsetOutOfRange, ImzMLUnsupported
 from em2q_msi.imzml import INDEX_SUFFIX, ImzML
 from em2q_msi.synthetic import write_imzml
-from tests.em2q_msi.conftest import assert_same_spectra, copy_pair, upload_pair
+from em2q_msi.validation import validate
+from tests.em2q_msi.conftest import assert_same_spectra, copy_pair, set_sha1, upload_pair
 
 
 def assert_equals_pyimzml(reader: ImzML, path: str) -> None:
@@ -240,3 +242,69 @@ def test_facts_read_polarity_and_uuid_of_a_pyimzml_file(tmp_path):
     assert facts["polarity"] == "positive" and facts["spectrum_type"] == "centroid"
     assert re.fullmatch(r"[0-9a-f]{32}", facts["uuid"])
     assert facts["pixel_size_um"] == {"x": None, "y": None}
+
+
+def relayout(src: str, folder: Path, pad_after: Callable[[int], int]) -> str:
+    """Copy a pair with ``pad_after(k)`` zero bytes inserted after the k-th array (in .ibd
+    order) and every external offset in the XML moved to match: the same spectra, another
+    layout (as other writers produce)."""
+    parser = ImzMLParser(src)
+    ibd = Path(src).with_suffix(".ibd").read_bytes()
+    arrays = sorted(
+        {
+            (o, n * parser.sizeDict[p])
+            for offs, lens, p in (
+                (parser.mzOffsets, parser.mzLengths, parser.mzPrecision),
+                (parser.intensityOffsets, parser.intensityLengths, parser.intensityPrecision),
+            )
+            for o, n in zip(offs, lens, strict=True)
+        }
+    )
+    moved, out, pos = {}, bytearray(ibd[:16]), 16
+    for k, (offset, nbytes) in enumerate(arrays):
+        moved[offset] = pos
+        out += ibd[offset : offset + nbytes] + b"\0" * pad_after(k)
+        pos = len(out)
+    xml = re.sub(
+        rb'(accession="IMS:1000102"[^>]*?value=")(\d+)(")',
+        lambda m: m[1] + str(moved[int(m[2])]).encode() + m[3],
+        Path(src).read_bytes(),
+    )
+    xml = set_sha1(xml, bytes(out))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / Path(src).name).write_bytes(xml)
+    (folder / Path(src).with_suffix(".ibd").name).write_bytes(bytes(out))
+    return str(folder / Path(src).name)
+
+
+@pytest.mark.parametrize(
+    ("name", "pad"),
+    [
+        ("small_continuous", lambda k: 8),  # uniform stride wider than a row
+        ("small_continuous", lambda k: 4096 if k == 5 else 0),  # one irregular gap
+        ("small_processed", lambda k: (3 << 20) if k == 9 else 0),  # sparse: per-array reads
+    ],
+    ids=["continuous-strided", "continuous-gap", "processed-sparse"],
+)
+def test_other_layouts_of_the_same_spectra_read_the_same(name, pad, request, tmp_path):
+    src = request.getfixturevalue(name)
+    path = relayout(src, tmp_path / "relaid", pad)
+    assert validate(path).ok
+    reader = ImzML.open(path)
+    assert_equals_pyimzml(reader, path)
+    whole = reader.read_block(0, reader.n_spectra)
+    expected = ImzML.open(src).read_block(0, reader.n_spectra)
+    np.testing.assert_array_equal(whole.intensity, expected.intensity)
+    np.testing.assert_array_equal(whole.mz, expected.mz)
+
+
+def test_streamed_reading_releases_pages_and_reads_the_same(small_continuous, small_processed):
+    for path in (small_continuous, small_processed):
+        kept = ImzML.open(path)
+        streamed = ImzML.open(path)
+        streamed.resident_bytes = 0  # as for a file larger than the resident limit
+        for a, b in zip(kept.iter_blocks(rows_per_block=5), streamed.iter_blocks(5), strict=True):
+            np.testing.assert_array_equal(a.intensity, b.intensity)
+            np.testing.assert_array_equal(a.mz, b.mz)
+        streamed.close()
+        assert streamed.spectrum(3)[1].tolist() == kept.spectrum(3)[1].tolist()
