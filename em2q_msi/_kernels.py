@@ -37,6 +37,24 @@ RELATIVE_ZERO = 1e-6  # intensities below this fraction of a spectrum's maximum 
 
 
 @nb.njit(cache=True, nogil=True)
+def _scale(c, x, out):
+    for i in range(x.shape[0]):
+        out[i] = c * x[i]
+
+
+@nb.njit(cache=True, nogil=True)
+def _axpy(c, x, out):
+    for i in range(x.shape[0]):
+        out[i] += c * x[i]
+
+
+@nb.njit(cache=True, nogil=True)
+def _clip_negative(x):
+    for i in range(x.shape[0]):
+        x[i] = x[i] if x[i] > 0.0 else np.float32(0.0)
+
+
+@nb.njit(cache=True, nogil=True)
 def _smooth_one(y, out, coeffs, edges, mode):
     n = y.shape[0]
     w = coeffs.shape[0]
@@ -50,32 +68,54 @@ def _smooth_one(y, out, coeffs, edges, mode):
     for t0 in range(0, max(m, 0), _TILE):
         t = min(_TILE, m - t0)
         o = out[h + t0 : h + t0 + t]
-        for i in range(t):
-            o[i] = 0.0
-        for k in range(w):
-            c = coeffs[k]
-            yk = y[t0 + k : t0 + k + t]
-            for i in range(t):
-                o[i] += c * yk[i]
-        for i in range(t):
-            if o[i] < 0.0:
-                o[i] = 0.0
-    for j in range(n):
-        if h <= j < n - h:
-            continue
-        s = np.float32(0.0)
-        if mode == SMOOTH_HAT:
-            if j < h:
-                for k in range(w):
-                    s += edges[j, k] * y[k]
-            else:
-                r = w - (n - j)
-                for k in range(w):
-                    s += edges[r, k] * y[n - w + k]
-        else:
+        _scale(coeffs[0], y[t0 : t0 + t], o)
+        for k in range(1, w):
+            _axpy(coeffs[k], y[t0 + k : t0 + k + t], o)
+        _clip_negative(o)
+    left = min(h, n)
+    for j in range(left):
+        out[j] = _edge_value(y, j, coeffs, edges, mode)
+    for j in range(max(n - h, left), n):
+        out[j] = _edge_value(y, j, coeffs, edges, mode)
+
+
+@nb.njit(cache=True, nogil=True)
+def _edge_value(y, j, coeffs, edges, mode):
+    """Smoothed value at j within half a window of an end (fit on the end window, or reflect)."""
+    n = y.shape[0]
+    w = coeffs.shape[0]
+    h = w // 2
+    s = np.float32(0.0)
+    if mode == SMOOTH_HAT:
+        if j < h:
             for k in range(w):
-                s += coeffs[k] * y[_reflect(j - h + k, n)]
-        out[j] = s if s > 0.0 else np.float32(0.0)
+                s += edges[j, k] * y[k]
+        else:
+            r = w - (n - j)
+            for k in range(w):
+                s += edges[r, k] * y[n - w + k]
+    else:
+        for k in range(w):
+            s += coeffs[k] * y[_reflect(j - h + k, n)]
+    return s if s > 0.0 else np.float32(0.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def _min_pass(src, dst, span, length):
+    a = src[:length]
+    b = src[span : span + length]
+    d = dst[:length]
+    for i in range(length):
+        d[i] = a[i] if a[i] < b[i] else b[i]
+
+
+@nb.njit(cache=True, nogil=True)
+def _max_pass(src, dst, span, length):
+    a = src[:length]
+    b = src[span : span + length]
+    d = dst[:length]
+    for i in range(length):
+        d[i] = a[i] if a[i] > b[i] else b[i]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -91,35 +131,26 @@ def _running_extreme(x, w, out, p, q, is_max):
     h = w // 2
     m = n + 2 * h
     fill = np.float32(-np.inf) if is_max else np.float32(np.inf)
-    for j in range(h):
-        p[j] = fill
-        p[h + n + j] = fill
-    for j in range(n):
-        p[h + j] = x[j]
+    p[:h] = fill
+    p[h + n : m] = fill
+    p[h : h + n] = x
     span = 1
     length = m
-    src, dst = p, q
+    flip = False
     while 2 * span <= w:
         length -= span
-        a = src[:length]
-        b = src[span : span + length]
-        d = dst[:length]
+        src, dst = (q, p) if flip else (p, q)
         if is_max:
-            for i in range(length):
-                d[i] = a[i] if a[i] > b[i] else b[i]
+            _max_pass(src, dst, span, length)
         else:
-            for i in range(length):
-                d[i] = a[i] if a[i] < b[i] else b[i]
-        src, dst = dst, src
+            _min_pass(src, dst, span, length)
+        flip = not flip
         span *= 2
-    a = src[:n]
-    b = src[w - span : w - span + n]
+    src = q if flip else p
     if is_max:
-        for i in range(n):
-            out[i] = a[i] if a[i] > b[i] else b[i]
+        _max_pass(src, out, w - span, n)
     else:
-        for i in range(n):
-            out[i] = a[i] if a[i] < b[i] else b[i]
+        _min_pass(src, out, w - span, n)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -168,7 +199,7 @@ def _normalise_one(y, mode, buf):
                 buf[cnt] = y[i]
                 cnt += 1
         if cnt > 0:
-            factor = float(np.median(buf[:cnt]))
+            factor = _median_inplace(buf, cnt)
     if factor > 0.0:
         inv = np.float32(1.0 / factor)
         for i in range(n):
@@ -176,16 +207,56 @@ def _normalise_one(y, mode, buf):
 
 
 @nb.njit(cache=True, nogil=True)
+def _median_inplace(buf, cnt):
+    """Median of buf[:cnt] (reorders it): quickselect with a median-of-three pivot, no copy."""
+    k = cnt // 2
+    lo, hi = 0, cnt - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        # median of three to buf[mid]
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[hi] < buf[mid]:
+            buf[hi], buf[mid] = buf[mid], buf[hi]
+        pivot = buf[mid]
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = float(buf[k])
+    if cnt % 2 == 1:
+        return upper
+    lower = buf[0]
+    for i in range(1, k):
+        lower = lower if lower > buf[i] else buf[i]
+    return 0.5 * (float(lower) + upper)
+
+
+@nb.njit(cache=True, nogil=True)
 def _noise_one(y, mode, buf):
     """(floor, noise) from the positive intensities among at most NOISE_SAMPLE_POINTS evenly
     spaced points: median and 1.4826·MAD, or mean and standard deviation."""
     n = y.shape[0]
-    top = np.float32(0.0)
-    for i in range(n):
-        top = top if top > y[i] else y[i]
-    # values below float32 round-off of the spectrum's maximum count as zeros
-    tiny = top * np.float32(RELATIVE_ZERO)
     stride = max(1, (n + NOISE_SAMPLE_POINTS - 1) // NOISE_SAMPLE_POINTS)
+    top = np.float32(0.0)
+    for i in range(0, n, stride):
+        top = top if top > y[i] else y[i]
+    # values below float32 round-off of the (sampled) maximum count as zeros
+    tiny = top * np.float32(RELATIVE_ZERO)
     cnt = 0
     for i in range(0, n, stride):
         if y[i] > tiny:
@@ -202,86 +273,96 @@ def _noise_one(y, mode, buf):
         for i in range(cnt):
             var += (buf[i] - mean) ** 2
         return mean, math.sqrt(var / cnt)
-    med = float(np.median(buf[:cnt]))
+    med = _median_inplace(buf, cnt)
     for i in range(cnt):
         buf[i] = abs(buf[i] - med)
-    return med, _MAD_TO_SIGMA * float(np.median(buf[:cnt]))
+    return med, _MAD_TO_SIGMA * _median_inplace(buf, cnt)
 
 
 @nb.njit(cache=True, nogil=True)
 def _apex(mz, y, i):
-    """Centroid m/z and height of the maximum at i: 3-point Gaussian fit (parabola in log y)."""
+    """Centroid m/z and height of the maximum at i: 3-point Gaussian fit (parabola in log y).
+
+    In log space relative to the apex, so two logarithms suffice; a plain parabola on y when a
+    neighbour is zero.
+    """
     x0 = mz[i - 1] - mz[i]
     x2 = mz[i + 1] - mz[i]
-    if y[i - 1] > 0.0 and y[i + 1] > 0.0:
-        l0, l1, l2 = math.log(y[i - 1]), math.log(y[i]), math.log(y[i + 1])
-        gaussian = True
-    else:
-        l0, l1, l2 = float(y[i - 1]), float(y[i]), float(y[i + 1])
-        gaussian = False
+    y1 = float(y[i])
     if x0 == 0.0 or x2 == 0.0 or x0 == x2:
-        return mz[i], float(y[i])
-    a = ((l0 - l1) / x0 - (l2 - l1) / x2) / (x0 - x2)
-    b = (l0 - l1) / x0 - a * x0
+        return mz[i], y1
+    gaussian = y[i - 1] > 0.0 and y[i + 1] > 0.0
+    if gaussian:
+        d0, d2 = math.log(y[i - 1] / y1), math.log(y[i + 1] / y1)
+    else:
+        d0, d2 = float(y[i - 1]) - y1, float(y[i + 1]) - y1
+    a = (d0 / x0 - d2 / x2) / (x0 - x2)
+    b = d0 / x0 - a * x0
     if a >= 0.0:
-        return mz[i], float(y[i])
-    xv = -b / (2.0 * a)
-    xv = min(max(xv, x0), x2)
-    lv = l1 + b * xv + a * xv * xv
-    return mz[i] + xv, (math.exp(lv) if gaussian else lv)
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _maybe_peak(mz, y, i, limit, floor, noise, min_distance, pk_mz, pk_int, pk_snr, count, last):
-    """Record a peak at i if it is one; returns the updated (count, last apex index)."""
-    v = y[i]
-    if v < limit or not (v > y[i - 1] and v >= y[i + 1] and v > 0.0):
-        return count, last
-    if count > 0 and i - last < min_distance:
-        if v <= y[last]:
-            return count, last
-        count -= 1
-    c_mz, c_int = _apex(mz, y, i)
-    pk_mz[count] = c_mz
-    pk_int[count] = c_int
-    pk_snr[count] = (c_int - floor) / noise if noise > 0.0 else np.inf
-    return count + 1, i
+        return mz[i], y1
+    xv = min(max(-b / (2.0 * a), x0), x2)
+    dv = b * xv + a * xv * xv
+    return mz[i] + xv, (y1 * math.exp(dv) if gaussian else y1 + dv)
 
 
 @nb.njit(cache=True, nogil=True)
-def _peaks_one(mz, y, floor, noise, snr_threshold, min_distance, pk_mz, pk_int, pk_snr):
+def _maxima_mask(y, limit, mask):
+    """mask[i] = 1 where y[i] is a local maximum (> left, >= right) at or above limit and > 0.
+
+    Branch-free, so it vectorises; the caller then only visits the few flagged points.
+    """
     n = y.shape[0]
+    mask[0] = 0.0
+    mask[n - 1] = 0.0
+    left = y[: n - 2]
+    mid = y[1 : n - 1]
+    right = y[2:]
+    m = mask[1 : n - 1]
+    for i in range(n - 2):
+        v = mid[i]
+        ok = (v >= limit) & (v > left[i]) & (v >= right[i]) & (v > 0.0)
+        m[i] = np.float32(1.0) if ok else np.float32(0.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def _peaks_one(mz, y, floor, noise, snr_threshold, min_distance, mask, pk_mz, pk_int, pk_snr):
+    n = y.shape[0]
+    if n < 3:
+        return 0
     count = 0
     last = -(1 << 30)
     limit = floor + snr_threshold * noise
-    for c0 in range(1, n - 1, 16):
-        c1 = min(c0 + 16, n - 1)
-        above = 0
-        for i in range(c0, c1):  # vectorised: most chunks hold no point above the limit
-            above += y[i] >= limit
-        if above == 0:
+    _maxima_mask(y, limit, mask)
+    for i in range(1, n - 1):
+        if mask[i] == 0.0:
             continue
-        for i in range(c0, c1):
-            count, last = _maybe_peak(
-                mz, y, i, limit, floor, noise, min_distance, pk_mz, pk_int, pk_snr, count, last
-            )
+        if count > 0 and i - last < min_distance:
+            if y[i] <= y[last]:
+                continue
+            count -= 1
+        c_mz, c_int = _apex(mz, y, i)
+        pk_mz[count] = c_mz
+        pk_int[count] = c_int
+        pk_snr[count] = (c_int - floor) / noise if noise > 0.0 else np.inf
+        count += 1
+        last = i
     return count
 
 
 @nb.njit(cache=True, nogil=True)
-def _chain_one(
-    mz,
-    y,
-    out,
-    cfg_i,
-    cfg_f,
-    coeffs,
-    edges,
-    pk_mz,
-    pk_int,
-    pk_snr,
-):
-    """Whole chain on one spectrum; returns (n_peaks, floor, noise). ``out`` receives the result."""
+def _work_size(longest, cfg_i, coeffs):
+    """float32 scratch for one spectrum of ``longest`` points: 7 buffers with window padding."""
+    return 7 * (longest + 3 * max(cfg_i[2], coeffs.shape[0]))
+
+
+@nb.njit(cache=True, nogil=True)
+def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, pk_int, pk_snr):
+    """Whole chain on one spectrum; returns (n_peaks, floor, noise).
+
+    The result is written to ``out`` when ``write_out``, else kept in ``work`` (never leaves the
+    cache). ``work`` is reused from spectrum to spectrum: allocating it per spectrum costs page
+    faults that take longer than the filters.
+    """
     smooth_mode, base_mode, base_window, snip_iter, norm_mode = (
         cfg_i[0],
         cfg_i[1],
@@ -292,22 +373,25 @@ def _chain_one(
     noise_mode, do_noise, do_pick, min_distance = cfg_i[5], cfg_i[6], cfg_i[7], cfg_i[8]
     snr_threshold = cfg_f[0]
     n = y.shape[0]
-    pad = n + 3 * max(base_window, coeffs.shape[0])
-    work = np.empty(6 * pad, np.float32)
+    pad = work.shape[0] // 7
     a, s1, s2 = work[:n], work[pad : 2 * pad], work[2 * pad : 3 * pad]
-    p, g, hb = work[3 * pad : 4 * pad], work[4 * pad : 5 * pad], work[5 * pad :]
+    p, g, hb = work[3 * pad : 4 * pad], work[4 * pad : 5 * pad], work[5 * pad : 6 * pad]
+    result = out if write_out else work[6 * pad : 6 * pad + n]
     _smooth_one(y, a, coeffs, edges, smooth_mode)
-    _baseline_one(a, out, base_mode, base_window, snip_iter, s1, s2, p, g, hb)
-    _normalise_one(out, norm_mode, s1)
+    _baseline_one(a, result, base_mode, base_window, snip_iter, s1, s2, p, g, hb)
+    _normalise_one(result, norm_mode, s1)
     floor, noise = 0.0, 0.0
     if do_noise:
-        floor, noise = _noise_one(out, noise_mode, s1)
+        floor, noise = _noise_one(result, noise_mode, s1)
     count = 0
     if do_pick:
         count = _peaks_one(
-            mz, out, floor, noise, snr_threshold, min_distance, pk_mz, pk_int, pk_snr
+            mz, result, floor, noise, snr_threshold, min_distance, s2, pk_mz, pk_int, pk_snr
         )
     return count, floor, noise
+
+
+_SPECTRA_PER_TASK = 8  # spectra per parallel task: one scratch allocation serves them all
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -317,24 +401,29 @@ def chain_dense(mz, inten, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_
     counts = np.zeros(n_spec, np.int64)
     floors = np.zeros(n_spec, np.float64)
     noises = np.zeros(n_spec, np.float64)
-    for s in nb.prange(n_spec):
-        o = out[s] if write_out else np.empty(n, np.float32)
-        base = s * cap
-        c, f, z = _chain_one(
-            mz,
-            inten[s],
-            o,
-            cfg_i,
-            cfg_f,
-            coeffs,
-            edges,
-            pk_mz[base : base + cap],
-            pk_int[base : base + cap],
-            pk_snr[base : base + cap],
-        )
-        counts[s] = c
-        floors[s] = f
-        noises[s] = z
+    n_tasks = (n_spec + _SPECTRA_PER_TASK - 1) // _SPECTRA_PER_TASK
+    size = _work_size(n, cfg_i, coeffs)
+    for task in nb.prange(n_tasks):
+        work = np.empty(size, np.float32)
+        for s in range(task * _SPECTRA_PER_TASK, min((task + 1) * _SPECTRA_PER_TASK, n_spec)):
+            base = s * cap
+            c, f, z = _chain_one(
+                mz,
+                inten[s],
+                out[s] if write_out else out[0],
+                write_out,
+                work,
+                cfg_i,
+                cfg_f,
+                coeffs,
+                edges,
+                pk_mz[base : base + cap],
+                pk_int[base : base + cap],
+                pk_snr[base : base + cap],
+            )
+            counts[s] = c
+            floors[s] = f
+            noises[s] = z
     return counts, floors, noises
 
 
@@ -347,25 +436,33 @@ def chain_ragged(
     counts = np.zeros(n_spec, np.int64)
     floors = np.zeros(n_spec, np.float64)
     noises = np.zeros(n_spec, np.float64)
-    for s in nb.prange(n_spec):
-        lo, hi = offsets[s], offsets[s + 1]
-        o = out[lo:hi] if write_out else np.empty(hi - lo, np.float32)
-        base = s * cap
-        c, f, z = _chain_one(
-            mz[lo:hi],
-            inten[lo:hi],
-            o,
-            cfg_i,
-            cfg_f,
-            coeffs,
-            edges,
-            pk_mz[base : base + cap],
-            pk_int[base : base + cap],
-            pk_snr[base : base + cap],
-        )
-        counts[s] = c
-        floors[s] = f
-        noises[s] = z
+    longest = 0
+    for s in range(n_spec):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    n_tasks = (n_spec + _SPECTRA_PER_TASK - 1) // _SPECTRA_PER_TASK
+    size = _work_size(longest, cfg_i, coeffs)
+    for task in nb.prange(n_tasks):
+        work = np.empty(size, np.float32)
+        for s in range(task * _SPECTRA_PER_TASK, min((task + 1) * _SPECTRA_PER_TASK, n_spec)):
+            lo, hi = offsets[s], offsets[s + 1]
+            base = s * cap
+            c, f, z = _chain_one(
+                mz[lo:hi],
+                inten[lo:hi],
+                out[lo:hi] if write_out else out[:0],
+                write_out,
+                work,
+                cfg_i,
+                cfg_f,
+                coeffs,
+                edges,
+                pk_mz[base : base + cap],
+                pk_int[base : base + cap],
+                pk_snr[base : base + cap],
+            )
+            counts[s] = c
+            floors[s] = f
+            noises[s] = z
     return counts, floors, noises
 
 

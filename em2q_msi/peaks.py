@@ -6,7 +6,7 @@ come from a 3-point Gaussian fit (a parabola through the logarithms of the apex 
 neighbours; a plain parabola when a neighbour is zero), which is exact for sampled Gaussian peaks.
 
 Noise is estimated per spectrum from its positive intensities (zeros in imzML spectra are points
-the instrument did not record; values below 1e-6 × the spectrum's maximum, float32 round-off, count
+the instrument did not record; values below 1e-6 × the sampled maximum, float32 round-off, count
 as zeros), taken from at most 2,048 evenly spaced points so the cost stays small next to the
 filters: ``mad`` gives floor = median and noise = 1.4826 × median absolute deviation; ``std`` gives
 floor = mean and noise = standard deviation. SNR = (height − floor) / noise, ``inf`` where the
