@@ -1,0 +1,228 @@
+"""Where measurements and results live: a folder or an object store, through fsspec.
+
+``root`` is a local folder (``/data/em2q``) or an fsspec URL (``s3://bucket/prefix``); every
+other module addresses files by *key* (``measurements/<id>/data.imzML``) and gets full URLs
+from :meth:`StorageResource.url`, to hand to ``em2q_msi`` readers together with
+:attr:`StorageResource.storage_options`. Usable as a Dagster resource or as a plain object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import dagster as dg
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import Field
+
+from em2q_resources.settings import Settings
+
+#: bytes per read/write when streaming a file into storage (≥ S3's 5 MiB multipart minimum)
+BLOCK_BYTES = 8 * 1024 * 1024
+
+
+class StorageUnavailable(OSError):
+    """The storage backend (object store endpoint, bucket, folder) cannot be reached."""
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the backend did not answer", whichever clients are installed."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import NoCredentialsError
+
+        kinds += [BotoConnectionError, NoCredentialsError]
+    except ImportError:  # pragma: no cover - s3fs not installed
+        pass
+    try:
+        from aiohttp import ClientConnectionError
+
+        kinds.append(ClientConnectionError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(kinds)
+
+
+class StorageResource(dg.ConfigurableResource):
+    """A storage root (folder or fsspec URL) and the options to reach it."""
+
+    root: str = Field(description="local folder or fsspec URL, e.g. s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, moto, Ceph …); None: AWS"
+    )
+    s3_key: str | None = Field(default=None, description="S3 access key; None: AWS's chain")
+    s3_secret: str | None = Field(default=None, description="S3 secret key; None: AWS's chain")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageResource:
+        return cls(root=settings.storage, s3_endpoint_url=settings.s3_endpoint_url)
+
+    # ------------------------------------------------------------------ addressing
+
+    @property
+    def protocol(self) -> str:
+        """``file`` for a folder, else the URL's scheme (``s3`` …)."""
+        if "://" not in self.root:
+            return "file"
+        return self.root.split("://", 1)[0]
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``fsspec.core.url_to_fs(url, **options)`` and em2q_msi readers."""
+        if self.protocol not in ("s3", "s3a"):
+            return {}
+        options: dict[str, Any] = {}
+        if self.s3_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
+        if self.s3_key:
+            options["key"] = self.s3_key
+            options["secret"] = self.s3_secret or ""
+        return options
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem of the root (fsspec caches instances, so this is cheap)."""
+        return fsspec.core.url_to_fs(self._root_url, **self.storage_options)[0]
+
+    @property
+    def _root_url(self) -> str:
+        if self.protocol == "file" and not self.root.startswith("file://"):
+            return str(Path(self.root).expanduser().resolve())
+        return self.root.rstrip("/")
+
+    @property
+    def _root_path(self) -> str:
+        """The root as the filesystem's own path (no protocol)."""
+        return self.fs._strip_protocol(self._root_url).rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        """The filesystem path (no protocol) of a key under the root."""
+        key = posixpath.normpath(posixpath.join("/", *parts)).lstrip("/")  # no escaping ".."
+        return f"{self._root_path}/{key}" if key else self._root_path
+
+    def url(self, *parts: str) -> str:
+        """The full URL of a key (``file:///…`` for a folder root, ``s3://bucket/…``)."""
+        return self.fs.unstrip_protocol(self.path(*parts))
+
+    # ------------------------------------------------------------------ operations
+
+    @contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        """Turn "the backend did not answer" into :class:`StorageUnavailable`."""
+        try:
+            yield
+        except StorageUnavailable:
+            raise
+        except _connection_errors() as exc:
+            raise StorageUnavailable(
+                f"storage {self.root} ({self.s3_endpoint_url or 'default endpoint'}) could not "
+                f"be reached while trying to {what}: {exc}"
+            ) from exc
+
+    def check(self) -> None:
+        """Make sure the root exists and answers (creates a local folder root)."""
+        with self._reaching("check the storage root"):
+            fs = self.fs
+            root = self._root_path
+            if isinstance(fs, LocalFileSystem):
+                fs.makedirs(root, exist_ok=True)
+                return
+            bucket = root.split("/", 1)[0]
+            try:  # one request: exists() would swallow connection errors and retry for long
+                fs.ls(bucket, detail=False, refresh=True)
+            except FileNotFoundError:
+                raise StorageUnavailable(
+                    f"storage {self.root}: bucket {bucket!r} does not exist"
+                ) from None
+
+    def exists(self, key: str) -> bool:
+        with self._reaching(f"look up {key}"):
+            return bool(self.fs.exists(self.path(key)))
+
+    def size(self, key: str) -> int:
+        with self._reaching(f"stat {key}"):
+            return int(self.fs.size(self.path(key)))
+
+    def find(self, key: str = "") -> list[str]:
+        """Keys of every file at or under ``key`` (relative to the root), sorted."""
+        with self._reaching(f"list {key or 'the root'}"):
+            base = self._root_path
+            found = self.fs.find(self.path(key)) if self.fs.exists(self.path(key)) else []
+            return sorted(p[len(base) + 1 :] if p.startswith(base + "/") else p for p in found)
+
+    def remove(self, key: str, recursive: bool = True) -> None:
+        """Delete a file or (``recursive``) a folder; a missing key is not an error."""
+        with self._reaching(f"remove {key}"):
+            fs, path = self.fs, self.path(key)
+            if path == self._root_path:
+                raise ValueError("refusing to remove the whole storage root")
+            if fs.exists(path):
+                fs.rm(path, recursive=recursive)
+            if isinstance(fs, LocalFileSystem):
+                self._prune_empty_parents(path)
+
+    def _prune_empty_parents(self, path: str) -> None:
+        """Drop local folders left empty by a removal, up to (not including) the root."""
+        parent = Path(path).parent
+        root = Path(self._root_path)
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                return
+            parent = parent.parent
+
+    def open(self, key: str, mode: str = "rb", **kwargs: Any) -> IO:
+        """An fsspec file object at ``key`` (parent folders made for writing)."""
+        with self._reaching(f"open {key}"):
+            fs, path = self.fs, self.path(key)
+            if "w" in mode or "a" in mode:
+                fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            return fs.open(path, mode, **kwargs)
+
+    def put_file(
+        self,
+        local_path: str | Path,
+        key: str,
+        progress: Callable[[int], None] | None = None,
+        block_bytes: int = BLOCK_BYTES,
+    ) -> str:
+        """Stream a local file to ``key`` in blocks; returns the SHA-256 of the bytes sent.
+
+        ``progress(n)`` is called with the byte count of each block written, for a progress
+        bar. Memory stays at one block whatever the file size (multipart upload on S3).
+        """
+        digest = hashlib.sha256()
+        block_size = max(block_bytes, 5 * 1024 * 1024)
+        with (
+            self._reaching(f"write {key}"),
+            Path(local_path).open("rb") as source,
+            self.open(key, "wb", block_size=block_size) as target,
+        ):
+            while block := source.read(block_bytes):
+                target.write(block)
+                digest.update(block)
+                if progress is not None:
+                    progress(len(block))
+        return digest.hexdigest()
+
+    def move(self, src_key: str, dst_key: str) -> None:
+        """Move a file or folder: a rename on a folder root, copy + delete on object stores."""
+        with self._reaching(f"move {src_key} to {dst_key}"):
+            fs, src, dst = self.fs, self.path(src_key), self.path(dst_key)
+            if isinstance(fs, LocalFileSystem):
+                fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+                Path(src).replace(dst)
+                self._prune_empty_parents(src)
+                return
+            if fs.isdir(src):
+                for source in fs.find(src):
+                    fs.mv(source, dst + source[len(src) :])
+            else:
+                fs.mv(src, dst)
