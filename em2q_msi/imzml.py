@@ -21,7 +21,7 @@ import re
 import uuid as uuid_module
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,10 +272,52 @@ _FAST_REF = re.compile(rb'<binaryDataArray\b[^>]*>\s*<referenceableParamGroupRef
 _SPECTRUM_START = re.compile(rb"<spectrum[\s>]")
 
 
-def scan_index(data: Any, start: int, header: Header) -> SpectraIndex:
-    """Build the spectrum index from the raw imzML bytes (``bytes`` or ``mmap``).
+def _windows(data: Any, start: int) -> Iterator[tuple[Any, int, int]]:
+    """``(buffer, pos, end)`` windows of an in-memory/mapped document, ending on
+    ``</spectrum>``."""
+    size = len(data)
+    pos = start
+    while pos < size:
+        end = min(size, pos + _SCAN_WINDOW)
+        if end < size:
+            cut = data.find(b"</spectrum>", end)
+            end = size if cut < 0 else cut + 11
+        yield data, pos, end
+        pos = end
 
-    Works in windows ending on ``</spectrum>`` so memory stays bounded for multi-GB documents.
+
+def _stream_windows(
+    fs: fsspec.AbstractFileSystem, path: str, start: int
+) -> Iterator[tuple[bytes, int, int]]:
+    """The same windows read sequentially from a remote file, one window in memory at a
+    time."""
+    carry = b""
+    with fs.open(path, "rb", block_size=_SCAN_WINDOW) as f:
+        f.seek(start)
+        while True:
+            chunk = f.read(_SCAN_WINDOW)
+            buf = carry + chunk
+            if not chunk:
+                if buf:
+                    yield buf, 0, len(buf)
+                return
+            cut = buf.rfind(b"</spectrum>")
+            if cut < 0:
+                carry = buf
+                continue
+            yield buf, 0, cut + 11
+            carry = buf[cut + 11 :]
+
+
+def scan_index(data: Any, start: int, header: Header) -> SpectraIndex:
+    """Build the spectrum index from the raw imzML bytes (``bytes`` or ``mmap``)."""
+    return scan_windows(_windows(data, start), header)
+
+
+def scan_windows(windows: Iterable[tuple[Any, int, int]], header: Header) -> SpectraIndex:
+    """Build the spectrum index from ``(buffer, pos, end)`` windows of the spectrum list.
+
+    Windows end on ``</spectrum>`` so memory stays bounded for multi-GB documents.
     Each window first tries a fast path (three literal-prefix regular expressions and numpy
     bookkeeping) that holds for the layout every common writer uses: position cvParams with
     ``accession`` before ``value``, two binaryDataArrays per spectrum each opening with its
@@ -284,19 +326,12 @@ def scan_index(data: Any, start: int, header: Header) -> SpectraIndex:
     """
     ref_kind: dict[bytes, int] = {g.encode(): 1 for g in header.mz_group_ids}
     ref_kind.update({g.encode(): 2 for g in header.intensity_group_ids})
-    size = len(data)
-    pos = start
     parts: list[np.ndarray] = []
-    while pos < size:
-        end = min(size, pos + _SCAN_WINDOW)
-        if end < size:
-            cut = data.find(b"</spectrum>", end)
-            end = size if cut < 0 else cut + 11
+    for data, pos, end in windows:
         table = _scan_window_fast(data, pos, end, ref_kind)
         if table is None:
             table = _scan_window_general(data, pos, end, ref_kind)
         parts.append(table)
-        pos = end
     table = np.concatenate(parts) if parts else np.empty((0, 9), np.int64)
     if table.shape[0] == 0:
         raise ImzMLNotImzML("the imzML declares no spectra")
@@ -806,7 +841,7 @@ def _scan_file(
 
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             return scan_index(mm, start, header)
-    return scan_index(fs.cat_file(path), start, header)
+    return scan_windows(_stream_windows(fs, path, start), header)
 
 
 def _cache_candidates(

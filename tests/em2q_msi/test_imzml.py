@@ -308,3 +308,22 @@ def test_streamed_reading_releases_pages_and_reads_the_same(small_continuous, sm
             np.testing.assert_array_equal(a.mz, b.mz)
         streamed.close()
         assert streamed.spectrum(3)[1].tolist() == kept.spectrum(3)[1].tolist()
+
+
+def test_remote_index_scan_streams_in_windows(make_dataset, monkeypatch):
+    """Remote XML is scanned window by window (never whole in memory); tiny windows split the
+    spectrum list in many places and must give the same index as the local scan."""
+    import fsspec
+
+    import em2q_msi.imzml as imzml_module
+
+    local = make_dataset("windows", mode="processed", n_x=9, n_y=7, n_values=5)
+    fs = fsspec.filesystem("memory")
+    fs.put_file(local, "/windows/w.imzML")
+    fs.put_file(local[:-6] + ".ibd", "/windows/w.ibd")
+    monkeypatch.setattr(imzml_module, "_SCAN_WINDOW", 3000)
+    remote = ImzML.open("memory:///windows/w.imzML", use_cache=False)
+    here = ImzML.open(local, use_cache=False)
+    for name in here.index.FIELDS:
+        np.testing.assert_array_equal(getattr(remote.index, name), getattr(here.index, name))
+    fs.rm("/windows", recursive=True)
