@@ -1,8 +1,10 @@
 """Numba kernels behind preprocess, peaks, ion_images and qc (private; use those modules).
 
 One per-spectrum routine (``_chain_one``: smooth → baseline → normalise → noise → peaks) runs in
-cache on scratch buffers, so a whole chain costs one pass over memory; two ``prange`` drivers run
-it over the rows of a continuous block or the CSR segments of a processed one, on all cores.
+cache on scratch buffers, so a whole chain costs one pass over memory; two drivers run it over the
+rows of a continuous block or the CSR segments of a processed one. They release the GIL, and
+``preprocess._run_chain`` feeds small batches to a thread pool (dynamic scheduling on all cores);
+the cheaper kernels (ion images, TIC) use ``prange``.
 Intensities are processed in float32 (the precision imzML files store), m/z in float64.
 Kernels are compiled with ``cache=True`` so the JIT cost is paid once per machine.
 """
@@ -391,43 +393,37 @@ def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, 
     return count, floor, noise
 
 
-_SPECTRA_PER_TASK = 8  # spectra per parallel task: one scratch allocation serves them all
-
-
-@nb.njit(parallel=True, cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def chain_dense(mz, inten, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_mz, pk_int, pk_snr):
     """Chain over the rows of a 2-D block; peaks of row s go to slots [s*cap, s*cap + count)."""
     n_spec, n = inten.shape
     counts = np.zeros(n_spec, np.int64)
     floors = np.zeros(n_spec, np.float64)
     noises = np.zeros(n_spec, np.float64)
-    n_tasks = (n_spec + _SPECTRA_PER_TASK - 1) // _SPECTRA_PER_TASK
-    size = _work_size(n, cfg_i, coeffs)
-    for task in nb.prange(n_tasks):
-        work = np.empty(size, np.float32)
-        for s in range(task * _SPECTRA_PER_TASK, min((task + 1) * _SPECTRA_PER_TASK, n_spec)):
-            base = s * cap
-            c, f, z = _chain_one(
-                mz,
-                inten[s],
-                out[s] if write_out else out[0],
-                write_out,
-                work,
-                cfg_i,
-                cfg_f,
-                coeffs,
-                edges,
-                pk_mz[base : base + cap],
-                pk_int[base : base + cap],
-                pk_snr[base : base + cap],
-            )
-            counts[s] = c
-            floors[s] = f
-            noises[s] = z
+    work = np.empty(_work_size(n, cfg_i, coeffs), np.float32)
+    for s in range(n_spec):
+        base = s * cap
+        c, f, z = _chain_one(
+            mz,
+            inten[s],
+            out[s] if write_out else out[0],
+            write_out,
+            work,
+            cfg_i,
+            cfg_f,
+            coeffs,
+            edges,
+            pk_mz[base : base + cap],
+            pk_int[base : base + cap],
+            pk_snr[base : base + cap],
+        )
+        counts[s] = c
+        floors[s] = f
+        noises[s] = z
     return counts, floors, noises
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def chain_ragged(
     mz, inten, offsets, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_mz, pk_int, pk_snr
 ):
@@ -439,30 +435,27 @@ def chain_ragged(
     longest = 0
     for s in range(n_spec):
         longest = max(longest, offsets[s + 1] - offsets[s])
-    n_tasks = (n_spec + _SPECTRA_PER_TASK - 1) // _SPECTRA_PER_TASK
-    size = _work_size(longest, cfg_i, coeffs)
-    for task in nb.prange(n_tasks):
-        work = np.empty(size, np.float32)
-        for s in range(task * _SPECTRA_PER_TASK, min((task + 1) * _SPECTRA_PER_TASK, n_spec)):
-            lo, hi = offsets[s], offsets[s + 1]
-            base = s * cap
-            c, f, z = _chain_one(
-                mz[lo:hi],
-                inten[lo:hi],
-                out[lo:hi] if write_out else out[:0],
-                write_out,
-                work,
-                cfg_i,
-                cfg_f,
-                coeffs,
-                edges,
-                pk_mz[base : base + cap],
-                pk_int[base : base + cap],
-                pk_snr[base : base + cap],
-            )
-            counts[s] = c
-            floors[s] = f
-            noises[s] = z
+    work = np.empty(_work_size(longest, cfg_i, coeffs), np.float32)
+    for s in range(n_spec):
+        lo, hi = offsets[s], offsets[s + 1]
+        base = s * cap
+        c, f, z = _chain_one(
+            mz[lo:hi],
+            inten[lo:hi],
+            out[lo:hi] if write_out else out[:0],
+            write_out,
+            work,
+            cfg_i,
+            cfg_f,
+            coeffs,
+            edges,
+            pk_mz[base : base + cap],
+            pk_int[base : base + cap],
+            pk_snr[base : base + cap],
+        )
+        counts[s] = c
+        floors[s] = f
+        noises[s] = z
     return counts, floors, noises
 
 

@@ -108,12 +108,16 @@ def pick_peaks(block: SpectraBlock, params: PeakPickingParameters | None = None)
 
 
 def preprocess_and_pick(
-    block: SpectraBlock, params: ProcessingParameters | None = None, keep_spectra: bool = False
+    block: SpectraBlock,
+    params: ProcessingParameters | None = None,
+    keep_spectra: bool = False,
+    n_threads: int | None = None,
 ) -> tuple[SpectraBlock | None, PeakList]:
     """``preprocess`` then ``pick_peaks`` in one pass per spectrum, in cache.
 
     The fast path for large blocks: with ``keep_spectra=False`` the preprocessed spectra are never
-    written to memory and the first element of the result is ``None``.
+    written to memory and the first element of the result is ``None``. ``n_threads``: worker
+    threads (default: every CPU this process may use).
     """
     params = params or ProcessingParameters()
     chain = _Chain(
@@ -122,5 +126,5 @@ def preprocess_and_pick(
         normalisation=params.normalisation,
         peak_picking=params.peak_picking,
     )
-    result = _run_chain(block, chain, keep_spectra=keep_spectra)
+    result = _run_chain(block, chain, keep_spectra=keep_spectra, n_threads=n_threads)
     return result.block, _peak_list(block, result)

@@ -11,6 +11,8 @@ since intensities are counts. Normalisation factors are computed on the baseline
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,8 @@ from em2q_msi.spectra import SpectraBlock
 
 # Upper bound of peak slots (16 bytes each) held at once while picking: about 64 MB.
 _MAX_PEAK_SLOTS = 4_000_000
+# Most spectra per batch handed to one thread.
+_MAX_BATCH = 64
 
 
 def savgol_edge_matrix(window_points: int, polyorder: int) -> np.ndarray:
@@ -103,13 +107,29 @@ def _config(chain: _Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return cfg_i, cfg_f, coeffs.astype(np.float32), np.ascontiguousarray(edges, np.float32)
 
 
-def _run_chain(block: SpectraBlock, chain: _Chain, keep_spectra: bool) -> _ChainResult:
-    """Run the configured chain over ``block`` in batches that bound the peak buffers' memory."""
+def default_threads() -> int:
+    """Threads for the kernels: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_chain(
+    block: SpectraBlock, chain: _Chain, keep_spectra: bool, n_threads: int | None = None
+) -> _ChainResult:
+    """Run the configured chain over ``block``.
+
+    The spectra are cut into small batches that a pool of threads takes one at a time (the
+    kernels release the GIL): a thread slowed by another process on its core simply takes fewer
+    batches, where a static split would wait for it. Batches also bound the peak buffers' memory.
+    """
     cfg_i, cfg_f, coeffs, edges = _config(chain)
     pick = chain.peak_picking is not None
     mz = np.ascontiguousarray(block.mz, dtype=np.float64)
     inten = np.ascontiguousarray(block.intensity, dtype=np.float32)
     n_spec = len(block)
+    offsets = None
     if block.offsets is None:
         inten = inten.reshape(n_spec, -1)
         longest = inten.shape[1]
@@ -119,15 +139,18 @@ def _run_chain(block: SpectraBlock, chain: _Chain, keep_spectra: bool) -> _Chain
         longest = int(np.diff(offsets).max()) if n_spec else 0
         out = np.empty_like(inten) if keep_spectra else np.empty(1, np.float32)
     cap = longest // 2 + 1 if pick else 0
-    batch = max(1, min(n_spec, _MAX_PEAK_SLOTS // cap)) if pick else max(n_spec, 1)
-    counts, floors, noises, pk_mz, pk_int, pk_snr = [], [], [], [], [], []
-    for b0 in range(0, n_spec, batch):
+    threads = n_threads or default_threads()
+    batch = max(1, min(_MAX_BATCH, -(-n_spec // (4 * threads))))
+    if pick:
+        batch = max(1, min(batch, _MAX_PEAK_SLOTS // (cap * threads)))
+
+    def run(b0: int) -> tuple[np.ndarray, ...]:
         b1 = min(b0 + batch, n_spec)
         slots = (b1 - b0) * cap
         buf_mz = np.empty(slots, np.float64)
         buf_int = np.empty(slots, np.float32)
         buf_snr = np.empty(slots, np.float32)
-        if block.offsets is None:
+        if offsets is None:
             c, f, z = K.chain_dense(
                 mz,
                 inten[b0:b1],
@@ -159,18 +182,21 @@ def _run_chain(block: SpectraBlock, chain: _Chain, keep_spectra: bool) -> _Chain
                 buf_int,
                 buf_snr,
             )
-        counts.append(c)
-        floors.append(f)
-        noises.append(z)
-        if pick:
-            starts = np.concatenate(([0], np.cumsum(c)[:-1]))
-            idx = np.repeat(np.arange(b1 - b0) * cap - starts, c) + np.arange(int(c.sum()))
-            pk_mz.append(buf_mz[idx])
-            pk_int.append(buf_int[idx])
-            pk_snr.append(buf_snr[idx])
+        if not pick:
+            return c, f, z
+        starts = np.concatenate(([0], np.cumsum(c)[:-1]))
+        idx = np.repeat(np.arange(b1 - b0) * cap - starts, c) + np.arange(int(c.sum()))
+        return c, f, z, buf_mz[idx], buf_int[idx], buf_snr[idx]
 
-    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+    starts = range(0, n_spec, batch)
+    if threads == 1 or len(starts) == 1:
+        parts = [run(b0) for b0 in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = list(pool.map(run, starts))
+
+    def cat(i: int, dtype: type) -> np.ndarray:
+        return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype)
 
     result_block = None
     if keep_spectra:
@@ -183,12 +209,12 @@ def _run_chain(block: SpectraBlock, chain: _Chain, keep_spectra: bool) -> _Chain
         )
     return _ChainResult(
         block=result_block,
-        counts=cat(counts, np.int64),
-        floor=cat(floors, np.float64),
-        noise=cat(noises, np.float64),
-        peak_mz=cat(pk_mz, np.float64),
-        peak_intensity=cat(pk_int, np.float32),
-        peak_snr=cat(pk_snr, np.float32),
+        counts=cat(0, np.int64),
+        floor=cat(1, np.float64),
+        noise=cat(2, np.float64),
+        peak_mz=cat(3, np.float64) if pick else np.zeros(0),
+        peak_intensity=cat(4, np.float32) if pick else np.zeros(0, np.float32),
+        peak_snr=cat(5, np.float32) if pick else np.zeros(0, np.float32),
     )
 
 
@@ -213,10 +239,15 @@ def normalise(block: SpectraBlock, params: NormalisationParameters | None = None
     return _run_chain(block, _Chain(normalisation=params), keep_spectra=True).block  # type: ignore[return-value]
 
 
-def preprocess(block: SpectraBlock, params: ProcessingParameters | None = None) -> SpectraBlock:
-    """The full chain smooth → remove baseline → normalise, in one pass per spectrum."""
+def preprocess(
+    block: SpectraBlock, params: ProcessingParameters | None = None, n_threads: int | None = None
+) -> SpectraBlock:
+    """The full chain smooth → remove baseline → normalise, in one pass per spectrum.
+
+    ``n_threads``: worker threads (default: every CPU this process may use).
+    """
     params = params or ProcessingParameters()
     chain = _Chain(
         smoothing=params.smoothing, baseline=params.baseline, normalisation=params.normalisation
     )
-    return _run_chain(block, chain, keep_spectra=True).block  # type: ignore[return-value]
+    return _run_chain(block, chain, keep_spectra=True, n_threads=n_threads).block  # type: ignore[return-value]
