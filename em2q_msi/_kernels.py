@@ -45,9 +45,9 @@ def _scale(c, x, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def _axpy(c, x, out):
-    for i in range(x.shape[0]):
-        out[i] += c * x[i]
+def _axpy2(c, x1, x2, out):
+    for i in range(x1.shape[0]):
+        out[i] += c * (x1[i] + x2[i])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -70,9 +70,10 @@ def _smooth_one(y, out, coeffs, edges, mode):
     for t0 in range(0, max(m, 0), _TILE):
         t = min(_TILE, m - t0)
         o = out[h + t0 : h + t0 + t]
-        _scale(coeffs[0], y[t0 : t0 + t], o)
-        for k in range(1, w):
-            _axpy(coeffs[k], y[t0 + k : t0 + k + t], o)
+        # kernels are symmetric (the caller makes sure): fold the taps pairwise
+        _scale(coeffs[h], y[t0 + h : t0 + h + t], o)
+        for k in range(h):
+            _axpy2(coeffs[k], y[t0 + k : t0 + k + t], y[t0 + w - 1 - k : t0 + w - 1 - k + t], o)
         _clip_negative(o)
     left = min(h, n)
     for j in range(left):

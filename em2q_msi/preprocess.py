@@ -104,6 +104,7 @@ def _config(chain: _Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         dtype=np.int64,
     )
     cfg_f = np.array([pp.snr_threshold if pp else 0.0], dtype=np.float64)
+    coeffs = 0.5 * (coeffs + coeffs[::-1])  # exactly symmetric: the kernel folds tap pairs
     return cfg_i, cfg_f, coeffs.astype(np.float32), np.ascontiguousarray(edges, np.float32)
 
 
