@@ -561,6 +561,12 @@ class ImzML:
     def __enter__(self) -> ImzML:
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for process pools): the mapping is reopened on first read."""
+        state = self.__dict__.copy()
+        state["_mmap"] = state["_bytes"] = None
+        return state
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 

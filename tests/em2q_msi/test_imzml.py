@@ -327,3 +327,12 @@ def test_remote_index_scan_streams_in_windows(make_dataset, monkeypatch):
     for name in here.index.FIELDS:
         np.testing.assert_array_equal(getattr(remote.index, name), getattr(here.index, name))
     fs.rm("/windows", recursive=True)
+
+
+def test_reader_pickles_for_process_pools(small_processed):
+    import pickle
+
+    reader = ImzML.open(small_processed)
+    before = reader.spectrum(4)
+    clone = pickle.loads(pickle.dumps(reader))
+    assert_same_spectra(clone.spectrum(4), before)
