@@ -31,6 +31,8 @@ class Settings:
     cache_dir: Path = PROJECT_ROOT / ".cache"
     step_launcher: str = "local"
     s3_endpoint_url: str | None = None
+    #: K of "chunk i of K": spectra-level partitions per measurement
+    spectra_chunks: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +53,7 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR", str(defaults.cache_dir))),
             step_launcher=get("STEP_LAUNCHER", defaults.step_launcher),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
+            spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
         )
 
     def with_overrides(self, **changes) -> Settings:

@@ -192,6 +192,7 @@ struct ParameterSet {
 struct ResultLocation {
   1: required string name,                     // e.g. "mean_spectrum"
   2: required string uri,
+  3: optional string sha256,                   // of the file (inputs: what the run read)
 }
 
 struct WorkflowRun {

@@ -85,6 +85,8 @@ class SearchPage:
     total: int
     facets: dict[str, list[tuple[str, int]]]
     next_page_token: str | None
+    #: the position after the last hit (also on a short page): a durable cursor for polling
+    cursor: str | None = None
 
 
 class MetadataStore:
@@ -552,8 +554,9 @@ class MetadataStore:
             facet_counts[path] = [
                 (str(b.get("key_as_string", b["key"])), int(b["doc_count"])) for b in buckets
             ]
-        next_token = _encode_token(hits[-1]["sort"]) if len(hits) == page_size else None
-        return SearchPage(docs, total, facet_counts, next_token)
+        cursor = _encode_token(hits[-1]["sort"]) if hits else page_token
+        next_token = cursor if len(hits) == page_size else None
+        return SearchPage(docs, total, facet_counts, next_token, cursor)
 
     def scan(
         self,

@@ -1,0 +1,110 @@
+"""The local Dagster deployment of ``em2q dev``: webserver + daemon on a SQLite instance."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from em2q_resources.settings import PROJECT_ROOT, Settings
+
+DAGSTER_YAML = """\
+# Written by `em2q dev`: the local instance (SQLite storage in this folder).
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: {max_concurrent_runs}
+telemetry:
+  enabled: false
+"""
+
+
+class PlatformError(RuntimeError):
+    """The local Dagster deployment did not start."""
+
+
+def dagster_home(settings: Settings) -> Path:
+    return settings.cache_dir.parent / ".em2q" / "dagster"
+
+
+def platform_environment(settings: Settings, elasticsearch_url: str) -> dict[str, str]:
+    """What the code location needs to find the same backends as the CLI."""
+    home = dagster_home(settings)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": settings.index_prefix,
+        "EM2Q_STORAGE": settings.storage,
+        "EM2Q_SPECTRA_CHUNKS": str(settings.spectra_chunks),
+        "EM2Q_CACHE_DIR": str(settings.cache_dir),
+    }
+    if settings.s3_endpoint_url:
+        env["EM2Q_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env
+
+
+def wait_for_webserver(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise PlatformError(f"dagster dev exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    raise PlatformError(f"the Dagster webserver did not answer at {url} within {timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def dagster_dev(
+    settings: Settings,
+    elasticsearch_url: str,
+    *,
+    port: int = 3000,
+    max_concurrent_runs: int = 2,
+    log_path: Path | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[str]:
+    """Run ``dagster dev`` (webserver + daemon) until the block ends; yields the UI's URL."""
+    home = dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.format(max_concurrent_runs=max_concurrent_runs))
+    log_path = log_path or home / "dagster-dev.log"
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(PROJECT_ROOT / "workspace.yaml"),
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=platform_environment(settings, elasticsearch_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_webserver(url, process, timeout_s)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

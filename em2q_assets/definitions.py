@@ -1,0 +1,58 @@
+"""The one ``Definitions`` of the EM²Q code location, composed from settings."""
+
+from __future__ import annotations
+
+import dagster as dg
+from em2q_resources.storage import StorageResource
+
+from em2q_assets import measurements, quality, sensors, summaries
+from em2q_assets.io_managers import ManifestIOManager
+from em2q_assets.spectra import build_spectra_assets
+from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.settings import Settings
+
+DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    metadata = MetadataStoreResource(
+        url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL,
+        index_prefix=settings.index_prefix,
+        username=settings.elasticsearch_username,
+        password=settings.elasticsearch_password,
+        api_key=settings.elasticsearch_api_key,
+    )
+    storage = StorageResource.from_settings(settings)
+    parameter_set = ParameterSetResource(metadata=metadata)
+    return dg.Definitions(
+        assets=[
+            measurements.raw_measurement,
+            *build_spectra_assets(settings.spectra_chunks),
+            summaries.mean_spectrum,
+            summaries.tic_image,
+            summaries.peak_table,
+            summaries.ion_images,
+            quality.qc_report,
+        ],
+        sensors=[
+            sensors.new_measurements,
+            sensors.failed_measurement_runs,
+            dg.AutomationConditionSensorDefinition(
+                "em2q_automation",
+                target=dg.AssetSelection.all(),
+                minimum_interval_seconds=5,
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
+        ],
+        resources={
+            "metadata": metadata,
+            "storage": storage,
+            "parameter_set": parameter_set,
+            "io_manager": ManifestIOManager(storage=storage, parameter_set=parameter_set),
+        },
+    )
+
+
+defs = build_definitions()

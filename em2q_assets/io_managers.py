@@ -1,0 +1,61 @@
+"""``ManifestIOManager``: assets hand over small JSON manifests, big arrays stay in storage.
+
+Each asset writes its arrays and images itself (``storage_io``) and returns a manifest: the URLs
+of what it wrote plus the numbers people look at. The manifest is stored as ``manifest.json``
+in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
+``em2q/parameter_dependent``) put it under the run's parameter-set hash, so results of
+different parameter sets never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from em2q_resources.storage import StorageResource
+
+from em2q_assets.partitions import split_key
+from em2q_assets.storage_io import read_json, result_key, write_json
+from em2q_resources.parameters import ParameterSetResource
+
+PARAMETER_DEPENDENT = "em2q/parameter_dependent"
+
+
+class ManifestIOManager(dg.ConfigurableIOManager):
+    storage: StorageResource
+    parameter_set: ParameterSetResource
+
+    def _key(self, asset: str, partition_key: Any, parameter_dependent: bool) -> str:
+        measurement_id, chunk = split_key(partition_key)
+        digest = self.parameter_set.resolve().content_hash if parameter_dependent else None
+        return f"{result_key(measurement_id, asset, digest, chunk)}/manifest.json"
+
+    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        if obj is None:
+            return
+        dependent = bool((context.definition_metadata or {}).get(PARAMETER_DEPENDENT))
+        key = self._key(context.asset_key.path[-1], context.asset_partition_key, dependent)
+        write_json(self.storage, key, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        dependent = bool((upstream.definition_metadata or {}).get(PARAMETER_DEPENDENT))
+        asset = context.asset_key.path[-1]
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        downstream_multi = context.has_partition_key and isinstance(
+            context.partition_key, dg.MultiPartitionKey
+        )
+        if len(keys) == 1 and (downstream_multi or not isinstance(keys[0], dg.MultiPartitionKey)):
+            return read_json(self.storage, self.storage.url(self._key(asset, keys[0], dependent)))
+        manifests = {}
+        for key in keys:
+            multi = key if isinstance(key, dg.MultiPartitionKey) else _as_multi(context, key)
+            manifests[split_key(multi)[1]] = read_json(
+                self.storage, self.storage.url(self._key(asset, multi, dependent))
+            )
+        return dict(sorted(manifests.items()))
+
+
+def _as_multi(context: dg.InputContext, key: str) -> dg.MultiPartitionKey:
+    partitions_def = context.upstream_output.asset_partitions_def
+    return partitions_def.get_partition_key_from_str(key)

@@ -1,0 +1,93 @@
+"""Sensors: new uploads start processing; failed runs mark their measurement ``FAILED``."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from em2q_assets.measurements import raw_measurement
+from em2q_assets.partitions import measurement_partitions, split_key
+from em2q_assets.provenance import set_status
+from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.metadata.resource import MetadataStoreResource
+
+#: documents younger than this may not be searchable yet (Elasticsearch refreshes every 1 s);
+#: the cursor only moves past documents older than it, so none is skipped
+VISIBILITY_LAG = timedelta(seconds=3)
+BATCH = 100
+
+
+@dg.sensor(
+    target=[raw_measurement],
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers UPLOADED measurements as partitions and starts their ingest run.",
+)
+def new_measurements(
+    context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
+) -> dg.SensorResult:
+    schema = load_schema()
+    store = metadata.get_store()
+    settled = datetime.now(UTC) - VISIBILITY_LAG
+    page = store.search(
+        schema.Measurement,
+        filters={
+            "status": "UPLOADED",
+            "uploaded_at": {"lte": settled.isoformat().replace("+00:00", "Z")},
+        },
+        sort=["uploaded_at"],
+        page_size=BATCH,
+        page_token=context.cursor or None,
+    )
+    if not page.hits:
+        return dg.SensorResult(skip_reason="no new uploads")
+    ids = [m.id for m in page.hits]
+    known = set(context.instance.get_dynamic_partitions(measurement_partitions.name))
+    for measurement_id in ids:
+        set_status(store, measurement_id, "REGISTERED", "partition created; ingest requested")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=f"ingest:{measurement_id}", partition_key=measurement_id)
+            for measurement_id in ids
+        ],
+        dynamic_partitions_requests=[
+            measurement_partitions.build_add_request([i for i in ids if i not in known])
+        ],
+        cursor=page.cursor,
+    )
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A failed run marks its measurement FAILED with the error.",
+)
+def failed_measurement_runs(
+    context: dg.RunFailureSensorContext, metadata: MetadataStoreResource
+) -> None:
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition")
+    if not partition:
+        return
+    if "|" in partition or run.tags.get("dagster/partition/measurement"):
+        measurement_id = run.tags.get("dagster/partition/measurement") or partition
+    else:
+        measurement_id = split_key(partition)[0]
+    error = context.failure_event.message or "run failed"
+    for event in context.get_step_failure_events():
+        if event.event_specific_data and event.event_specific_data.error:
+            error = event.event_specific_data.error.message.strip().splitlines()[0]
+            break
+    store = metadata.get_store()
+    try:
+        set_status(store, measurement_id, "FAILED", f"run {run.run_id}: {error}"[:2000])
+    except DocumentNotFound:
+        context.log.warning(f"run {run.run_id} failed for unknown measurement {measurement_id}")
+
+
+def describe_cursor(cursor: str | None) -> str:
+    """For logs: the cursor is the (uploaded_at, id) sort position of the last measurement."""
+    if not cursor:
+        return "start"
+    import base64
+
+    return json.dumps(json.loads(base64.urlsafe_b64decode(cursor.encode())))

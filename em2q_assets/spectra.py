@@ -1,0 +1,227 @@
+"""Spectra-level assets, one partition per ``measurement × spectra_chunk``.
+
+``spectra_chunks`` copies chunk *i of K* of the raw spectra into the platform's chunk format
+(fast partial reads for every later step) with the chunk's TIC and mean-spectrum sums;
+``preprocessed_chunks`` runs the chosen parameter set's preprocessing and peak picking on it.
+"""
+
+import hashlib
+import time
+
+import dagster as dg
+import numpy as np
+
+from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.partitions import by_measurement, spectra_partitions, split_key
+from em2q_assets.provenance import recorded_run
+from em2q_assets.storage_io import result_key, write_json, write_npy
+from em2q_msi.chunks import ChunkWriter, chunk_range, iter_chunk
+from em2q_msi.imzml import ImzML
+from em2q_msi.peaks import concatenate_peaks, preprocess_and_pick
+from em2q_msi.qc import MeanSpectrumAccumulator, concatenate_metrics, spectrum_metrics
+from em2q_resources.metadata import load_schema
+from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.storage import StorageResource
+
+#: bins of the mean spectrum of processed-mode data (ppm wide)
+MEAN_SPECTRUM_BIN_PPM = 5.0
+#: memory bound of one block read inside a chunk
+BLOCK_BYTES = 64 * 1024 * 1024
+
+
+def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
+    if raw["mode"] == "continuous":
+        return MeanSpectrumAccumulator()
+    low, high = raw["mz_range"]
+    return MeanSpectrumAccumulator.binned(
+        low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM
+    )
+
+
+def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
+    partitions = spectra_partitions(chunk_count)
+
+    @dg.asset(
+        partitions_def=partitions,
+        ins={"raw_measurement": dg.AssetIn(partition_mapping=by_measurement())},
+        group_name="spectra",
+        kinds={"numpy"},
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        description=f"Chunk i of {chunk_count} of the raw spectra, with its TIC and mean sums.",
+    )
+    def spectra_chunks(
+        context: dg.AssetExecutionContext,
+        raw_measurement: dict,
+        metadata: MetadataStoreResource,
+        storage: StorageResource,
+    ) -> dg.Output[dict]:
+        measurement_id, chunk = split_key(context.partition_key)
+        started = time.perf_counter()
+        store = metadata.get_store()
+        folder = result_key(measurement_id, "spectra_chunks", None, chunk)
+        with recorded_run(context, store, measurement_id=measurement_id) as record:
+            record.read("imzml", raw_measurement["imzml_uri"])
+            reader = ImzML.open(
+                raw_measurement["imzml_uri"], storage_options=storage.storage_options
+            )
+            start, stop = chunk_range(reader.n_spectra, chunk_count, chunk)
+            continuous = reader.mode == "continuous"
+            lengths = reader.index.intensity_lengths[start:stop]
+            n_values = int(lengths[0]) if continuous and stop > start else int(lengths.sum())
+            writer = ChunkWriter(
+                storage.url(f"{folder}/spectra"),
+                continuous=continuous,
+                n_spectra=stop - start,
+                n_values=n_values,
+                mz_dtype=reader.mz_dtype,
+                intensity_dtype=reader.intensity_dtype,
+                first_index=start,
+                extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
+                storage_options=storage.storage_options,
+            )
+            accumulator = mean_accumulator(raw_measurement)
+            tic_parts = []
+            try:
+                for block in reader.iter_blocks(start=start, stop=stop, block_bytes=BLOCK_BYTES):
+                    writer.append(block)
+                    accumulator.add(block)
+                    intensity = block.intensity
+                    if block.offsets is None:
+                        tic_parts.append(np.asarray(intensity).sum(axis=1, dtype=np.float64))
+                    else:
+                        tic_parts.append(
+                            np.add.reduceat(intensity.astype(np.float64), block.offsets[:-1])
+                            if intensity.size
+                            else np.zeros(len(block))
+                        )
+            except BaseException:
+                writer.abort()
+                raise
+            writer.commit()
+            tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
+            state = accumulator.state()
+            outputs = {
+                "spectra": storage.url(f"{folder}/spectra"),
+                "tic": write_npy(storage, f"{folder}/tic.npy", tic),
+                **{
+                    f"mean_{name}": write_npy(
+                        storage, f"{folder}/mean_{name}.npy", np.asarray(value)
+                    )
+                    for name, value in state.items()
+                },
+            }
+            for name, uri in outputs.items():
+                record.wrote(name, uri)
+            store.update(
+                load_schema().SpectraPartition(
+                    id=f"{measurement_id}/{chunk}of{chunk_count}",
+                    measurement_id=measurement_id,
+                    chunk_index=chunk,
+                    chunk_count=chunk_count,
+                    first_spectrum=start,
+                    stop_spectrum=stop,
+                    storage_uri=outputs["spectra"],
+                ),
+                None,
+            )
+        manifest = {
+            "measurement_id": measurement_id,
+            "chunk": chunk,
+            "folder": folder,
+            "first_spectrum": start,
+            "stop_spectrum": stop,
+            "mode": raw_measurement["mode"],
+            "outputs": outputs,
+        }
+        return dg.Output(
+            manifest,
+            data_version=dg.DataVersion(_digest(raw_measurement, chunk, chunk_count)),
+            metadata={
+                "spectra": stop - start,
+                "spectrum range": f"[{start}, {stop})",
+                "values": n_values,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name="spectra",
+        kinds={"numpy", "numba"},
+        code_version="1",
+        metadata={PARAMETER_DEPENDENT: True},
+        automation_condition=dg.AutomationCondition.eager(),
+        description="Smoothed, baseline-corrected spectra's peaks and QC metrics per spectrum, "
+        "for the run's parameter set.",
+    )
+    def preprocessed_chunks(
+        context: dg.AssetExecutionContext,
+        spectra_chunks: dict,
+        metadata: MetadataStoreResource,
+        storage: StorageResource,
+        parameter_set: ParameterSetResource,
+    ) -> dg.Output[dict]:
+        measurement_id, chunk = split_key(context.partition_key)
+        started = time.perf_counter()
+        store = metadata.get_store()
+        resolved = parameter_set.resolve()
+        params = resolved.params
+        folder = result_key(measurement_id, "preprocessed_chunks", resolved.content_hash, chunk)
+        with recorded_run(
+            context, store, measurement_id=measurement_id, parameters=resolved
+        ) as record:
+            source = spectra_chunks["outputs"]["spectra"]
+            record.read("spectra", source)
+            peak_parts, metric_parts = [], []
+            for block in iter_chunk(source, 2048, storage.storage_options):
+                peak_parts.append(preprocess_and_pick(block, params)[1])
+                metric_parts.append(spectrum_metrics(block, params))
+            peaks = concatenate_peaks(peak_parts)
+            metrics = concatenate_metrics(metric_parts)
+            outputs = {
+                f"peaks_{name}": write_npy(
+                    storage, f"{folder}/peaks_{name}.npy", getattr(peaks, name)
+                )
+                for name in ("mz", "intensity", "snr", "offsets", "coordinates")
+            }
+            outputs |= {
+                f"metric_{name}": write_npy(storage, f"{folder}/metric_{name}.npy", values)
+                for name, values in metrics.items()
+            }
+            outputs["parameters"] = write_json(
+                storage, f"{folder}/parameters.json", resolved.values
+            )
+            for name, uri in outputs.items():
+                record.wrote(name, uri)
+        n_peaks = int(peaks.offsets[-1] - peaks.offsets[0])
+        manifest = {
+            "measurement_id": measurement_id,
+            "chunk": chunk,
+            "folder": folder,
+            "parameter_set": resolved.id,
+            "parameter_hash": resolved.content_hash,
+            "first_spectrum": spectra_chunks["first_spectrum"],
+            "outputs": outputs,
+        }
+        return dg.Output(
+            manifest,
+            data_version=dg.DataVersion(_digest(spectra_chunks, resolved.content_hash)),
+            metadata={
+                "parameter set": resolved.id,
+                "peaks": n_peaks,
+                "peaks per spectrum": round(n_peaks / max(1, len(peaks)), 1),
+                "median SNR": float(np.median(metrics["snr"])) if len(peaks) else 0.0,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    return [spectra_chunks, preprocessed_chunks]
+
+
+def _digest(*parts) -> str:
+    import json
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
