@@ -2,9 +2,10 @@
 
 One per-spectrum routine (``_chain_one``: smooth → baseline → normalise → noise → peaks) runs in
 cache on scratch buffers, so a whole chain costs one pass over memory; two drivers run it over the
-rows of a continuous block or the CSR segments of a processed one. They release the GIL, and
-``preprocess._run_chain`` feeds small batches to a thread pool (dynamic scheduling on all cores);
-the cheaper kernels (ion images, TIC) use ``prange``.
+rows of a continuous block or the CSR segments of a processed one. Every kernel releases the GIL
+and works on a range of spectra; ``preprocess._run_chain`` and ``over_spectra`` hand such ranges
+to a thread pool one at a time (dynamic scheduling on all cores, robust to a core shared with
+another process, and much quicker to compile than numba's ``parallel=True``).
 Intensities are processed in float32 (the precision imzML files store), m/z in float64.
 Kernels are compiled with ``cache=True`` so the JIT cost is paid once per machine.
 """
@@ -460,39 +461,52 @@ def chain_ragged(
     return counts, floors, noises
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def window_sums_dense(inten, lo, hi):
-    """out[k, s] = sum(inten[s, lo[k]:hi[k]]) in float64."""
-    n_spec = inten.shape[0]
-    n_win = lo.shape[0]
-    out = np.zeros((n_win, n_spec), np.float64)
-    for s in nb.prange(n_spec):
+def over_spectra(n_spectra: int, work, n_threads: int | None = None, batch: int = 256) -> None:
+    """Call ``work(start, stop)`` for consecutive ranges of spectra on a pool of threads.
+
+    The kernels it calls release the GIL; ranges are taken one at a time (dynamic scheduling).
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = n_threads or max(1, len(os.sched_getaffinity(0)))
+    starts = range(0, n_spectra, batch)
+    if threads == 1 or len(starts) <= 1:
+        for start in starts:
+            work(start, min(start + batch, n_spectra))
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda start: work(start, min(start + batch, n_spectra)), starts))
+
+
+@nb.njit(cache=True, nogil=True)
+def window_sums_dense(inten, lo, hi, out):
+    """out[s, k] = sum(inten[s, lo[k]:hi[k]]) in float64."""
+    for s in range(inten.shape[0]):
         row = inten[s]
-        for k in range(n_win):
+        for k in range(lo.shape[0]):
             acc = 0.0
             for j in range(lo[k], hi[k]):
                 acc += row[j]
-            out[k, s] = acc
-    return out
+            out[s, k] = acc
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def window_sums_ragged(mz, inten, offsets, lower, upper):
-    """out[k, s] = sum of spectrum s's intensities with lower[k] <= m/z <= upper[k], float64."""
-    n_spec = offsets.shape[0] - 1
-    n_win = lower.shape[0]
-    out = np.zeros((n_win, n_spec), np.float64)
-    for s in nb.prange(n_spec):
+@nb.njit(cache=True, nogil=True)
+def window_sums_ragged(mz, inten, offsets, lower, upper, out):
+    """out[s, k] = sum of spectrum s's intensities with lower[k] <= m/z <= upper[k], float64.
+
+    ``offsets`` index into ``mz``/``inten``, one more than the rows of ``out``.
+    """
+    for s in range(offsets.shape[0] - 1):
         a, b = offsets[s], offsets[s + 1]
         m = mz[a:b]
-        for k in range(n_win):
+        for k in range(lower.shape[0]):
             lo = np.searchsorted(m, lower[k], side="left")
             hi = np.searchsorted(m, upper[k], side="right")
             acc = 0.0
             for j in range(a + lo, a + hi):
                 acc += inten[j]
-            out[k, s] = acc
-    return out
+            out[s, k] = acc
 
 
 @nb.njit(cache=True, nogil=True)
@@ -536,16 +550,13 @@ def exact_sum(x):
     return hi
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def basic_metrics_ragged(inten, offsets):
+@nb.njit(cache=True, nogil=True)
+def basic_metrics_ragged(inten, offsets, tic, arg, nnz):
     """Per spectrum: TIC (exact float64 sum), index of the base peak (-1 if empty), non-zeros."""
-    n_spec = offsets.shape[0] - 1
-    tic = np.zeros(n_spec, np.float64)
-    arg = np.full(n_spec, -1, np.int64)
-    nnz = np.zeros(n_spec, np.int64)
-    for s in nb.prange(n_spec):
+    for s in range(offsets.shape[0] - 1):
         best = -np.inf
         cnt = 0
+        arg[s] = -1
         for j in range(offsets[s], offsets[s + 1]):
             v = inten[j]
             if v != 0:
@@ -555,13 +566,10 @@ def basic_metrics_ragged(inten, offsets):
                 arg[s] = j
         tic[s] = exact_sum(inten[offsets[s] : offsets[s + 1]])
         nnz[s] = cnt
-    return tic, arg, nnz
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def exact_row_sums(inten):
+@nb.njit(cache=True, nogil=True)
+def exact_row_sums(inten, out):
     """Exact float64 sum of each row of a 2-D block."""
-    out = np.zeros(inten.shape[0], np.float64)
-    for s in nb.prange(inten.shape[0]):
+    for s in range(inten.shape[0]):
         out[s] = exact_sum(inten[s])
-    return out

@@ -55,18 +55,25 @@ def ion_intensities(
     if tolerance_ppm is None and tolerance_da is None:
         tolerance_ppm = 10.0
     lower, upper = mz_windows(mz_values, tolerance_ppm, tolerance_da)
+    n = len(block)
+    out = np.zeros((n, lower.size), np.float64)
     if block.offsets is None:
-        intensity = np.asarray(block.intensity).reshape(len(block), -1)
+        intensity = np.asarray(block.intensity).reshape(n, -1)
         lo = np.searchsorted(block.mz, lower, side="left").astype(np.int64)
         hi = np.searchsorted(block.mz, upper, side="right").astype(np.int64)
-        return K.window_sums_dense(intensity, lo, hi)
-    return K.window_sums_ragged(
-        np.asarray(block.mz),
-        np.asarray(block.intensity),
-        np.asarray(block.offsets, dtype=np.int64),
-        lower,
-        upper,
-    )
+
+        def work(a: int, b: int) -> None:
+            K.window_sums_dense(intensity[a:b], lo, hi, out[a:b])
+
+    else:
+        mz, intensity = np.asarray(block.mz), np.asarray(block.intensity)
+        offsets = np.asarray(block.offsets, dtype=np.int64)
+
+        def work(a: int, b: int) -> None:
+            K.window_sums_ragged(mz, intensity, offsets[a : b + 1], lower, upper, out[a:b])
+
+    K.over_spectra(n, work)
+    return np.ascontiguousarray(out.T)
 
 
 def pixel_indices(coordinates: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.ndarray, ...]:

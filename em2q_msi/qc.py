@@ -57,7 +57,9 @@ def spectrum_metrics(
     n = len(block)
     if block.offsets is None:
         intensity = np.asarray(block.intensity).reshape(n, -1)
-        tic = K.exact_row_sums(np.ascontiguousarray(intensity))
+        intensity = np.ascontiguousarray(intensity)
+        tic = np.zeros(n, np.float64)
+        K.over_spectra(n, lambda a, b: K.exact_row_sums(intensity[a:b], tic[a:b]))
         arg = intensity.argmax(axis=1) if intensity.shape[1] else np.zeros(n, np.int64)
         base_int = intensity[np.arange(n), arg].astype(np.float64) if intensity.shape[1] else tic
         base_mz = (
@@ -65,8 +67,13 @@ def spectrum_metrics(
         )
         n_nonzero = np.count_nonzero(intensity, axis=1).astype(np.int64)
     else:
-        tic, arg, n_nonzero = K.basic_metrics_ragged(
-            np.asarray(block.intensity), np.asarray(block.offsets, dtype=np.int64)
+        values, offsets = np.asarray(block.intensity), np.asarray(block.offsets, dtype=np.int64)
+        tic, arg, n_nonzero = np.zeros(n), np.full(n, -1, np.int64), np.zeros(n, np.int64)
+        K.over_spectra(
+            n,
+            lambda a, b: K.basic_metrics_ragged(
+                values, offsets[a : b + 1], tic[a:b], arg[a:b], n_nonzero[a:b]
+            ),
         )
         found = arg >= 0
         safe = np.where(found, arg, 0)
