@@ -50,6 +50,12 @@ class ImzMLEncodedLengthMismatch(ImzMLError):
     code = "encoded_length_mismatch"
 
 
+class ImzMLArrayLengthMismatch(ImzMLError):
+    """A spectrum whose m/z and intensity arrays have different lengths."""
+
+    code = "array_length_mismatch"
+
+
 class ImzMLTruncated(ImzMLError):
     code = "ibd_truncated"
 

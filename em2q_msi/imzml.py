@@ -30,8 +30,8 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from em2q_msi.errors import (
+    ImzMLArrayLengthMismatch,
     ImzMLContinuousMismatch,
-    ImzMLError,
     ImzMLMissingFile,
     ImzMLNotImzML,
     ImzMLNotWellFormed,
@@ -743,7 +743,7 @@ class ImzML:
         ilengths = idx.intensity_lengths[start:stop]
         if np.any(lengths != ilengths):
             bad = int(np.flatnonzero(lengths != ilengths)[0])
-            raise ImzMLError(
+            raise ImzMLArrayLengthMismatch(
                 f"spectrum {start + bad} has {int(lengths[bad])} m/z values but "
                 f"{int(ilengths[bad])} intensities"
             )

@@ -129,6 +129,8 @@ def validate(
     readable = _check_offsets(reader, report)
     _check_coordinates(reader, report)
     empty = _check_empty(reader, report)
+    if reader.mode == "processed":
+        readable &= _check_lengths(reader, report)
     if reader.mode == "continuous":
         try:
             reader.mz_axis()
@@ -138,7 +140,10 @@ def validate(
         except errors.ImzMLOffsetOutOfRange:
             readable[:] = False
     if check_data:
-        _check_values(reader, readable & ~empty, report)
+        try:
+            _check_values(reader, readable & ~empty, report)
+        except errors.ImzMLError as exc:  # a problem the structural checks did not foresee
+            report.problems.append(Problem.from_error(exc))
     return report
 
 
@@ -253,7 +258,7 @@ def _check_offsets(reader: ImzML, report: ValidationReport) -> np.ndarray:
                 chain_end = max(chain_end, int(ends[j]))
             else:
                 stray.append(j)
-    if truncated:
+    if truncated and errors.ImzMLTruncated.code not in report.codes:
         first = min(truncated, key=lambda j: offsets[j])
         spectra = sorted({int(spectrum[j]) for j in truncated})
         report.add(
@@ -328,6 +333,24 @@ def _check_empty(reader: ImzML, report: ValidationReport) -> np.ndarray:
             f"{_name_spectra(bad.tolist(), reader.coordinates)}",
         )
     return empty
+
+
+def _check_lengths(reader: ImzML, report: ValidationReport) -> np.ndarray:
+    """Processed spectra need as many intensities as m/z values; returns which do."""
+    idx = reader.index
+    bad = np.flatnonzero(idx.mz_lengths != idx.intensity_lengths)
+    if bad.size:
+        notes = {
+            int(i): f"{int(idx.mz_lengths[i])} m/z values, {int(idx.intensity_lengths[i])} "
+            "intensities"
+            for i in bad
+        }
+        report.add(
+            errors.ImzMLArrayLengthMismatch.code,
+            f"{_spectra(bad.size, 'has')} m/z and intensity arrays of different lengths: "
+            f"{_name_spectra(bad.tolist(), reader.coordinates, notes)}",
+        )
+    return idx.mz_lengths == idx.intensity_lengths
 
 
 def _check_values(reader: ImzML, readable: np.ndarray, report: ValidationReport) -> None:

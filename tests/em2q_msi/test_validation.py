@@ -281,3 +281,22 @@ def test_validation_over_s3_matches_local(small_processed, broken_copy, s3_bucke
     remote = validate(url, storage_options=options)
     assert remote.codes == ["ibd_truncated"]
     assert remote.problems[0].message == validate(path).problems[0].message
+
+
+def test_array_length_mismatch_is_named(small_processed, broken_copy):
+    # External array length of the intensity array of spectrum 2 (6th IMS:1000103), with a
+    # matching encoded length so only the lengths disagree.
+    def edit(x: bytes) -> bytes:
+        x = replace_nth(x, rb'(accession="IMS:1000103"[^>]*?value=")\d+(")', rb"\g<1>3\2", 5)
+        return replace_nth(x, rb'(accession="IMS:1000104"[^>]*?value=")\d+(")', rb"\g<1>12\2", 5)
+
+    report = validate(broken_copy(small_processed, edit_xml=edit))
+    assert report.codes == ["array_length_mismatch"]
+    assert "spectrum 2 (x=3, y=1, z=1, " in report.problems[0].message
+    assert "m/z values, 3 intensities" in report.problems[0].message
+
+
+def test_ibd_shorter_than_its_uuid_is_one_truncation_problem(small_processed, broken_copy):
+    report = validate(broken_copy(small_processed, edit_ibd=lambda b: b[:10]))
+    assert report.codes.count("ibd_truncated") == 1
+    assert "shorter than its 16-byte UUID" in report.problems[0].message
