@@ -148,3 +148,11 @@ def test_peaks_of_chunks_concatenate_to_the_peaks_of_the_whole(synthetic):
     joined = concatenate_peaks(parts)
     for name in ("mz", "intensity", "snr", "offsets", "noise", "coordinates"):
         np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
+
+
+def test_empty_and_tiny_spectra_in_a_processed_block_give_no_peaks():
+    mz = np.array([100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0])
+    intensity = np.array([1, 5, 1, 0, 1, 9, 1], np.float32)
+    block = SpectraBlock(mz, intensity, np.array([0, 0, 2, 7]), np.ones((3, 3), np.int64))
+    _, peaks = preprocess_and_pick(block, keep_spectra=True)
+    assert peaks.counts[0] == 0 and peaks.counts[1] == 0 and len(peaks) == 3
