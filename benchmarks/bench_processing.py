@@ -11,7 +11,7 @@
    6,000 points per spectrum, written with pyimzml's ``ImzMLWriter``, against pyimzml's
    ``getionimage`` loop (timed on ``N_GETIONIMAGE`` of the m/z values, one pass each over every
    spectrum, so its time is linear in their number). Ours is timed from spectra in memory and
-   end to end (em2q_msi.imzml's block read + ion images).
+   end to end (em2q_msi.imzml's block reads of 1,000 spectra + ion images).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ POINTS_PER_SPECTRUM = 6_000
 N_MZ = 100
 N_GETIONIMAGE = 5
 TOLERANCE_DA = 0.01
+READ_BLOCK = 1_000
 
 
 def _report(name: str, ours_per_s: float, base_per_s: float, unit: str) -> float:
@@ -169,27 +170,42 @@ def bench_ion_images(n_side: int = N_SIDE) -> float:
 
         reader = ImzML.open(str(path), use_cache=False)
         reader.read_block(0, 10)  # loads the reader's compiled kernels
-        t0 = time.perf_counter()
-        block = reader.read_block(0, len(reader))
-        read_s = time.perf_counter() - t0
         grid = (n_side, n_side)
-        ion_images(
-            block.coordinates, ion_intensities(block, mz_values, tolerance_da=TOLERANCE_DA), grid
-        )
-        t0 = time.perf_counter()
-        values = ion_intensities(block, mz_values, tolerance_da=TOLERANCE_DA)
-        images = ion_images(block.coordinates, values, grid)
-        compute_s = time.perf_counter() - t0
+        n = len(reader)
+        # end to end as a pipeline runs it: blocks of READ_BLOCK spectra read, then summed; best
+        # of two runs (the first touch of fresh memory in this VM costs more than the reading)
+        end_to_end_s = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            parts = [
+                ion_intensities(
+                    reader.read_block(a, min(a + READ_BLOCK, n)),
+                    mz_values,
+                    tolerance_da=TOLERANCE_DA,
+                )
+                for a in range(0, n, READ_BLOCK)
+            ]
+            images = ion_images(reader.coordinates, np.concatenate(parts, axis=1), grid)
+            end_to_end_s = min(end_to_end_s, time.perf_counter() - t0)
+        block = reader.read_block(0, n)
+        compute_s = np.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            values = ion_intensities(block, mz_values, tolerance_da=TOLERANCE_DA)
+            in_memory = ion_images(block.coordinates, values, grid)
+            compute_s = min(compute_s, time.perf_counter() - t0)
+        np.testing.assert_array_equal(in_memory, images)
         for k, image in enumerate(reference):
             np.testing.assert_allclose(images[k], image.astype(np.float64), rtol=1e-5)
         print(
-            f"ion images, ours: {compute_s * 1e3:.1f} ms compute + {read_s * 1e3:.0f} ms block "
-            f"read for {N_MZ} m/z (matches getionimage)",
+            f"ion images, ours: {compute_s * 1e3:.1f} ms from spectra in memory, "
+            f"{end_to_end_s * 1e3:.0f} ms reading blocks of {READ_BLOCK} spectra from the file, "
+            f"for {N_MZ} m/z (matches getionimage)",
             flush=True,
         )
         _report("ion images, in memory", N_MZ / compute_s, N_MZ / base_s, "m/z images")
         return _report(
-            "ion images, read + compute", N_MZ / (compute_s + read_s), N_MZ / base_s, "m/z images"
+            "ion images, read + compute", N_MZ / end_to_end_s, N_MZ / base_s, "m/z images"
         )
 
 
