@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-from em2q_resources.storage import StorageResource
 
 from em2q_assets import measurements, quality, sensors, summaries
 from em2q_assets.io_managers import ManifestIOManager
@@ -11,6 +10,7 @@ from em2q_assets.spectra import build_spectra_assets
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource
 from em2q_resources.settings import Settings
+from em2q_resources.storage import StorageResource
 
 DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"
 
@@ -25,6 +25,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         api_key=settings.elasticsearch_api_key,
     )
     storage = StorageResource.from_settings(settings)
+    # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     return dg.Definitions(
         assets=[
@@ -50,7 +51,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "metadata": metadata,
             "storage": storage,
             "parameter_set": parameter_set,
-            "io_manager": ManifestIOManager(storage=storage, parameter_set=parameter_set),
+            "io_manager": ManifestIOManager(storage=storage),
         },
     )
 

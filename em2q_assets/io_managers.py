@@ -3,8 +3,10 @@
 Each asset writes its arrays and images itself (``storage_io``) and returns a manifest: the URLs
 of what it wrote plus the numbers people look at. The manifest is stored as ``manifest.json``
 in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
-``em2q/parameter_dependent``) put it under the run's parameter-set hash, so results of
-different parameter sets never overwrite each other.
+``em2q/parameter_dependent``) put it under the parameter-set hash named in the manifest, so
+results of different parameter sets never overwrite each other. Reading them back, the hash is
+that of the consuming run's own parameter set (its ``parameter_set`` resource, as configured
+for that run in the launchpad).
 """
 
 from __future__ import annotations
@@ -12,34 +14,42 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from em2q_resources.storage import StorageResource
 
 from em2q_assets.partitions import split_key
 from em2q_assets.storage_io import read_json, result_key, write_json
 from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.storage import StorageResource
 
 PARAMETER_DEPENDENT = "em2q/parameter_dependent"
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
-    parameter_set: ParameterSetResource
 
-    def _key(self, asset: str, partition_key: Any, parameter_dependent: bool) -> str:
+    @staticmethod
+    def _key(asset: str, partition_key: Any, parameter_hash: str | None) -> str:
         measurement_id, chunk = split_key(partition_key)
-        digest = self.parameter_set.resolve().content_hash if parameter_dependent else None
-        return f"{result_key(measurement_id, asset, digest, chunk)}/manifest.json"
+        return f"{result_key(measurement_id, asset, parameter_hash, chunk)}/manifest.json"
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         if obj is None:
             return
-        dependent = bool((context.definition_metadata or {}).get(PARAMETER_DEPENDENT))
-        key = self._key(context.asset_key.path[-1], context.asset_partition_key, dependent)
+        digest = None
+        if (context.definition_metadata or {}).get(PARAMETER_DEPENDENT):
+            digest = obj.get("parameter_hash")
+            if not digest:
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()} manifest lacks parameter_hash"
+                )
+        key = self._key(context.asset_key.path[-1], context.asset_partition_key, digest)
         write_json(self.storage, key, obj)
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
-        dependent = bool((upstream.definition_metadata or {}).get(PARAMETER_DEPENDENT))
+        dependent = None
+        if (upstream.definition_metadata or {}).get(PARAMETER_DEPENDENT):
+            parameter_set: ParameterSetResource = context.step_context.resources.parameter_set
+            dependent = parameter_set.resolve().content_hash
         asset = context.asset_key.path[-1]
         keys = context.asset_partition_keys if context.has_asset_partitions else []
         downstream_multi = context.has_partition_key and isinstance(

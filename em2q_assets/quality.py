@@ -97,7 +97,13 @@ def qc_report(
     else:
         set_status(store, measurement_id, "READY", f"QC passed with parameter set {resolved.id}")
     yield dg.Output(
-        {"measurement_id": measurement_id, "folder": folder, "ok": summary.ok, "qc": uri},
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "parameter_hash": resolved.content_hash,
+            "ok": summary.ok,
+            "qc": uri,
+        },
         metadata={
             "verdict": "good enough to analyse" if summary.ok else "not good enough",
             "parameter set": resolved.id,

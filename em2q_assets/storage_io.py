@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+
 from em2q_resources.storage import StorageResource
 
 

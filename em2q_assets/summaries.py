@@ -304,7 +304,13 @@ def ion_images(
         f"m/z {mz:.4f}": markdown_png(png, f"m/z {mz:.4f}") for mz, png in list(pngs.items())[:4]
     }
     return dg.Output(
-        {"measurement_id": measurement_id, "folder": folder, "mz": mz_values, "outputs": outputs},
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "parameter_hash": resolved.content_hash,
+            "mz": mz_values,
+            "outputs": outputs,
+        },
         metadata={
             "images": len(mz_values),
             "window": f"±{settings.tolerance_ppm} ppm"

@@ -83,3 +83,103 @@ def test_example_measurement_goes_from_uploaded_to_a_verdict_with_results(platfo
         S.SpectraPartition, filters={"measurement_id": "cont"}, sort=["chunk_index"]
     ).hits
     assert [(p.first_spectrum, p.stop_spectrum) for p in partitions] == [(0, 3), (3, 6), (6, 9)]
+
+
+def _files_under(url_root: str) -> dict[str, bytes]:
+    fs, root = fsspec.core.url_to_fs(url_root)
+    return {path[len(root) :]: fs.cat_file(path) for path in fs.find(root)}
+
+
+def test_rematerializing_a_partition_gives_byte_identical_results(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Processed", "proc")
+    materialize_measurement(defs, instance, "proc")
+    results = str(tmp / "storage" / "results" / "proc")
+    first = _files_under(results)
+    materialize_measurement(defs, instance, "proc")
+    second = _files_under(results)
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
+    assert any(k.endswith("qc.json") for k in first) and any(k.endswith(".png") for k in first)
+
+
+def test_a_new_parameter_set_writes_results_beside_the_old_ones(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Continuous", "cont")
+    materialize_measurement(defs, instance, "cont")
+    store.save_parameter_set("strict", {"peak_picking": {"snr_threshold": 50}}, author="ada")
+    strict = {"resources": {"parameter_set": {"config": {"name": "strict"}}}}
+    assets = list(defs.assets)
+    for chunk in chunk_keys(CHUNKS):
+        key = dg.MultiPartitionKey({"measurement": "cont", "spectra_chunk": chunk})
+        assert dg.materialize(
+            assets, selection=["preprocessed_chunks"], partition_key=key, instance=instance,
+            resources=defs.resources, run_config=strict,
+        ).success  # fmt: skip
+    folders = sorted(p.name for p in (tmp / "storage/results/cont/preprocessed_chunks").iterdir())
+    assert len(folders) == 2  # default and strict, side by side
+    peaks = {
+        f: sum(
+            np.load(c / "peaks_mz.npy").size
+            for c in (tmp / "storage/results/cont/preprocessed_chunks" / f).iterdir()
+        )
+        for f in folders
+    }
+    assert len(set(peaks.values())) == 2  # a stricter SNR threshold keeps fewer peaks
+    store.refresh()
+    runs = store.search(
+        S.WorkflowRun,
+        filters={"measurement_id": "cont", "workflow": "preprocessed_chunks"},
+        page_size=100,
+    ).hits
+    assert sorted({r.parameter_set_id for r in runs}) == ["default@v1", "strict@v1"]
+
+
+def test_failed_blocking_qc_check_stops_analysis_and_marks_the_measurement_failed(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Continuous", "cont")
+    store.save_parameter_set("default", {"qc": {"min_median_snr": 1e9}}, author="ada")
+    results = materialize_measurement(defs, instance, "cont")
+    final = results[-1]
+    assert not final.success
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in final.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["median_snr"] is False
+    materialized = {e.asset_key.path[-1] for e in final.get_asset_materialization_events()}
+    assert "qc_report" in materialized
+    assert not {"peak_table", "ion_images"} & materialized
+    measurement = store.get(S.Measurement, "cont").doc
+    assert measurement.status == S.MeasurementStatus.FAILED
+    assert "median_snr" in measurement.status_reason
+
+
+def test_continuous_and_processed_examples_give_the_same_tic(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "a", "Example_Continuous", "cont")
+    register_copy(store, tmp / "b", "Example_Processed", "proc")
+    tics = {}
+    for measurement_id in ("cont", "proc"):
+        results = materialize_measurement(defs, instance, measurement_id)
+        tics[measurement_id] = read_json_url(results[-1].output_for_node("qc_report")["qc"])[
+            "per_spectrum_tic"
+        ]
+    assert tics["cont"] == pytest.approx(tics["proc"], rel=1e-9)
+
+
+def test_io_manager_stores_manifests_under_the_runs_parameter_set(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Continuous", "cont")
+    materialize_measurement(defs, instance, "cont")
+    saved = store.save_parameter_set("strict", {"peak_picking": {"snr_threshold": 50}}, author="a")
+    key = dg.MultiPartitionKey({"measurement": "cont", "spectra_chunk": chunk_keys(CHUNKS)[0]})
+    dg.materialize(
+        list(defs.assets), selection=["preprocessed_chunks"], partition_key=key, instance=instance,
+        resources=defs.resources,
+        run_config={"resources": {"parameter_set": {"config": {"name": "strict"}}}},
+    )  # fmt: skip
+    folder = tmp / "storage/results/cont/preprocessed_chunks" / saved.content_hash[:16]
+    manifest = json.loads((folder / "chunk-0000" / "manifest.json").read_text())
+    assert manifest["parameter_set"] == "strict@v1"
