@@ -353,10 +353,9 @@ def _peaks_one(mz, y, floor, noise, snr_threshold, min_distance, mask, pk_mz, pk
     return count
 
 
-@nb.njit(cache=True, nogil=True)
-def _work_size(longest, cfg_i, coeffs):
-    """float32 scratch for one spectrum of ``longest`` points: 7 buffers with window padding."""
-    return 7 * (longest + 3 * max(cfg_i[2], coeffs.shape[0]))
+def work_size(longest: int, window_points: int, n_coeffs: int) -> int:
+    """float32 scratch for spectra of up to ``longest`` points: 7 buffers with window padding."""
+    return 7 * (longest + 3 * max(window_points, n_coeffs))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -396,15 +395,33 @@ def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, 
 
 
 @nb.njit(cache=True, nogil=True)
-def chain_dense(mz, inten, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_mz, pk_int, pk_snr):
-    """Chain over the rows of a 2-D block; peaks of row s go to slots [s*cap, s*cap + count)."""
-    n_spec, n = inten.shape
-    counts = np.zeros(n_spec, np.int64)
-    floors = np.zeros(n_spec, np.float64)
-    noises = np.zeros(n_spec, np.float64)
-    work = np.empty(_work_size(n, cfg_i, coeffs), np.float32)
-    for s in range(n_spec):
-        base = s * cap
+def chain_dense(
+    mz,
+    inten,
+    out,
+    write_out,
+    cfg_i,
+    cfg_f,
+    coeffs,
+    edges,
+    cap,
+    work,
+    pk_mz,
+    pk_int,
+    pk_snr,
+    counts,
+    floors,
+    noises,
+):
+    """Chain over the rows of a 2-D block, peaks written one spectrum after another.
+
+    Stops before a spectrum whose ``cap`` peak slots might not fit; returns the number of spectra
+    done (the caller empties the peak buffers and calls again with the rest).
+    """
+    pos = 0
+    for s in range(inten.shape[0]):
+        if pos + cap > pk_mz.shape[0]:
+            return s
         c, f, z = _chain_one(
             mz,
             inten[s],
@@ -415,32 +432,43 @@ def chain_dense(mz, inten, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_
             cfg_f,
             coeffs,
             edges,
-            pk_mz[base : base + cap],
-            pk_int[base : base + cap],
-            pk_snr[base : base + cap],
+            pk_mz[pos : pos + cap],
+            pk_int[pos : pos + cap],
+            pk_snr[pos : pos + cap],
         )
         counts[s] = c
         floors[s] = f
         noises[s] = z
-    return counts, floors, noises
+        pos += c
+    return inten.shape[0]
 
 
 @nb.njit(cache=True, nogil=True)
 def chain_ragged(
-    mz, inten, offsets, out, write_out, cfg_i, cfg_f, coeffs, edges, cap, pk_mz, pk_int, pk_snr
+    mz,
+    inten,
+    offsets,
+    out,
+    write_out,
+    cfg_i,
+    cfg_f,
+    coeffs,
+    edges,
+    cap,
+    work,
+    pk_mz,
+    pk_int,
+    pk_snr,
+    counts,
+    floors,
+    noises,
 ):
-    """Chain over the CSR segments of a processed block; slots as in ``chain_dense``."""
-    n_spec = offsets.shape[0] - 1
-    counts = np.zeros(n_spec, np.int64)
-    floors = np.zeros(n_spec, np.float64)
-    noises = np.zeros(n_spec, np.float64)
-    longest = 0
-    for s in range(n_spec):
-        longest = max(longest, offsets[s + 1] - offsets[s])
-    work = np.empty(_work_size(longest, cfg_i, coeffs), np.float32)
-    for s in range(n_spec):
+    """Chain over the CSR segments of a processed block; as ``chain_dense`` otherwise."""
+    pos = 0
+    for s in range(offsets.shape[0] - 1):
+        if pos + cap > pk_mz.shape[0]:
+            return s
         lo, hi = offsets[s], offsets[s + 1]
-        base = s * cap
         c, f, z = _chain_one(
             mz[lo:hi],
             inten[lo:hi],
@@ -451,14 +479,15 @@ def chain_ragged(
             cfg_f,
             coeffs,
             edges,
-            pk_mz[base : base + cap],
-            pk_int[base : base + cap],
-            pk_snr[base : base + cap],
+            pk_mz[pos : pos + cap],
+            pk_int[pos : pos + cap],
+            pk_snr[pos : pos + cap],
         )
         counts[s] = c
         floors[s] = f
         noises[s] = z
-    return counts, floors, noises
+        pos += c
+    return offsets.shape[0] - 1
 
 
 def over_spectra(n_spectra: int, work, n_threads: int | None = None, batch: int = 256) -> None:

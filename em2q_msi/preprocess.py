@@ -12,6 +12,7 @@ since intensities are counts. Normalisation factors are computed on the baseline
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -142,52 +143,67 @@ def _run_chain(
     cap = longest // 2 + 1 if pick else 0
     threads = n_threads or default_threads()
     batch = max(1, min(_MAX_BATCH, -(-n_spec // (4 * threads))))
-    if pick:
-        batch = max(1, min(batch, _MAX_PEAK_SLOTS // (cap * threads)))
+    counts = np.zeros(n_spec, np.int64)
+    floors = np.zeros(n_spec, np.float64)
+    noises = np.zeros(n_spec, np.float64)
+    # Scratch and peak buffers live per thread for the whole call: fresh pages cost a fault on
+    # first touch, which for ~1 MB per batch would take longer than the filters themselves.
+    local = threading.local()
 
-    def run(b0: int) -> tuple[np.ndarray, ...]:
-        b1 = min(b0 + batch, n_spec)
-        slots = (b1 - b0) * cap
-        buf_mz = np.empty(slots, np.float64)
-        buf_int = np.empty(slots, np.float32)
-        buf_snr = np.empty(slots, np.float32)
-        if offsets is None:
-            c, f, z = K.chain_dense(
-                mz,
-                inten[b0:b1],
-                out[b0:b1] if keep_spectra else out,
-                keep_spectra,
-                cfg_i,
-                cfg_f,
-                coeffs,
-                edges,
-                cap,
-                buf_mz,
-                buf_int,
-                buf_snr,
+    def buffers() -> tuple[np.ndarray, ...]:
+        if not hasattr(local, "work"):
+            local.work = np.empty(K.work_size(longest, int(cfg_i[2]), coeffs.size), np.float32)
+            slots = max(cap, min(batch * cap, _MAX_PEAK_SLOTS)) if pick else 0
+            local.peaks = (
+                np.empty(slots, np.float64),
+                np.empty(slots, np.float32),
+                np.empty(slots, np.float32),
             )
-        else:
-            lo, hi = offsets[b0], offsets[b1]
-            c, f, z = K.chain_ragged(
-                mz[lo:hi],
-                inten[lo:hi],
-                offsets[b0 : b1 + 1] - lo,
-                out[lo:hi] if keep_spectra else out,
-                keep_spectra,
-                cfg_i,
-                cfg_f,
-                coeffs,
-                edges,
-                cap,
-                buf_mz,
-                buf_int,
-                buf_snr,
-            )
-        if not pick:
-            return c, f, z
-        starts = np.concatenate(([0], np.cumsum(c)[:-1]))
-        idx = np.repeat(np.arange(b1 - b0) * cap - starts, c) + np.arange(int(c.sum()))
-        return c, f, z, buf_mz[idx], buf_int[idx], buf_snr[idx]
+        return (local.work, *local.peaks)
+
+    def run(b0: int) -> list[tuple[np.ndarray, ...]]:
+        work, buf_mz, buf_int, buf_snr = buffers()
+        pieces = []
+        s, b1 = b0, min(b0 + batch, n_spec)
+        while s < b1:
+            results = (buf_mz, buf_int, buf_snr, counts[s:b1], floors[s:b1], noises[s:b1])
+            if offsets is None:
+                done = K.chain_dense(
+                    mz,
+                    inten[s:b1],
+                    out[s:b1] if keep_spectra else out,
+                    keep_spectra,
+                    cfg_i,
+                    cfg_f,
+                    coeffs,
+                    edges,
+                    cap,
+                    work,
+                    *results,
+                )
+            else:
+                lo, hi = offsets[s], offsets[b1]
+                done = K.chain_ragged(
+                    mz[lo:hi],
+                    inten[lo:hi],
+                    offsets[s : b1 + 1] - lo,
+                    out[lo:hi] if keep_spectra else out,
+                    keep_spectra,
+                    cfg_i,
+                    cfg_f,
+                    coeffs,
+                    edges,
+                    cap,
+                    work,
+                    *results,
+                )
+            if pick:
+                total = int(counts[s : s + done].sum())
+                pieces.append(
+                    (buf_mz[:total].copy(), buf_int[:total].copy(), buf_snr[:total].copy())
+                )
+            s += done
+        return pieces
 
     starts = range(0, n_spec, batch)
     if threads == 1 or len(starts) == 1:
@@ -195,9 +211,10 @@ def _run_chain(
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             parts = list(pool.map(run, starts))
+    pieces = [piece for part in parts for piece in part]
 
     def cat(i: int, dtype: type) -> np.ndarray:
-        return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype)
+        return np.concatenate([p[i] for p in pieces]) if pieces else np.zeros(0, dtype)
 
     result_block = None
     if keep_spectra:
@@ -210,12 +227,12 @@ def _run_chain(
         )
     return _ChainResult(
         block=result_block,
-        counts=cat(0, np.int64),
-        floor=cat(1, np.float64),
-        noise=cat(2, np.float64),
-        peak_mz=cat(3, np.float64) if pick else np.zeros(0),
-        peak_intensity=cat(4, np.float32) if pick else np.zeros(0, np.float32),
-        peak_snr=cat(5, np.float32) if pick else np.zeros(0, np.float32),
+        counts=counts,
+        floor=floors,
+        noise=noises,
+        peak_mz=cat(0, np.float64),
+        peak_intensity=cat(1, np.float32),
+        peak_snr=cat(2, np.float32),
     )
 
 
