@@ -6,7 +6,8 @@
    generated 100 × 100 continuous dataset with 20,000 bins, in chunks of 500 spectra, against
    pyopenms per spectrum: ``SavitzkyGolayFilter`` + ``MorphologicalFilter`` (tophat, the same
    101-point element in Thomson) + ``PeakPickerHiRes`` (signal_to_noise 3), timed on the first
-   ``N_OPENMS`` spectra (a per-spectrum loop: its rate does not depend on how many).
+   ``N_OPENMS`` spectra (a per-spectrum loop: its rate does not depend on how many). Every timing
+   is the best of ``REPEATS`` runs, ours per chunk, since the 2 cores are shared.
 2. Ion images of 100 m/z values (± 0.01 m/z) on a generated 100 × 100 processed dataset with
    6,000 points per spectrum, written with pyimzml's ``ImzMLWriter``, against pyimzml's
    ``getionimage`` loop (timed on ``N_GETIONIMAGE`` of the m/z values, one pass each over every
@@ -26,7 +27,8 @@ import numpy as np
 N_SIDE = 100
 N_BINS = 20_000
 CHUNK = 500
-N_OPENMS = 500
+N_OPENMS = 300
+REPEATS = 3  # every timing is the best of this many runs (the machine is shared)
 POINTS_PER_SPECTRUM = 6_000
 N_MZ = 100
 N_GETIONIMAGE = 5
@@ -71,9 +73,12 @@ def bench_preprocessing(n_side: int = N_SIDE) -> float:
         ).block
         if first is None:
             first = block
-        t0 = time.perf_counter()
-        _, peaks = preprocess_and_pick(block, params)
-        ours_s += time.perf_counter() - t0
+        best = np.inf
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            _, peaks = preprocess_and_pick(block, params)
+            best = min(best, time.perf_counter() - t0)
+        ours_s += best
         n_peaks += int(peaks.mz.size)
     assert first is not None
     print(
@@ -100,26 +105,29 @@ def bench_preprocessing(n_side: int = N_SIDE) -> float:
     picker.setParameters(p)
     mz = first.mz.astype(np.float64)
     n_base = min(N_OPENMS, len(first))
-    t0 = time.perf_counter()
-    base_peaks = 0
-    for i in range(n_base):
-        spectrum, picked = oms.MSSpectrum(), oms.MSSpectrum()
-        spectrum.set_peaks((mz, first.intensity[i].astype(np.float64)))
-        savgol.filter(spectrum)
-        tophat.filter(spectrum)
-        picker.pick(spectrum, picked)
-        base_peaks += picked.size()
-    base_s = time.perf_counter() - t0
+    base_s = np.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        base_peaks = 0
+        for i in range(n_base):
+            spectrum, picked = oms.MSSpectrum(), oms.MSSpectrum()
+            spectrum.set_peaks((mz, first.intensity[i].astype(np.float64)))
+            savgol.filter(spectrum)
+            tophat.filter(spectrum)
+            picker.pick(spectrum, picked)
+            base_peaks += picked.size()
+        base_s = min(base_s, time.perf_counter() - t0)
     print(
         f"preprocessing, pyopenms: {n_base} spectra in {base_s:.2f} s "
         f"({base_peaks / n_base:.0f} peaks/spectrum)",
         flush=True,
     )
-    t0 = time.perf_counter()
-    preprocess_and_pick(
-        type(first)(first.mz, first.intensity[:n_base], None, first.coordinates[:n_base]), params
-    )
-    same_s = time.perf_counter() - t0
+    same = type(first)(first.mz, first.intensity[:n_base], None, first.coordinates[:n_base])
+    same_s = np.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        preprocess_and_pick(same, params)
+        same_s = min(same_s, time.perf_counter() - t0)
     _report("preprocessing, same spectra as pyopenms", n_base / same_s, n_base / base_s, "spectra")
     return _report(
         "preprocessing, whole 100x100 dataset", n_spectra / ours_s, n_base / base_s, "spectra"
