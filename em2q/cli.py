@@ -184,6 +184,47 @@ def show(ctx: Context, measurement_id: str, as_json: bool) -> None:
     click.echo(json.dumps(doc, indent=None if as_json else 2))
 
 
+@main.command()
+@click.argument("imzml", type=click.Path(dir_okay=False))
+@click.option("--ibd", type=click.Path(dir_okay=False), help="the .ibd (default: beside IMZML)")
+@click.option(
+    "--setup",
+    "setup_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="experimental setup YAML (see examples/setup.yaml)",
+)
+@click.option("--operator", default=None, help="who uploads (overrides the setup's operator)")
+@click.option("--json", "as_json", is_flag=True, help="print the Measurement document as JSON")
+@pass_context
+def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator: str | None,
+           as_json: bool) -> None:  # fmt: skip
+    """Validate IMZML (+ its .ibd) and the setup, copy them into storage, register them.
+
+    Prints the new measurement id. Exit 1 lists every problem of the files or the setup, or
+    names the measurement these files were already uploaded as; exit 3: Elasticsearch or
+    storage (EM2Q_STORAGE, EM2Q_S3_ENDPOINT_URL) did not answer.
+    """
+    from em2q.upload import UploadError, upload_measurement
+    from em2q_resources.storage import StorageResource, StorageUnavailable
+
+    storage = StorageResource.from_settings(ctx.settings)
+    try:
+        with surface_errors():
+            measurement = upload_measurement(
+                imzml, ibd_path=ibd, setup=setup_file, store=ctx.store, storage=storage,
+                operator=operator, progress=True,
+                cache_dir=ctx.settings.cache_dir / "imzml-index",
+            )  # fmt: skip
+    except UploadError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PROBLEM)
+    except StorageUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    click.echo(json.dumps(to_document(measurement)) if as_json else measurement.id)
+
+
 @main.group()
 def params() -> None:
     """Named, versioned, immutable processing parameter sets."""

@@ -1,0 +1,307 @@
+"""Upload: an imzML/ibd pair and its setup description become a registered ``Measurement``.
+
+The order is what makes a failure harmless: validate everything first (setup against the
+schema, the files with ``em2q_msi``), refuse duplicates by SHA-256, copy into
+``staging/<upload-id>/``, commit by moving to ``measurements/<measurement-id>/``, and only then
+write the ``Measurement`` document (status ``UPLOADED``). Whatever fails, the staged and
+committed copies are removed and no document is left; the source files are only ever read.
+
+The web UI, notebooks and ``em2q upload`` all call :func:`upload_measurement`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from em2q.setup_file import PLATFORM_FIELDS, SetupFileError, measurement_from_setup, read_setup
+from em2q_msi.facts import measurement_facts
+from em2q_msi.imzml import ImzML
+from em2q_msi.validation import validate
+from em2q_resources.metadata import AlreadyExists, MetadataStore, SchemaViolation, load_schema
+from em2q_resources.metadata.store import utc_now
+from em2q_resources.storage import StorageResource
+
+__all__ = [
+    "DuplicateUpload",
+    "InvalidUpload",
+    "UploadError",
+    "UploadProblem",
+    "file_sha256",
+    "measurement_id_for",
+    "upload_measurement",
+]
+
+HASH_BLOCK_BYTES = 8 * 1024 * 1024
+_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class UploadError(Exception):
+    """Base class of refused uploads; nothing was registered and storage holds no copy."""
+
+
+@dataclass(frozen=True)
+class UploadProblem:
+    """One reason to refuse: ``where`` is ``setup`` or a file name, ``code`` a stable tag
+    (``setup`` for schema violations, else the ``em2q_msi`` validation code)."""
+
+    where: str
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"where": self.where, "code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.where}: [{self.code}] {self.message}"
+
+
+class InvalidUpload(UploadError):
+    """The setup description or the files do not pass validation; ``problems`` lists each."""
+
+    def __init__(self, problems: list[UploadProblem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"upload refused, {len(problems)} problem(s):\n{lines}")
+
+
+class DuplicateUpload(UploadError):
+    """The same imzML and ibd (by SHA-256) are already registered as ``existing_id``."""
+
+    def __init__(self, existing_id: str, imzml_sha256: str) -> None:
+        self.existing_id = existing_id
+        self.imzml_sha256 = imzml_sha256
+        super().__init__(
+            f"these files are already uploaded as measurement {existing_id!r} "
+            f"(imzML SHA-256 {imzml_sha256[:12]}…); nothing was copied"
+        )
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a local file, read in blocks (constant memory)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "measurement"
+
+
+def measurement_id_for(title: str) -> str:
+    """A short, readable, unique id: ``<slug of the title>-<8 hex>``."""
+    return f"{_slug(title)}-{uuid.uuid4().hex[:8]}"
+
+
+def _setup_problems(
+    setup: dict[str, Any] | str | Path, operator: str | None
+) -> tuple[dict[str, Any], list[UploadProblem]]:
+    """The setup document and what is wrong with it (checked with placeholder platform fields)."""
+    try:
+        document = read_setup(setup) if isinstance(setup, str | Path) else dict(setup)
+    except SetupFileError as exc:
+        return {}, [UploadProblem("setup", "setup", str(exc))]
+    if operator:
+        document["operator"] = operator
+    reserved = sorted(PLATFORM_FIELDS & set(document))
+    if reserved:
+        return document, [UploadProblem("setup", "setup", f"{reserved[0]}: is set by the platform")]
+    try:
+        measurement_from_setup(document, id="check", uploaded_at=utc_now())
+    except SchemaViolation as exc:
+        return document, [UploadProblem("setup", "setup", str(exc))]
+    return document, []
+
+
+def _ibd_beside(imzml: Path) -> Path:
+    for suffix in (".ibd", ".IBD", ".Ibd"):
+        candidate = imzml.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return imzml.with_suffix(".ibd")
+
+
+def _file_problems(imzml: Path, ibd: Path, cache_dir: str) -> list[UploadProblem]:
+    """Every problem ``em2q_msi`` finds in the pair (validated as a pair in a scratch folder
+    when the .ibd does not lie beside the imzML under the same stem)."""
+    problems = [
+        UploadProblem(str(p), "missing_file", f"no such file: {p}")
+        for p in (imzml, ibd)
+        if not p.is_file()
+    ]
+    if problems:
+        return problems
+    with ExitStack() as stack:
+        target = imzml
+        if _ibd_beside(imzml).resolve() != ibd.resolve():
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="em2q-pair-")))
+            target = folder / imzml.name
+            target.symlink_to(imzml.resolve())
+            target.with_suffix(".ibd").symlink_to(ibd.resolve())
+        report = validate(str(target), cache_dir=cache_dir)
+    return [UploadProblem(imzml.name, p.code, p.message) for p in report.problems]
+
+
+def _find_duplicate(store: MetadataStore, imzml_sha: str, ibd_sha: str) -> str | None:
+    schema = load_schema()
+    page = store.search(schema.Measurement, filters={"files.checksum": imzml_sha}, page_size=100)
+    for measurement in page.hits:
+        checksums = {f.checksum for f in measurement.files or []}
+        if {imzml_sha, ibd_sha} <= checksums:
+            return measurement.id
+    return None
+
+
+@contextmanager
+def _progress_bar(
+    progress: bool | Callable[[int], None], total: int, label: str
+) -> Iterator[Callable[[int], None] | None]:
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr
+    ) as bar:
+        yield bar.update
+
+
+def _facts(url: str, storage: StorageResource, cache_dir: str) -> dict[str, Any]:
+    """The ``ImzMLFacts`` document of the pair at ``url``."""
+    reader = ImzML.open(url, storage_options=storage.storage_options, cache_dir=cache_dir)
+    try:
+        facts = measurement_facts(reader)
+    finally:
+        reader.close()
+    grid = facts["pixel_grid"]
+    return {
+        "mode": facts["mode"].upper(),
+        "pixels_x": int(grid["max_x"]),
+        "pixels_y": int(grid["max_y"]),
+        "pixels_z": int(grid["max_z"]),
+        "spectra_count": int(facts["n_spectra"]),
+        "mz_range": {"min_mz": float(facts["mz_min"]), "max_mz": float(facts["mz_max"])},
+        "uuid": facts["uuid"],
+        "mz_dtype": facts["mz_dtype"],
+        "intensity_dtype": facts["intensity_dtype"],
+    }
+
+
+def upload_measurement(
+    imzml_path: str | Path,
+    *,
+    ibd_path: str | Path | None = None,
+    setup: dict[str, Any] | str | Path,
+    store: MetadataStore,
+    storage: StorageResource,
+    operator: str | None = None,
+    progress: bool | Callable[[int], None] = True,
+    measurement_id: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Any:
+    """Validate, copy and register one imzML/ibd pair; returns the stored ``Measurement``.
+
+    ``setup`` is a setup document or the path of a ``setup.yaml``; ``operator`` overrides the
+    one it names. ``progress``: a tqdm bar on stderr (``True``), none (``False``) or a callable
+    receiving byte counts. ``measurement_id`` picks the id (default ``<title slug>-<8 hex>``).
+    ``cache_dir`` holds the imzML index caches (default: a scratch folder), so nothing is
+    written beside the source files or into storage except the pair itself.
+
+    Raises :class:`InvalidUpload` (every setup and file problem), :class:`DuplicateUpload`,
+    ``AlreadyExists`` (an explicit id is taken), ``StoreUnavailable`` /
+    ``StorageUnavailable`` (a backend did not answer). On any error nothing is registered and
+    storage holds no copy.
+    """
+    imzml = Path(imzml_path)
+    ibd = Path(ibd_path) if ibd_path is not None else _ibd_beside(imzml)
+    schema = load_schema()
+    with ExitStack() as stack:
+        if cache_dir is None:
+            cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="em2q-index-"))
+        cache = str(cache_dir)
+
+        # (a) + (b): every problem of the setup and of the files, before anything is copied
+        document, problems = _setup_problems(setup, operator)
+        if measurement_id is not None and not _ID_PATTERN.match(measurement_id):
+            problems.append(
+                UploadProblem("id", "id", f"{measurement_id!r}: use a-z, 0-9 and '-' (≤ 63)")
+            )
+        problems += _file_problems(imzml, ibd, cache)
+        if problems:
+            raise InvalidUpload(problems)
+
+        # (c): duplicates by content
+        imzml_sha, ibd_sha = file_sha256(imzml), file_sha256(ibd)
+        existing = _find_duplicate(store, imzml_sha, ibd_sha)
+        if existing is not None:
+            raise DuplicateUpload(existing, imzml_sha)
+        new_id = measurement_id or measurement_id_for(document["title"])
+        if measurement_id is not None and store.exists(schema.Measurement, new_id):
+            raise AlreadyExists("Measurement", new_id)
+
+        # (d): stage, then commit; (f): any failure from here on removes both
+        storage.check()
+        staging = f"staging/{uuid.uuid4().hex}"
+        committed = f"measurements/{new_id}"
+        # the .ibd keeps its name unless its stem differs: readers find it beside the imzML
+        ibd_name = ibd.name if ibd.stem == imzml.stem else f"{imzml.stem}.ibd"
+        pair = [("IMZML", imzml, imzml.name, imzml_sha), ("IBD", ibd, ibd_name, ibd_sha)]
+        try:
+            total = sum(path.stat().st_size for _, path, _, _ in pair)
+            with _progress_bar(progress, total, f"upload {new_id}") as report:
+                for _, path, name, expected in pair:
+                    sent = storage.put_file(path, f"{staging}/{name}", progress=report)
+                    if sent != expected:
+                        raise UploadError(f"{path} changed while it was uploaded; try again")
+            storage.remove(committed)  # leftovers of a crashed upload under the same id
+            for _, _, name, _ in pair:
+                storage.move(f"{staging}/{name}", f"{committed}/{name}")
+            storage.remove(staging)
+
+            # (e): the document, facts read from the committed copy
+            files = [
+                {
+                    "role": role,
+                    "uri": storage.url(committed, name),
+                    "size_bytes": storage.size(f"{committed}/{name}"),
+                    "checksum_type": "SHA256",
+                    "checksum": checksum,
+                }
+                for role, _, name, checksum in pair
+            ]
+            measurement = measurement_from_setup(
+                document,
+                id=new_id,
+                uploaded_at=utc_now(),
+                files=files,
+                facts=_facts(storage.url(committed, imzml.name), storage, cache),
+            )
+            store.create(measurement, refresh=True)
+        except BaseException:
+            _discard(storage, staging, committed)
+            raise
+        return measurement
+
+
+def _discard(storage: StorageResource, *keys: str) -> None:
+    """Best-effort removal of an upload's copies (the original error is the one to report)."""
+    for key in keys:
+        try:
+            storage.remove(key)
+        except Exception:  # noqa: BLE001, S112 - storage may be the thing that failed
+            continue
