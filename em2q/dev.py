@@ -1,83 +1,60 @@
 """``em2q dev`` / ``make run``: the platform on one machine with its embedded defaults.
 
-Starts (or reuses) Elasticsearch, creates the indices, registers the example measurements with
-their facts read from the files, saves the default parameter set and shows the catalog.
+Starts (or reuses) Elasticsearch, creates the indices, uploads the example measurements into
+the configured storage (as `em2q upload` would), saves the default parameter set and shows the
+catalog.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import signal
 from pathlib import Path
 
 import click
 
-from em2q.setup_file import measurement_from_setup, read_setup
-from em2q_msi.facts import measurement_facts
+from em2q.setup_file import read_setup
+from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_resources.elasticsearch_server import LocalElasticsearch
 from em2q_resources.metadata import AlreadyExists, MetadataStore, load_schema
-from em2q_resources.metadata.store import utc_now
 from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.storage import StorageResource
 
 EXAMPLES_DIR = PROJECT_ROOT.parent / "shared" / "data" / "imzml"
 EXAMPLE_SETUP = PROJECT_ROOT / "examples" / "setup.yaml"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def example_measurement(imzml: Path, settings: Settings):
-    """The Measurement document of one example file, facts read by ``em2q_msi``."""
-    reader = ImzML.open(str(imzml), cache_dir=str(settings.cache_dir / "imzml-index"))
-    facts = measurement_facts(reader)
-    grid = facts["pixel_grid"]
-    files = [
-        {
-            "role": role,
-            "uri": path.resolve().as_uri(),
-            "size_bytes": path.stat().st_size,
-            "checksum_type": "SHA256",
-            "checksum": file_sha256(path),
-        }
-        for role, path in (("IMZML", imzml), ("IBD", imzml.with_suffix(".ibd")))
-    ]
-    setup = read_setup(EXAMPLE_SETUP)
-    setup["title"] = f"{setup['title']} ({facts['mode']})"
-    return measurement_from_setup(
-        setup,
-        id=imzml.stem.lower().replace("_", "-"),
-        uploaded_at=utc_now(),
-        files=files,
-        facts={
-            "mode": facts["mode"].upper(),
-            "pixels_x": grid["max_x"],
-            "pixels_y": grid["max_y"],
-            "pixels_z": grid["max_z"],
-            "spectra_count": facts["n_spectra"],
-            "mz_range": {"min_mz": facts["mz_min"], "max_mz": facts["mz_max"]},
-            "uuid": facts["uuid"],
-            "mz_dtype": facts["mz_dtype"],
-            "intensity_dtype": facts["intensity_dtype"],
-        },
-    )
+def example_id(imzml: Path) -> str:
+    """``Example_Continuous.imzML`` → ``example-continuous``: readable, stable across starts."""
+    return imzml.stem.lower().replace("_", "-")
 
 
 def load_examples(store: MetadataStore, settings: Settings, examples_dir: Path) -> list[str]:
-    """Register every example imzML (idempotent) and the default parameter set."""
+    """Upload every example imzML into ``settings.storage`` (idempotent: files uploaded on an
+    earlier start are recognised by checksum) and save the default parameter set."""
+    storage = StorageResource.from_settings(settings)
+    setup = read_setup(EXAMPLE_SETUP)
+    cache_dir = settings.cache_dir / "imzml-index"
     registered = []
     for imzml in sorted(examples_dir.glob("*.imzML")):
-        doc = example_measurement(imzml, settings)
-        with contextlib.suppress(AlreadyExists):
-            store.create(doc)
-        registered.append(doc.id)
+        mode = ImzML.open(str(imzml), cache_dir=str(cache_dir)).mode
+        try:
+            measurement = upload_measurement(
+                imzml,
+                setup={**setup, "title": f"{setup['title']} ({mode})"},
+                store=store,
+                storage=storage,
+                progress=False,
+                measurement_id=example_id(imzml),
+                cache_dir=cache_dir,
+            )
+            registered.append(measurement.id)
+        except DuplicateUpload as exc:  # uploaded on an earlier start
+            registered.append(exc.existing_id)
+        except AlreadyExists:  # the id is taken (by an earlier version of the example)
+            registered.append(example_id(imzml))
     defaults = ProcessingParameters.defaults().to_dict()
     store.save_parameter_set("default", defaults, author="em2q", comment="the team's default")
     store.refresh()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,7 @@ def cli_env(elasticsearch_url, tmp_path):
         "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
         "EM2Q_INDEX_PREFIX": prefix,
         "EM2Q_CACHE_DIR": str(tmp_path / "cache"),
+        "EM2Q_STORAGE": str(tmp_path / "storage"),
     }
     yield env
     MetadataStore.connect(elasticsearch_url, index_prefix=prefix).drop_all()
@@ -41,6 +43,8 @@ def test_dev_registers_the_example_measurements_with_facts_read_from_the_files(c
         100.0 < shown["facts"]["mz_range"]["min_mz"] < shown["facts"]["mz_range"]["max_mz"] < 800.0
     )
     assert [f["role"] for f in shown["files"]] == ["IMZML", "IBD"]
+    stored = Path(cli_env["EM2Q_STORAGE"]) / "measurements" / "example-processed"
+    assert shown["files"][0]["uri"] == (stored / "Example_Processed.imzML").as_uri()
     again = run(cli_env, "dev", "--once")  # idempotent: same catalog, same default parameter set
     assert "catalog: 2 measurements" in again.output
     listed = json.loads(run(cli_env, "params", "list", "--json").output)
