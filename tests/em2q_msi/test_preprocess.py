@@ -87,11 +87,21 @@ def test_spectrum_shorter_than_the_savgol_window_is_left_unchanged():
     np.testing.assert_array_equal(out.intensity, block.intensity)
 
 
-@pytest.mark.parametrize("window", [3, 31, 101])
+@pytest.mark.parametrize("window", [3, 5, 27, 31, 81, 101, 243])
 def test_tophat_equals_scipy_white_tophat_exactly(synthetic, window):
     out = remove_baseline(synthetic, BaselineParameters(method="tophat", window_points=window))
     reference = ndi.white_tophat(synthetic.intensity, size=(1, window), mode="nearest")
     np.testing.assert_array_equal(out.intensity, reference)
+
+
+@pytest.mark.parametrize("n_points", [1, 2, 7, 60])
+def test_tophat_of_spectra_shorter_than_the_window_equals_scipy(n_points):
+    values = np.random.default_rng(n_points).exponential(size=(3, n_points)).astype(np.float32)
+    block = SpectraBlock(np.arange(n_points) + 100.0, values, None, np.ones((3, 3), np.int64))
+    out = remove_baseline(block, BaselineParameters(window_points=101))
+    np.testing.assert_array_equal(
+        out.intensity, ndi.white_tophat(values, size=(1, 101), mode="nearest")
+    )
 
 
 def _snip_reference(y: np.ndarray, iterations: int) -> np.ndarray:
