@@ -79,3 +79,14 @@ def test_missing_bucket_is_storage_unavailable(s3_endpoint):
     )
     with pytest.raises(StorageUnavailable, match="does not exist"):
         storage.check()
+
+
+def test_folder_root_copies_in_the_kernel_without_checksum(tmp_path):
+    storage = StorageResource(root=str(tmp_path / "storage"))
+    source = tmp_path / "data.ibd"
+    payload = os.urandom(3 * 1024 * 1024 + 5)
+    source.write_bytes(payload)
+    seen: list[int] = []
+    assert storage.put_file(source, "m/data.ibd", progress=seen.append, checksum=False) is None
+    assert sum(seen) == len(payload)
+    assert (tmp_path / "storage" / "m" / "data.ibd").read_bytes() == payload
