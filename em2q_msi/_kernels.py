@@ -167,28 +167,32 @@ def _running_extreme(x, w, out, p, q, is_max):
 
 
 @nb.njit(cache=True, nogil=True)
-def _baseline_one(y, out, mode, window, iterations, s1, s2, p, g, hb):
-    """out = y minus its baseline (top-hat opening or SNIP), never negative."""
+def _baseline_one(y, out, mode, window, iterations, base, p, q):
+    """out = y minus its baseline (top-hat opening or SNIP), never negative.
+
+    ``base`` receives the baseline; ``p``/``q`` are scratch. The erosion is parked in ``out``,
+    which is free until the end, so the whole chain fits in fewer cache-resident buffers.
+    """
     n = y.shape[0]
     if mode == BASELINE_NONE or n == 0:
         for i in range(n):
             out[i] = y[i]
         return
     if mode == BASELINE_TOPHAT:
-        _running_extreme(y, window, s1, p, g, False)
-        _running_extreme(s1[:n], window, s2, p, g, True)
+        _running_extreme(y, window, out, p, q, False)
+        _running_extreme(out, window, base, p, q, True)
     else:
         for i in range(n):
-            s2[i] = y[i]
+            base[i] = y[i]
         for k in range(1, iterations + 1):
             for i in range(n):
-                s1[i] = s2[i]
+                p[i] = base[i]
             for i in range(k, n - k):
-                a = np.float32(0.5) * (s1[i - k] + s1[i + k])
-                if a < s1[i]:
-                    s2[i] = a
+                a = np.float32(0.5) * (p[i - k] + p[i + k])
+                if a < p[i]:
+                    base[i] = a
     for i in range(n):
-        v = y[i] - s2[i]
+        v = y[i] - base[i]
         out[i] = v if v > 0.0 else np.float32(0.0)
 
 
@@ -384,8 +388,8 @@ def _record_peak(mz, y, i, floor, noise, min_distance, pk_mz, pk_int, pk_snr, co
 
 
 def work_size(longest: int, window_points: int, n_coeffs: int) -> int:
-    """float32 scratch for spectra of up to ``longest`` points: 7 buffers with window padding."""
-    return 7 * (longest + 3 * max(window_points, n_coeffs))
+    """float32 scratch for spectra of up to ``longest`` points: 5 buffers with window padding."""
+    return 5 * (longest + 3 * max(window_points, n_coeffs))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -406,16 +410,16 @@ def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, 
     noise_mode, do_noise, do_pick, min_distance = cfg_i[5], cfg_i[6], cfg_i[7], cfg_i[8]
     snr_threshold = cfg_f[0]
     n = y.shape[0]
-    pad = work.shape[0] // 7
-    a, s1, s2 = work[:n], work[pad : 2 * pad], work[2 * pad : 3 * pad]
-    p, g, hb = work[3 * pad : 4 * pad], work[4 * pad : 5 * pad], work[5 * pad : 6 * pad]
-    result = out if write_out else work[6 * pad : 6 * pad + n]
+    pad = work.shape[0] // 5
+    a, base = work[:n], work[pad : 2 * pad]
+    p, q = work[2 * pad : 3 * pad], work[3 * pad : 4 * pad]
+    result = out if write_out else work[4 * pad : 4 * pad + n]
     _smooth_one(y, a, coeffs, edges, smooth_mode)
-    _baseline_one(a, result, base_mode, base_window, snip_iter, s1, s2, p, g, hb)
-    _normalise_one(result, norm_mode, s1)
+    _baseline_one(a, result, base_mode, base_window, snip_iter, base, p, q)
+    _normalise_one(result, norm_mode, p)
     floor, noise = 0.0, 0.0
     if do_noise:
-        floor, noise = _noise_one(result, noise_mode, s1)
+        floor, noise = _noise_one(result, noise_mode, p)
     count = 0
     if do_pick:
         count = _peaks_one(
@@ -425,7 +429,7 @@ def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, 
             noise,
             snr_threshold,
             min_distance,
-            s2.view(np.int32),
+            q.view(np.int32),
             pk_mz,
             pk_int,
             pk_snr,
