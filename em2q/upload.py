@@ -26,7 +26,14 @@ from em2q.setup_file import PLATFORM_FIELDS, SetupFileError, measurement_from_se
 from em2q_msi.facts import measurement_facts
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
-from em2q_resources.metadata import AlreadyExists, MetadataStore, SchemaViolation, load_schema
+from em2q_resources.metadata import (
+    AlreadyExists,
+    MetadataStore,
+    SchemaViolation,
+    Stored,
+    StoreUnavailable,
+    load_schema,
+)
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.storage import StorageResource
 
@@ -159,13 +166,27 @@ def _signature(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _find_duplicate(store: MetadataStore, imzml_sha: str, ibd_sha: str) -> str | None:
+def _twins(store: MetadataStore, imzml_sha: str, ibd_sha: str) -> list[str]:
+    """Ids of the measurements holding exactly these imzML and ibd contents."""
     schema = load_schema()
     page = store.search(schema.Measurement, filters={"files.checksum": imzml_sha}, page_size=100)
-    for measurement in page.hits:
-        checksums = {f.checksum for f in measurement.files or []}
-        if {imzml_sha, ibd_sha} <= checksums:
-            return measurement.id
+    return [m.id for m in page.hits if {imzml_sha, ibd_sha} <= {f.checksum for f in m.files or []}]
+
+
+def _earlier_twin(store: MetadataStore, mine: Stored, imzml_sha: str, ibd_sha: str) -> str | None:
+    """A twin registered before ``mine`` by a concurrent upload, if any.
+
+    Both uploads passed the duplicate check before either wrote its document. The index has
+    one shard, so (primary term, sequence number) orders the two writes: the later one sees
+    the earlier one (its write is refreshed) and withdraws; the earlier one never does.
+    """
+    schema = load_schema()
+    order = (mine.primary_term, mine.seq_no)
+    for twin in _twins(store, imzml_sha, ibd_sha):
+        if twin != mine.doc.id:
+            other = store.get(schema.Measurement, twin)
+            if (other.primary_term, other.seq_no) < order:
+                return twin
     return None
 
 
@@ -254,9 +275,9 @@ def upload_measurement(
         # (c): duplicates by content
         hashed = {path: _signature(path) for path in (imzml, ibd)}
         imzml_sha, ibd_sha = file_sha256(imzml), file_sha256(ibd)
-        existing = _find_duplicate(store, imzml_sha, ibd_sha)
-        if existing is not None:
-            raise DuplicateUpload(existing, imzml_sha)
+        existing = _twins(store, imzml_sha, ibd_sha)
+        if existing:
+            raise DuplicateUpload(existing[0], imzml_sha)
         new_id = measurement_id or measurement_id_for(document["title"])
         if measurement_id is not None and store.exists(schema.Measurement, new_id):
             raise AlreadyExists("Measurement", new_id)
@@ -302,10 +323,20 @@ def upload_measurement(
                 files=files,
                 facts=_facts(storage.url(committed, imzml.name), storage, cache),
             )
-            store.create(measurement, refresh=True)
+            stored = store.create(measurement, refresh=True)
         except BaseException:
             _discard(storage, staging, committed)
             raise
+
+        # a concurrent upload of the same files: the later of the two withdraws
+        try:
+            earlier = _earlier_twin(store, stored, imzml_sha, ibd_sha)
+        except StoreUnavailable:  # registered and committed: a possible twin beats a lost upload
+            return measurement
+        if earlier is not None:
+            store.delete(schema.Measurement, new_id, expected=stored)
+            _discard(storage, committed)
+            raise DuplicateUpload(earlier, imzml_sha)
         return measurement
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -262,6 +263,39 @@ def test_the_same_files_uploaded_twice_are_refused_as_duplicate(
     assert refused.value.existing_id == first.id
     assert registered(metadata_store) == [first.id]
     assert all(key.startswith(f"measurements/{first.id}/") for key in folder_storage.find())
+
+
+def test_concurrent_uploads_of_the_same_files_register_one(
+    upload, folder_storage, metadata_store, tmp_path
+):
+    """Both pass the duplicate check (they meet at a barrier during the copy); one withdraws."""
+    barrier = threading.Barrier(2, timeout=30)
+    outcomes: dict[int, object] = {}
+
+    def run(n: int) -> None:
+        met: list[bool] = []
+
+        def meet(_bytes: int) -> None:
+            if not met:
+                met.append(True)
+                barrier.wait()
+
+        try:
+            outcomes[n] = upload(copy_example(tmp_path / f"src{n}"), folder_storage, progress=meet)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    kept = [o for o in outcomes.values() if not isinstance(o, Exception)]
+    refused = [o for o in outcomes.values() if isinstance(o, DuplicateUpload)]
+    assert len(kept) == 1 and len(refused) == 1, outcomes
+    assert refused[0].existing_id == kept[0].id
+    assert registered(metadata_store) == [kept[0].id]
+    assert {key.split("/")[1] for key in folder_storage.find()} == {kept[0].id}
 
 
 def test_a_taken_explicit_id_is_refused_and_the_existing_files_stay(
