@@ -357,16 +357,16 @@ def _peaks_one(mz, y, floor, noise, snr_threshold, min_distance, mask, pk_mz, pk
     count = 0
     last = -(1 << 30)
     limit = floor + snr_threshold * noise
-    _maxima_mask(y, limit, mask)
-    for c0 in range(0, n, 32):
-        c1 = min(c0 + 32, n)
-        flagged = 0
-        for i in range(c0, c1):  # integer OR: vectorised, skips the (many) empty stretches
-            flagged |= mask[i]
-        if flagged == 0:
-            continue
-        for i in range(c0, c1):
-            if mask[i] != 0:
+    flags = mask.view(np.uint8)  # one byte per point, read back 32 at a time
+    _maxima_mask(y, limit, flags)
+    n_words = 4 * ((n + 31) // 32)
+    flags[n : 8 * n_words] = 0
+    words = mask.view(np.uint64)
+    for w in range(0, n_words, 4):
+        if (words[w] | words[w + 1] | words[w + 2] | words[w + 3]) == 0:
+            continue  # most stretches of 32 points: one predictable branch
+        for i in range(8 * w, 8 * w + 32):
+            if flags[i] != 0:
                 count, last = _record_peak(
                     mz, y, i, floor, noise, min_distance, pk_mz, pk_int, pk_snr, count, last
                 )
@@ -388,8 +388,12 @@ def _record_peak(mz, y, i, floor, noise, min_distance, pk_mz, pk_int, pk_snr, co
 
 
 def work_size(longest: int, window_points: int, n_coeffs: int) -> int:
-    """float32 scratch for spectra of up to ``longest`` points: 5 buffers with window padding."""
-    return 5 * (longest + 3 * max(window_points, n_coeffs))
+    """float32 scratch for spectra of up to ``longest`` points: 5 buffers with window padding.
+
+    Each buffer's length is a multiple of 16, so every buffer is 8-byte aligned (the peak scan
+    reads its flags as 64-bit words).
+    """
+    return 5 * (-(-(longest + 3 * max(window_points, n_coeffs) + 32) // 16) * 16)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -429,7 +433,7 @@ def _chain_one(mz, y, out, write_out, work, cfg_i, cfg_f, coeffs, edges, pk_mz, 
             noise,
             snr_threshold,
             min_distance,
-            q.view(np.int32),
+            q,
             pk_mz,
             pk_int,
             pk_snr,
