@@ -222,6 +222,9 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
     except StorageUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+    except OSError as exc:  # e.g. no permission to write into the storage folder
+        click.echo(f"error: storage {storage.root}: {exc}", err=True)
+        sys.exit(EXIT_PROBLEM)
     click.echo(json.dumps(to_document(measurement)) if as_json else measurement.id)
 
 

@@ -300,7 +300,8 @@ def upload_measurement(
                     )
                     if (sent or expected) != expected or _signature(path) != hashed[path]:
                         raise UploadError(f"{path} changed while it was uploaded; try again")
-            storage.remove(committed)  # leftovers of a crashed upload under the same id
+            if measurement_id is not None:  # leftovers of a crashed upload under this id
+                storage.remove(committed)
             for _, _, name, _ in pair:
                 storage.move(f"{staging}/{name}", f"{committed}/{name}")
             storage.remove(staging)
