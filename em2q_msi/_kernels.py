@@ -250,7 +250,10 @@ def _select_inplace(buf, cnt, k):
         if k < j:
             hi = j
             continue
-        # buf[j:hi] >= pivot; gather the values equal to the pivot (duplicates end here)
+        if j > lo:
+            lo = j
+            continue
+        # the pivot is the range's minimum: gather the values equal to it (duplicates end here)
         e = _partition_below(buf, j, hi, pivot, False)
         if k < e:
             return float(pivot)
