@@ -156,3 +156,13 @@ def test_empty_and_tiny_spectra_in_a_processed_block_give_no_peaks():
     block = SpectraBlock(mz, intensity, np.array([0, 0, 2, 7]), np.ones((3, 3), np.int64))
     _, peaks = preprocess_and_pick(block, keep_spectra=True)
     assert peaks.counts[0] == 0 and peaks.counts[1] == 0 and len(peaks) == 3
+
+
+def test_the_in_place_median_equals_numpy_median_with_and_without_duplicates():
+    from em2q_msi._kernels import _median_inplace
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 10, 101, 2048):
+        for values in (rng.exponential(size=n), rng.integers(0, 4, n), np.full(n, 7.0)):
+            x = np.asarray(values, dtype=np.float32)
+            assert _median_inplace(x.copy(), n) == pytest.approx(np.median(x), rel=1e-7)
