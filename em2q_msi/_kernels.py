@@ -571,19 +571,47 @@ def window_sums_dense(inten, lo, hi, out):
 
 
 @nb.njit(cache=True, nogil=True)
+def _bounds_lockstep(m, lower, upper, lo, hi):
+    """lo[k] = searchsorted(m, lower[k], "left"), hi[k] = searchsorted(m, upper[k], "right").
+
+    All binary searches advance together, one halving step at a time: the loads of one step are
+    independent, so their cache misses overlap instead of queueing one search after another.
+    """
+    n = m.shape[0]
+    n_win = lower.shape[0]
+    for k in range(n_win):
+        lo[k] = 0
+        hi[k] = 0
+    if n == 0:
+        return
+    while n > 1:
+        half = n // 2
+        for k in range(n_win):
+            b = lo[k]
+            lo[k] = b + half if m[b + half] < lower[k] else b
+        for k in range(n_win):
+            b = hi[k]
+            hi[k] = b + half if m[b + half] <= upper[k] else b
+        n -= half
+    for k in range(n_win):
+        lo[k] += m[lo[k]] < lower[k]
+        hi[k] += m[hi[k]] <= upper[k]
+
+
+@nb.njit(cache=True, nogil=True)
 def window_sums_ragged(mz, inten, offsets, lower, upper, out):
     """out[s, k] = sum of spectrum s's intensities with lower[k] <= m/z <= upper[k], float64.
 
     ``offsets`` index into ``mz``/``inten``, one more than the rows of ``out``.
     """
+    lo = np.empty(lower.shape[0], np.int64)
+    hi = np.empty(lower.shape[0], np.int64)
     for s in range(offsets.shape[0] - 1):
         a, b = offsets[s], offsets[s + 1]
-        m = mz[a:b]
+        _bounds_lockstep(mz[a:b], lower, upper, lo, hi)
         for k in range(lower.shape[0]):
-            lo = np.searchsorted(m, lower[k], side="left")
-            hi = np.searchsorted(m, upper[k], side="right")
             acc = 0.0
-            for j in range(a + lo, a + hi):
+            for j in range(a + lo[k], a + hi[k]):
                 acc += inten[j]
             out[s, k] = acc
 

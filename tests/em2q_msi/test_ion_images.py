@@ -102,3 +102,14 @@ def test_png_is_a_real_image_with_transparent_missing_pixels(tmp_path):
     assert not np.array_equal(pixels[0, 0], pixels[2, 3])
     with Image.open(io.BytesIO(png_bytes(image))) as again:
         assert again.size == (4, 3)
+
+
+def test_windows_beyond_the_ends_and_empty_spectra_sum_what_they_cover():
+    mz = np.array([100.0, 100.5, 101.0, 200.0, 200.0, 300.0])
+    intensity = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0], np.float32)
+    block = SpectraBlock(mz, intensity, np.array([0, 3, 3, 6]), np.ones((3, 3), np.int64))
+    values = ion_intensities(block, [50.0, 100.0, 200.0, 300.0, 900.0], tolerance_da=0.5)
+    np.testing.assert_array_equal(values[:, 0], [0, 3, 0, 0, 0])
+    np.testing.assert_array_equal(values[:, 1], [0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(values[:, 2], [0, 0, 24, 32, 0])
+    np.testing.assert_array_equal(values, _naive(block, [50, 100, 200, 300, 900], [0.5] * 5))
