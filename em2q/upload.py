@@ -28,6 +28,7 @@ from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources.metadata import (
     AlreadyExists,
+    DocumentNotFound,
     MetadataStore,
     SchemaViolation,
     Stored,
@@ -183,10 +184,14 @@ def _earlier_twin(store: MetadataStore, mine: Stored, imzml_sha: str, ibd_sha: s
     schema = load_schema()
     order = (mine.primary_term, mine.seq_no)
     for twin in _twins(store, imzml_sha, ibd_sha):
-        if twin != mine.doc.id:
+        if twin == mine.doc.id:
+            continue
+        try:
             other = store.get(schema.Measurement, twin)
-            if (other.primary_term, other.seq_no) < order:
-                return twin
+        except DocumentNotFound:  # the twin has withdrawn since the search
+            continue
+        if (other.primary_term, other.seq_no) < order:
+            return twin
     return None
 
 

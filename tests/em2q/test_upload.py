@@ -265,8 +265,9 @@ def test_the_same_files_uploaded_twice_are_refused_as_duplicate(
     assert all(key.startswith(f"measurements/{first.id}/") for key in folder_storage.find())
 
 
+@pytest.mark.parametrize("attempt", range(3))
 def test_concurrent_uploads_of_the_same_files_register_one(
-    upload, folder_storage, metadata_store, tmp_path
+    attempt, upload, folder_storage, metadata_store, tmp_path
 ):
     """Both pass the duplicate check (they meet at a barrier during the copy); one withdraws."""
     barrier = threading.Barrier(2, timeout=30)
