@@ -59,6 +59,9 @@ class StorageResource(dg.ConfigurableResource):
     )
     s3_key: str | None = Field(default=None, description="S3 access key; None: AWS's chain")
     s3_secret: str | None = Field(default=None, description="S3 secret key; None: AWS's chain")
+    s3_max_attempts: int | None = Field(
+        default=None, description="attempts per S3 request before giving up; None: botocore's"
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorageResource:
@@ -84,6 +87,10 @@ class StorageResource(dg.ConfigurableResource):
         if self.s3_key:
             options["key"] = self.s3_key
             options["secret"] = self.s3_secret or ""
+        if self.s3_max_attempts:
+            options["config_kwargs"] = {
+                "retries": {"max_attempts": self.s3_max_attempts, "mode": "standard"}
+            }
         return options
 
     @property

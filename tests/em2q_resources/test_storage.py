@@ -64,7 +64,11 @@ def test_from_settings_takes_root_and_endpoint():
 
 def test_unreachable_endpoint_is_storage_unavailable():
     storage = StorageResource(
-        root="s3://bucket/p", s3_endpoint_url="http://127.0.0.1:9", s3_key="k", s3_secret="s"
+        root="s3://bucket/p",
+        s3_endpoint_url="http://127.0.0.1:9",
+        s3_key="k",
+        s3_secret="s",
+        s3_max_attempts=1,
     )
     with pytest.raises(StorageUnavailable, match="could not be reached"):
         storage.check()
