@@ -1,0 +1,130 @@
+"""The local deployment end to end: `dagster dev` (webserver + daemon, SQLite instance), the
+sensor picking up an upload, automation running the asset graph, and the GraphQL API."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+
+from em2q.platform import dagster_dev
+from em2q_resources.metadata import load_schema
+from em2q_resources.settings import Settings
+from tests.em2q_assets.conftest import register_copy
+
+S = load_schema()
+FINAL = {S.MeasurementStatus.READY, S.MeasurementStatus.FAILED}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    answer = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+    )
+    answer.raise_for_status()
+    body = answer.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+MATERIALIZATIONS = """
+query ($path: [String!]!, $partition: String!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(partitions: [$partition]) { runId partition } }
+  }
+}"""
+
+LINEAGE = """
+{ assetNodes { assetKey { path } dependencyKeys { path } partitionKeysByDimension { name } } }
+"""
+
+LAUNCH = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+RUN_STATUS = """
+query ($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+
+
+@pytest.mark.slow
+def test_upload_is_processed_by_the_running_platform_and_visible_over_graphql(
+    metadata_store, elasticsearch_url, tmp_path
+):
+    settings = Settings(
+        elasticsearch_url=elasticsearch_url,
+        index_prefix=metadata_store.prefix,
+        storage=str(tmp_path / "storage"),
+        cache_dir=tmp_path / "cache",
+        spectra_chunks=2,
+    )
+    with dagster_dev(settings, elasticsearch_url, port=free_port()) as url:
+        started = time.monotonic()
+        register_copy(metadata_store, tmp_path / "upload", "Example_Continuous", "e2e")
+
+        def final_status():
+            doc = metadata_store.get(S.Measurement, "e2e").doc
+            return doc if doc.status in FINAL else None
+
+        measurement = wait_for(final_status, 300, "the measurement to reach READY or FAILED")
+        elapsed = time.monotonic() - started
+        assert measurement.status == S.MeasurementStatus.READY, measurement.status_reason
+        print(f"upload -> READY through sensor + automation: {elapsed:.1f}s")
+
+        done = graphql(url, MATERIALIZATIONS, {"path": ["qc_report"], "partition": "e2e"})
+        assert done["assetOrError"]["assetMaterializations"]
+
+        nodes = {tuple(n["assetKey"]["path"]): n for n in graphql(url, LINEAGE)["assetNodes"]}
+        assert ("raw_measurement",) in {
+            tuple(d["path"]) for d in nodes[("spectra_chunks",)]["dependencyKeys"]
+        }
+        assert {d["name"] for d in nodes[("spectra_chunks",)]["partitionKeysByDimension"]} == {
+            "measurement",
+            "spectra_chunk",
+        }
+
+        # Materialize one partition on demand, as a user does from the UI.
+        params = {
+            "selector": {
+                "repositoryLocationName": "em2q",
+                "repositoryName": "__repository__",
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["tic_image"]}],
+            },
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "e2e"}]},
+        }
+        launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+
+        def run_finished():
+            status = graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+            return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        assert wait_for(run_finished, 180, "the on-demand run") == "SUCCESS"
+        runs = graphql(url, MATERIALIZATIONS, {"path": ["tic_image"], "partition": "e2e"})
+        assert run_id in {m["runId"] for m in runs["assetOrError"]["assetMaterializations"]}
