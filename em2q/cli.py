@@ -40,7 +40,7 @@ def cluster_url(settings: Settings) -> str:
         return settings.elasticsearch_url
     recorded = dev_url_file(settings)
     if recorded.exists():
-        return recorded.read_text().strip()
+        return recorded.read_text(encoding="utf-8").strip()
     raise click.ClickException(
         "no Elasticsearch to talk to: run `make run` (it starts one) in another terminal, "
         "or set EM2Q_ELASTICSEARCH_URL"
@@ -282,7 +282,7 @@ def params_save(
     """
     import yaml
 
-    values = yaml.safe_load(Path(values_file).read_text())
+    values = yaml.safe_load(Path(values_file).read_text(encoding="utf-8"))
     with surface_errors():
         saved = ctx.store.save_parameter_set(name, values, author=author, comment=comment)
     click.echo(saved.id)
@@ -305,15 +305,32 @@ def params_diff(ctx: Context, first: str, second: str) -> None:
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="set up, load the examples, print the catalog and exit")
+@click.option(
+    "--once", is_flag=True, help="no Dagster: set up, upload the examples, print the catalog, exit"
+)
 @click.option("--examples", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--port", default=3000, show_default=True, help="port of the Dagster UI")
 @pass_context
-def dev(ctx: Context, once: bool, examples: str | None) -> None:
-    """Run the platform locally on its embedded defaults with the example data."""
-    from em2q.dev import run_dev
+def dev(ctx: Context, once: bool, examples: str | None, port: int) -> None:
+    """Run the platform locally on its embedded defaults with the example data.
 
-    with surface_errors():
-        run_dev(ctx.settings, once=once, examples_dir=Path(examples) if examples else None)
+    Starts Elasticsearch, the Dagster webserver and daemon (UI on http://127.0.0.1:PORT) and
+    uploads the example measurements, which the sensor then processes.
+    """
+    from em2q.dev import run_dev
+    from em2q.platform import PlatformError
+
+    try:
+        with surface_errors():
+            run_dev(
+                ctx.settings,
+                once=once,
+                examples_dir=Path(examples) if examples else None,
+                port=port,
+            )
+    except PlatformError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 @main.command("metadata-serve")
@@ -333,7 +350,9 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
     settings = ctx.settings
     recorded = dev_url_file(settings)  # serve the cluster of a running `em2q dev`, if any
     if not settings.elasticsearch_url and recorded.exists():
-        settings = settings.with_overrides(elasticsearch_url=recorded.read_text().strip())
+        settings = settings.with_overrides(
+            elasticsearch_url=recorded.read_text(encoding="utf-8").strip()
+        )
     with surface_errors(), elasticsearch_url(settings) as url:
         store = MetadataStore.connect(
             url,

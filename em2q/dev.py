@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from em2q.platform import dagster_dev, dagster_home
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
@@ -74,7 +75,12 @@ def show_catalog(store: MetadataStore) -> None:
         click.echo(f"  {field}: " + ", ".join(f"{v} ({c})" for v, c in buckets))
 
 
-def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None) -> None:
+def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: int = 3000) -> None:
+    """Elasticsearch, then (unless ``once``) the Dagster webserver and daemon, then the examples.
+
+    The examples are uploaded after Dagster is up, so the ``new_measurements`` sensor picks them
+    up and the asset graph materializes their partitions within a minute or two.
+    """
     examples_dir = examples_dir or EXAMPLES_DIR
     url_file = settings.cache_dir / "dev-elasticsearch.url"
     with contextlib.ExitStack() as stack:
@@ -86,16 +92,25 @@ def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None) -> Non
             )
             url = stack.enter_context(server)
             url_file.parent.mkdir(parents=True, exist_ok=True)
-            url_file.write_text(url)
+            url_file.write_text(url, encoding="utf-8")
             stack.callback(url_file.unlink, missing_ok=True)
         click.echo(f"Elasticsearch: {url}")
         store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
         store.ensure_indices()
+        if not once:
+            click.echo("starting the Dagster webserver and daemon …")
+            ui = stack.enter_context(dagster_dev(settings, url, port=port))
+            click.echo(
+                f"Dagster UI: {ui} (lineage, partitions, runs; log: {dagster_home(settings)})"
+            )
         registered = load_examples(store, settings, examples_dir)
         click.echo(f"registered {len(registered)} example measurements from {examples_dir}")
         show_catalog(store)
         if once:
             return
-        click.echo("running; try `em2q search` in another terminal. Ctrl-C stops.")
+        click.echo(
+            "running; the sensor processes new uploads (`em2q upload DATA.imzML --setup "
+            "setup.yaml` in another terminal), `em2q search` shows the catalog. Ctrl-C stops."
+        )
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

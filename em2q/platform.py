@@ -80,7 +80,9 @@ def dagster_dev(
     """Run ``dagster dev`` (webserver + daemon) until the block ends; yields the UI's URL."""
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.format(max_concurrent_runs=max_concurrent_runs))
+    (home / "dagster.yaml").write_text(
+        DAGSTER_YAML.format(max_concurrent_runs=max_concurrent_runs), encoding="utf-8"
+    )
     log_path = log_path or home / "dagster-dev.log"
     command = [
         sys.executable, "-m", "dagster", "dev",

@@ -24,7 +24,7 @@ class SetupFileError(ValueError):
 def read_setup(path: str | Path) -> dict[str, Any]:
     """Load a setup YAML file as the partial Measurement document it describes."""
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SetupFileError(str(path), "(file)", f"not valid YAML: {exc}") from None
     except OSError as exc:

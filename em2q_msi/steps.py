@@ -113,7 +113,7 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any]:
         return {}
     candidate = Path(text)
     if not text.lstrip().startswith("{") and candidate.is_file():
-        text = candidate.read_text()
+        text = candidate.read_text(encoding="utf-8")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

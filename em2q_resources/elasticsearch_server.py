@@ -87,7 +87,7 @@ def _java_major(java_home: Path) -> int | None:
     release = java_home / "release"
     if not release.exists() or not (java_home / "bin" / "java").exists():
         return None
-    for line in release.read_text().splitlines():
+    for line in release.read_text(encoding="utf-8").splitlines():
         if line.startswith("JAVA_VERSION="):
             version = line.split("=", 1)[1].strip('"')
             head = version.split(".")[0]

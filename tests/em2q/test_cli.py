@@ -78,7 +78,9 @@ def test_unknown_measurement_exits_1(cli_env):
 def test_params_save_is_versioned_and_diffable(cli_env, tmp_path):
     run(cli_env, "dev", "--once")
     values = tmp_path / "strict.yaml"
-    values.write_text("peak_picking: {snr_threshold: 3}\nsmoothing: {method: savgol}\n")
+    values.write_text(
+        "peak_picking: {snr_threshold: 3}\nsmoothing: {method: savgol}\n", encoding="utf-8"
+    )
     assert (
         run(cli_env, "params", "save", "strict", str(values), "--author", "ada").output.strip()
         == "strict@v1"
@@ -87,7 +89,9 @@ def test_params_save_is_versioned_and_diffable(cli_env, tmp_path):
         run(cli_env, "params", "save", "strict", str(values), "--author", "bob").output.strip()
         == "strict@v1"
     )
-    values.write_text("peak_picking: {snr_threshold: 5}\nsmoothing: {method: savgol}\n")
+    values.write_text(
+        "peak_picking: {snr_threshold: 5}\nsmoothing: {method: savgol}\n", encoding="utf-8"
+    )
     assert (
         run(cli_env, "params", "save", "strict", str(values), "--author", "ada").output.strip()
         == "strict@v2"

@@ -387,7 +387,9 @@ def test_cli_upload_json_describes_the_measurement(cli_env, tmp_path):
 
 def test_cli_upload_lists_every_problem_and_exits_1(cli_env, tmp_path):
     setup = tmp_path / "setup.yaml"
-    setup.write_text(EXAMPLE_SETUP.read_text().replace("polarity: POSITIVE", "polarity: UP"))
+    setup.write_text(
+        EXAMPLE_SETUP.read_text(encoding="utf-8").replace("polarity: POSITIVE", "polarity: UP")
+    )
     imzml = broken_copy(tmp_path / "src", edit_ibd=lambda ibd: ibd[: len(ibd) // 2])
     result = cli(cli_env, "upload", str(imzml), "--setup", str(setup))
     assert result.exit_code == 1

@@ -181,5 +181,5 @@ def test_io_manager_stores_manifests_under_the_runs_parameter_set(platform):
         run_config={"resources": {"parameter_set": {"config": {"name": "strict"}}}},
     )  # fmt: skip
     folder = tmp / "storage/results/cont/preprocessed_chunks" / saved.content_hash[:16]
-    manifest = json.loads((folder / "chunk-0000" / "manifest.json").read_text())
+    manifest = json.loads((folder / "chunk-0000" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["parameter_set"] == "strict@v1"

@@ -167,8 +167,8 @@ def test_incomplete_commit_is_refused_and_cleaned(small_processed, tmp_path):
 def test_meta_that_disagrees_with_a_file_is_corrupt(small_processed, tmp_path):
     write_chunk(ImzML.open(small_processed).read_block(0, 5), str(tmp_path / "c"))
     meta_path = tmp_path / "c" / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["files"]["intensity"]["shape"] = [3]
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ChunkCorrupt, match="does not match meta.json"):
         read_chunk(str(tmp_path / "c"))

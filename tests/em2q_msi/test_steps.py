@@ -81,7 +81,7 @@ def test_qc_writes_its_outputs_with_tic_equal_to_pyimzml(
         "tic_image.npy",
         "tic_image.png",
     ]
-    report = json.loads((out / "qc.json").read_text())
+    report = json.loads((out / "qc.json").read_text(encoding="utf-8"))
     parser = ImzMLParser(example_processed)
     expected = [float(np.sum(parser.getspectrum(i)[1], dtype=np.float64)) for i in range(9)]
     np.testing.assert_allclose(report["tic"], expected, rtol=1e-12)
@@ -185,7 +185,7 @@ def test_pipes_launch_reports_materialization_metadata(small_continuous, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr
     assert last_json(proc.stdout)["n_spectra"] == 6  # the plain JSON line is still printed
-    sent = [json.loads(line) for line in messages.read_text().splitlines()]
+    sent = [json.loads(line) for line in messages.read_text(encoding="utf-8").splitlines()]
     methods = [m["method"] for m in sent]
     assert methods[0] == "opened" and methods[-1] == "closed"
     materialization = next(m for m in sent if m["method"] == "report_asset_materialization")

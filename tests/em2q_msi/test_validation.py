@@ -50,7 +50,7 @@ def test_document_that_is_not_imzml_is_rejected(small_processed, broken_copy):
 
 
 def test_html_is_not_imzml(tmp_path):
-    (tmp_path / "a.imzML").write_text("<html><body>hello</body></html>")
+    (tmp_path / "a.imzML").write_text("<html><body>hello</body></html>", encoding="utf-8")
     (tmp_path / "a.ibd").write_bytes(b"\0" * 16)
     assert validate(str(tmp_path / "a.imzML")).codes == ["not_imzml"]
 

@@ -45,14 +45,14 @@ def test_mapping_types_follow_the_thrift_types():
 
 
 def test_a_change_to_the_idl_changes_the_mapping(tmp_path):
-    idl = sch.IDL_PATH.read_text()
+    idl = sch.IDL_PATH.read_text(encoding="utf-8")
     changed = idl.replace(
         "  16: optional list<string> tags,\n",
         "  16: optional list<string> tags,\n  17: optional double ambient_humidity_percent,\n",
     )
     assert changed != idl
     path = tmp_path / "em2q.thrift"
-    path.write_text(changed)
+    path.write_text(changed, encoding="utf-8")
     altered = load_schema(path, module_name="em2q_changed_thrift")
     before, after = SCHEMA.entity("Measurement"), altered.entity("Measurement")
     assert after.mapping["properties"]["ambient_humidity_percent"] == {"type": "double"}

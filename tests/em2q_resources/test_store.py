@@ -63,11 +63,11 @@ def test_ensure_indices_is_idempotent_and_uses_versioned_indices_behind_aliases(
 
 def test_mapping_change_is_reindexed_and_the_alias_swapped(metadata_store, tmp_path):
     metadata_store.bulk_put([measurement(S, i) for i in range(25)], refresh=True)
-    idl = sch.IDL_PATH.read_text().replace(
+    idl = sch.IDL_PATH.read_text(encoding="utf-8").replace(
         "  16: optional list<string> tags,\n",
         "  16: optional list<string> tags,\n  17: optional double ambient_humidity_percent,\n",
     )
-    (tmp_path / "em2q.thrift").write_text(idl)
+    (tmp_path / "em2q.thrift").write_text(idl, encoding="utf-8")
     changed = load_schema(tmp_path / "em2q.thrift", module_name="em2q_migrated_thrift")
     migrated = MetadataStore(metadata_store.client, metadata_store.prefix, changed)
     indices = migrated.ensure_indices()
