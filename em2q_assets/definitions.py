@@ -28,6 +28,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     return dg.Definitions(
+        # One process per run, steps in it: a run's steps are short and share imports (numba
+        # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
+        executor=dg.in_process_executor,
         assets=[
             measurements.raw_measurement,
             *build_spectra_assets(settings.spectra_chunks),
