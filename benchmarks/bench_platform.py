@@ -1,0 +1,139 @@
+"""Upload → QC report through the real local deployment, against plain ``em2q_msi`` calls.
+
+Generates a continuous dataset (default 100×100 pixels, 20,000 bins, ~800 MB) with pyimzml's
+writer, then in the same run:
+
+1. **plain**: the same work as plain ``em2q_msi`` calls in one process (validate, read every
+   block, QC metrics, preprocessing + peaks, mean spectrum, QC summary);
+2. **platform**: a real Elasticsearch + ``dagster dev`` (webserver, daemon, sensor, automation),
+   ``upload_measurement`` into local storage, then wait for the measurement's QC verdict.
+
+Prints the wall times, their ratio, the time spent inside asset steps (from the ``WorkflowRun``
+documents) and the estimated orchestration share of the platform's wall time.
+Targets (issue 4): ≤ 20 s end to end, orchestration ≤ 25 %.
+
+Run: ``.venv/bin/python -m benchmarks.bench_platform [--pixels 100] [--bins 20000] [--chunks 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from em2q.platform import dagster_dev
+from em2q.setup_file import read_setup
+from em2q.upload import upload_measurement
+from em2q_msi.imzml import ImzML
+from em2q_msi.parameters import ProcessingParameters
+from em2q_msi.peaks import preprocess_and_pick
+from em2q_msi.qc import (
+    MeanSpectrumAccumulator,
+    concatenate_metrics,
+    measurement_summary,
+    spectrum_metrics,
+)
+from em2q_msi.synthetic import write_imzml
+from em2q_msi.validation import validate
+from em2q_resources.elasticsearch_server import elasticsearch_url
+from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.storage import StorageResource
+
+PARALLEL_RUNS = 2
+
+
+def plain(imzml: str, cache_dir: Path) -> float:
+    started = time.perf_counter()
+    params = ProcessingParameters.defaults()
+    assert validate(imzml).ok
+    reader = ImzML.open(imzml, cache_dir=str(cache_dir))
+    accumulator, parts = MeanSpectrumAccumulator(), []
+    for block in reader.iter_blocks(block_bytes=64 * 1024 * 1024):
+        accumulator.add(block)
+        parts.append(spectrum_metrics(block, params))
+        preprocess_and_pick(block, params)
+    accumulator.result()
+    coords = reader.coordinates
+    grid = (int(coords[:, 1].max()), int(coords[:, 0].max()))
+    measurement_summary(concatenate_metrics(parts), grid, None, params.qc)
+    return time.perf_counter() - started
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def platform(imzml: str, work: Path, chunks: int, url: str) -> tuple[float, float, str]:
+    schema = load_schema()
+    settings = Settings(
+        elasticsearch_url=url,
+        index_prefix="bench-platform",
+        storage=str(work / "storage"),
+        cache_dir=work / "cache",
+        spectra_chunks=chunks,
+    )
+    store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
+    store.drop_all()
+    store.ensure_indices()
+    with dagster_dev(settings, url, port=free_port()):
+        started = time.perf_counter()
+        measurement = upload_measurement(
+            imzml,
+            setup=read_setup(PROJECT_ROOT / "examples" / "setup.yaml"),
+            store=store,
+            storage=StorageResource.from_settings(settings),
+            progress=False,
+            cache_dir=work / "cache" / "upload-index",
+        )
+        final = {schema.MeasurementStatus.READY, schema.MeasurementStatus.FAILED}
+        while True:
+            doc = store.get(schema.Measurement, measurement.id).doc
+            if doc.status in final:
+                break
+            if time.perf_counter() - started > 1800:
+                raise TimeoutError("no QC verdict after 30 minutes")
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+    store.refresh()
+    runs = list(store.scan(schema.WorkflowRun, filters={"measurement_id": measurement.id}))
+    in_steps = sum(r.duration_s or 0.0 for r in runs)
+    store.drop_all()
+    return wall, in_steps, schema.MeasurementStatus._VALUES_TO_NAMES[doc.status]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pixels", type=int, default=100, help="pixels per side")
+    parser.add_argument("--bins", type=int, default=20_000)
+    parser.add_argument("--chunks", type=int, default=8)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="em2q-bench-platform-") as folder:
+        work = Path(folder)
+        print(f"generating {args.pixels}×{args.pixels} pixels × {args.bins:,} bins …", flush=True)
+        (work / "data").mkdir()
+        imzml = write_imzml(
+            work / "data" / "bench", n_x=args.pixels, n_y=args.pixels, n_values=args.bins
+        )
+        size_mb = sum(p.stat().st_size for p in (work / "data").iterdir()) / 1e6
+        plain_s = plain(imzml, work / "plain-cache")
+        print(f"plain em2q_msi in one process: {plain_s:.1f} s ({size_mb:,.0f} MB)", flush=True)
+        settings = Settings.from_env()
+        with elasticsearch_url(settings) as url:
+            wall, in_steps, status = platform(imzml, work, args.chunks, url)
+    busy = min(wall, in_steps / PARALLEL_RUNS)
+    print(
+        f"platform upload → QC verdict ({status}), K = {args.chunks}: {wall:.1f} s wall "
+        f"(target <= 20 s); {in_steps:.1f} s inside asset steps; "
+        f"orchestration ≈ {100 * (1 - busy / wall):.0f} % of the wall time (target <= 25 %, "
+        f"estimated with {PARALLEL_RUNS} runs in parallel); "
+        f"platform / plain = {wall / plain_s:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
