@@ -75,6 +75,10 @@ def show_catalog(store: MetadataStore) -> None:
         click.echo(f"  {field}: " + ", ".join(f"{v} ({c})" for v, c in buckets))
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: int = 3000) -> None:
     """Elasticsearch, then (unless ``once``) the Dagster webserver and daemon, then the examples.
 
@@ -82,6 +86,7 @@ def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: 
     up and the asset graph materializes their partitions within a minute or two.
     """
     examples_dir = examples_dir or EXAMPLES_DIR
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop Elasticsearch and Dagster cleanly
     url_file = settings.cache_dir / "dev-elasticsearch.url"
     with contextlib.ExitStack() as stack:
         url = settings.elasticsearch_url
