@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from em2q.platform import dev_url_file
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
 from em2q_resources.metadata import (
     DocumentNotFound,
@@ -28,11 +29,6 @@ from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.settings import Settings
 
 EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
-
-
-def dev_url_file(settings: Settings) -> Path:
-    """Where a running ``em2q dev`` records its Elasticsearch URL for other commands."""
-    return settings.cache_dir / "dev-elasticsearch.url"
 
 
 def cluster_url(settings: Settings) -> str:

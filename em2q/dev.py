@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from em2q.platform import dagster_dev, dagster_home
+from em2q.platform import dagster_dev, dagster_home, dev_url_file
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
@@ -87,7 +87,7 @@ def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: 
     """
     examples_dir = examples_dir or EXAMPLES_DIR
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop Elasticsearch and Dagster cleanly
-    url_file = settings.cache_dir / "dev-elasticsearch.url"
+    url_file = dev_url_file(settings)
     with contextlib.ExitStack() as stack:
         url = settings.elasticsearch_url
         if not url:

@@ -31,6 +31,11 @@ class PlatformError(RuntimeError):
     """The local Dagster deployment did not start."""
 
 
+def dev_url_file(settings: Settings) -> Path:
+    """Where a running ``em2q dev`` records its Elasticsearch URL for other commands."""
+    return settings.cache_dir / "dev-elasticsearch.url"
+
+
 def dagster_home(settings: Settings) -> Path:
     return settings.cache_dir.parent / ".em2q" / "dagster"
 

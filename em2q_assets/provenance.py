@@ -4,6 +4,7 @@ follows the runs so technicians see the outcome in the catalog."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -103,8 +104,6 @@ def recorded_run(
 
 def manifest_inputs(record: RunRecord, name: str, manifests: Mapping) -> None:
     """Record upstream manifests as inputs (their content hash stands for what was read)."""
-    import json
-
     for key, manifest in manifests.items():
         data = json.dumps(manifest, sort_keys=True).encode()
         record.read(f"{name}[{key}]", manifest.get("folder", ""), sha256_bytes(data))

@@ -1,6 +1,5 @@
 """Sensors: new uploads start processing; failed runs mark their measurement ``FAILED``."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -82,12 +81,3 @@ def failed_measurement_runs(
         set_status(store, measurement_id, "FAILED", f"run {run.run_id}: {error}"[:2000])
     except DocumentNotFound:
         context.log.warning(f"run {run.run_id} failed for unknown measurement {measurement_id}")
-
-
-def describe_cursor(cursor: str | None) -> str:
-    """For logs: the cursor is the (uploaded_at, id) sort position of the last measurement."""
-    if not cursor:
-        return "start"
-    import base64
-
-    return json.dumps(json.loads(base64.urlsafe_b64decode(cursor.encode())))

@@ -6,6 +6,7 @@
 """
 
 import hashlib
+import json
 import time
 
 import dagster as dg
@@ -15,10 +16,15 @@ from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import by_measurement, spectra_partitions, split_key
 from em2q_assets.provenance import recorded_run
 from em2q_assets.storage_io import result_key, write_json, write_npy
-from em2q_msi.chunks import ChunkWriter, chunk_range, iter_chunk
+from em2q_msi.chunks import iter_chunk, write_measurement_chunk
 from em2q_msi.imzml import ImzML
 from em2q_msi.peaks import concatenate_peaks, preprocess_and_pick
-from em2q_msi.qc import MeanSpectrumAccumulator, concatenate_metrics, spectrum_metrics
+from em2q_msi.qc import (
+    MeanSpectrumAccumulator,
+    concatenate_metrics,
+    spectrum_metrics,
+    total_ion_current,
+)
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource
@@ -66,40 +72,24 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
             reader = ImzML.open(
                 raw_measurement["imzml_uri"], storage_options=storage.storage_options
             )
-            start, stop = chunk_range(reader.n_spectra, chunk_count, chunk)
-            continuous = reader.mode == "continuous"
-            lengths = reader.index.intensity_lengths[start:stop]
-            n_values = int(lengths[0]) if continuous and stop > start else int(lengths.sum())
-            writer = ChunkWriter(
-                storage.url(f"{folder}/spectra"),
-                continuous=continuous,
-                n_spectra=stop - start,
-                n_values=n_values,
-                mz_dtype=reader.mz_dtype,
-                intensity_dtype=reader.intensity_dtype,
-                first_index=start,
-                extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
-                storage_options=storage.storage_options,
-            )
             accumulator = mean_accumulator(raw_measurement)
-            tic_parts = []
-            try:
-                for block in reader.iter_blocks(start=start, stop=stop, block_bytes=BLOCK_BYTES):
-                    writer.append(block)
-                    accumulator.add(block)
-                    intensity = block.intensity
-                    if block.offsets is None:
-                        tic_parts.append(np.asarray(intensity).sum(axis=1, dtype=np.float64))
-                    else:
-                        tic_parts.append(
-                            np.add.reduceat(intensity.astype(np.float64), block.offsets[:-1])
-                            if intensity.size
-                            else np.zeros(len(block))
-                        )
-            except BaseException:
-                writer.abort()
-                raise
-            writer.commit()
+            tic_parts: list[np.ndarray] = []
+
+            def summarise(block) -> None:
+                accumulator.add(block)
+                tic_parts.append(total_ion_current(block))
+
+            start, stop, meta = write_measurement_chunk(
+                reader,
+                chunk_count,
+                chunk,
+                storage.url(f"{folder}/spectra"),
+                storage_options=storage.storage_options,
+                extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
+                on_block=summarise,
+                block_bytes=BLOCK_BYTES,
+            )
+            n_values = int(meta["n_values"])
             tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
             state = accumulator.state()
             outputs = {
@@ -221,7 +211,5 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
 
 
 def _digest(*parts) -> str:
-    import json
-
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -134,7 +134,7 @@ def tic_image(
         )
         coordinates = np.concatenate(
             [
-                np.load(io.BytesIO(_read(storage, f"{m['outputs']['spectra']}/coordinates.npy")))
+                read_npy(storage, f"{m['outputs']['spectra']}/coordinates.npy")
                 for m in spectra_chunks.values()
             ]
         )
@@ -156,12 +156,6 @@ def tic_image(
             "TIC image": markdown_png(png, "TIC image"),
         },
     )
-
-
-def _read(storage: StorageResource, url: str) -> bytes:
-    from em2q_assets.storage_io import read_bytes
-
-    return read_bytes(storage, url)
 
 
 def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:

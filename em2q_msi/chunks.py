@@ -27,7 +27,7 @@ import contextlib
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -238,6 +238,54 @@ def write_chunk(
         writer.abort()
         raise
     return writer.commit()
+
+
+def write_measurement_chunk(
+    reader: Any,
+    chunk_count: int,
+    chunk_index: int,
+    url: str,
+    *,
+    storage_options: dict | None = None,
+    extra: dict[str, Any] | None = None,
+    on_block: Callable[[SpectraBlock], None] | None = None,
+    block_bytes: int | None = None,
+) -> tuple[int, int, dict[str, Any]]:
+    """Copy chunk ``chunk_index`` of ``chunk_count`` of an open ``ImzML`` to ``url``, block by
+    block (``on_block`` sees each block, e.g. to accumulate QC sums in the same pass).
+
+    Returns ``(start, stop, meta)``; nothing is committed if a block fails.
+    """
+    start, stop = chunk_range(reader.n_spectra, chunk_count, chunk_index)
+    continuous = reader.mode == "continuous"
+    lengths = reader.index.intensity_lengths[start:stop]
+    n_values = int(reader.index.mz_lengths[0]) if continuous else int(lengths.sum())
+    writer = ChunkWriter(
+        url,
+        continuous=continuous,
+        n_spectra=stop - start,
+        n_values=n_values,
+        mz_dtype=reader.mz_dtype,
+        intensity_dtype=reader.intensity_dtype,
+        first_index=start,
+        extra=extra,
+        storage_options=storage_options,
+    )
+    blocks = (
+        reader.iter_blocks(start=start, stop=stop)
+        if block_bytes is None
+        else reader.iter_blocks(start=start, stop=stop, block_bytes=block_bytes)
+    )
+    try:
+        for block in blocks:
+            writer.append(block)
+            if on_block is not None:
+                on_block(block)
+        meta = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return start, stop, meta
 
 
 def chunk_meta(url: str, storage_options: dict | None = None) -> dict[str, Any]:

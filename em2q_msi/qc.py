@@ -101,6 +101,26 @@ def spectrum_metrics(
     }
 
 
+def total_ion_current(block: SpectraBlock) -> np.ndarray:
+    """Per-spectrum TIC, exactly as ``spectrum_metrics`` computes it (correctly rounded float64
+    sums), without the preprocessing chain: for TIC images of raw chunks."""
+    n = len(block)
+    tic = np.zeros(n, np.float64)
+    if block.offsets is None:
+        intensity = np.ascontiguousarray(np.asarray(block.intensity).reshape(n, -1))
+        K.over_spectra(n, lambda a, b: K.exact_row_sums(intensity[a:b], tic[a:b]))
+        return tic
+    values, offsets = np.asarray(block.intensity), np.asarray(block.offsets, dtype=np.int64)
+    arg, n_nonzero = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    K.over_spectra(
+        n,
+        lambda a, b: K.basic_metrics_ragged(
+            values, offsets[a : b + 1], tic[a:b], arg[a:b], n_nonzero[a:b]
+        ),
+    )
+    return tic
+
+
 def concatenate_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Metrics of consecutive chunks (given in file order) as one set."""
     if not parts:

@@ -159,35 +159,21 @@ def run_facts(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def run_chunk(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    from em2q_msi.chunks import ChunkWriter, chunk_range
+    from em2q_msi.chunks import write_measurement_chunk
 
     if args.k < 1 or not 0 <= args.index < args.k:
         raise UsageError(
             f"--index must be in 0..K-1 and --k >= 1, got index {args.index} of {args.k}"
         )
     reader = ImzML.open(args.url, storage_options=args.storage_options, cache_dir=args.cache_dir)
-    start, stop = chunk_range(reader.n_spectra, args.k, args.index)
-    lengths = reader.index.intensity_lengths[start:stop]
-    continuous = reader.mode == "continuous"
-    n_values = int(reader.index.mz_lengths[0]) if continuous else int(lengths.sum())
-    writer = ChunkWriter(
+    start, stop, meta = write_measurement_chunk(
+        reader,
+        args.k,
+        args.index,
         args.out,
-        continuous=continuous,
-        n_spectra=stop - start,
-        n_values=n_values,
-        mz_dtype=reader.mz_dtype,
-        intensity_dtype=reader.intensity_dtype,
-        first_index=start,
-        extra={"source": args.url, "chunk_index": args.index, "chunk_count": args.k},
         storage_options=args.storage_options,
+        extra={"source": args.url, "chunk_index": args.index, "chunk_count": args.k},
     )
-    try:
-        for block in reader.iter_blocks(start=start, stop=stop):
-            writer.append(block)
-        meta = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
     return {
         "ok": True,
         "out": args.out,
