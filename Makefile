@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,21 @@ thrift-compiler:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq thrift-compiler; }
 	@thrift --version
 
+## The web catalog's browser tests: Debian's Chromium and its WebDriver (Selenium drives them).
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: chromium/chromedriver are missing and this is not root (no sudo either):" \
+	    "run 'apt-get update && apt-get install -y chromium chromium-driver' as root, then make again" >&2; \
+	    exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: no chromium/chromedriver on PATH and no" \
+	    "apt-get: install Chromium and its matching chromedriver with your package manager" >&2; exit 1; }; \
+	  echo "installing Debian's chromium and chromium-driver (apt-get)"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@chromium --version
+
 $(NODE_MODULES): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "error: npm (Node.js 18+) is needed" \
 	  "for the Thrift interop test: apt-get install nodejs npm" >&2; exit 1; }
@@ -61,7 +76,7 @@ $(NODE_GEN): $(THRIFT_IDL) | thrift-compiler
 	thrift --gen js:node -o thrift $(THRIFT_IDL)
 
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
-test: elasticsearch interop
+test: elasticsearch interop browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
