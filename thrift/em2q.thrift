@@ -10,6 +10,7 @@
  *   field   (em2q.type = "date")       an ISO-8601 timestamp string stored as an ES date.
  *   field   (em2q.nested = "true")     a list of structs queried as units (ES nested type).
  *   field   (em2q.index = "false")     stored in _source, not indexed.
+ *   field   (em2q.unit = "µm")         the unit of a number (forms and tables show it).
  * Strings without annotation are exact keywords (ids, URIs, controlled terms);
  * enums are stored by name.
  */
@@ -81,7 +82,7 @@ struct Sample {
   7: optional SamplePreparation preparation,
   8: optional string matrix (em2q.search = "text"),            // e.g. "DHB", "9-AA"
   9: optional MatrixApplication matrix_application,
-  10: optional double section_thickness_um,
+  10: optional double section_thickness_um (em2q.unit = "µm"),
 } (em2q.index = "samples")
 
 struct Instrument {
@@ -94,16 +95,16 @@ struct Instrument {
 } (em2q.index = "instruments")
 
 struct MassRange {
-  1: required double min_mz,
-  2: required double max_mz,
+  1: required double min_mz (em2q.unit = "m/z"),
+  2: required double max_mz (em2q.unit = "m/z"),
 }
 
 struct LaserSettings {
-  1: optional double wavelength_nm,
-  2: optional double frequency_hz,
-  3: optional double spot_size_um,
+  1: optional double wavelength_nm (em2q.unit = "nm"),
+  2: optional double frequency_hz (em2q.unit = "Hz"),
+  3: optional double spot_size_um (em2q.unit = "µm"),
   4: optional i32 shots_per_pixel,
-  5: optional double power_percent,
+  5: optional double power_percent (em2q.unit = "%"),
 }
 
 struct SpectrometerSettings {
@@ -111,10 +112,10 @@ struct SpectrometerSettings {
   2: required IonisationSource source,
   3: required Analyzer analyzer,
   4: optional double resolving_power,          // m/Δm (FWHM) at resolving_power_at_mz
-  5: optional double resolving_power_at_mz,
+  5: optional double resolving_power_at_mz (em2q.unit = "m/z"),
   6: required MassRange mass_range,
-  7: optional double pixel_size_x_um,
-  8: optional double pixel_size_y_um,
+  7: optional double pixel_size_x_um (em2q.unit = "µm"),
+  8: optional double pixel_size_y_um (em2q.unit = "µm"),
   9: optional LaserSettings laser,
   10: optional string instrument_id,
 }

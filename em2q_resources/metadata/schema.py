@@ -224,6 +224,22 @@ def field_info(cls: type, dotted_path: str) -> FieldInfo:
     raise SchemaViolation(dotted_path, "empty field path")
 
 
+def struct_fields(cls: type) -> list[tuple[str, int, Any, bool]]:
+    """``(name, ttype, type_info, required)`` of each field in IDL order (for form builders)."""
+    return list(_fields(cls))
+
+
+def field_unit(cls: type, dotted_path: str) -> str | None:
+    """The unit of a number field (``em2q.unit`` annotation, e.g. ``µm``); None if it has none."""
+    *parents, name = dotted_path.split(".")
+    for part in parents:
+        specs = {n: info for n, _, info, _ in _fields(cls)}
+        if part not in specs or not isinstance(specs[part], type):
+            raise SchemaViolation(dotted_path, f"{part!r} is not a struct field of {cls.__name__}")
+        cls = specs[part]
+    return _annotations(cls, name).get("em2q.unit")
+
+
 def text_fields(cls: type, prefix: str = "") -> list[str]:
     """Every full-text sub-field of a struct (``title.text``, ``sample.organism.text`` …)."""
     found = []

@@ -121,3 +121,12 @@ def test_field_paths_resolve_through_nested_lists():
     assert (info.es_type, info.nested_path) == ("double", "values")
     with pytest.raises(SchemaViolation, match="unknown field 'colour'"):
         sch.field_info(SCHEMA.Measurement, "sample.colour")
+
+
+def test_units_come_from_the_idl_annotations():
+    assert sch.field_unit(SCHEMA.Measurement, "settings.pixel_size_x_um") == "µm"
+    assert sch.field_unit(SCHEMA.Measurement, "settings.laser.frequency_hz") == "Hz"
+    assert sch.field_unit(SCHEMA.SpectrometerSettings, "mass_range.min_mz") == "m/z"
+    assert sch.field_unit(SCHEMA.Measurement, "title") is None
+    with pytest.raises(SchemaViolation, match="title"):
+        sch.field_unit(SCHEMA.Measurement, "title.x")
