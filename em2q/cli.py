@@ -336,10 +336,13 @@ def dev(ctx: Context, once: bool, examples: str | None, port: int) -> None:
 def metadata_serve(ctx: Context, host: str, port: int) -> None:
     """Serve the Thrift MetadataService (thrift/em2q.thrift) for clients in other languages.
 
-    Binary protocol, buffered transport, one thread per connection. The cluster is
+    Binary protocol, buffered transport, one thread per connection. With EM2Q_AUTH_MODE=token
+    a connection calls login(token) first (tokens from EM2Q_TOKENS_FILE) and acts as that user;
+    with the default local mode it acts as the local user. The cluster is
     EM2Q_ELASTICSEARCH_URL, else the one a running `em2q dev` uses, else a local Elasticsearch
     started for as long as this command runs.
     """
+    from em2q_resources.auth import Authenticator
     from em2q_resources.elasticsearch_server import elasticsearch_url
     from em2q_resources.metadata.service import serve
 
@@ -366,7 +369,7 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
                 err=True,
             )
 
-        serve(store, host, port, ready=ready)
+        serve(store, host, port, ready=ready, authenticator=Authenticator.from_settings(settings))
 
 
 if __name__ == "__main__":

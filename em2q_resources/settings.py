@@ -33,6 +33,16 @@ class Settings:
     s3_endpoint_url: str | None = None
     #: K of "chunk i of K": spectra-level partitions per measurement
     spectra_chunks: int = 8
+    #: the Dagster webserver the CLI, client and web catalog launch runs through (GraphQL)
+    dagster_url: str = "http://127.0.0.1:3000"
+    #: who is asking (em2q_resources.auth): local (one local user), token (API tokens from
+    #: ``tokens_file``) or header (a trusted reverse proxy's user/role headers)
+    auth_mode: str = "local"
+    local_user: str = "local"
+    local_role: str = "admin"
+    tokens_file: Path | None = None
+    user_header: str = "X-Forwarded-User"
+    role_header: str = "X-Forwarded-Role"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +64,13 @@ class Settings:
             step_launcher=get("STEP_LAUNCHER", defaults.step_launcher),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
+            dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
+            auth_mode=get("AUTH_MODE", defaults.auth_mode),
+            local_user=get("LOCAL_USER", env.get("USER") or defaults.local_user),
+            local_role=get("LOCAL_ROLE", defaults.local_role),
+            tokens_file=Path(get("TOKENS_FILE", "")) if get("TOKENS_FILE", None) else None,
+            user_header=get("USER_HEADER", defaults.user_header),
+            role_header=get("ROLE_HEADER", defaults.role_header),
         )
 
     def with_overrides(self, **changes) -> Settings:

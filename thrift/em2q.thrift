@@ -215,7 +215,27 @@ struct WorkflowRun {
   16: optional string error (em2q.search = "text"),
 } (em2q.index = "workflow_runs")
 
+/**
+ * A published workflow: a named selection of assets (em2q_assets/workflows.py) that admins
+ * have made available to technicians. The code defines what a workflow runs; this document
+ * records that it may be started, by whom and since when it was published.
+ */
+struct Workflow {
+  1: required string id,                       // the workflow's name, e.g. "standard"
+  2: required string name,
+  3: optional string description (em2q.search = "text"),
+  4: required list<string> assets,             // asset keys of the selection
+  5: required string published_by,
+  6: required string published_at (em2q.type = "date"),
+} (em2q.index = "workflows")
+
 // ---------------------------------------------------------------- the service
+
+/** Who a connection acts as (see login); role is technician, scientist or admin. */
+struct Principal {
+  1: required string user,
+  2: required string role,
+}
 
 /** A document's position in Elasticsearch's history, for optimistic concurrency. */
 struct DocumentVersion {
@@ -266,31 +286,49 @@ exception NotFound { 1: required string entity, 2: required string id }
 exception InvalidDocument { 1: required string field, 2: required string message }
 exception VersionConflict { 1: required string id, 2: required string message }
 exception StoreUnavailable { 1: required string message }
+/** The caller is not signed in (login first) or their role may not do this; the message says
+    who, which role, what was refused and which role would be needed. */
+exception Forbidden { 1: string message }
 
+/**
+ * Authentication: with EM2Q_AUTH_MODE=token (or header) a connection first calls login with
+ * its API token and then acts as that user for as long as it stays open; every other call
+ * before that throws Forbidden. With the default local mode a connection acts as the local
+ * user without login. Roles: technicians read, create and update measurements and record
+ * runs; scientists also save parameter sets; admins also delete and publish workflows.
+ */
 service MetadataService {
   string ping(),
+  Principal login(1: string token) throws (4: Forbidden forbidden),
 
   Measurement createMeasurement(1: Measurement measurement)
-    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable),
+    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable,
+            4: Forbidden forbidden),
   StoredMeasurement getMeasurement(1: string id)
-    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
   StoredMeasurement updateMeasurement(1: Measurement measurement, 2: DocumentVersion expected)
-    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable),
+    throws (1: InvalidDocument invalid, 2: VersionConflict conflict, 3: StoreUnavailable unavailable,
+            4: Forbidden forbidden),
   void deleteMeasurement(1: string id)
-    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
   MeasurementPage searchMeasurements(1: SearchRequest request)
-    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
 
   ParameterSet saveParameterSet(1: string name, 2: list<ParameterValue> values,
                                 3: string author, 4: string comment)
-    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
   ParameterSet getParameterSet(1: string id)
-    throws (1: NotFound not_found, 3: StoreUnavailable unavailable),
+    throws (1: NotFound not_found, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
   list<ParameterSet> listParameterSets(1: string name)
-    throws (3: StoreUnavailable unavailable),
+    throws (3: StoreUnavailable unavailable, 4: Forbidden forbidden),
 
   WorkflowRun recordWorkflowRun(1: WorkflowRun run)
-    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable),
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
   list<WorkflowRun> workflowRunsOf(1: string measurement_id)
-    throws (3: StoreUnavailable unavailable),
+    throws (3: StoreUnavailable unavailable, 4: Forbidden forbidden),
+
+  Workflow publishWorkflow(1: Workflow workflow)
+    throws (1: InvalidDocument invalid, 3: StoreUnavailable unavailable, 4: Forbidden forbidden),
+  list<Workflow> listWorkflows()
+    throws (3: StoreUnavailable unavailable, 4: Forbidden forbidden),
 }

@@ -11,7 +11,11 @@ same IDL), so the handler mostly passes them through; its work is at the surface
   ``StoreUnavailable``); an error an operation does not declare reaches the client as a
   ``TApplicationException`` with the message, never as a dropped connection;
 * ``SearchRequest`` becomes a :meth:`MetadataStore.search` call and its page a
-  ``MeasurementPage``.
+  ``MeasurementPage``;
+* roles (:mod:`em2q_resources.auth`) are enforced per connection: with token (or header) auth a
+  connection calls ``login(token)`` first and then acts as that user until it closes; in local
+  mode it acts as the local user. A refused or unauthenticated call raises ``Forbidden`` with a
+  message naming the user, their role, the action and the role it needs.
 
 ``make_server`` binds a threaded server (one thread per connection, so several clients can be
 connected at once) and returns it; ``serve`` runs one until interrupted (``em2q metadata-serve``).
@@ -20,6 +24,7 @@ connected at once) and returns it; ``serve`` runs one until interrupted (``em2q 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import signal
@@ -31,8 +36,9 @@ from typing import Any
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.server import TThreadedServer
 from thriftpy2.thrift import TApplicationException, TProcessor
-from thriftpy2.transport import TBufferedTransportFactory, TServerSocket
+from thriftpy2.transport import TBufferedTransportFactory, TServerSocket, TTransportException
 
+from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.metadata.errors import (
     DocumentNotFound,
     MetadataError,
@@ -40,7 +46,7 @@ from em2q_resources.metadata.errors import (
     VersionConflict,
 )
 from em2q_resources.metadata.schema import SchemaViolation
-from em2q_resources.metadata.store import MetadataStore, parameter_values_to_dict
+from em2q_resources.metadata.store import MetadataStore, parameter_values_to_dict, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +68,26 @@ def _thrift_errors(method: Callable) -> Callable:
 
 
 class MetadataServiceHandler:
-    """Implements every operation of ``service MetadataService`` with a :class:`MetadataStore`."""
+    """Implements every operation of ``service MetadataService`` with a :class:`MetadataStore`.
 
-    def __init__(self, store: MetadataStore) -> None:
+    One handler per connection (:meth:`for_connection`): ``user`` is who that connection acts as.
+    """
+
+    def __init__(self, store: MetadataStore, authenticator: Authenticator | None = None) -> None:
         self.store = store
         self.schema = store.schema
         self.service = store.schema.module.MetadataService
+        self.authenticator = authenticator or Authenticator()
+        self.user: User | None = self.authenticator.default_user
+
+    def for_connection(self) -> MetadataServiceHandler:
+        """A handler for a new connection: shares the store, starts signed out (or local)."""
+        handler = copy.copy(self)
+        handler.user = self.authenticator.default_user
+        return handler
+
+    def _allow(self, action: Action) -> None:
+        require(self.user, action)
 
     # ------------------------------------------------------------------ errors
 
@@ -75,15 +95,17 @@ class MetadataServiceHandler:
         s = self.schema
         if isinstance(exc, TApplicationException):
             return exc
-        if isinstance(exc, SchemaViolation):
-            mapped: Exception = s.InvalidDocument(field=exc.field, message=exc.message)
+        if isinstance(exc, AuthError):
+            mapped: Exception = s.Forbidden(message=str(exc))
+        elif isinstance(exc, SchemaViolation):
+            mapped = s.InvalidDocument(field=exc.field, message=exc.message)
         elif isinstance(exc, DocumentNotFound):
             mapped = s.NotFound(entity=exc.entity, id=exc.doc_id)
         elif isinstance(exc, VersionConflict):
             mapped = s.VersionConflict(id=exc.doc_id, message=str(exc))
         elif isinstance(exc, StoreUnavailable):
             mapped = s.StoreUnavailable(message=str(exc))
-        elif isinstance(exc, s.InvalidDocument | s.NotFound | s.VersionConflict):
+        elif isinstance(exc, s.InvalidDocument | s.NotFound | s.VersionConflict | s.Forbidden):
             mapped = exc
         else:
             if not isinstance(exc, MetadataError):
@@ -112,16 +134,25 @@ class MetadataServiceHandler:
         return "em2q-metadata"
 
     @_thrift_errors
+    def login(self, token: str) -> Any:
+        """Act as the token's user for the rest of this connection."""
+        self.user = self.authenticator.user_for_token(token or "")
+        return self.schema.Principal(user=self.user.name, role=str(self.user.role))
+
+    @_thrift_errors
     def createMeasurement(self, measurement: Any) -> Any:
+        self._allow(Action.UPLOAD)
         self._require(measurement, "measurement")
         return self.store.create(measurement).doc
 
     @_thrift_errors
     def getMeasurement(self, id: str) -> Any:
+        self._allow(Action.READ)
         return self._stored(self.store.get(self.schema.Measurement, id))
 
     @_thrift_errors
     def updateMeasurement(self, measurement: Any, expected: Any) -> Any:
+        self._allow(Action.UPLOAD)
         self._require(measurement, "measurement")
         if expected is None or expected.seq_no is None or expected.primary_term is None:
             raise self._invalid(
@@ -132,10 +163,12 @@ class MetadataServiceHandler:
 
     @_thrift_errors
     def deleteMeasurement(self, id: str) -> None:
+        self._allow(Action.DELETE)
         self.store.delete(self.schema.Measurement, id)
 
     @_thrift_errors
     def searchMeasurements(self, request: Any) -> Any:
+        self._allow(Action.READ)
         s = self.schema
         request = request or s.SearchRequest()
         filters: dict[str, Any] = {}
@@ -183,6 +216,7 @@ class MetadataServiceHandler:
     def saveParameterSet(
         self, name: str, values: list[Any], author: str, comment: str | None
     ) -> Any:
+        self._allow(Action.SAVE_PARAMETER_SET)
         if not author:
             raise self._invalid("author", "who saves the parameter set is required")
         if not values:
@@ -203,21 +237,25 @@ class MetadataServiceHandler:
 
     @_thrift_errors
     def getParameterSet(self, id: str) -> Any:
+        self._allow(Action.READ)
         return self.store.get_parameter_set(id)
 
     @_thrift_errors
     def listParameterSets(self, name: str) -> list[Any]:
+        self._allow(Action.READ)
         return self.store.parameter_sets(name)
 
     @_thrift_errors
     def recordWorkflowRun(self, run: Any) -> Any:
         """Create or replace a run's record (runs are recorded again as their status moves)."""
+        self._allow(Action.START_WORKFLOW)
         self._require(run, "run")
         return self.store.update(run, None).doc
 
     @_thrift_errors
     def workflowRunsOf(self, measurement_id: str) -> list[Any]:
         """Every run of a measurement, oldest first, including runs recorded just now."""
+        self._allow(Action.READ)
         self.store.refresh()
         runs: list[Any] = []
         token = None
@@ -233,6 +271,24 @@ class MetadataServiceHandler:
             token = page.next_page_token
             if token is None:
                 return runs
+
+    @_thrift_errors
+    def publishWorkflow(self, workflow: Any) -> Any:
+        """Make a code-defined workflow startable by technicians; recorded as the signed-in user."""
+        self._allow(Action.PUBLISH_WORKFLOW)
+        self._require(workflow, "workflow")
+        if not workflow.name or not workflow.assets:
+            raise self._invalid("workflow", "a name and at least one asset are required")
+        workflow.id = workflow.name
+        workflow.published_by = self.user.name
+        workflow.published_at = utc_now()
+        return self.store.update(workflow, None, refresh=True).doc
+
+    @_thrift_errors
+    def listWorkflows(self) -> list[Any]:
+        """Every published workflow, by name."""
+        self._allow(Action.READ)
+        return self.store.search(self.schema.Workflow, sort=["name"], page_size=1000).hits
 
     # ------------------------------------------------------------------ helpers
 
@@ -283,11 +339,24 @@ class MetadataServer(TThreadedServer):
             ).start()
 
     def handle(self, client: Any) -> None:
+        """Serve one connection with a handler of its own (who it is signed in as)."""
         with self._lock:
             self._connections.add(client.sock)
+        processor = TProcessor(self.handler.service, self.handler.for_connection())
+        itrans = self.itrans_factory.get_transport(client)
+        otrans = self.otrans_factory.get_transport(client)
+        iprot = self.iprot_factory.get_protocol(itrans)
+        oprot = self.oprot_factory.get_protocol(otrans)
         try:
-            super().handle(client)
+            while True:
+                processor.process(iprot, oprot)
+        except TTransportException:
+            pass
+        except Exception:
+            logger.exception("a Thrift connection failed")
         finally:
+            itrans.close()
+            otrans.close()
             with self._lock:
                 self._connections.discard(client.sock)
 
@@ -301,12 +370,18 @@ class MetadataServer(TThreadedServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
-def make_server(store: MetadataStore, host: str = "127.0.0.1", port: int = 0) -> MetadataServer:
+def make_server(
+    store: MetadataStore,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    authenticator: Authenticator | None = None,
+) -> MetadataServer:
     """A ``MetadataService`` server bound to ``host:port`` (``0``: a free port, see ``.port``).
 
+    ``authenticator`` decides who connections act as (default: the local admin, no login).
     Call ``serve()`` (blocking, e.g. in a thread) to answer clients and ``close()`` to stop.
     """
-    return MetadataServer(MetadataServiceHandler(store), host, port)
+    return MetadataServer(MetadataServiceHandler(store, authenticator), host, port)
 
 
 def serve(
@@ -315,9 +390,10 @@ def serve(
     port: int = 9090,
     *,
     ready: Callable[[MetadataServer], None] | None = None,
+    authenticator: Authenticator | None = None,
 ) -> None:
     """Serve ``MetadataService`` until interrupted (Ctrl-C or SIGTERM)."""
-    server = make_server(store, host, port)
+    server = make_server(store, host, port, authenticator)
     if ready is not None:
         ready(server)
 

@@ -21,6 +21,7 @@ def test_every_indexed_entity_of_the_domain_is_in_the_idl():
         "SpectraPartition",
         "ParameterSet",
         "WorkflowRun",
+        "Workflow",
     }
 
 
