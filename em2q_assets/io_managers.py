@@ -32,17 +32,28 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         return f"{result_key(measurement_id, asset, parameter_hash, chunk)}/manifest.json"
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        """One manifest per partition; a range run (all chunks of a measurement in one step)
+        hands over ``{chunk: manifest}``."""
         if obj is None:
             return
-        digest = None
-        if (context.definition_metadata or {}).get(PARAMETER_DEPENDENT):
-            digest = obj.get("parameter_hash")
-            if not digest:
-                raise dg.Failure(
-                    f"{context.asset_key.to_user_string()} manifest lacks parameter_hash"
+        asset = context.asset_key.path[-1]
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if len(keys) > 1:
+            by_chunk = {}
+            for key in keys:
+                multi = (
+                    key if isinstance(key, dg.MultiPartitionKey) else _as_output_multi(context, key)
                 )
-        key = self._key(context.asset_key.path[-1], context.asset_partition_key, digest)
-        write_json(self.storage, key, obj)
+                by_chunk[multi] = obj[split_key(multi)[1]]
+        else:
+            by_chunk = {context.asset_partition_key if keys else None: obj}
+        for key, manifest in by_chunk.items():
+            digest = None
+            if (context.definition_metadata or {}).get(PARAMETER_DEPENDENT):
+                digest = manifest.get("parameter_hash")
+                if not digest:
+                    raise dg.Failure(f"{asset} manifest lacks parameter_hash")
+            write_json(self.storage, self._key(asset, key, digest), manifest)
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
@@ -69,3 +80,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
 def _as_multi(context: dg.InputContext, key: str) -> dg.MultiPartitionKey:
     partitions_def = context.upstream_output.asset_partitions_def
     return partitions_def.get_partition_key_from_str(key)
+
+
+def _as_output_multi(context: dg.OutputContext, key: str) -> dg.MultiPartitionKey:
+    return context.asset_partitions_def.get_partition_key_from_str(key)

@@ -4,14 +4,16 @@ import hashlib
 
 import dagster as dg
 
+from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.partitions import measurement_partitions
-from em2q_assets.provenance import recorded_run, set_status
+from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run, set_status
 from em2q_assets.storage_io import result_key
 from em2q_msi.facts import measurement_facts
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 
@@ -21,28 +23,25 @@ def imzml_uri(measurement) -> tuple[str, str]:
     for stored in measurement.files or []:
         if stored.role == schema.FileRole.IMZML:
             return stored.uri, stored.checksum
-    raise dg.Failure(f"measurement {measurement.id} has no imzML file on record")
+    raise StepFailure(f"measurement {measurement.id} has no imzML file on record")
 
 
-@dg.asset(
-    partitions_def=measurement_partitions,
-    group_name="ingest",
-    kinds={"imzml", "elasticsearch"},
-    code_version="1",
-    description="The uploaded imzML/ibd pair, validated; its facts written to the catalog.",
-)
-def raw_measurement(
-    context: dg.AssetExecutionContext,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-) -> dg.Output[dict]:
+def ingest(
+    step: StepContext,
+    partition: Partition,
+    inputs: dict,
+    parameters: ResolvedParameters | None = None,
+) -> StepResult:
+    """Validate the uploaded pair and write its facts to the Measurement document."""
     schema = load_schema()
-    store = metadata.get_store()
-    measurement_id = context.partition_key
+    store, storage = step.store, step.storage
+    measurement_id = partition.measurement_id
     measurement = store.get(schema.Measurement, measurement_id).doc
     url, checksum = imzml_uri(measurement)
-    set_status(store, measurement_id, "PROCESSING", f"ingest run {context.run.run_id}")
-    with recorded_run(context, store, measurement_id=measurement_id) as record:
+    set_status(store, measurement_id, "PROCESSING", f"ingest run {step.run_id}")
+    with recorded_run(
+        step, "raw_measurement", str(partition), measurement_id=measurement_id
+    ) as record:
         record.read("imzml", url, checksum)
         for stored in measurement.files or []:
             if stored.role == schema.FileRole.IBD:
@@ -51,8 +50,8 @@ def raw_measurement(
         if not report.ok:
             reason = "; ".join(p.message for p in report.problems[:5])
             set_status(store, measurement_id, "FAILED", f"validation: {reason}")
-            raise dg.Failure(
-                description=f"{measurement_id} failed validation: {reason}",
+            raise StepFailure(
+                f"{measurement_id} failed validation: {reason}",
                 metadata={"problems": [p.to_dict() for p in report.problems]},
             )
         reader = ImzML.open(url, storage_options=storage.storage_options)
@@ -62,7 +61,7 @@ def raw_measurement(
             store,
             measurement_id,
             "PROCESSING",
-            f"ingest run {context.run.run_id}",
+            f"ingest run {step.run_id}",
             facts=schema.ImzMLFacts(
                 mode=schema.ImzMLMode._NAMES_TO_VALUES[facts["mode"].upper()],
                 pixels_x=int(grid["max_x"]),
@@ -84,10 +83,8 @@ def raw_measurement(
             "grid_shape": [int(grid["max_y"]), int(grid["max_x"])],
             "mz_range": [facts["mz_min"], facts["mz_max"]],
         }
-    version = hashlib.sha256(f"{checksum}".encode()).hexdigest()[:24]
-    return dg.Output(
+    return StepResult(
         manifest,
-        data_version=dg.DataVersion(version),
         metadata={
             "spectra": int(facts["n_spectra"]),
             "mode": facts["mode"],
@@ -95,4 +92,20 @@ def raw_measurement(
             "m/z range": f"{facts['mz_min']:.4f} – {facts['mz_max']:.4f}",
             "imzML": dg.MetadataValue.url(url) if "://" in url else url,
         },
+        data_version=hashlib.sha256(f"{checksum}".encode()).hexdigest()[:24],
     )
+
+
+@dg.asset(
+    partitions_def=measurement_partitions,
+    group_name="ingest",
+    kinds={"imzml", "elasticsearch"},
+    code_version="1",
+    description="The uploaded imzML/ibd pair, validated; its facts written to the catalog.",
+)
+def raw_measurement(
+    context: dg.AssetExecutionContext,
+    metadata: MetadataStoreResource,
+    storage: StorageResource,
+) -> dg.Output[dict]:
+    return run_step(context, ingest, step_context(context, metadata, storage), inputs={})

@@ -1,22 +1,26 @@
 """Provenance: every materialization writes a ``WorkflowRun`` document, and measurement status
-follows the runs so technicians see the outcome in the catalog."""
+follows the runs so technicians see the outcome in the catalog.
+
+Nothing here needs Dagster: the same steps run inside Dagster assets and outside them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import dagster as dg
+from typing import Any
 
 import em2q_msi
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.storage import StorageResource
 
 CODE_VERSION = getattr(em2q_msi, "__version__", "0.1.0")
 
@@ -55,10 +59,54 @@ class RunRecord:
         self.outputs[name] = uri
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What one asset step needs, whoever runs it: a Dagster run, an Argo container or a shell
+    (``python -m em2q_assets.step``). The step's results and records are the same in each."""
+
+    store: MetadataStore
+    storage: StorageResource
+    run_id: str
+    engine: str = "DAGSTER"  # a RunEngine name
+    log: logging.Logger = field(default=logging.getLogger("em2q.step"))
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG the Dagster UI shows inline with the materialization."""
+
+    png: bytes
+    caption: str
+
+
+@dataclass
+class StepResult:
+    """A step's manifest (what the IO manager stores) and the numbers people look at."""
+
+    manifest: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
+    #: QC checks the step evaluated (``em2q_msi.qc`` check results), blocking when failed
+    checks: list[Any] = field(default_factory=list)
+
+
+class StepFailure(Exception):
+    """A step refused its input (e.g. a measurement that fails validation)."""
+
+    def __init__(self, message: str, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.metadata = metadata or {}
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @contextmanager
 def recorded_run(
-    context: dg.AssetExecutionContext,
-    store: MetadataStore,
+    step: StepContext,
+    asset: str,
+    partition: str | None,
     *,
     measurement_id: str,
     parameters: ResolvedParameters | None = None,
@@ -67,8 +115,6 @@ def recorded_run(
     schema = load_schema()
     record = RunRecord()
     started_at, started = utc_now(), time.perf_counter()
-    asset = context.asset_key.path[-1]
-    partition = str(context.partition_key) if context.has_partition_key else None
     error: str | None = None
     try:
         yield record
@@ -77,9 +123,9 @@ def recorded_run(
         raise
     finally:
         run = schema.WorkflowRun(
-            id=f"{context.run.run_id}:{asset}:{partition or 'all'}",
-            engine=schema.RunEngine.DAGSTER,
-            run_id=context.run.run_id,
+            id=f"{step.run_id}:{asset}:{partition or 'all'}",
+            engine=schema.RunEngine._NAMES_TO_VALUES[step.engine],
+            run_id=step.run_id,
             workflow=asset,
             measurement_id=measurement_id,
             partition=partition,
@@ -95,11 +141,11 @@ def recorded_run(
             ],
             status=schema.RunStatus.FAILED if error else schema.RunStatus.SUCCEEDED,
             started_at=started_at,
-            finished_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            finished_at=utc_timestamp(),
             duration_s=round(time.perf_counter() - started, 6),
             error=error,
         )
-        store.update(run, None)
+        step.store.update(run, None)
 
 
 def manifest_inputs(record: RunRecord, name: str, manifests: Mapping) -> None:

@@ -9,9 +9,16 @@ reason. When all pass, it becomes ``READY``.
 import dagster as dg
 import numpy as np
 
+from em2q_assets.adapters import Partition, partitions_of, step_context
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import by_measurement, measurement_partitions
-from em2q_assets.provenance import manifest_inputs, recorded_run, set_status
+from em2q_assets.provenance import (
+    StepContext,
+    StepResult,
+    manifest_inputs,
+    recorded_run,
+    set_status,
+)
 from em2q_assets.storage_io import read_npy, result_key, write_json
 from em2q_msi.qc import (
     concatenate_metrics,
@@ -20,7 +27,7 @@ from em2q_msi.qc import (
     measurement_summary,
 )
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 QC_CHECKS = {
@@ -29,6 +36,74 @@ QC_CHECKS = {
     "empty_pixel_fraction": "Share of grid pixels without a spectrum or with an empty one.",
     "lock_mass_error_ppm": "Largest ppm error of the lock masses (passes when none are set).",
 }
+
+
+def assess_quality(
+    step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
+) -> StepResult:
+    """The QC verdict; moves the measurement to READY, or FAILED with the failed checks."""
+    assert parameters is not None, "qc_report needs a parameter set"
+    measurement_id, storage = partition.measurement_id, step.storage
+    chunks, mean = inputs["preprocessed_chunks"], inputs["mean_spectrum"]
+    qc = parameters.params.qc
+    folder = result_key(measurement_id, "qc_report", parameters.content_hash, None)
+    with recorded_run(
+        step, "qc_report", str(partition), measurement_id=measurement_id, parameters=parameters
+    ) as record:
+        manifest_inputs(record, "preprocessed_chunks", chunks)
+        parts = [
+            {
+                name[len("metric_") :]: read_npy(storage, uri)
+                for name, uri in manifest["outputs"].items()
+                if name.startswith("metric_")
+            }
+            for _, manifest in sorted(chunks.items())
+        ]
+        metrics = concatenate_metrics(parts)
+        errors = None
+        if qc.lock_masses:
+            mz = read_npy(storage, mean["outputs"]["mz"])
+            intensity = read_npy(storage, mean["outputs"]["intensity"])
+            peak_mz, _ = mean_spectrum_peaks(mz, intensity, parameters.params.peak_picking)
+            errors = lock_mass_errors_ppm(peak_mz, qc.lock_masses, qc.lock_mass_search_ppm)
+        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        summary = measurement_summary(metrics, grid, errors, qc)
+        report = {
+            **summary.to_dict(),
+            "measurement_id": measurement_id,
+            "parameter_set": parameters.id,
+            "per_spectrum_tic": [float(v) for v in metrics["tic"]],
+            "snr": _stats(metrics["snr"]),
+            "noise": _stats(metrics["noise"]),
+            "peaks_per_spectrum": _stats(metrics["n_peaks"]),
+        }
+        uri = write_json(storage, f"{folder}/qc.json", report)
+        record.wrote("qc", uri)
+    failed = [c for c in summary.checks if c.passed is False]
+    if failed:
+        reason = "; ".join(
+            f"{c.name} = {_fmt(c.value)} (needs {c.comparison} {c.threshold})" for c in failed
+        )
+        set_status(step.store, measurement_id, "FAILED", f"QC failed: {reason}")
+    else:
+        set_status(
+            step.store, measurement_id, "READY", f"QC passed with parameter set {parameters.id}"
+        )
+    return StepResult(
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "parameter_hash": parameters.content_hash,
+            "ok": summary.ok,
+            "qc": uri,
+        },
+        metadata={
+            "verdict": "good enough to analyse" if summary.ok else "not good enough",
+            "parameter set": parameters.id,
+            **{c.name: _fmt(c.value) for c in summary.checks},
+        },
+        checks=list(summary.checks),
+    )
 
 
 @dg.asset(
@@ -54,63 +129,16 @@ def qc_report(
     storage: StorageResource,
     parameter_set: ParameterSetResource,
 ):
-    measurement_id = context.partition_key
-    store = metadata.get_store()
-    resolved = parameter_set.resolve()
-    qc = resolved.params.qc
-    folder = result_key(measurement_id, "qc_report", resolved.content_hash, None)
-    with recorded_run(context, store, measurement_id=measurement_id, parameters=resolved) as record:
-        manifest_inputs(record, "preprocessed_chunks", preprocessed_chunks)
-        parts = [
-            {
-                name[len("metric_") :]: read_npy(storage, uri)
-                for name, uri in manifest["outputs"].items()
-                if name.startswith("metric_")
-            }
-            for manifest in preprocessed_chunks.values()
-        ]
-        metrics = concatenate_metrics(parts)
-        errors = None
-        if qc.lock_masses:
-            mz = read_npy(storage, mean_spectrum["outputs"]["mz"])
-            intensity = read_npy(storage, mean_spectrum["outputs"]["intensity"])
-            peak_mz, _ = mean_spectrum_peaks(mz, intensity, resolved.params.peak_picking)
-            errors = lock_mass_errors_ppm(peak_mz, qc.lock_masses, qc.lock_mass_search_ppm)
-        summary = measurement_summary(metrics, tuple(raw_measurement["grid_shape"]), errors, qc)
-        report = {
-            **summary.to_dict(),
-            "measurement_id": measurement_id,
-            "parameter_set": resolved.id,
-            "per_spectrum_tic": [float(v) for v in metrics["tic"]],
-            "snr": _stats(metrics["snr"]),
-            "noise": _stats(metrics["noise"]),
-            "peaks_per_spectrum": _stats(metrics["n_peaks"]),
-        }
-        uri = write_json(storage, f"{folder}/qc.json", report)
-        record.wrote("qc", uri)
-    failed = [c for c in summary.checks if c.passed is False]
-    if failed:
-        reason = "; ".join(
-            f"{c.name} = {_fmt(c.value)} (needs {c.comparison} {c.threshold})" for c in failed
-        )
-        set_status(store, measurement_id, "FAILED", f"QC failed: {reason}")
-    else:
-        set_status(store, measurement_id, "READY", f"QC passed with parameter set {resolved.id}")
-    yield dg.Output(
-        {
-            "measurement_id": measurement_id,
-            "folder": folder,
-            "parameter_hash": resolved.content_hash,
-            "ok": summary.ok,
-            "qc": uri,
-        },
-        metadata={
-            "verdict": "good enough to analyse" if summary.ok else "not good enough",
-            "parameter set": resolved.id,
-            **{c.name: _fmt(c.value) for c in summary.checks},
-        },
-    )
-    for check in summary.checks:
+    step = step_context(context, metadata, storage)
+    partition = partitions_of(context, None)[0]
+    inputs = {
+        "raw_measurement": raw_measurement,
+        "preprocessed_chunks": preprocessed_chunks,
+        "mean_spectrum": mean_spectrum,
+    }
+    result = assess_quality(step, partition, inputs, parameter_set.resolve())
+    yield dg.Output(result.manifest, metadata=result.metadata)
+    for check in result.checks:
         yield dg.AssetCheckResult(
             check_name=check.name,
             passed=check.passed is not False,

@@ -3,6 +3,10 @@
 ``spectra_chunks`` copies chunk *i of K* of the raw spectra into the platform's chunk format
 (fast partial reads for every later step) with the chunk's TIC and mean-spectrum sums;
 ``preprocessed_chunks`` runs the chosen parameter set's preprocessing and peak picking on it.
+
+Both use ``BackfillPolicy.single_run``: automation and backfills materialize all chunks of a
+measurement in one run (chunks side by side in one process) instead of one run per chunk, which
+would spend most of the time starting runs. A single chunk can still be materialized on demand.
 """
 
 import hashlib
@@ -12,9 +16,10 @@ import time
 import dagster as dg
 import numpy as np
 
+from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
-from em2q_assets.partitions import by_measurement, spectra_partitions, split_key
-from em2q_assets.provenance import recorded_run
+from em2q_assets.partitions import by_measurement, spectra_partitions
+from em2q_assets.provenance import StepContext, StepResult, recorded_run
 from em2q_assets.storage_io import result_key, write_json, write_npy
 from em2q_msi.chunks import iter_chunk, write_measurement_chunk
 from em2q_msi.imzml import ImzML
@@ -27,13 +32,15 @@ from em2q_msi.qc import (
 )
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 #: bins of the mean spectrum of processed-mode data (ppm wide)
 MEAN_SPECTRUM_BIN_PPM = 5.0
 #: memory bound of one block read inside a chunk
 BLOCK_BYTES = 64 * 1024 * 1024
+#: spectra per block when reading a chunk back
+CHUNK_BLOCK_SPECTRA = 2048
 
 
 def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
@@ -42,6 +49,151 @@ def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
     low, high = raw["mz_range"]
     return MeanSpectrumAccumulator.binned(
         low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM
+    )
+
+
+def copy_chunk(
+    step: StepContext,
+    partition: Partition,
+    inputs: dict,
+    parameters: ResolvedParameters | None = None,
+) -> StepResult:
+    """Chunk i of K of the raw spectra in the chunk format, with its TIC and mean sums."""
+    raw = inputs["raw_measurement"]
+    measurement_id, chunk, chunk_count = (
+        partition.measurement_id,
+        partition.chunk,
+        partition.chunk_count,
+    )
+    started = time.perf_counter()
+    storage = step.storage
+    folder = result_key(measurement_id, "spectra_chunks", None, chunk)
+    with recorded_run(
+        step, "spectra_chunks", str(partition), measurement_id=measurement_id
+    ) as record:
+        record.read("imzml", raw["imzml_uri"])
+        reader = ImzML.open(raw["imzml_uri"], storage_options=storage.storage_options)
+        accumulator = mean_accumulator(raw)
+        tic_parts: list[np.ndarray] = []
+
+        def summarise(block) -> None:
+            accumulator.add(block)
+            tic_parts.append(total_ion_current(block))
+
+        start, stop, meta = write_measurement_chunk(
+            reader,
+            chunk_count,
+            chunk,
+            storage.url(f"{folder}/spectra"),
+            storage_options=storage.storage_options,
+            extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
+            on_block=summarise,
+            block_bytes=BLOCK_BYTES,
+        )
+        tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
+        outputs = {
+            "spectra": storage.url(f"{folder}/spectra"),
+            "tic": write_npy(storage, f"{folder}/tic.npy", tic),
+            **{
+                f"mean_{name}": write_npy(storage, f"{folder}/mean_{name}.npy", np.asarray(value))
+                for name, value in accumulator.state().items()
+            },
+        }
+        for name, uri in outputs.items():
+            record.wrote(name, uri)
+        step.store.update(
+            load_schema().SpectraPartition(
+                id=f"{measurement_id}/{chunk}of{chunk_count}",
+                measurement_id=measurement_id,
+                chunk_index=chunk,
+                chunk_count=chunk_count,
+                first_spectrum=start,
+                stop_spectrum=stop,
+                storage_uri=outputs["spectra"],
+            ),
+            None,
+        )
+    manifest = {
+        "measurement_id": measurement_id,
+        "chunk": chunk,
+        "folder": folder,
+        "first_spectrum": start,
+        "stop_spectrum": stop,
+        "mode": raw["mode"],
+        "outputs": outputs,
+    }
+    return StepResult(
+        manifest,
+        metadata={
+            "spectra": stop - start,
+            "spectrum range": f"[{start}, {stop})",
+            "values": int(meta["n_values"]),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        data_version=_digest(raw, chunk, chunk_count),
+    )
+
+
+def preprocess_chunk(
+    step: StepContext,
+    partition: Partition,
+    inputs: dict,
+    parameters: ResolvedParameters | None,
+) -> StepResult:
+    """The parameter set's preprocessing, peak picking and per-spectrum QC metrics."""
+    assert parameters is not None, "preprocessed_chunks needs a parameter set"
+    spectra = inputs["spectra_chunks"]
+    measurement_id, chunk = partition.measurement_id, partition.chunk
+    started = time.perf_counter()
+    storage = step.storage
+    params = parameters.params
+    folder = result_key(measurement_id, "preprocessed_chunks", parameters.content_hash, chunk)
+    with recorded_run(
+        step,
+        "preprocessed_chunks",
+        str(partition),
+        measurement_id=measurement_id,
+        parameters=parameters,
+    ) as record:
+        source = spectra["outputs"]["spectra"]
+        record.read("spectra", source)
+        peak_parts, metric_parts = [], []
+        for block in iter_chunk(source, CHUNK_BLOCK_SPECTRA, storage.storage_options):
+            peak_parts.append(preprocess_and_pick(block, params)[1])
+            metric_parts.append(spectrum_metrics(block, params))
+        peaks = concatenate_peaks(peak_parts)
+        metrics = concatenate_metrics(metric_parts)
+        outputs = {
+            f"peaks_{name}": write_npy(storage, f"{folder}/peaks_{name}.npy", getattr(peaks, name))
+            for name in ("mz", "intensity", "snr", "offsets", "coordinates")
+        }
+        outputs |= {
+            f"metric_{name}": write_npy(storage, f"{folder}/metric_{name}.npy", values)
+            for name, values in metrics.items()
+        }
+        outputs["parameters"] = write_json(storage, f"{folder}/parameters.json", parameters.values)
+        for name, uri in outputs.items():
+            record.wrote(name, uri)
+    n_peaks = int(peaks.offsets[-1] - peaks.offsets[0])
+    manifest = {
+        "measurement_id": measurement_id,
+        "chunk": chunk,
+        "folder": folder,
+        "parameter_set": parameters.id,
+        "parameter_hash": parameters.content_hash,
+        "first_spectrum": spectra["first_spectrum"],
+        "outputs": outputs,
+    }
+    return StepResult(
+        manifest,
+        metadata={
+            "parameter set": parameters.id,
+            "peaks": n_peaks,
+            "peaks per spectrum": round(n_peaks / max(1, len(peaks)), 1),
+            "median SNR": float(np.median(metrics["snr"])) if len(peaks) else 0.0,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        data_version=_digest(spectra, parameters.content_hash),
     )
 
 
@@ -54,6 +206,7 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         group_name="spectra",
         kinds={"numpy"},
         code_version="1",
+        backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         description=f"Chunk i of {chunk_count} of the raw spectra, with its TIC and mean sums.",
     )
@@ -63,77 +216,12 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         metadata: MetadataStoreResource,
         storage: StorageResource,
     ) -> dg.Output[dict]:
-        measurement_id, chunk = split_key(context.partition_key)
-        started = time.perf_counter()
-        store = metadata.get_store()
-        folder = result_key(measurement_id, "spectra_chunks", None, chunk)
-        with recorded_run(context, store, measurement_id=measurement_id) as record:
-            record.read("imzml", raw_measurement["imzml_uri"])
-            reader = ImzML.open(
-                raw_measurement["imzml_uri"], storage_options=storage.storage_options
-            )
-            accumulator = mean_accumulator(raw_measurement)
-            tic_parts: list[np.ndarray] = []
-
-            def summarise(block) -> None:
-                accumulator.add(block)
-                tic_parts.append(total_ion_current(block))
-
-            start, stop, meta = write_measurement_chunk(
-                reader,
-                chunk_count,
-                chunk,
-                storage.url(f"{folder}/spectra"),
-                storage_options=storage.storage_options,
-                extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
-                on_block=summarise,
-                block_bytes=BLOCK_BYTES,
-            )
-            n_values = int(meta["n_values"])
-            tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
-            state = accumulator.state()
-            outputs = {
-                "spectra": storage.url(f"{folder}/spectra"),
-                "tic": write_npy(storage, f"{folder}/tic.npy", tic),
-                **{
-                    f"mean_{name}": write_npy(
-                        storage, f"{folder}/mean_{name}.npy", np.asarray(value)
-                    )
-                    for name, value in state.items()
-                },
-            }
-            for name, uri in outputs.items():
-                record.wrote(name, uri)
-            store.update(
-                load_schema().SpectraPartition(
-                    id=f"{measurement_id}/{chunk}of{chunk_count}",
-                    measurement_id=measurement_id,
-                    chunk_index=chunk,
-                    chunk_count=chunk_count,
-                    first_spectrum=start,
-                    stop_spectrum=stop,
-                    storage_uri=outputs["spectra"],
-                ),
-                None,
-            )
-        manifest = {
-            "measurement_id": measurement_id,
-            "chunk": chunk,
-            "folder": folder,
-            "first_spectrum": start,
-            "stop_spectrum": stop,
-            "mode": raw_measurement["mode"],
-            "outputs": outputs,
-        }
-        return dg.Output(
-            manifest,
-            data_version=dg.DataVersion(_digest(raw_measurement, chunk, chunk_count)),
-            metadata={
-                "spectra": stop - start,
-                "spectrum range": f"[{start}, {stop})",
-                "values": n_values,
-                "seconds": round(time.perf_counter() - started, 3),
-            },
+        return run_step(
+            context,
+            copy_chunk,
+            step_context(context, metadata, storage),
+            inputs={"raw_measurement": raw_measurement},
+            chunk_count=chunk_count,
         )
 
     @dg.asset(
@@ -142,6 +230,7 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         kinds={"numpy", "numba"},
         code_version="1",
         metadata={PARAMETER_DEPENDENT: True},
+        backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         description="Smoothed, baseline-corrected spectra's peaks and QC metrics per spectrum, "
         "for the run's parameter set.",
@@ -153,58 +242,14 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         storage: StorageResource,
         parameter_set: ParameterSetResource,
     ) -> dg.Output[dict]:
-        measurement_id, chunk = split_key(context.partition_key)
-        started = time.perf_counter()
-        store = metadata.get_store()
-        resolved = parameter_set.resolve()
-        params = resolved.params
-        folder = result_key(measurement_id, "preprocessed_chunks", resolved.content_hash, chunk)
-        with recorded_run(
-            context, store, measurement_id=measurement_id, parameters=resolved
-        ) as record:
-            source = spectra_chunks["outputs"]["spectra"]
-            record.read("spectra", source)
-            peak_parts, metric_parts = [], []
-            for block in iter_chunk(source, 2048, storage.storage_options):
-                peak_parts.append(preprocess_and_pick(block, params)[1])
-                metric_parts.append(spectrum_metrics(block, params))
-            peaks = concatenate_peaks(peak_parts)
-            metrics = concatenate_metrics(metric_parts)
-            outputs = {
-                f"peaks_{name}": write_npy(
-                    storage, f"{folder}/peaks_{name}.npy", getattr(peaks, name)
-                )
-                for name in ("mz", "intensity", "snr", "offsets", "coordinates")
-            }
-            outputs |= {
-                f"metric_{name}": write_npy(storage, f"{folder}/metric_{name}.npy", values)
-                for name, values in metrics.items()
-            }
-            outputs["parameters"] = write_json(
-                storage, f"{folder}/parameters.json", resolved.values
-            )
-            for name, uri in outputs.items():
-                record.wrote(name, uri)
-        n_peaks = int(peaks.offsets[-1] - peaks.offsets[0])
-        manifest = {
-            "measurement_id": measurement_id,
-            "chunk": chunk,
-            "folder": folder,
-            "parameter_set": resolved.id,
-            "parameter_hash": resolved.content_hash,
-            "first_spectrum": spectra_chunks["first_spectrum"],
-            "outputs": outputs,
-        }
-        return dg.Output(
-            manifest,
-            data_version=dg.DataVersion(_digest(spectra_chunks, resolved.content_hash)),
-            metadata={
-                "parameter set": resolved.id,
-                "peaks": n_peaks,
-                "peaks per spectrum": round(n_peaks / max(1, len(peaks)), 1),
-                "median SNR": float(np.median(metrics["snr"])) if len(peaks) else 0.0,
-                "seconds": round(time.perf_counter() - started, 3),
-            },
+        return run_step(
+            context,
+            preprocess_chunk,
+            step_context(context, metadata, storage),
+            inputs={"spectra_chunks": spectra_chunks},
+            parameters=parameter_set.resolve(),
+            chunk_count=chunk_count,
+            chunk_inputs=("spectra_chunks",),
         )
 
     return [spectra_chunks, preprocessed_chunks]

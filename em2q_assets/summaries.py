@@ -1,16 +1,22 @@
 """Measurement-level results read from all chunks of one measurement: the mean spectrum, the
 TIC image, the peak table (feature matrix) and ion images, with plots shown in the Dagster UI."""
 
-import base64
 import io
 import time
 
 import dagster as dg
 import numpy as np
 
+from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import by_measurement, measurement_partitions
-from em2q_assets.provenance import manifest_inputs, recorded_run
+from em2q_assets.provenance import (
+    Image,
+    StepContext,
+    StepResult,
+    manifest_inputs,
+    recorded_run,
+)
 from em2q_assets.storage_io import read_npy, result_key, write_bytes, write_json, write_npy
 from em2q_msi import ion_images as ions
 from em2q_msi.chunks import iter_chunk
@@ -19,18 +25,12 @@ from em2q_msi.peaks import PeakList, concatenate_peaks
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.qc import tic_image as make_tic_image
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 ALL_CHUNKS = {"partition_mapping": by_measurement()}
 #: ion images made when the parameter set names no m/z: the most frequent features
 DEFAULT_ION_IMAGE_COUNT = 6
-
-
-def markdown_png(png: bytes, caption: str) -> dg.MetadataValue:
-    """An image the Dagster UI renders inline in the materialization's metadata."""
-    encoded = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{encoded})")
 
 
 def spectrum_png(mz: np.ndarray, intensity: np.ndarray, title: str) -> bytes:
@@ -62,6 +62,42 @@ def _chunk_arrays(storage: StorageResource, manifests: dict, prefix: str) -> lis
     ]
 
 
+def average_spectrum(
+    step: StepContext, partition: Partition, inputs: dict, parameters=None
+) -> StepResult:
+    """The mean of all raw spectra, merged from the chunks' running sums."""
+    measurement_id, storage = partition.measurement_id, step.storage
+    chunks = inputs["spectra_chunks"]
+    folder = result_key(measurement_id, "mean_spectrum", None, None)
+    with recorded_run(
+        step, "mean_spectrum", str(partition), measurement_id=measurement_id
+    ) as record:
+        manifest_inputs(record, "spectra_chunks", chunks)
+        total = None
+        for state in _chunk_arrays(storage, chunks, "mean_"):
+            part = MeanSpectrumAccumulator.from_state(state)
+            total = part if total is None else total.merge(part)
+        mz, intensity = total.result()
+        png = spectrum_png(mz, intensity, f"{measurement_id}: mean spectrum")
+        outputs = {
+            "mz": write_npy(storage, f"{folder}/mz.npy", mz),
+            "intensity": write_npy(storage, f"{folder}/intensity.npy", intensity),
+            "plot": write_bytes(storage, f"{folder}/mean_spectrum.png", png),
+        }
+        for name, uri in outputs.items():
+            record.wrote(name, uri)
+    top = int(np.argmax(intensity)) if intensity.size else 0
+    return StepResult(
+        {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
+        metadata={
+            "points": int(mz.size),
+            "m/z range": f"{mz.min():.4f} – {mz.max():.4f}" if mz.size else "empty",
+            "base peak m/z": float(mz[top]) if mz.size else 0.0,
+            "mean spectrum": Image(png, "mean spectrum"),
+        },
+    )
+
+
 @dg.asset(
     partitions_def=measurement_partitions,
     ins={"spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
@@ -78,32 +114,42 @@ def mean_spectrum(
     metadata: MetadataStoreResource,
     storage: StorageResource,
 ) -> dg.Output[dict]:
-    measurement_id = context.partition_key
-    store = metadata.get_store()
-    folder = result_key(measurement_id, "mean_spectrum", None, None)
-    with recorded_run(context, store, measurement_id=measurement_id) as record:
-        manifest_inputs(record, "spectra_chunks", spectra_chunks)
-        total = None
-        for state in _chunk_arrays(storage, spectra_chunks, "mean_"):
-            part = MeanSpectrumAccumulator.from_state(state)
-            total = part if total is None else total.merge(part)
-        mz, intensity = total.result()
-        png = spectrum_png(mz, intensity, f"{measurement_id}: mean spectrum")
+    return run_step(
+        context,
+        average_spectrum,
+        step_context(context, metadata, storage),
+        inputs={"raw_measurement": raw_measurement, "spectra_chunks": spectra_chunks},
+    )
+
+
+def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=None) -> StepResult:
+    """Total ion current per pixel, from the chunks' TIC vectors and coordinates."""
+    measurement_id, storage = partition.measurement_id, step.storage
+    chunks = inputs["spectra_chunks"]
+    folder = result_key(measurement_id, "tic_image", None, None)
+    with recorded_run(step, "tic_image", str(partition), measurement_id=measurement_id) as record:
+        manifest_inputs(record, "spectra_chunks", chunks)
+        ordered = [manifest for _, manifest in sorted(chunks.items())]
+        tic = np.concatenate([read_npy(storage, m["outputs"]["tic"]) for m in ordered])
+        coordinates = np.concatenate(
+            [read_npy(storage, f"{m['outputs']['spectra']}/coordinates.npy") for m in ordered]
+        )
+        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        image = make_tic_image(coordinates, tic, grid)
+        png = ions.png_bytes(image)
         outputs = {
-            "mz": write_npy(storage, f"{folder}/mz.npy", mz),
-            "intensity": write_npy(storage, f"{folder}/intensity.npy", intensity),
-            "plot": write_bytes(storage, f"{folder}/mean_spectrum.png", png),
+            "tic": write_npy(storage, f"{folder}/tic.npy", tic),
+            "image": write_npy(storage, f"{folder}/tic_image.npy", image),
+            "png": write_bytes(storage, f"{folder}/tic_image.png", png),
         }
         for name, uri in outputs.items():
             record.wrote(name, uri)
-    top = int(np.argmax(intensity)) if intensity.size else 0
-    return dg.Output(
+    return StepResult(
         {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
         metadata={
-            "points": int(mz.size),
-            "m/z range": f"{mz.min():.4f} – {mz.max():.4f}" if mz.size else "empty",
-            "base peak m/z": float(mz[top]) if mz.size else 0.0,
-            "mean spectrum": markdown_png(png, "mean spectrum"),
+            "pixels": int(tic.size),
+            "total TIC": float(tic.sum()),
+            "TIC image": Image(png, "TIC image"),
         },
     )
 
@@ -124,37 +170,11 @@ def tic_image(
     metadata: MetadataStoreResource,
     storage: StorageResource,
 ) -> dg.Output[dict]:
-    measurement_id = context.partition_key
-    store = metadata.get_store()
-    folder = result_key(measurement_id, "tic_image", None, None)
-    with recorded_run(context, store, measurement_id=measurement_id) as record:
-        manifest_inputs(record, "spectra_chunks", spectra_chunks)
-        tic = np.concatenate(
-            [read_npy(storage, m["outputs"]["tic"]) for m in spectra_chunks.values()]
-        )
-        coordinates = np.concatenate(
-            [
-                read_npy(storage, f"{m['outputs']['spectra']}/coordinates.npy")
-                for m in spectra_chunks.values()
-            ]
-        )
-        grid = tuple(raw_measurement["grid_shape"])
-        image = make_tic_image(coordinates, tic, grid)
-        png = ions.png_bytes(image)
-        outputs = {
-            "tic": write_npy(storage, f"{folder}/tic.npy", tic),
-            "image": write_npy(storage, f"{folder}/tic_image.npy", image),
-            "png": write_bytes(storage, f"{folder}/tic_image.png", png),
-        }
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
-    return dg.Output(
-        {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
-        metadata={
-            "pixels": int(tic.size),
-            "total TIC": float(tic.sum()),
-            "TIC image": markdown_png(png, "TIC image"),
-        },
+    return run_step(
+        context,
+        tic_map,
+        step_context(context, metadata, storage),
+        inputs={"raw_measurement": raw_measurement, "spectra_chunks": spectra_chunks},
     )
 
 
@@ -173,6 +193,57 @@ def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:
             )
         )
     return concatenate_peaks(parts)
+
+
+def feature_matrix(
+    step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
+) -> StepResult:
+    """Peaks of all spectra binned into features: the feature × spectrum matrix."""
+    assert parameters is not None, "peak_table needs a parameter set"
+    measurement_id, storage = partition.measurement_id, step.storage
+    chunks = inputs["preprocessed_chunks"]
+    folder = result_key(measurement_id, "peak_table", parameters.content_hash, None)
+    with recorded_run(
+        step, "peak_table", str(partition), measurement_id=measurement_id, parameters=parameters
+    ) as record:
+        manifest_inputs(record, "preprocessed_chunks", chunks)
+        peaks = _peak_list(storage, chunks)
+        table = bin_peaks(
+            peaks,
+            tolerance_ppm=parameters.params.binning.tolerance_ppm,
+            min_frequency=parameters.params.binning.min_frequency,
+        )
+        matrix = table.intensities.tocoo()
+        outputs = {
+            "feature_mz": write_npy(storage, f"{folder}/feature_mz.npy", table.mz),
+            "frequency": write_npy(storage, f"{folder}/frequency.npy", table.frequency),
+            "matrix_row": write_npy(
+                storage, f"{folder}/matrix_row.npy", matrix.row.astype(np.int64)
+            ),
+            "matrix_col": write_npy(
+                storage, f"{folder}/matrix_col.npy", matrix.col.astype(np.int64)
+            ),
+            "matrix_value": write_npy(storage, f"{folder}/matrix_value.npy", matrix.data),
+            "shape": write_json(storage, f"{folder}/shape.json", list(table.intensities.shape)),
+        }
+        for name, uri in outputs.items():
+            record.wrote(name, uri)
+    order = np.argsort(-table.frequency, kind="stable")[:DEFAULT_ION_IMAGE_COUNT]
+    return StepResult(
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "parameter_hash": parameters.content_hash,
+            "outputs": outputs,
+            "frequent_mz": [float(table.mz[i]) for i in order],
+        },
+        metadata={
+            "features": int(table.n_features),
+            "spectra": int(table.intensities.shape[1]),
+            "non-zero entries": int(table.intensities.nnz),
+            "parameter set": parameters.id,
+        },
+    )
 
 
 @dg.asset(
@@ -194,47 +265,72 @@ def peak_table(
     storage: StorageResource,
     parameter_set: ParameterSetResource,
 ) -> dg.Output[dict]:
-    measurement_id = context.partition_key
-    store = metadata.get_store()
-    resolved = parameter_set.resolve()
-    folder = result_key(measurement_id, "peak_table", resolved.content_hash, None)
-    with recorded_run(context, store, measurement_id=measurement_id, parameters=resolved) as record:
-        manifest_inputs(record, "preprocessed_chunks", preprocessed_chunks)
-        peaks = _peak_list(storage, preprocessed_chunks)
-        table = bin_peaks(
-            peaks,
-            tolerance_ppm=resolved.params.binning.tolerance_ppm,
-            min_frequency=resolved.params.binning.min_frequency,
-        )
-        matrix = table.intensities.tocoo()
+    return run_step(
+        context,
+        feature_matrix,
+        step_context(context, metadata, storage),
+        inputs={"preprocessed_chunks": preprocessed_chunks},
+        parameters=parameter_set.resolve(),
+    )
+
+
+def ion_maps(
+    step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
+) -> StepResult:
+    """Ion images of the parameter set's m/z list, else of the most frequent features."""
+    assert parameters is not None, "ion_images needs a parameter set"
+    measurement_id, storage = partition.measurement_id, step.storage
+    chunks = inputs["spectra_chunks"]
+    settings = parameters.params.ion_images
+    folder = result_key(measurement_id, "ion_images", parameters.content_hash, None)
+    mz_values = list(settings.mz) or inputs["peak_table"]["frequent_mz"]
+    started = time.perf_counter()
+    with recorded_run(
+        step, "ion_images", str(partition), measurement_id=measurement_id, parameters=parameters
+    ) as record:
+        manifest_inputs(record, "spectra_chunks", chunks)
+        intensity_parts, coordinate_parts = [], []
+        for _, manifest in sorted(chunks.items()):
+            for block in iter_chunk(manifest["outputs"]["spectra"], 4096, storage.storage_options):
+                intensity_parts.append(
+                    ions.ion_intensities(
+                        block, mz_values, settings.tolerance_ppm, settings.tolerance_da
+                    )
+                )
+                coordinate_parts.append(block.coordinates)
+        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        if mz_values:
+            values = np.concatenate(intensity_parts, axis=1)
+            images = ions.ion_images(np.concatenate(coordinate_parts), values, grid)
+        else:
+            images = np.zeros((0, *grid))
         outputs = {
-            "feature_mz": write_npy(storage, f"{folder}/feature_mz.npy", table.mz),
-            "frequency": write_npy(storage, f"{folder}/frequency.npy", table.frequency),
-            "matrix_row": write_npy(
-                storage, f"{folder}/matrix_row.npy", matrix.row.astype(np.int64)
-            ),
-            "matrix_col": write_npy(
-                storage, f"{folder}/matrix_col.npy", matrix.col.astype(np.int64)
-            ),
-            "matrix_value": write_npy(storage, f"{folder}/matrix_value.npy", matrix.data),
-            "shape": write_json(storage, f"{folder}/shape.json", list(table.intensities.shape)),
+            "mz": write_npy(storage, f"{folder}/mz.npy", np.asarray(mz_values, dtype=np.float64)),
+            "images": write_npy(storage, f"{folder}/images.npy", images),
         }
+        pngs = {}
+        for i, mz in enumerate(mz_values):
+            png = ions.png_bytes(images[i])
+            pngs[mz] = png
+            outputs[f"png_{i}"] = write_bytes(storage, f"{folder}/mz_{mz:.4f}.png", png)
         for name, uri in outputs.items():
             record.wrote(name, uri)
-    order = np.argsort(-table.frequency, kind="stable")[:DEFAULT_ION_IMAGE_COUNT]
-    return dg.Output(
+    shown = {f"m/z {mz:.4f}": Image(png, f"m/z {mz:.4f}") for mz, png in list(pngs.items())[:4]}
+    return StepResult(
         {
             "measurement_id": measurement_id,
             "folder": folder,
-            "parameter_hash": resolved.content_hash,
+            "parameter_hash": parameters.content_hash,
+            "mz": mz_values,
             "outputs": outputs,
-            "frequent_mz": [float(table.mz[i]) for i in order],
         },
         metadata={
-            "features": int(table.n_features),
-            "spectra": int(table.intensities.shape[1]),
-            "non-zero entries": int(table.intensities.nnz),
-            "parameter set": resolved.id,
+            "images": len(mz_values),
+            "window": f"±{settings.tolerance_ppm} ppm"
+            if settings.tolerance_ppm
+            else f"±{settings.tolerance_da} Da",
+            "seconds": round(time.perf_counter() - started, 3),
+            **shown,
         },
     )
 
@@ -259,58 +355,14 @@ def ion_images(
     storage: StorageResource,
     parameter_set: ParameterSetResource,
 ) -> dg.Output[dict]:
-    measurement_id = context.partition_key
-    store = metadata.get_store()
-    resolved = parameter_set.resolve()
-    settings = resolved.params.ion_images
-    folder = result_key(measurement_id, "ion_images", resolved.content_hash, None)
-    mz_values = list(settings.mz) or peak_table["frequent_mz"]
-    started = time.perf_counter()
-    with recorded_run(context, store, measurement_id=measurement_id, parameters=resolved) as record:
-        manifest_inputs(record, "spectra_chunks", spectra_chunks)
-        intensity_parts, coordinate_parts = [], []
-        for manifest in spectra_chunks.values():
-            for block in iter_chunk(manifest["outputs"]["spectra"], 4096, storage.storage_options):
-                intensity_parts.append(
-                    ions.ion_intensities(
-                        block, mz_values, settings.tolerance_ppm, settings.tolerance_da
-                    )
-                )
-                coordinate_parts.append(block.coordinates)
-        grid = tuple(raw_measurement["grid_shape"])
-        if mz_values:
-            values = np.concatenate(intensity_parts, axis=1)
-            images = ions.ion_images(np.concatenate(coordinate_parts), values, grid)
-        else:
-            images = np.zeros((0, *grid))
-        outputs = {
-            "mz": write_npy(storage, f"{folder}/mz.npy", np.asarray(mz_values, dtype=np.float64)),
-            "images": write_npy(storage, f"{folder}/images.npy", images),
-        }
-        pngs = {}
-        for i, mz in enumerate(mz_values):
-            png = ions.png_bytes(images[i])
-            pngs[mz] = png
-            outputs[f"png_{i}"] = write_bytes(storage, f"{folder}/mz_{mz:.4f}.png", png)
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
-    shown = {
-        f"m/z {mz:.4f}": markdown_png(png, f"m/z {mz:.4f}") for mz, png in list(pngs.items())[:4]
-    }
-    return dg.Output(
-        {
-            "measurement_id": measurement_id,
-            "folder": folder,
-            "parameter_hash": resolved.content_hash,
-            "mz": mz_values,
-            "outputs": outputs,
+    return run_step(
+        context,
+        ion_maps,
+        step_context(context, metadata, storage),
+        inputs={
+            "raw_measurement": raw_measurement,
+            "spectra_chunks": spectra_chunks,
+            "peak_table": peak_table,
         },
-        metadata={
-            "images": len(mz_values),
-            "window": f"±{settings.tolerance_ppm} ppm"
-            if settings.tolerance_ppm
-            else f"±{settings.tolerance_da} Da",
-            "seconds": round(time.perf_counter() - started, 3),
-            **shown,
-        },
+        parameters=parameter_set.resolve(),
     )

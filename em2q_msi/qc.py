@@ -252,7 +252,7 @@ class MeanSpectrumAccumulator:
             edges=None if edges is None else np.asarray(edges),
             mz=np.asarray(state["mz"]),
             total=np.asarray(state["total"], dtype=np.float64).copy(),
-            n_spectra=int(state["n_spectra"]),
+            n_spectra=int(np.asarray(state["n_spectra"]).reshape(-1)[0]),
             _kind="shared" if edges is None else "binned",
         )
 

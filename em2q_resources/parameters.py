@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from em2q_msi.parameters import ProcessingParameters
 from em2q_resources.metadata import DocumentNotFound, MetadataStore
@@ -58,13 +58,34 @@ def resolve_parameter_set(
     )
 
 
+#: run tag naming the parameter set (set by workflows launched from the CLI, web or notebook;
+#: Dagster copies a backfill's tags onto each of its runs)
+PARAMETER_SET_TAG = "em2q/parameter_set"
+
+
 class ParameterSetResource(dg.ConfigurableResource):
-    """The parameter set of a run; pick another in the launchpad's resource config."""
+    """The parameter set of a run: the configured name, else the run's ``em2q/parameter_set``
+    tag, else the team's ``default`` (pick another in the launchpad's resource config)."""
 
     metadata: MetadataStoreResource
-    name: str = Field(
-        default=DEFAULT_NAME, description="parameter set name (newest version) or name@vN"
+    name: str | None = Field(
+        default=None,
+        description="parameter set name (newest version) or name@vN; "
+        f"empty: the run tag {PARAMETER_SET_TAG!r}, else {DEFAULT_NAME!r}",
     )
+    _run_tag: str | None = PrivateAttr(default=None)
+    _resolved: ResolvedParameters | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        self._run_tag = run.tags.get(PARAMETER_SET_TAG) if run is not None else None
+
+    @property
+    def chosen(self) -> str:
+        return self.name or self._run_tag or DEFAULT_NAME
 
     def resolve(self) -> ResolvedParameters:
-        return resolve_parameter_set(self.metadata.get_store(), self.name)
+        """Resolved once per run, so every step of the run uses the same version."""
+        if self._resolved is None:
+            self._resolved = resolve_parameter_set(self.metadata.get_store(), self.chosen)
+        return self._resolved

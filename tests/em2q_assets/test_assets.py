@@ -183,3 +183,40 @@ def test_io_manager_stores_manifests_under_the_runs_parameter_set(platform):
     folder = tmp / "storage/results/cont/preprocessed_chunks" / saved.content_hash[:16]
     manifest = json.loads((folder / "chunk-0000" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["parameter_set"] == "strict@v1"
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def test_all_chunks_in_one_run_match_chunk_by_chunk_runs(platform):
+    """What automation and backfills do (BackfillPolicy.single_run): every chunk of a
+    measurement in one run, with the parameter set named by the run's tag."""
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Processed", "proc")
+    materialize_measurement(defs, instance, "proc")
+    results = str(tmp / "storage" / "results" / "proc")
+    chunk_by_chunk = _files_under(results)
+    first, last = (
+        str(dg.MultiPartitionKey({"measurement": "proc", "spectra_chunk": c}))
+        for c in (chunk_keys(CHUNKS)[0], chunk_keys(CHUNKS)[-1])
+    )
+    store.save_parameter_set("strict", {"peak_picking": {"snr_threshold": 50}}, author="ada")
+    for tags in ({}, {"em2q/parameter_set": "strict"}):
+        result = dg.materialize(
+            list(defs.assets), selection=SPECTRA_LEVEL, instance=instance,
+            resources=defs.resources, tags={RANGE_START: first, RANGE_END: last, **tags},
+        )  # fmt: skip
+        assert result.success
+        materialized = result.get_asset_materialization_events()
+        assert len(materialized) == 2 * CHUNKS  # one event per asset partition
+    in_one_run = _files_under(results)
+    assert [k for k in chunk_by_chunk if chunk_by_chunk[k] != in_one_run[k]] == []
+    store.refresh()
+    runs = store.search(
+        S.WorkflowRun,
+        filters={"measurement_id": "proc", "workflow": "preprocessed_chunks"},
+        page_size=100,
+    ).hits
+    strict = [r for r in runs if r.parameter_set_id == "strict@v1"]
+    assert len(strict) == CHUNKS and len({r.run_id for r in strict}) == 1
+    assert sorted(r.partition for r in strict) == [f"proc|{c}" for c in chunk_keys(CHUNKS)]
