@@ -15,6 +15,7 @@ import pytest
 from em2q_resources.elasticsearch_server import elasticsearch_url as _elasticsearch_url
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
+from tests.fixtures.dagster import *  # noqa: F403
 from tests.fixtures.s3 import *  # noqa: F403
 
 

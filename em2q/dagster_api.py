@@ -1,0 +1,383 @@
+"""Launching workflows and following them through the Dagster webserver's GraphQL API.
+
+(Raw GraphQL over httpx: ``dagster_graphql.DagsterGraphQLClient`` launches jobs and reads a run's
+status, but has no asset backfills, dynamic partitions or backfill status.)
+
+The CLI, the notebook client and the web catalog start processing the same way: one **asset
+backfill** over the workflow's assets for one measurement (``launchPartitionBackfill`` with
+``partitionsByAssets``), because the chain mixes partitions definitions: measurement-level
+assets get the partition ``M``, spectra-level assets every chunk ``M|i`` (read from the
+asset's partitions over GraphQL, so K is whatever the code location uses). The backfill and
+each of its runs carry the tags
+
+* ``em2q/parameter_set``: the parameter set id (``name@vN``) the runs resolve
+  (``ParameterSetResource`` reads it when no name is configured),
+* ``em2q/workflow`` and ``em2q/user``: what was started and by whom.
+
+Example::
+
+    api = DagsterAPI(settings.dagster_url, store=store)
+    backfill_id = api.launch_workflow("standard", "example-continuous", "default", user)
+    api.run_status(backfill_id).status   # REQUESTED … COMPLETED_SUCCESS
+    api.ui_url_for_run(backfill_id)      # the backfill's page in the Dagster UI
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from em2q_assets.workflows import WorkflowDefinition, require_startable
+from em2q_resources.auth import User
+from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.parameters import resolve_parameter_set
+
+PARAMETER_SET_TAG = "em2q/parameter_set"
+WORKFLOW_TAG = "em2q/workflow"
+USER_TAG = "em2q/user"
+MEASUREMENT_TAG = "em2q/measurement"
+MEASUREMENT_DIMENSION = "measurement"
+
+#: backfill statuses after which nothing more happens
+FINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+FINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+class DagsterUnavailable(ConnectionError):
+    """The Dagster webserver did not answer."""
+
+
+class DagsterError(RuntimeError):
+    """The webserver answered with an error (GraphQL error, refused launch, unknown id)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    url: str
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    """Where a launched workflow (a backfill) or a single run stands."""
+
+    id: str
+    kind: str  # "backfill" or "run"
+    status: str
+    url: str
+    runs: list[RunInfo] = field(default_factory=list)
+    #: asset → {"targeted", "materialized", "failed", "in_progress"} partition counts
+    assets: dict[str, dict[str, int]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        final = FINAL_BACKFILL if self.kind == "backfill" else FINAL_RUN
+        return self.status in final
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("COMPLETED_SUCCESS", "SUCCESS") or (
+            self.status == "COMPLETED" and all(r.status == "SUCCESS" for r in self.runs)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "status": self.status, "done": self.done,
+            "ok": self.ok, "url": self.url, "tags": self.tags, "assets": self.assets,
+            "runs": [r.__dict__ for r in self.runs],
+        }  # fmt: skip
+
+
+_REPOSITORIES = """
+{ repositoriesOrError { __typename
+    ... on RepositoryConnection { nodes { name location { name } } }
+    ... on PythonError { message } } }"""
+
+_ASSET_NODES = """
+query ($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    isPartitioned
+    partitionDefinition { type dimensionTypes { name type dynamicPartitionsDefinitionName } }
+    partitionKeysByDimension { name partitionKeys }
+  }
+}"""
+
+_ADD_PARTITION = """
+mutation ($repo: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
+    __typename
+    ... on AddDynamicPartitionSuccess { partitionKey }
+    ... on DuplicateDynamicPartitionError { partitionName }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+_LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+  }
+}"""
+
+_BACKFILL = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status
+      tags { key value }
+      runs(limit: 1000) { runId status tags { key value } }
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path } numPartitionsTargeted numPartitionsInProgress
+            numPartitionsMaterialized numPartitionsFailed
+          }
+          ... on UnpartitionedAssetStatus { assetKey { path } }
+        }
+      }
+    }
+    ... on BackfillNotFoundError { message }
+    ... on PythonError { message }
+  }
+}"""
+
+_RUN = """
+query ($id: ID!) {
+  runOrError(runId: $id) {
+    __typename
+    ... on Run { runId status tags { key value } }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}"""
+
+
+class DagsterAPI:
+    """A small client of one Dagster webserver (``EM2Q_DAGSTER_URL``)."""
+
+    def __init__(
+        self, url: str, *, store: MetadataStore | None = None, timeout_s: float = 60.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.store = store
+        self._http = httpx.Client(timeout=timeout_s)
+        self._repository: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        try:
+            answer = self._http.post(
+                f"{self.url}/graphql", json={"query": query, "variables": variables or {}}
+            )
+        except httpx.HTTPError as exc:
+            raise DagsterUnavailable(
+                f"the Dagster webserver at {self.url} did not answer ({exc}); is `em2q dev` "
+                "running? Set EM2Q_DAGSTER_URL to the webserver's address"
+            ) from exc
+        if answer.status_code != 200:
+            raise DagsterError(f"{self.url}/graphql answered HTTP {answer.status_code}")
+        body = answer.json()
+        if body.get("errors"):
+            raise DagsterError("; ".join(e.get("message", str(e)) for e in body["errors"]))
+        return body["data"]
+
+    def repository(self) -> dict[str, str]:
+        """The selector of the code location's repository (there is one: em2q's)."""
+        if self._repository is None:
+            found = self.graphql(_REPOSITORIES)["repositoriesOrError"]
+            if found["__typename"] != "RepositoryConnection" or not found["nodes"]:
+                raise DagsterError(
+                    f"no code location loaded at {self.url}: {found.get('message', found)}"
+                )
+            node = found["nodes"][0]
+            self._repository = {
+                "repositoryLocationName": node["location"]["name"],
+                "repositoryName": node["name"],
+            }
+        return self._repository
+
+    # ------------------------------------------------------------------ launching
+
+    def ensure_partition(self, measurement_id: str) -> None:
+        """Register the measurement as a ``measurement`` partition (the sensor does so too)."""
+        answer = self.graphql(
+            _ADD_PARTITION,
+            {"repo": self.repository(), "name": MEASUREMENT_DIMENSION, "key": measurement_id},
+        )["addDynamicPartition"]
+        if answer["__typename"] not in (
+            "AddDynamicPartitionSuccess",
+            "DuplicateDynamicPartitionError",
+        ):
+            raise DagsterError(f"adding partition {measurement_id!r}: {answer}")
+
+    def partitions_by_asset(
+        self, assets: Iterable[str], measurement_id: str
+    ) -> list[dict[str, Any]]:
+        """``partitionsByAssets`` of a backfill: ``M`` or every ``M|chunk`` per asset."""
+        names = list(assets)
+        nodes = self.graphql(_ASSET_NODES, {"keys": [{"path": [n]} for n in names]})["assetNodes"]
+        by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DagsterError(f"the code location at {self.url} has no asset {missing}")
+        selectors = []
+        for name in names:
+            node = by_name[name]
+            definition = node["partitionDefinition"] or {}
+            if not node["isPartitioned"]:
+                selectors.append({"assetKey": {"path": [name]}})
+                continue
+            if definition.get("type") == "MULTIPARTITIONED":
+                keys_by_dimension = {
+                    d["name"]: (
+                        [measurement_id] if d["name"] == MEASUREMENT_DIMENSION else d["partitionKeys"]
+                    )
+                    for d in node["partitionKeysByDimension"]
+                }  # fmt: skip
+                keys = [""]
+                for dimension in sorted(keys_by_dimension):  # Dagster joins them in name order
+                    keys = [
+                        f"{prefix}|{key}" if prefix else key
+                        for prefix in keys
+                        for key in keys_by_dimension[dimension]
+                    ]
+            else:
+                keys = [measurement_id]
+            ranges = [{"start": key, "end": key} for key in keys]
+            selectors.append({"assetKey": {"path": [name]}, "partitions": {"ranges": ranges}})
+        return selectors
+
+    def launch_workflow(
+        self,
+        workflow: str,
+        measurement_id: str,
+        parameter_set: str | None,
+        user: User,
+    ) -> str:
+        """Start ``workflow`` on one measurement with a parameter set (name, ``name@vN``, or
+        ``None`` for ``default``) as ``user``; returns the backfill id.
+
+        Raises ``Forbidden``/``WorkflowNotPublished`` when the user may not start it,
+        ``DocumentNotFound`` for an unknown measurement or parameter set.
+        """
+        if self.store is None:
+            raise ValueError("DagsterAPI(store=...) is needed to launch: it checks roles")
+        definition: WorkflowDefinition = require_startable(self.store, workflow, user)
+        self.store.get(load_schema().Measurement, measurement_id)
+        resolved = resolve_parameter_set(self.store, parameter_set or "default")
+        self.ensure_partition(measurement_id)
+        tags = {
+            PARAMETER_SET_TAG: resolved.id,
+            WORKFLOW_TAG: definition.name,
+            USER_TAG: user.name,
+            MEASUREMENT_TAG: measurement_id,
+        }
+        params = {
+            "partitionsByAssets": self.partitions_by_asset(definition.assets, measurement_id),
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            "title": f"{definition.name} on {measurement_id} ({resolved.id})",
+            "description": f"started by {user.name} from em2q",
+        }
+        answer = self.graphql(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if answer["__typename"] != "LaunchBackfillSuccess":
+            raise DagsterError(f"Dagster refused the {workflow} workflow: {answer}")
+        return answer["backfillId"]
+
+    # ------------------------------------------------------------------ following
+
+    def run_status(self, id: str) -> WorkflowStatus:
+        """Status of a backfill (what :meth:`launch_workflow` returns) or of a single run."""
+        backfill = self.graphql(_BACKFILL, {"id": id})["partitionBackfillOrError"]
+        if backfill["__typename"] == "PartitionBackfill":
+            assets = {}
+            for item in (backfill.get("assetBackfillData") or {}).get("assetBackfillStatuses", []):
+                if "numPartitionsTargeted" in item:
+                    assets[item["assetKey"]["path"][-1]] = {
+                        "targeted": item["numPartitionsTargeted"],
+                        "in_progress": item["numPartitionsInProgress"],
+                        "materialized": item["numPartitionsMaterialized"],
+                        "failed": item["numPartitionsFailed"],
+                    }
+            runs = [
+                RunInfo(r["runId"], r["status"], _tags(r["tags"]), self.ui_url_for_run(r["runId"]))
+                for r in backfill["runs"]
+            ]
+            return WorkflowStatus(
+                id, "backfill", backfill["status"], self.ui_url_for_run(id), runs, assets,
+                _tags(backfill["tags"]),
+            )  # fmt: skip
+        run = self.graphql(_RUN, {"id": id})["runOrError"]
+        if run["__typename"] != "Run":
+            raise DagsterError(f"no backfill or run {id!r} at {self.url}")
+        info = RunInfo(run["runId"], run["status"], _tags(run["tags"]), self.ui_url_for_run(id))
+        return WorkflowStatus(id, "run", run["status"], info.url, [info], {}, info.tags)
+
+    def wait(
+        self,
+        id: str,
+        *,
+        timeout_s: float = 1800.0,
+        interval_s: float = 2.0,
+        on_progress: Callable[[WorkflowStatus], None] | None = None,
+    ) -> WorkflowStatus:
+        """Poll until the backfill (or run) is done; ``on_progress`` sees every poll."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.run_status(id)
+            if on_progress is not None:
+                on_progress(status)
+            if status.done:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{id} still {status.status} after {timeout_s:.0f}s")
+            time.sleep(interval_s)
+
+    # ------------------------------------------------------------------ links
+
+    def ui_url_for_run(self, id: str) -> str:
+        """The Dagster UI page of a backfill (8-letter id) or a run (UUID)."""
+        if _is_backfill_id(id):
+            return f"{self.url}/runs/b/{quote(id)}?tab=runs"
+        return f"{self.url}/runs/{quote(id)}"
+
+    def ui_url_for_asset(self, asset: str, partition: str | None = None) -> str:
+        """The asset's page (lineage, materializations, checks), at one partition if given."""
+        url = f"{self.url}/assets/{quote(asset)}"
+        if partition:
+            url += f"?view=partitions&partition={quote(partition, safe='')}"
+        return url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DagsterAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _tags(items: list[dict[str, str]]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in items}
+
+
+def _is_backfill_id(id: str) -> bool:
+    return len(id) == 8 and id.isalpha() and id.islower()

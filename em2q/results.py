@@ -1,0 +1,215 @@
+"""A measurement's results for one parameter set, read back from storage: the one reader the
+web catalog, the notebook client and the CLI share.
+
+Results live where the assets wrote them (``em2q_assets.storage_io.result_key``):
+``results/<measurement>/<asset>/<parameter hash16 or raw>/all/``, each folder with the asset's
+``manifest.json`` (the URLs of what it wrote). A manifest exists only once the asset has been
+materialized for that measurement (and parameter set), so a missing one means "not processed
+yet" and :class:`ResultNotReady` says what to run.
+
+Ion images for any m/z can be made from the raw data without processing: the imzML is read in
+blocks by ranged reads (local file or object storage), never downloaded whole.
+
+Example::
+
+    results = MeasurementResults("example-continuous", "strict", store=store, storage=storage)
+    mz, intensity = results.mean_spectrum()
+    verdict = results.qc_report()["ok"]
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from em2q_assets.storage_io import read_json, read_npy, result_key
+from em2q_msi import ion_images as ions
+from em2q_msi.imzml import ImzML
+from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
+from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
+from em2q_resources.storage import StorageResource
+
+#: assets whose results depend on the parameter set (stored under its hash)
+PARAMETER_DEPENDENT_ASSETS = frozenset(
+    {"preprocessed_chunks", "qc_report", "peak_table", "ion_images"}
+)
+#: measurement-level results a page or notebook shows
+RESULT_ASSETS = ("raw_measurement", "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images")  # fmt: skip
+#: window of an ion image when neither the caller nor the parameter set names one
+DEFAULT_ION_IMAGE_PPM = 10.0
+
+
+class ResultNotReady(LookupError):
+    """The asset has not been materialized for this measurement (and parameter set) yet."""
+
+    def __init__(self, asset: str, measurement_id: str, parameter_set: str | None) -> None:
+        self.asset = asset
+        self.measurement_id = measurement_id
+        self.parameter_set = parameter_set
+        run = f"em2q run {measurement_id}"
+        if parameter_set:
+            with_set = f" with parameter set {parameter_set}"
+            run += f" --workflow reprocess --parameter-set {parameter_set.split('@v')[0]}"
+        else:
+            with_set = ""
+        super().__init__(
+            f"{asset} of measurement {measurement_id!r} is not processed yet{with_set}; run "
+            f"`{run}` (or measurement.run(...) in a notebook, or Start workflow on its page)"
+        )
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return self.args[0]
+
+
+def imzml_url(measurement: Any) -> str:
+    """The storage URL of a measurement's imzML (its .ibd lies beside it)."""
+    schema = load_schema()
+    for stored in measurement.files or []:
+        if stored.role == schema.FileRole.IMZML:
+            return stored.uri
+    raise DocumentNotFound("imzML file of Measurement", measurement.id)
+
+
+def open_raw(
+    measurement: Any, storage: StorageResource, cache_dir: str | Path | None = None
+) -> ImzML:
+    """The measurement's imzML, opened for ranged reads of its spectra."""
+    return ImzML.open(
+        imzml_url(measurement),
+        storage_options=storage.storage_options,
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+
+
+def grid_shape(measurement: Any, reader: ImzML | None = None) -> tuple[int, int]:
+    """``(rows, columns)`` = ``(pixels_y, pixels_x)`` of the measurement's pixel grid."""
+    facts = measurement.facts
+    if facts is not None and facts.pixels_x and facts.pixels_y:
+        return int(facts.pixels_y), int(facts.pixels_x)
+    if reader is None:
+        raise ValueError(f"measurement {measurement.id} has no facts yet; give the reader")
+    coordinates = reader.coordinates
+    return int(coordinates[:, 1].max()), int(coordinates[:, 0].max())
+
+
+def raw_ion_images(
+    reader: ImzML,
+    mz_values: list[float] | np.ndarray,
+    tolerance_ppm: float,
+    grid: tuple[int, int],
+    *,
+    rows_per_block: int | None = None,
+) -> np.ndarray:
+    """Ion images ``(n_mz, rows, cols)`` summed from the raw spectra, one block at a time."""
+    values, coordinates = [], []
+    for block in reader.iter_blocks(rows_per_block):
+        values.append(ions.ion_intensities(block, mz_values, tolerance_ppm=tolerance_ppm))
+        coordinates.append(block.coordinates)
+    return ions.ion_images(np.concatenate(coordinates), np.concatenate(values, axis=1), grid)
+
+
+class MeasurementResults:
+    """Results of one measurement under one parameter set (name, ``name@vN`` or default)."""
+
+    def __init__(
+        self,
+        measurement_id: str,
+        parameter_set: str | None = None,
+        *,
+        store: MetadataStore,
+        storage: StorageResource,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.measurement_id = measurement_id
+        self.parameter_set_name = parameter_set or DEFAULT_NAME
+        self.store = store
+        self.storage = storage
+        self.cache_dir = cache_dir
+        self.schema = load_schema()
+
+    # ------------------------------------------------------------------ what is there
+
+    @functools.cached_property
+    def measurement(self) -> Any:
+        return self.store.get(self.schema.Measurement, self.measurement_id).doc
+
+    @functools.cached_property
+    def parameters(self) -> ResolvedParameters:
+        """The parameter set resolved to its id and content hash (where its results live)."""
+        return resolve_parameter_set(self.store, self.parameter_set_name)
+
+    def folder(self, asset: str) -> str:
+        digest = self.parameters.content_hash if asset in PARAMETER_DEPENDENT_ASSETS else None
+        return result_key(self.measurement_id, asset, digest, None)
+
+    def manifest(self, asset: str) -> dict:
+        """What ``asset`` wrote for this measurement (and parameter set); ResultNotReady if not."""
+        url = self.storage.url(f"{self.folder(asset)}/manifest.json")
+        try:
+            return read_json(self.storage, url)
+        except FileNotFoundError:
+            parameter_set = self.parameters.id if asset in PARAMETER_DEPENDENT_ASSETS else None
+            raise ResultNotReady(asset, self.measurement_id, parameter_set) from None
+
+    def available(self) -> dict[str, bool]:
+        """Which results exist yet, per asset."""
+        found = {}
+        for asset in RESULT_ASSETS:
+            key = f"{self.folder(asset)}/manifest.json"
+            found[asset] = self.storage.exists(key)
+        return found
+
+    # ------------------------------------------------------------------ results
+
+    def qc_report(self) -> dict:
+        """The QC verdict (``ok``), each check with value and threshold, and the numbers behind."""
+        return read_json(self.storage, self.manifest("qc_report")["qc"])
+
+    def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mz, mean intensity)`` over all spectra (processed data: on 5-ppm bins)."""
+        outputs = self.manifest("mean_spectrum")["outputs"]
+        return read_npy(self.storage, outputs["mz"]), read_npy(self.storage, outputs["intensity"])
+
+    def tic_image(self) -> np.ndarray:
+        """Total ion current per pixel, ``(rows, cols)``; NaN where the grid has no spectrum."""
+        return read_npy(self.storage, self.manifest("tic_image")["outputs"]["image"])
+
+    def ion_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored ion images: ``(mz values, images (n_mz, rows, cols))``."""
+        outputs = self.manifest("ion_images")["outputs"]
+        return read_npy(self.storage, outputs["mz"]), read_npy(self.storage, outputs["images"])
+
+    def ion_image(self, mz: float, ppm: float | None = None) -> np.ndarray:
+        """The ion image of ``mz`` ± ``ppm`` (default: the parameter set's window), ``(rows,
+        cols)``: the stored one when the workflow made it, else summed from the raw spectra."""
+        window = self.parameters.params.ion_images
+        if ppm is None:
+            ppm = window.tolerance_ppm or DEFAULT_ION_IMAGE_PPM
+        if window.tolerance_ppm == ppm:
+            try:
+                stored_mz, images = self.ion_images()
+            except ResultNotReady:
+                pass
+            else:
+                match = np.flatnonzero(np.isclose(stored_mz, mz, rtol=0, atol=1e-6))
+                if match.size:
+                    return images[int(match[0])]
+        reader = open_raw(self.measurement, self.storage, self.cache_dir)
+        grid = grid_shape(self.measurement, reader)
+        return raw_ion_images(reader, [mz], ppm, grid)[0]
+
+    def runs(self, *, this_parameter_set: bool = False) -> list[Any]:
+        """The measurement's ``WorkflowRun`` records, newest first (optionally only those of
+        this parameter set or none)."""
+        self.store.refresh()
+        runs = self.store.scan(
+            self.schema.WorkflowRun, filters={"measurement_id": self.measurement_id}
+        )
+        ordered = sorted(runs, key=lambda r: r.started_at or "", reverse=True)
+        if this_parameter_set:
+            own = self.parameters.id
+            ordered = [r for r in ordered if r.parameter_set_id in (None, own)]
+        return ordered

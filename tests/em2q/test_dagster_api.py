@@ -1,0 +1,113 @@
+"""Workflows launched as asset backfills through a real ``dagster dev``'s GraphQL API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from em2q.dagster_api import PARAMETER_SET_TAG, DagsterAPI
+from em2q_assets.definitions import build_definitions
+from em2q_assets.workflows import WORKFLOWS, UnknownWorkflow, WorkflowNotPublished, publish
+from em2q_resources.auth import Forbidden, Role, User
+from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.settings import Settings
+from tests.em2q_assets.conftest import register_copy
+from tests.fixtures.dagster import CHUNKS
+
+S = load_schema()
+ADMIN = User("ada", Role.ADMIN)
+SCIENTIST = User("sam", Role.SCIENTIST)
+TECHNICIAN = User("tess", Role.TECHNICIAN)
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def registered(dagster_platform, tmp_path_factory):
+    """One uploaded example measurement in the platform's catalog."""
+    folder = tmp_path_factory.mktemp("upload")
+    register_copy(dagster_platform.store, folder, "Example_Continuous", "api-cont")
+    return "api-cont"
+
+
+@pytest.fixture
+def api(dagster_platform):
+    with DagsterAPI(dagster_platform.url, store=dagster_platform.store) as api:
+        yield api
+
+
+def test_workflows_are_closed_selections_of_the_code_locations_graph():
+    defs = build_definitions(Settings(spectra_chunks=CHUNKS))
+    graph = defs.resolve_asset_graph()
+    keys = {key.path[-1] for key in graph.get_all_asset_keys()}
+    for workflow in WORKFLOWS.values():
+        assert set(workflow.assets) <= keys, workflow.name
+    downstream = {
+        key.path[-1]
+        for key in graph.get_all_asset_keys()
+        if any(p.path[-1] == "preprocessed_chunks" for p in graph.get(key).parent_keys)
+    }
+    assert downstream <= set(WORKFLOWS["reprocess"].assets)
+    assert "spectra_chunks" not in WORKFLOWS["reprocess"].assets
+
+
+def test_standard_workflow_is_one_backfill_over_the_measurement_and_its_chunks(
+    api, dagster_platform, registered
+):
+    backfill_id = api.launch_workflow("standard", registered, None, SCIENTIST)
+
+    status = api.run_status(backfill_id)
+    assert status.kind == "backfill"
+    default = dagster_platform.store.get_parameter_set("default").id
+    assert status.tags[PARAMETER_SET_TAG] == default
+    assert status.tags["em2q/workflow"] == "standard"
+    assert status.tags["em2q/user"] == "sam"
+    assert status.assets["raw_measurement"]["targeted"] == 1
+    assert status.assets["spectra_chunks"]["targeted"] == CHUNKS
+    assert status.assets["preprocessed_chunks"]["targeted"] == CHUNKS
+    assert status.assets["ion_images"]["targeted"] == 1
+    assert status.url == f"{dagster_platform.url}/runs/b/{backfill_id}?tab=runs"
+
+    # The daemon submits the first runs within one backfill iteration; they carry the tags.
+    first = wait_for(lambda: api.run_status(backfill_id).runs, 90, "the backfill's first run")
+    assert first[0].tags[PARAMETER_SET_TAG] == default
+    assert first[0].tags["em2q/workflow"] == "standard"
+    assert api.run_status(first[0].run_id).kind == "run"
+
+
+def test_technician_starts_only_published_workflows(api, dagster_platform, registered):
+    with pytest.raises(WorkflowNotPublished, match="em2q workflows publish qc"):
+        api.launch_workflow("qc", registered, None, TECHNICIAN)
+    with pytest.raises(Forbidden, match="may not publish workflow"):
+        publish(dagster_platform.store, "qc", TECHNICIAN)
+    publish(dagster_platform.store, "qc", ADMIN)
+    backfill_id = api.launch_workflow("qc", registered, None, TECHNICIAN)
+    assert api.run_status(backfill_id).tags["em2q/user"] == "tess"
+    assert "peak_table" not in api.run_status(backfill_id).assets
+
+
+def test_unknown_workflow_measurement_or_parameter_set_is_named(api, registered):
+    with pytest.raises(UnknownWorkflow, match="standard"):
+        api.launch_workflow("everything", registered, None, ADMIN)
+    with pytest.raises(DocumentNotFound, match="nowhere"):
+        api.launch_workflow("standard", "nowhere", None, ADMIN)
+    with pytest.raises(DocumentNotFound, match="no-such-set"):
+        api.launch_workflow("reprocess", registered, "no-such-set", ADMIN)
+
+
+def test_ui_links_point_at_runs_backfills_and_asset_partitions(api):
+    assert api.ui_url_for_run("abcdefgh").endswith("/runs/b/abcdefgh?tab=runs")
+    run_id = "0f4c6a0e-6f5e-4c1e-9d4b-0c2b7f4f5c11"
+    assert api.ui_url_for_run(run_id).endswith(f"/runs/{run_id}")
+    assert api.ui_url_for_asset("spectra_chunks", "m1|0").endswith(
+        "/assets/spectra_chunks?view=partitions&partition=m1%7C0"
+    )

@@ -1,0 +1,118 @@
+"""Reading a measurement's results back per parameter set (em2q.results)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyimzml.ImzMLParser import ImzMLParser, getionimage
+
+from em2q.results import MeasurementResults, ResultNotReady
+from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.settings import Settings
+from em2q_resources.storage import StorageResource
+from tests.em2q_assets.conftest import EXAMPLES, register_copy
+from tests.fixtures.dagster import materialize_measurement
+
+S = load_schema()
+
+
+@pytest.fixture(scope="module")
+def processed(elasticsearch_url, tmp_path_factory):
+    """The continuous example, processed in process with the default parameter set."""
+    from em2q_resources.metadata import MetadataStore
+
+    root = tmp_path_factory.mktemp("results")
+    store = MetadataStore.connect(elasticsearch_url, index_prefix=f"test-results-{root.name[-6:]}")
+    store.ensure_indices()
+    settings = Settings(
+        elasticsearch_url=elasticsearch_url,
+        index_prefix=store.prefix,
+        storage=str(root / "storage"),
+        cache_dir=root / "cache",
+        spectra_chunks=2,
+    )
+    register_copy(store, root / "upload", "Example_Continuous", "res-cont")
+    register_copy(store, root / "upload2", "Example_Processed", "res-unprocessed")
+    outcomes = materialize_measurement(settings, "res-cont")
+    assert all(r.success for r in outcomes)
+    storage = StorageResource.from_settings(settings)
+    yield store, storage
+    store.drop_all()
+
+
+def results(processed, measurement_id="res-cont", parameter_set=None):
+    store, storage = processed
+    return MeasurementResults(measurement_id, parameter_set, store=store, storage=storage)
+
+
+def test_qc_report_has_the_verdict_and_the_numbers_behind_it(processed):
+    report = results(processed).qc_report()
+    assert isinstance(report["ok"], bool)
+    assert report["parameter_set"] == "default@v1"
+    assert {c["name"] for c in report["checks"]} >= {"tic_coverage", "median_snr"}
+
+
+def test_mean_spectrum_is_the_mean_of_the_raw_spectra(processed):
+    mz, intensity = results(processed).mean_spectrum()
+    parser = ImzMLParser(str(EXAMPLES / "Example_Continuous.imzML"))
+    spectra = [parser.getspectrum(i)[1] for i in range(len(parser.coordinates))]
+    np.testing.assert_allclose(mz, parser.getspectrum(0)[0])
+    np.testing.assert_allclose(intensity, np.mean(spectra, axis=0), rtol=1e-5)
+
+
+def test_tic_image_is_a_grid_of_total_ion_currents(processed):
+    image = results(processed).tic_image()
+    parser = ImzMLParser(str(EXAMPLES / "Example_Continuous.imzML"))
+    x, y, _ = parser.coordinates[0]
+    assert image.ndim == 2
+    assert image[y - 1, x - 1] == pytest.approx(parser.getspectrum(0)[1].sum(), rel=1e-5)
+
+
+def test_ion_image_of_any_mz_is_summed_from_the_raw_spectra(processed):
+    parser = ImzMLParser(str(EXAMPLES / "Example_Continuous.imzML"))
+    mz = float(parser.getspectrum(0)[0][200])
+    image = results(processed).ion_image(mz, ppm=50)
+    expected = getionimage(parser, mz, tol=mz * 50e-6)
+    finite = np.isfinite(image)
+    np.testing.assert_allclose(image[finite], expected[finite], rtol=1e-5)
+
+
+def test_stored_ion_image_is_read_back(processed):
+    reader = results(processed)
+    stored_mz, images = reader.ion_images()
+    assert images.shape[0] == stored_mz.size > 0
+    np.testing.assert_array_equal(reader.ion_image(float(stored_mz[0])), images[0], strict=False)
+
+
+def test_runs_are_the_measurements_workflow_runs_newest_first(processed):
+    runs = results(processed).runs()
+    assert {r.workflow for r in runs} >= {"raw_measurement", "qc_report", "ion_images"}
+    started = [r.started_at for r in runs]
+    assert started == sorted(started, reverse=True)
+
+
+def test_result_of_another_parameter_set_is_not_ready_and_says_what_to_run(processed):
+    store, _ = processed
+    store.save_parameter_set(
+        "stricter", {"peak_picking": {"snr_threshold": 9.0}}, author="sam", comment="test"
+    )
+    with pytest.raises(ResultNotReady) as raised:
+        results(processed, parameter_set="stricter").qc_report()
+    message = str(raised.value)
+    assert "not processed yet with parameter set stricter@v1" in message
+    assert "em2q run res-cont --workflow reprocess --parameter-set stricter" in message
+    # parameter-independent results are shared by every parameter set
+    assert results(processed, parameter_set="stricter").mean_spectrum()[0].size
+
+
+def test_unprocessed_measurement_says_it_is_not_processed_yet(processed):
+    reader = results(processed, "res-unprocessed")
+    with pytest.raises(ResultNotReady, match="mean_spectrum of measurement 'res-unprocessed'"):
+        reader.mean_spectrum()
+    assert not any(reader.available().values())
+    assert reader.ion_image(500.0, ppm=20).ndim == 2  # raw data need no processing
+
+
+def test_unknown_parameter_set_is_named(processed):
+    with pytest.raises(DocumentNotFound, match="no-such-set"):
+        results(processed, parameter_set="no-such-set").qc_report()
