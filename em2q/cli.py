@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from argo_bridge.cli import export_argo
 from em2q.platform import dev_url_file
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
 from em2q_resources.metadata import (
@@ -371,6 +372,8 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
 
         serve(store, host, port, ready=ready, authenticator=Authenticator.from_settings(settings))
 
+
+main.add_command(export_argo)
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from em2q_assets import measurements, quality, sensors, summaries
+from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
+from em2q_assets.k8s import run_executor, with_k8s_config
 from em2q_assets.spectra import build_spectra_assets
+from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource
 from em2q_resources.settings import Settings
@@ -27,22 +30,28 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     storage = StorageResource.from_settings(settings)
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
+    step_launcher = StepLauncherResource.from_settings(settings)
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
-        executor=dg.in_process_executor,
-        assets=[
-            measurements.raw_measurement,
-            *build_spectra_assets(settings.spectra_chunks),
-            summaries.mean_spectrum,
-            summaries.tic_image,
-            summaries.peak_table,
-            summaries.ion_images,
-            quality.qc_report,
-        ],
+        # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
+        executor=run_executor(settings.run_executor, step_launcher),
+        # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
+        assets=with_k8s_config(
+            [
+                measurements.raw_measurement,
+                *build_spectra_assets(settings.spectra_chunks),
+                summaries.mean_spectrum,
+                summaries.tic_image,
+                summaries.peak_table,
+                summaries.ion_images,
+                quality.qc_report,
+            ]
+        ),
         sensors=[
             sensors.new_measurements,
             sensors.failed_measurement_runs,
+            external_materializations,
             dg.AutomationConditionSensorDefinition(
                 "em2q_automation",
                 target=dg.AssetSelection.all(),
@@ -54,6 +63,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "metadata": metadata,
             "storage": storage,
             "parameter_set": parameter_set,
+            "step_launcher": step_launcher,
             "io_manager": ManifestIOManager(storage=storage),
         },
     )

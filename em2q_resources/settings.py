@@ -29,7 +29,15 @@ class Settings:
     index_prefix: str = "em2q"
     storage: str = str(PROJECT_ROOT / ".em2q" / "storage")
     cache_dir: Path = PROJECT_ROOT / ".cache"
+    #: where heavy steps run: local (subprocess) or kubernetes (a pod per step; see launcher.py)
     step_launcher: str = "local"
+    #: how a run's steps execute: in_process (one process) or k8s_job (a Kubernetes Job per step)
+    run_executor: str = "in_process"
+    #: code location image and namespace of step pods; ConfigMaps/Secrets they get as environment
+    image: str = "em2q:latest"
+    namespace: str | None = None
+    env_config_maps: tuple[str, ...] = ("em2q-settings",)
+    env_secrets: tuple[str, ...] = ("em2q-credentials",)
     s3_endpoint_url: str | None = None
     #: K of "chunk i of K": spectra-level partitions per measurement
     spectra_chunks: int = 8
@@ -62,6 +70,11 @@ class Settings:
             storage=get("STORAGE", defaults.storage),
             cache_dir=Path(get("CACHE_DIR", str(defaults.cache_dir))),
             step_launcher=get("STEP_LAUNCHER", defaults.step_launcher),
+            run_executor=get("RUN_EXECUTOR", defaults.run_executor),
+            image=get("IMAGE", defaults.image),
+            namespace=get("NAMESPACE", None),
+            env_config_maps=_names(get("ENV_CONFIG_MAPS", None), defaults.env_config_maps),
+            env_secrets=_names(get("ENV_SECRETS", None), defaults.env_secrets),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
             dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
@@ -75,3 +88,10 @@ class Settings:
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
+
+
+def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of Kubernetes object names."""
+    if text is None:
+        return default
+    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -1,0 +1,116 @@
+"""Kubernetes sizing of every asset step, from the one table in ``em2q_resources.launcher``.
+
+Each asset's op carries a ``dagster-k8s/config`` tag with its step kind's requests and limits,
+so the ``k8s_job_executor`` (:func:`k8s_run_executor`) gives each step pod what the step needs;
+``argo_bridge`` reads the same tags for its container templates, and a ``PipesK8sClient`` pod
+started through the step launcher uses the same table row. The tags are harmless elsewhere:
+the default in-process executor ignores them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import dagster as dg
+from dagster_k8s import k8s_job_executor
+from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
+
+from em2q_resources.launcher import StepLauncherResource, step_resources
+
+#: op tag naming the asset's step kind (a row of ``launcher.STEP_RESOURCES``)
+STEP_KIND_TAG = "em2q/step-kind"
+#: the step kind of each asset; an asset missing here runs as DEFAULT_STEP_KIND
+ASSET_STEP_KINDS: Mapping[str, str] = {
+    "raw_measurement": "ingest",
+    "spectra_chunks": "chunk",
+    "preprocessed_chunks": "preprocess",
+    "mean_spectrum": "summary",
+    "tic_image": "summary",
+    "peak_table": "summary",
+    "ion_images": "summary",
+    "qc_report": "qc",
+}
+DEFAULT_STEP_KIND = "summary"
+#: Argo retries of a step whose asset has no Dagster RetryPolicy: system errors only (pod
+#: evicted, node lost), as the assets themselves do not retry a failed computation
+STEP_RETRY_LIMIT = 2
+
+
+def step_kind(asset_name: str) -> str:
+    return ASSET_STEP_KINDS.get(asset_name, DEFAULT_STEP_KIND)
+
+
+def k8s_config(kind: str) -> dict:
+    """The ``dagster-k8s/config`` value of a step kind: container resources and pod labels."""
+    return {
+        "container_config": {"resources": step_resources(kind)},
+        "pod_template_spec_metadata": {"labels": {STEP_KIND_TAG: kind}},
+    }
+
+
+def k8s_op_tags(kind: str) -> dict[str, str]:
+    return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(kind)), STEP_KIND_TAG: kind}
+
+
+def with_k8s_config(assets: Iterable) -> list:
+    """The asset definitions, each op tagged with its step kind's ``dagster-k8s/config``.
+
+    The tags are merged into the ops in place: Dagster has no public way to add op tags to a
+    built asset, and a rebuilt copy would clash with sensors that target the original object
+    (``new_measurements`` → ``raw_measurement``). Tags an asset sets itself
+    (``@dg.asset(op_tags=k8s_op_tags("chunk"))``) win, so this is idempotent.
+    """
+    out = list(assets)
+    for item in out:
+        if not isinstance(item, dg.AssetsDefinition) or not isinstance(
+            item.node_def, dg.OpDefinition
+        ):
+            continue
+        names = {key.path[-1] for key in item.keys}
+        kinds = {step_kind(name) for name in names}
+        if len(kinds) != 1:
+            raise ValueError(
+                f"assets {sorted(names)} share one op but have step kinds {sorted(kinds)}: "
+                "give them one kind in em2q_assets.k8s.ASSET_STEP_KINDS"
+            )
+        op = item.node_def
+        merged = {**k8s_op_tags(kinds.pop()), **op.tags}
+        if merged != dict(op.tags):
+            op._tags = merged  # see the docstring: no public setter
+    return out
+
+
+def op_resources(tags: Mapping[str, str]) -> dict | None:
+    """The container resources in an op's ``dagster-k8s/config`` tag, if any."""
+    if USER_DEFINED_K8S_CONFIG_KEY not in tags:
+        return None
+    config = json.loads(tags[USER_DEFINED_K8S_CONFIG_KEY])
+    return (config.get("container_config") or {}).get("resources")
+
+
+def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:
+    """``k8s_job_executor``: each step of a run as a Kubernetes Job, sized by its op tags, with
+    the launcher's image, namespace, ConfigMaps and Secrets."""
+    config: dict = {
+        "job_image": launcher.image,
+        "env_config_maps": list(launcher.env_config_maps),
+        "env_secrets": list(launcher.env_secrets),
+        "labels": {"app.kubernetes.io/name": "em2q"},
+    }
+    if launcher.namespace:
+        config["job_namespace"] = launcher.namespace
+    if launcher.image_pull_policy:
+        config["image_pull_policy"] = launcher.image_pull_policy
+    if launcher.service_account_name:
+        config["service_account_name"] = launcher.service_account_name
+    return k8s_job_executor.configured(config, name="em2q_k8s_job_executor")
+
+
+def run_executor(name: str, launcher: StepLauncherResource) -> dg.ExecutorDefinition:
+    """The executor ``EM2Q_RUN_EXECUTOR`` names: ``in_process`` (default) or ``k8s_job``."""
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "k8s_job":
+        return k8s_run_executor(launcher)
+    raise ValueError(f"EM2Q_RUN_EXECUTOR={name!r}: use in_process or k8s_job")
