@@ -1,0 +1,548 @@
+"""The notebook client: the catalog, a measurement's spectra and results, parameter sets, runs.
+
+Everything is read on demand: ``Measurement.spectra(rows=..., cols=...)`` reads only those
+spectra from the imzML in storage (ranged reads, local or S3), results come from where the
+workflows wrote them (:mod:`em2q.results`), runs are launched through the Dagster webserver
+(:mod:`em2q.dagster_api`). Roles are the platform's (:mod:`em2q_resources.auth`): technicians
+read, upload and run published workflows; scientists also save parameter sets; admins also
+publish workflows and delete.
+
+Example::
+
+    from em2q.client import Catalog, ParameterSet
+
+    catalog = Catalog()                       # EM2Q_* settings, else the running `em2q dev`
+    table = catalog.search("kidney", settings__polarity="POSITIVE")
+    m = catalog.measurement(table.index[0])
+    block = m.spectra(rows=slice(0, 2))       # an em2q_msi SpectraBlock with its m/z axis
+    strict = ParameterSet.save("strict", {"peak_picking": {"snr_threshold": 5}}, "fewer peaks")
+    launch = m.run("reprocess", strict)       # a Dagster backfill; launch.wait()
+    m.results(strict).qc_report()["ok"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from em2q.dagster_api import DagsterAPI, WorkflowStatus
+from em2q.filters import keyword_filters, parse_filters
+from em2q.platform import dev_url_file
+from em2q.results import MeasurementResults, ResultNotReady, open_raw
+from em2q_assets import workflows as wf
+from em2q_msi.imzml import ImzML
+from em2q_msi.parameters import ProcessingParameters
+from em2q_msi.qc import MeanSpectrumAccumulator
+from em2q_msi.spectra import SpectraBlock
+from em2q_resources.auth import Action, Authenticator, User, require
+from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
+from em2q_resources.metadata.schema import to_document
+from em2q_resources.metadata.store import parameter_values_to_dict
+from em2q_resources.settings import Settings
+from em2q_resources.storage import StorageResource
+
+__all__ = ["Catalog", "Measurement", "NoCatalog", "ParameterSet", "WorkflowLaunch"]
+
+#: bins of a mean spectrum computed from processed-mode raw data (as the workflow does)
+MEAN_SPECTRUM_BIN_PPM = 5.0
+
+
+class NoCatalog(RuntimeError):
+    """No Elasticsearch to talk to."""
+
+
+def cluster_url(settings: Settings) -> str:
+    """EM2Q_ELASTICSEARCH_URL, else the cluster a running ``em2q dev`` recorded."""
+    if settings.elasticsearch_url:
+        return settings.elasticsearch_url
+    recorded = dev_url_file(settings)
+    if recorded.exists():
+        return recorded.read_text(encoding="utf-8").strip()
+    raise NoCatalog(
+        "no Elasticsearch to talk to: run `make run` (it starts one) in another terminal, "
+        "or set EM2Q_ELASTICSEARCH_URL"
+    )
+
+
+def connect_store(settings: Settings) -> MetadataStore:
+    return MetadataStore.connect(
+        cluster_url(settings),
+        username=settings.elasticsearch_username,
+        password=settings.elasticsearch_password,
+        api_key=settings.elasticsearch_api_key,
+        index_prefix=settings.index_prefix,
+    )
+
+
+def measurement_row(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a catalog table (CLI, notebook)."""
+    settings = doc.get("settings", {})
+    sample = doc.get("sample") or {}
+    facts = doc.get("facts") or {}
+    return {
+        "id": doc["id"],
+        "title": doc["title"],
+        "status": doc["status"],
+        "polarity": settings.get("polarity"),
+        "analyzer": settings.get("analyzer"),
+        "source": settings.get("source"),
+        "resolving_power": settings.get("resolving_power"),
+        "organism": sample.get("organism"),
+        "organ": sample.get("organ"),
+        "pixels_x": facts.get("pixels_x"),
+        "pixels_y": facts.get("pixels_y"),
+        "spectra": facts.get("spectra_count"),
+        "operator": doc.get("operator"),
+        "uploaded_at": doc.get("uploaded_at"),
+    }
+
+
+class Catalog:
+    """The platform as one object: search, measurements, parameter sets, workflows.
+
+    ``settings`` default to the ``EM2Q_*`` environment (and a running ``em2q dev``). Who you
+    are: ``token`` (an API token, checked by the configured authenticator), else ``user``
+    (trusted code acting for a signed-in user, e.g. the web app), else the configured
+    authenticator's local user (``EM2Q_LOCAL_ROLE``).
+    """
+
+    _current: Catalog | None = None
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        token: str | None = None,
+        user: User | None = None,
+        store: MetadataStore | None = None,
+        storage: StorageResource | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.store = store or connect_store(self.settings)
+        self.storage = storage or StorageResource.from_settings(self.settings)
+        authenticator = Authenticator.from_settings(self.settings)
+        if token is not None:
+            self.user = authenticator.user_for_token(token)
+        elif user is not None:
+            self.user = user
+        else:
+            self.user = authenticator.authenticate({})
+        self.schema = load_schema()
+        Catalog._current = self
+
+    @classmethod
+    def current(cls) -> Catalog:
+        """The catalog made last in this process (or a new one from the environment)."""
+        return cls._current or cls()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.store.url}, prefix={self.settings.index_prefix!r}, user={self.user})"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.cache_dir / "imzml-index"
+
+    def dagster(self) -> DagsterAPI:
+        return DagsterAPI(self.settings.dagster_url, store=self.store)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        where: Sequence[str] = (),
+        sort: Sequence[str] = (),
+        limit: int = 1000,
+        **filters: Any,
+    ) -> pd.DataFrame:
+        """Measurements matching full ``text`` and filters, one row each (index: id).
+
+        Filters as in the CLI and the web page: ``where=["settings.resolving_power>=5e4"]``, or
+        keywords with ``__`` for dots: ``settings__polarity="POSITIVE"``,
+        ``sample__organism=["Mus musculus", "Homo sapiens"]``, ``facts__spectra_count=(100,
+        None)`` (a range). ``sort``: paths, ``-path`` for descending.
+        """
+        require(self.user, Action.READ)
+        merged = {**parse_filters(where), **keyword_filters(filters)}
+        order = [(s[1:], True) if s.startswith("-") else s for s in sort]
+        rows, token = [], None
+        while len(rows) < limit:
+            page = self.store.search(
+                self.schema.Measurement,
+                text=text,
+                filters=merged,
+                sort=order,
+                page_size=min(1000, limit - len(rows)),
+                page_token=token,
+            )
+            rows += [measurement_row(to_document(m)) for m in page.hits]
+            token = page.next_page_token
+            if token is None:
+                break
+        columns = list(measurement_row({"id": "", "title": "", "status": ""}))
+        return pd.DataFrame(rows, columns=columns).set_index("id")
+
+    def measurement(self, measurement_id: str) -> Measurement:
+        require(self.user, Action.READ)
+        return Measurement(self, self.store.get(self.schema.Measurement, measurement_id).doc)
+
+    def upload(self, imzml: str | Path, setup: dict | str | Path, **kwargs: Any) -> Measurement:
+        """Validate and register an imzML/ibd pair (see ``em2q.upload.upload_measurement``)."""
+        from em2q.upload import upload_measurement
+
+        require(self.user, Action.UPLOAD)
+        kwargs.setdefault("progress", False)
+        kwargs.setdefault("cache_dir", self.cache_dir)
+        doc = upload_measurement(
+            imzml, setup=setup, store=self.store, storage=self.storage, **kwargs
+        )
+        return Measurement(self, doc)
+
+    def delete(self, measurement_id: str) -> None:
+        """Delete a measurement, its files, results and records (admins only)."""
+        delete_measurement(self.store, self.storage, measurement_id, self.user)
+
+    # ------------------------------------------------------------------ parameter sets
+
+    def parameter_sets(self) -> pd.DataFrame:
+        """Every saved version of every parameter set (index: id)."""
+        require(self.user, Action.READ)
+        self.store.refresh()
+        page = self.store.search(
+            self.schema.ParameterSet, sort=["name", ("version", True)], page_size=1000
+        )
+        rows = [
+            {"id": p.id, "name": p.name, "version": p.version, "author": p.author,
+             "created_at": p.created_at, "comment": p.comment, "content_hash": p.content_hash}
+            for p in page.hits
+        ]  # fmt: skip
+        columns = ["id", "name", "version", "author", "created_at", "comment", "content_hash"]
+        return pd.DataFrame(rows, columns=columns).set_index("id")
+
+    def parameter_set(self, name_or_id: str = "default") -> ParameterSet:
+        require(self.user, Action.READ)
+        if name_or_id == "default":
+            from em2q_resources.parameters import resolve_parameter_set
+
+            return ParameterSet(resolve_parameter_set(self.store).id, self)
+        return ParameterSet(self.store.get_parameter_set(name_or_id), self)
+
+    # ------------------------------------------------------------------ workflows
+
+    def workflows(self) -> pd.DataFrame:
+        """The code-defined workflows, whether published, and whether you may start them."""
+        published = wf.published(self.store)
+        yours = {w.name for w in wf.startable(self.store, self.user)}
+        rows = [
+            {"name": w.name, "published": w.name in published, "you_may_start": w.name in yours,
+             "assets": ", ".join(w.assets), "description": w.description}
+            for w in wf.WORKFLOWS.values()
+        ]  # fmt: skip
+        return pd.DataFrame(rows).set_index("name")
+
+    def publish_workflow(self, name: str, description: str | None = None) -> Any:
+        """Make a code-defined workflow startable by technicians (admins only)."""
+        return wf.publish(self.store, name, self.user, description=description)
+
+
+class ParameterSet:
+    """A saved, immutable, versioned parameter set (``name@vN``)."""
+
+    def __init__(self, saved: Any, catalog: Catalog) -> None:
+        if isinstance(saved, str):
+            saved = catalog.store.get_parameter_set(saved)
+        self._saved = saved
+        self.catalog = catalog
+        self.id: str = saved.id
+        self.name: str = saved.name
+        self.version: int = saved.version
+        self.author: str = saved.author
+        self.created_at: str = saved.created_at
+        self.comment: str | None = saved.comment
+        self.content_hash: str = saved.content_hash
+        self.values: dict[str, dict[str, Any]] = parameter_values_to_dict(saved.values)
+
+    @property
+    def params(self) -> ProcessingParameters:
+        """The values as the processing core's parameters (defaults filled in)."""
+        return ProcessingParameters.from_dict(self.values)
+
+    def __repr__(self) -> str:
+        return f"ParameterSet({self.id!r}, by {self.author}, {self.comment!r})"
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def save(
+        cls,
+        name: str,
+        values: Mapping[str, Mapping[str, Any]] | ProcessingParameters,
+        comment: str | None = None,
+        *,
+        catalog: Catalog | None = None,
+    ) -> ParameterSet:
+        """Save ``values`` ({step: {name: value}}) as a new version of ``name`` (scientists and
+        admins). The same values as a saved version return that version; never overwrites."""
+        catalog = catalog or Catalog.current()
+        require(catalog.user, Action.SAVE_PARAMETER_SET)
+        if isinstance(values, ProcessingParameters):
+            values = values.to_dict()
+        ProcessingParameters.from_dict(dict(values))  # refuse what the steps cannot use
+        saved = catalog.store.save_parameter_set(
+            name, values, author=catalog.user.name, comment=comment
+        )
+        return cls(saved, catalog)
+
+    @classmethod
+    def get(cls, name_or_id: str, *, catalog: Catalog | None = None) -> ParameterSet:
+        return (catalog or Catalog.current()).parameter_set(name_or_id)
+
+
+@dataclass
+class WorkflowLaunch:
+    """A started workflow (a Dagster backfill): follow it here or in the Dagster UI."""
+
+    id: str
+    workflow: str
+    measurement_id: str
+    parameter_set: str
+    url: str
+    api: DagsterAPI
+
+    def status(self) -> WorkflowStatus:
+        return self.api.run_status(self.id)
+
+    def wait(self, timeout_s: float = 1800.0) -> WorkflowStatus:
+        return self.api.wait(self.id, timeout_s=timeout_s)
+
+    def _repr_html_(self) -> str:
+        return f'{self.workflow} on {self.measurement_id}: <a href="{self.url}">{self.id}</a>'
+
+
+class Measurement:
+    """One measurement: its metadata, its spectra (read on demand) and its results."""
+
+    def __init__(self, catalog: Catalog, doc: Any) -> None:
+        self.catalog = catalog
+        self.doc = doc
+        self.id: str = doc.id
+        self._reader: ImzML | None = None
+
+    def __repr__(self) -> str:
+        return f"Measurement({self.id!r}, {self.doc.title!r}, {self.status})"
+
+    @property
+    def status(self) -> str:
+        return load_schema().MeasurementStatus._VALUES_TO_NAMES[self.doc.status]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The Measurement document as JSON-ready data."""
+        return to_document(self.doc)
+
+    @property
+    def reader(self) -> ImzML:
+        """The imzML in storage, opened for ranged reads."""
+        require(self.catalog.user, Action.READ)
+        if self._reader is None:
+            self._reader = open_raw(self.doc, self.catalog.storage, self.catalog.cache_dir)
+        return self._reader
+
+    @property
+    def coordinates(self) -> np.ndarray:
+        """1-based imzML pixel coordinates ``(x, y, z)`` of every spectrum, in file order."""
+        return self.reader.coordinates
+
+    # ------------------------------------------------------------------ spectra
+
+    def spectrum_indices(
+        self,
+        *,
+        rows: slice | range | int | tuple[int, int] | None = None,
+        cols: slice | range | int | tuple[int, int] | None = None,
+        region: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """File-order indices of the spectra in image ``rows``/``cols`` (0-based, y/x) or in a
+        boolean ``region`` mask of the image's shape."""
+        coordinates = self.coordinates
+        row = coordinates[:, 1].astype(np.int64) - 1
+        col = coordinates[:, 0].astype(np.int64) - 1
+        keep = np.ones(len(coordinates), bool)
+        for axis, selection in ((row, rows), (col, cols)):
+            if selection is not None:
+                keep &= _in_selection(axis, selection)
+        if region is not None:
+            mask = np.asarray(region, bool)
+            inside = (row < mask.shape[0]) & (col < mask.shape[1])
+            keep &= inside
+            keep[inside] &= mask[row[inside], col[inside]]
+        return np.flatnonzero(keep)
+
+    def spectra(
+        self,
+        *,
+        rows: slice | range | int | tuple[int, int] | None = None,
+        cols: slice | range | int | tuple[int, int] | None = None,
+        region: np.ndarray | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> SpectraBlock:
+        """Only the selected spectra, read from storage: an ``em2q_msi`` SpectraBlock (``mz``:
+        the shared axis of continuous data, else per spectrum with ``offsets``; ``intensity``;
+        ``coordinates``), ready for ``em2q_msi.preprocess`` and ``em2q_msi.peaks``."""
+        if indices is None:
+            chosen = self.spectrum_indices(rows=rows, cols=cols, region=region)
+        else:
+            chosen = np.unique(np.asarray(indices, dtype=np.int64))
+            if chosen.size and (chosen[0] < 0 or chosen[-1] >= self.reader.n_spectra):
+                raise IndexError(f"spectrum indices must lie in 0..{self.reader.n_spectra - 1}")
+        if chosen.size == 0:
+            raise ValueError(f"the selection holds no spectra of {self.id}")
+        return _read_indices(self.reader, chosen)
+
+    def spectrum(self, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mz, intensity)`` of the pixel at imzML coordinates ``(x, y)`` (1-based)."""
+        coordinates = self.coordinates
+        hit = np.flatnonzero((coordinates[:, 0] == x) & (coordinates[:, 1] == y))
+        if hit.size == 0:
+            raise KeyError(f"{self.id} has no spectrum at x={x}, y={y}")
+        return self.reader.spectrum(int(hit[0]))
+
+    def mean_spectrum(self, parameter_set: ParameterSet | str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """``(mz, mean intensity)``: the workflow's result, or computed from the raw spectra
+        when the measurement has not been processed yet."""
+        try:
+            return self.results(parameter_set).mean_spectrum()
+        except ResultNotReady:
+            pass
+        reader = self.reader
+        if reader.mode == "continuous":
+            accumulator = MeanSpectrumAccumulator()
+        else:
+            low, high = reader.mz_range()
+            accumulator = MeanSpectrumAccumulator.binned(
+                low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM
+            )
+        for block in reader.iter_blocks():
+            accumulator.add(block)
+        return accumulator.result()
+
+    def ion_image(
+        self, mz: float, ppm: float | None = None, parameter_set: ParameterSet | str | None = None
+    ) -> np.ndarray:
+        """The ion image of ``mz`` ± ``ppm``, ``(rows, cols)`` with NaN where no spectrum is."""
+        return self.results(parameter_set).ion_image(mz, ppm)
+
+    def tic_image(self) -> np.ndarray:
+        return self.results().tic_image()
+
+    # ------------------------------------------------------------------ processing
+
+    def run(
+        self,
+        workflow: str = "standard",
+        parameter_set: ParameterSet | str | None = None,
+        *,
+        wait: bool = False,
+    ) -> WorkflowLaunch:
+        """Launch a workflow on this measurement with a parameter set (technicians: published
+        workflows only). ``wait=True`` returns once it finished."""
+        name = str(parameter_set) if parameter_set is not None else None
+        api = self.catalog.dagster()
+        launched = api.launch_workflow(workflow, self.id, name, self.catalog.user)
+        launch = WorkflowLaunch(
+            launched, workflow, self.id, name or "default", api.ui_url_for_run(launched), api
+        )
+        if wait:
+            launch.wait()
+        return launch
+
+    def results(self, parameter_set: ParameterSet | str | None = None) -> MeasurementResults:
+        """This measurement's results under a parameter set (default: ``default``)."""
+        require(self.catalog.user, Action.READ)
+        return MeasurementResults(
+            self.id,
+            str(parameter_set) if parameter_set is not None else None,
+            store=self.catalog.store,
+            storage=self.catalog.storage,
+            cache_dir=self.catalog.cache_dir,
+        )
+
+    def runs(self) -> pd.DataFrame:
+        """The measurement's workflow runs, newest first."""
+        runs = self.results().runs()
+        rows = [
+            {"id": r.id, "run_id": r.run_id, "asset": r.workflow, "partition": r.partition,
+             "parameter_set": r.parameter_set_id,
+             "status": load_schema().RunStatus._VALUES_TO_NAMES[r.status],
+             "started_at": r.started_at, "duration_s": r.duration_s, "error": r.error}
+            for r in runs
+        ]  # fmt: skip
+        return pd.DataFrame(rows)
+
+
+def _in_selection(axis: np.ndarray, selection: slice | range | int | tuple[int, int]) -> np.ndarray:
+    if isinstance(selection, int | np.integer):
+        return axis == int(selection)
+    if isinstance(selection, tuple):
+        selection = slice(*selection)
+    if isinstance(selection, range):
+        return np.isin(axis, np.asarray(selection))
+    if isinstance(selection, slice):
+        start = 0 if selection.start is None else selection.start
+        stop = np.iinfo(np.int64).max if selection.stop is None else selection.stop
+        step = selection.step or 1
+        return (axis >= start) & (axis < stop) & ((axis - start) % step == 0)
+    raise TypeError(f"rows/cols: use an int, a slice, a range or (start, stop), not {selection!r}")
+
+
+def _read_indices(reader: ImzML, indices: np.ndarray) -> SpectraBlock:
+    """The spectra at sorted ``indices``, read as few contiguous ranges (ranged reads)."""
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    blocks = [reader.read_block(int(run[0]), int(run[-1]) + 1) for run in np.split(indices, breaks)]
+    coordinates = np.concatenate([b.coordinates for b in blocks])
+    if blocks[0].offsets is None:
+        intensity = np.concatenate([b.intensity for b in blocks], axis=0)
+        return SpectraBlock(blocks[0].mz, intensity, None, coordinates, int(indices[0]))
+    lengths = np.concatenate([np.diff(b.offsets) for b in blocks])
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return SpectraBlock(
+        np.concatenate([b.mz for b in blocks]),
+        np.concatenate([b.intensity for b in blocks]),
+        offsets,
+        coordinates,
+        int(indices[0]),
+    )
+
+
+def delete_measurement(
+    store: MetadataStore, storage: StorageResource, measurement_id: str, user: User
+) -> dict[str, int]:
+    """Remove a measurement everywhere (admins only): its uploaded files and results in storage,
+    its spectra partitions and run records, then its document. Returns what was removed."""
+    require(user, Action.DELETE)
+    schema = load_schema()
+    store.get(schema.Measurement, measurement_id)  # DocumentNotFound before touching anything
+    removed = {"files": 0, "records": 0}
+    for key in (f"measurements/{measurement_id}", f"results/{measurement_id}"):
+        if storage.exists(key):
+            removed["files"] += len(storage.find(key))
+            storage.remove(key)
+    store.refresh()
+    for entity in (schema.WorkflowRun, schema.SpectraPartition):
+        for doc in list(store.scan(entity, filters={"measurement_id": measurement_id})):
+            try:
+                store.delete(entity, doc.id)
+                removed["records"] += 1
+            except DocumentNotFound:
+                pass
+    store.delete(schema.Measurement, measurement_id)
+    store.refresh()
+    return removed
