@@ -89,9 +89,8 @@ def op_resources(tags: Mapping[str, str]) -> dict | None:
     return (config.get("container_config") or {}).get("resources")
 
 
-def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:
-    """``k8s_job_executor``: each step of a run as a Kubernetes Job, sized by its op tags, with
-    the launcher's image, namespace, ConfigMaps and Secrets."""
+def executor_config(launcher: StepLauncherResource) -> dict:
+    """The ``k8s_job_executor`` config: the launcher's image, namespace, ConfigMaps, Secrets."""
     config: dict = {
         "job_image": launcher.image,
         "env_config_maps": list(launcher.env_config_maps),
@@ -104,7 +103,12 @@ def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:
         config["image_pull_policy"] = launcher.image_pull_policy
     if launcher.service_account_name:
         config["service_account_name"] = launcher.service_account_name
-    return k8s_job_executor.configured(config, name="em2q_k8s_job_executor")
+    return config
+
+
+def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:
+    """``k8s_job_executor``: each step of a run as a Kubernetes Job, sized by its op tags."""
+    return k8s_job_executor.configured(executor_config(launcher), name="em2q_k8s_job_executor")
 
 
 def run_executor(name: str, launcher: StepLauncherResource) -> dg.ExecutorDefinition:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,14 @@ class StepLauncherResource(dg.ConfigurableResource):
             {"secret_ref": {"name": name}} for name in self.env_secrets
         ]
 
+    def pod_args(self, args: Sequence[str], storage_options: Mapping[str, Any] | None) -> list[str]:
+        """The step's arguments in a pod: storage options without credentials (the pod's
+        Secret supplies those as environment variables)."""
+        public_options = without_credentials(storage_options)
+        if not public_options:
+            return list(args)
+        return [*args, "--storage-options", json.dumps(public_options, sort_keys=True)]
+
     def base_pod_meta(self, kind: str, labels: Mapping[str, str] | None = None) -> dict:
         return {
             "labels": {
@@ -191,6 +200,7 @@ class StepLauncherResource(dg.ConfigurableResource):
         pod_name: str,
         labels: Mapping[str, str] | None = None,
         env_vars: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> kubernetes.client.V1Pod:
         """The pod ``PipesK8sClient`` submits for this step (``env_vars``: what Pipes adds)."""
         from dagster_k8s.pipes import build_pod_body
@@ -198,7 +208,7 @@ class StepLauncherResource(dg.ConfigurableResource):
         return build_pod_body(
             pod_name=pod_name,
             image=self.image,
-            command=self.command(step, args),
+            command=self.command(step, self.pod_args(args, storage_options)),
             env_vars=dict(env_vars or {}),
             base_pod_meta=self.base_pod_meta(kind, labels),
             base_pod_spec=self.base_pod_spec(kind),
@@ -259,21 +269,27 @@ class StepLauncherResource(dg.ConfigurableResource):
     def _run_in_pod(self, context, step, args, kind, storage_options) -> dict[str, Any]:
         from dagster_k8s import PipesK8sClient
 
-        extra = []
-        public_options = without_credentials(storage_options)
-        if public_options:
-            extra = ["--storage-options", json.dumps(public_options)]
-        labels = {"em2q/asset": context.asset_key.path[-1]} if _is_asset(context) else {}
         invocation = PipesK8sClient().run(
             context=context,
             image=self.image,
-            command=self.command(step, [*args, *extra]),
+            command=self.command(step, self.pod_args(args, storage_options)),
             namespace=self.namespace,
-            base_pod_meta=self.base_pod_meta(kind, labels),
+            base_pod_meta=self.base_pod_meta(kind, pod_labels(context)),
             base_pod_spec=self.base_pod_spec(kind),
         )
         return summary_from_results(invocation)
 
 
-def _is_asset(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> bool:
-    return isinstance(context, dg.AssetExecutionContext) or context.has_assets_def
+def pod_labels(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
+    """Labels naming the asset (or op) a step pod works for, e.g. ``em2q/asset``."""
+    op_context = (
+        context.op_execution_context if hasattr(context, "op_execution_context") else context
+    )
+    if op_context.has_assets_def and len(op_context.assets_def.keys) == 1:
+        return {"em2q/asset": _label_value(op_context.assets_def.key.path[-1])}
+    return {"em2q/op": _label_value(op_context.op.name)}
+
+
+def _label_value(text: str) -> str:
+    """A valid label value: at most 63 characters, alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("_.-")

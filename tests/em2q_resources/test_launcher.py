@@ -1,0 +1,312 @@
+"""The step launcher: local steps run for real through Dagster Pipes; Kubernetes step pods and
+step Jobs are built exactly as dagster-k8s would submit them and validated offline.
+
+No cluster is contacted: the pod body comes from ``dagster_k8s.pipes.build_pod_body`` inside a
+real Pipes session, the Job body from ``dagster_k8s.job.construct_dagster_k8s_job`` with the
+step tags of the real asset job, both checked with ``kubernetes-validate --strict``.
+"""
+
+import json
+import uuid
+import warnings
+
+import dagster as dg
+import fsspec
+import kubernetes.client
+import kubernetes_validate
+import pytest
+import yaml
+from dagster_k8s import K8sRunLauncher
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
+    construct_dagster_k8s_job,
+    get_k8s_job_name,
+    get_user_defined_k8s_config,
+)
+from dagster_k8s.pipes import PipesK8sPodLogsMessageReader, get_pod_name
+
+from em2q_assets.k8s import ASSET_STEP_KINDS, STEP_KIND_TAG, executor_config
+from em2q_resources.launcher import (
+    StepFailed,
+    StepLauncherResource,
+    UnknownStepKind,
+    pod_labels,
+    step_resources,
+)
+from em2q_resources.settings import PROJECT_ROOT, Settings
+
+EXAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "imzml" / "Example_Processed.imzML"
+#: Kubernetes versions the bodies are validated against: the oldest supported and the newest
+#: kubernetes-validate ships
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+
+
+def serialised(obj) -> dict:
+    return kubernetes.client.ApiClient().sanitize_for_serialization(obj)
+
+
+def assert_valid_kubernetes(document: dict) -> None:
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def chunk_asset(args: list[str], storage_options: dict | None = None):
+    @dg.asset(name="spectra_chunks")
+    def step_asset(
+        context: dg.AssetExecutionContext, step_launcher: StepLauncherResource
+    ) -> dg.Output[dict]:
+        summary = step_launcher.run_step(
+            context, "chunk", args, kind="chunk", storage_options=storage_options
+        )
+        return dg.Output(summary, metadata={"spectra": summary["n_spectra"]})
+
+    return step_asset
+
+
+# -- local mode: a real subprocess ------------------------------------------------------------
+def test_local_chunk_step_runs_and_its_summary_comes_back_through_pipes(tmp_path):
+    out = tmp_path / "chunk-1-of-3"
+    asset = chunk_asset([str(EXAMPLE), "--k", "3", "--index", "1", "--out", str(out)])
+    result = dg.materialize([asset], resources={"step_launcher": StepLauncherResource()})
+    assert result.success
+    summary = result.output_for_node("spectra_chunks")
+    assert summary["ok"] is True
+    assert (summary["chunk_index"], summary["chunk_count"]) == (1, 3)
+    assert (summary["first_index"], summary["n_spectra"]) == (3, 3)  # 9 spectra: [3, 6)
+    files = {p.name for p in out.iterdir()}
+    assert "coordinates.npy" in files and summary["bytes"] > 0
+    (materialization,) = result.asset_materializations_for_node("spectra_chunks")
+    assert materialization.metadata["spectra"].value == 3
+
+
+def test_local_step_failure_carries_the_steps_own_error(tmp_path):
+    asset = chunk_asset([str(EXAMPLE), "--k", "3", "--index", "7", "--out", str(tmp_path)])
+    result = dg.materialize(
+        [asset], resources={"step_launcher": StepLauncherResource()}, raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error.cause  # under Dagster's "error in op" wrapper
+    assert error.cls_name == StepFailed.__name__
+    assert "em2q_msi.steps chunk failed (usage): --index must be in 0..K-1" in error.message
+
+
+def test_local_step_writes_to_s3_with_the_storage_options_and_no_credential_in_the_logs(
+    s3_endpoint, s3_root
+):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    options = {
+        "key": "em2q-test-key",
+        "secret": secret,
+        "client_kwargs": {"endpoint_url": s3_endpoint.endpoint_url},
+    }
+    out = f"{s3_root}/chunk-0-of-2"
+    asset = chunk_asset([str(EXAMPLE), "--k", "2", "--index", "0", "--out", out], options)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [asset], resources={"step_launcher": StepLauncherResource()}, instance=instance
+    )
+    assert result.success
+    assert result.output_for_node("spectra_chunks")["n_spectra"] == 5  # 9 spectra: [0, 5)
+    fs = fsspec.filesystem("s3", **options)
+    assert fs.exists(f"{out}/coordinates.npy")
+    logged = json.dumps([str(record) for record in instance.all_logs(result.run_id)])
+    assert "em2q-test-key" not in logged and secret not in logged
+    assert "em2q_msi.steps chunk: " in logged  # the step's own report is in the logs
+
+
+def test_an_unknown_step_kind_is_refused_before_anything_runs(tmp_path):
+    asset = chunk_asset([str(EXAMPLE), "--k", "1", "--index", "0", "--out", str(tmp_path)])
+
+    @dg.asset(name="odd")
+    def odd(context: dg.AssetExecutionContext, step_launcher: StepLauncherResource) -> None:
+        step_launcher.run_step(context, "qc", [str(EXAMPLE)], kind="gpu")
+
+    result = dg.materialize(
+        [asset, odd],
+        selection=["odd"],
+        resources={"step_launcher": StepLauncherResource()},
+        raise_on_error=False,
+    )
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error.cause
+    assert error.cls_name == UnknownStepKind.__name__
+    assert "'gpu'" in error.message
+    assert not list(tmp_path.iterdir())
+
+
+# -- kubernetes mode: the pod PipesK8sClient submits ------------------------------------------
+def test_step_pod_is_valid_kubernetes_and_what_the_asset_asked_for():
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    settings = Settings(
+        step_launcher="kubernetes",
+        image="registry.example.org/em2q:0.1.0",
+        namespace="imaging",
+        env_config_maps=("em2q-settings",),
+        env_secrets=("em2q-credentials",),
+        elasticsearch_password=secret,
+    )
+    launcher = StepLauncherResource.from_settings(settings)
+    args = [
+        "s3://em2q/measurements/m1/data.imzML",
+        "--k",
+        "4",
+        "--index",
+        "2",
+        "--out",
+        "s3://em2q/results/m1/spectra_chunks/raw/chunk-0002/spectra",
+    ]
+    options = {
+        "key": "AKIA-em2q-test",
+        "secret": secret,
+        "client_kwargs": {"endpoint_url": "http://minio.imaging:9000"},
+    }
+    built = {}
+
+    @dg.asset(name="spectra_chunks")
+    def pod_for_asset(context: dg.AssetExecutionContext) -> None:
+        # what PipesK8sClient.run does before it calls create_namespaced_pod
+        with dg.open_pipes_session(
+            context=context,
+            context_injector=dg.PipesEnvContextInjector(),
+            message_reader=PipesK8sPodLogsMessageReader(),
+        ) as session:
+            built["pod"] = launcher.pod_body(
+                "chunk",
+                args,
+                kind="chunk",
+                pod_name=get_pod_name(context.run_id, context.op.name),
+                labels=pod_labels(context),
+                env_vars=session.get_bootstrap_env_vars(),
+                storage_options=options,
+            )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the session ends without a pod to read from
+        dg.materialize([pod_for_asset], raise_on_error=False)
+    pod = {"apiVersion": "v1", "kind": "Pod", **serialised(built["pod"])}
+    assert_valid_kubernetes(pod)
+    text = json.dumps(pod)
+    assert secret not in text and "AKIA-em2q-test" not in text
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "registry.example.org/em2q:0.1.0"
+    assert container["command"] == [
+        "python",
+        "-m",
+        "em2q_msi.steps",
+        "chunk",
+        *args,
+        "--storage-options",
+        json.dumps({"client_kwargs": {"endpoint_url": "http://minio.imaging:9000"}}),
+    ]
+    assert container["resources"] == step_resources("chunk")
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "em2q-settings"}},
+        {"secretRef": {"name": "em2q-credentials"}},
+    ]
+    assert {e["name"] for e in container["env"]} == {
+        "DAGSTER_PIPES_CONTEXT",
+        "DAGSTER_PIPES_MESSAGES",
+    }
+    labels = pod["metadata"]["labels"]
+    assert labels["em2q/step-kind"] == "chunk"
+    assert labels["em2q/asset"] == "spectra_chunks"
+    assert labels["app.kubernetes.io/name"] == "em2q"
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+# -- k8s_job_executor: the Job of each asset step ---------------------------------------------
+@pytest.fixture
+def run_launcher(tmp_path) -> K8sRunLauncher:
+    """The Helm chart's run launcher; its kubeconfig names a cluster nobody contacts."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "offline", "user": {}}],
+                "contexts": [
+                    {"name": "offline", "context": {"cluster": "offline", "user": "offline"}}
+                ],
+                "current-context": "offline",
+            }
+        ),
+        encoding="utf-8",
+    )
+    return K8sRunLauncher(
+        service_account_name="dagster",
+        instance_config_map="dagster-instance",
+        postgres_password_secret="dagster-postgresql-secret",
+        dagster_home="/opt/dagster/dagster_home",
+        load_incluster_config=False,
+        kubeconfig_file=str(kubeconfig),
+        job_namespace="imaging",
+    )
+
+
+def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environment(
+    run_launcher,
+):
+    from em2q_assets.definitions import build_definitions
+
+    settings = Settings(
+        elasticsearch_url="http://127.0.0.1:9",
+        spectra_chunks=3,
+        run_executor="k8s_job",
+        image="registry.example.org/em2q:0.1.0",
+        namespace="imaging",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == "em2q_k8s_job_executor"
+    config = executor_config(defs.resources["step_launcher"])
+    executor_context = K8sContainerContext(
+        env_config_maps=config["env_config_maps"],
+        env_secrets=config["env_secrets"],
+        labels=config["labels"],
+        namespace=config["job_namespace"],
+    )
+    run_id = str(uuid.uuid4())
+    seen = set()
+    for node in job.graph.nodes:  # each node's tags are its execution step's tags
+        step_key = node.name
+        # what K8sStepHandler.launch_step does for the step
+        context = K8sContainerContext.create_for_run(
+            dg.DagsterRun(job_name=job.name, run_id=run_id), run_launcher, include_run_tags=False
+        ).merge(executor_context)
+        context = context.merge(
+            K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(node.tags))
+        )
+        job_config = context.get_k8s_job_config(config["job_image"], run_launcher)
+        name = f"dagster-step-{get_k8s_job_name(run_id, step_key)}"
+        body = construct_dagster_k8s_job(
+            job_config=job_config,
+            args=["dagster", "api", "execute_step"],
+            job_name=name,
+            pod_name=name,
+            component="step_worker",
+            user_defined_k8s_config=context.run_k8s_config,
+            labels={"dagster/job": job.name, "dagster/op": step_key, "dagster/run-id": run_id},
+            env_vars=[{"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
+        )
+        document = serialised(body)
+        assert_valid_kubernetes(document)
+        kind = ASSET_STEP_KINDS[step_key]
+        pod_spec = document["spec"]["template"]["spec"]
+        (container,) = pod_spec["containers"]
+        assert container["resources"] == step_resources(kind), step_key
+        assert container["image"] == "registry.example.org/em2q:0.1.0"
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": "em2q-settings"}},
+            {"secretRef": {"name": "em2q-credentials"}},
+        ]
+        pod_labels_ = document["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels_[STEP_KIND_TAG] == kind
+        assert pod_labels_["dagster/op"] == step_key
+        assert pod_labels_["app.kubernetes.io/name"] == "em2q"
+        seen.add(step_key)
+    assert seen == set(ASSET_STEP_KINDS)  # every asset of the definitions has a kind
