@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -75,8 +75,21 @@ $(NODE_GEN): $(THRIFT_IDL) | thrift-compiler
 	rm -rf thrift/gen-nodejs
 	thrift --gen js:node -o thrift $(THRIFT_IDL)
 
+## Helm, built from source through the Go module proxy (~2 min once on 2 cores), for the
+## chart tests in tests/deploy (`helm template` + kubernetes-validate).
+HELM_VERSION := v3.19.0
+HELM := .cache/bin/helm
+$(HELM):
+	@command -v go >/dev/null 2>&1 || { echo "error: Go 1.24+ is needed to build helm" \
+	  "(tests/deploy render the chart with it): install Go, then make again" >&2; exit 1; }
+	GOBIN=$(CURDIR)/.cache/bin GOPATH=$(CURDIR)/.cache/go GOMODCACHE=$(CURDIR)/.cache/go/mod \
+	  GOCACHE=$(CURDIR)/.cache/go/build GOFLAGS="-buildvcs=false -modcacherw" CGO_ENABLED=0 \
+	  go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
+
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
-test: elasticsearch interop browser
+test: elasticsearch interop browser helm
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
