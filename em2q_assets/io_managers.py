@@ -23,13 +23,20 @@ from em2q_resources.storage import StorageResource
 PARAMETER_DEPENDENT = "em2q/parameter_dependent"
 
 
+def manifest_key(
+    asset: str, measurement_id: str, chunk: int | None, parameter_hash: str | None
+) -> str:
+    """Where an asset partition's manifest lives (also read by ``python -m em2q_assets.step``)."""
+    return f"{result_key(measurement_id, asset, parameter_hash, chunk)}/manifest.json"
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
 
     @staticmethod
     def _key(asset: str, partition_key: Any, parameter_hash: str | None) -> str:
         measurement_id, chunk = split_key(partition_key)
-        return f"{result_key(measurement_id, asset, parameter_hash, chunk)}/manifest.json"
+        return manifest_key(asset, measurement_id, chunk, parameter_hash)
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         """One manifest per partition; a range run (all chunks of a measurement in one step)

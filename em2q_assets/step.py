@@ -1,0 +1,220 @@
+"""``python -m em2q_assets.step ASSET --measurement ID [--chunk I] ...``: one asset partition,
+outside Dagster.
+
+What an Argo container (``argo_bridge``) or a shell runs: the same step function the Dagster
+asset runs, reading its upstream manifests from storage where Dagster's IO manager put them,
+writing the same result paths, the same manifest and the same ``WorkflowRun`` document (engine
+``ARGO`` or ``LOCAL``, run id of the caller's choosing), so the catalog cannot tell the two
+apart. Which inputs an asset reads, whether it is per chunk and whether it depends on the
+parameter set all come from the Dagster definitions, not from a second list.
+
+Settings (Elasticsearch, storage, K chunks) come from the ``EM2Q_*`` environment. Prints one
+line of JSON (asset, partition, manifest). Exit status: 0 done, 1 the step failed on its input
+or a blocking QC check failed (downstream steps must not run), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from em2q_assets.adapters import Partition, Step
+from em2q_assets.definitions import build_definitions
+from em2q_assets.io_managers import PARAMETER_DEPENDENT, manifest_key
+from em2q_assets.measurements import ingest
+from em2q_assets.partitions import SPECTRA_CHUNK
+from em2q_assets.provenance import StepContext, StepFailure, StepResult
+from em2q_assets.quality import assess_quality
+from em2q_assets.spectra import copy_chunk, preprocess_chunk
+from em2q_assets.storage_io import read_json, write_json
+from em2q_assets.summaries import average_spectrum, feature_matrix, ion_maps, tic_map
+from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.parameters import DEFAULT_NAME, resolve_parameter_set
+from em2q_resources.settings import Settings
+from em2q_resources.storage import StorageResource
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ENGINES = ("ARGO", "LOCAL")
+
+#: the function behind each asset (a test checks that every asset of the definitions has one)
+STEPS: dict[str, Step] = {
+    "raw_measurement": ingest,
+    "spectra_chunks": copy_chunk,
+    "preprocessed_chunks": preprocess_chunk,
+    "mean_spectrum": average_spectrum,
+    "tic_image": tic_map,
+    "qc_report": assess_quality,
+    "peak_table": feature_matrix,
+    "ion_images": ion_maps,
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class AssetShape:
+    """What the definitions say about one asset: per chunk?, parameter set?, its inputs."""
+
+    name: str
+    chunk_count: int | None
+    parameter_dependent: bool
+    inputs: dict[str, str]  # input name → upstream asset name
+
+
+def asset_shapes(defs: dg.Definitions) -> dict[str, AssetShape]:
+    shapes = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        if not assets_def.is_executable:
+            continue
+        name = assets_def.key.path[-1]
+        partitions = assets_def.partitions_def
+        chunk_count = None
+        if isinstance(partitions, dg.MultiPartitionsDefinition):
+            dimension = next(d for d in partitions.partitions_defs if d.name == SPECTRA_CHUNK)
+            chunk_count = len(dimension.partitions_def.get_partition_keys())
+        metadata = assets_def.metadata_by_key.get(assets_def.key, {})
+        shapes[name] = AssetShape(
+            name=name,
+            chunk_count=chunk_count,
+            parameter_dependent=bool(metadata.get(PARAMETER_DEPENDENT)),
+            inputs={
+                input_name: key.path[-1]
+                for input_name, key in assets_def.keys_by_input_name.items()
+            },
+        )
+    return shapes
+
+
+def run(
+    asset: str,
+    measurement_id: str,
+    *,
+    chunk: int | None = None,
+    parameter_set: str = DEFAULT_NAME,
+    run_id: str | None = None,
+    engine: str = "LOCAL",
+    settings: Settings | None = None,
+) -> StepResult:
+    """Materialize one partition of ``asset`` as the Dagster asset would."""
+    settings = settings or Settings.from_env()
+    shapes = asset_shapes(build_definitions(settings))
+    if asset not in shapes or asset not in STEPS:
+        raise UsageError(f"unknown asset {asset!r}; one of: {', '.join(sorted(shapes))}")
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; one of: {', '.join(ENGINES)}")
+    shape = shapes[asset]
+    if (chunk is None) != (shape.chunk_count is None):
+        needs = f"--chunk 0..{shape.chunk_count - 1}" if shape.chunk_count else "no --chunk"
+        raise UsageError(
+            f"{asset} is {'per chunk' if shape.chunk_count else 'per measurement'}: give {needs}"
+        )
+    if chunk is not None and not 0 <= chunk < shape.chunk_count:
+        raise UsageError(f"--chunk {chunk} is outside 0..{shape.chunk_count - 1}")
+    if not settings.elasticsearch_url:
+        raise UsageError("no Elasticsearch: set EM2Q_ELASTICSEARCH_URL")
+    storage = StorageResource.from_settings(settings)
+    store = MetadataStoreResource.from_settings(settings).get_store()
+    step = StepContext(
+        store=store,
+        storage=storage,
+        run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
+        engine=engine,
+    )
+    parameters = resolve_parameter_set(store, parameter_set)
+    partition = Partition(measurement_id, chunk, shape.chunk_count)
+
+    def manifest_of(upstream: str, upstream_chunk: int | None) -> dict[str, Any]:
+        digest = parameters.content_hash if shapes[upstream].parameter_dependent else None
+        key = manifest_key(upstream, measurement_id, upstream_chunk, digest)
+        try:
+            return read_json(storage, storage.url(key))
+        except FileNotFoundError as missing:
+            raise StepFailure(
+                f"{asset} needs {upstream} of {measurement_id}"
+                + (f" chunk {upstream_chunk}" if upstream_chunk is not None else "")
+                + f" and it is not materialized yet ({key} is missing): run that step first"
+            ) from missing
+
+    inputs: dict[str, Any] = {}
+    for input_name, upstream in shape.inputs.items():
+        upstream_chunks = shapes[upstream].chunk_count
+        if upstream_chunks is None:
+            inputs[input_name] = manifest_of(upstream, None)
+        elif chunk is not None:
+            inputs[input_name] = manifest_of(upstream, chunk)
+        else:
+            inputs[input_name] = {i: manifest_of(upstream, i) for i in range(upstream_chunks)}
+    result = STEPS[asset](
+        step, partition, inputs, parameters if shape.parameter_dependent else None
+    )
+    digest = parameters.content_hash if shape.parameter_dependent else None
+    write_json(storage, manifest_key(asset, measurement_id, chunk, digest), result.manifest)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m em2q_assets.step",
+        description="Materialize one partition of an EM²Q asset outside Dagster (Argo, shell).",
+    )
+    parser.add_argument("asset", help="asset name, e.g. spectra_chunks")
+    parser.add_argument("--measurement", required=True, help="measurement id")
+    parser.add_argument("--chunk", type=int, help="chunk index, for spectra-level assets")
+    parser.add_argument("--parameter-set", default=DEFAULT_NAME, help="name or name@vN")
+    parser.add_argument("--run-id", help="recorded in the WorkflowRun (Argo: workflow name)")
+    parser.add_argument("--engine", default="LOCAL", choices=ENGINES)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code else EXIT_OK
+    try:
+        result = run(
+            args.asset,
+            args.measurement,
+            chunk=args.chunk,
+            parameter_set=args.parameter_set,
+            run_id=args.run_id,
+            engine=args.engine,
+        )
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StepFailure as failure:
+        print(json.dumps({"asset": args.asset, "error": str(failure)}))
+        print(f"error: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+    failed = [c.name for c in result.checks if c.passed is False]
+    print(
+        json.dumps(
+            {
+                "asset": args.asset,
+                "measurement": args.measurement,
+                "chunk": args.chunk,
+                "manifest": result.manifest,
+                "failed_checks": failed,
+            },
+            default=str,
+        )
+    )
+    if failed:
+        print(f"error: blocking QC checks failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
