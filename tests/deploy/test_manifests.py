@@ -221,3 +221,38 @@ def test_eck_heap_is_at_most_half_the_container_memory(profile: str) -> None:
         assert re.search(r"-Xms(\S+)", options).group(1) == re.search(r"-Xmx(\S+)", options).group(
             1
         )
+
+
+def admitted(pod_labels: dict[str, str], policy: dict[str, Any], port: int) -> bool:
+    """Whether a pod of the same namespace with these labels may reach `port` (matchLabels
+    peers only, as our policies use)."""
+    for rule in policy["spec"]["ingress"]:
+        if port not in {p["port"] for p in rule["ports"]}:
+            continue
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                continue
+            if peer["podSelector"]["matchLabels"].items() <= pod_labels.items():
+                return True
+    return False
+
+
+def test_every_platform_pod_reaches_elasticsearch_and_no_other_pod_does(
+    k8s_manifests: list[dict[str, Any]],
+    dagster_values: dict[str, Any],
+    jupyterhub_values: dict[str, Any],
+) -> None:
+    from em2q_resources.launcher import StepLauncherResource
+
+    policy = find(k8s_manifests, "NetworkPolicy", "elasticsearch-platform-only")
+    (deployment,) = dagster_values["dagster-user-deployments"]["deployments"]
+    platform_pods = {
+        "code server": deployment["labels"],
+        "run pod": dagster_values["runLauncher"]["config"]["k8sRunLauncher"]["labels"],
+        "step pod": StepLauncherResource().base_pod_meta("chunk")["labels"],
+        "notebook": jupyterhub_values["singleuser"]["extraLabels"],
+    }
+    for pod, labels in platform_pods.items():
+        assert admitted(labels, policy, 9200), f"{pod} {labels} cannot reach Elasticsearch"
+    assert not admitted({"app": "someone-else"}, policy, 9200)
+    assert not admitted(platform_pods["code server"], policy, 9300)
