@@ -42,6 +42,20 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
     return matches[0]
 
 
+def admitted(pod_labels: dict[str, str], policy: dict[str, Any], port: int) -> bool:
+    """Whether a pod of the same namespace with these labels may reach `port` (matchLabels
+    peers only, as our policies use)."""
+    for rule in policy["spec"]["ingress"]:
+        if port not in {p["port"] for p in rule["ports"]}:
+            continue
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                continue
+            if peer["podSelector"]["matchLabels"].items() <= pod_labels.items():
+                return True
+    return False
+
+
 @pytest.fixture(scope="session")
 def k8s_manifests() -> list[dict[str, Any]]:
     docs = [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in load_documents(path)]

@@ -14,7 +14,7 @@ import pytest
 import s3fs
 
 from em2q_resources.settings import Settings
-from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, Helm, find, validate_strict
+from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, Helm, admitted, find, validate_strict
 
 #: what a plain `kubectl apply -f deploy/k8s/` has and the chart adds only for Helm's bookkeeping
 HELM_ONLY_LABELS = {"app.kubernetes.io/managed-by"}
@@ -82,9 +82,27 @@ def test_minio_option_points_the_platform_at_the_in_cluster_minio(helm: Helm) ->
     statefulset = find(docs, "StatefulSet", "em2q-minio")
     pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    policy = find(docs, "NetworkPolicy", "minio-platform-only")["spec"]
-    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert {rule["ports"][0]["port"] for rule in policy["ingress"]} == {9000}
+    policy = find(docs, "NetworkPolicy", "minio-platform-only")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert {rule["ports"][0]["port"] for rule in policy["spec"]["ingress"]} == {9000}
+    bucket_job_labels = find(docs, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert admitted(bucket_job_labels, policy, 9000)
+    # MinIO itself is no platform client of Elasticsearch
+    assert not admitted(
+        pod_labels, find(docs, "NetworkPolicy", "elasticsearch-platform-only"), 9200
+    )
+
+
+def test_notebooks_may_reach_the_charts_minio(helm: Helm, jupyterhub_values: dict) -> None:
+    docs = helm.template("minio.enabled=true")
+    pod_labels = find(docs, "StatefulSet", "em2q-minio")["spec"]["template"]["metadata"]["labels"]
+    egress = jupyterhub_values["singleuser"]["networkPolicy"]["egress"]
+    assert any(
+        peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        and rule["ports"][0]["port"] == 9000
+        for rule in egress
+        for peer in rule["to"]
+    )
 
 
 def test_minio_bucket_job_creates_the_bucket_on_a_real_s3_api(helm: Helm, s3_endpoint) -> None:

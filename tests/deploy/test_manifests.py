@@ -13,6 +13,7 @@ from tests.deploy.chart_keys import ECK_NODESET_KEYS, ECK_SPEC_KEYS
 from tests.deploy.conftest import (
     DEPLOY,
     KUBERNETES_VERSIONS,
+    admitted,
     find,
     load_documents,
     validate_strict,
@@ -221,20 +222,6 @@ def test_eck_heap_is_at_most_half_the_container_memory(profile: str) -> None:
         assert re.search(r"-Xms(\S+)", options).group(1) == re.search(r"-Xmx(\S+)", options).group(
             1
         )
-
-
-def admitted(pod_labels: dict[str, str], policy: dict[str, Any], port: int) -> bool:
-    """Whether a pod of the same namespace with these labels may reach `port` (matchLabels
-    peers only, as our policies use)."""
-    for rule in policy["spec"]["ingress"]:
-        if port not in {p["port"] for p in rule["ports"]}:
-            continue
-        for peer in rule["from"]:
-            if "namespaceSelector" in peer:
-                continue
-            if peer["podSelector"]["matchLabels"].items() <= pod_labels.items():
-                return True
-    return False
 
 
 def test_every_platform_pod_reaches_elasticsearch_and_no_other_pod_does(

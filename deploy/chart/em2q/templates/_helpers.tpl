@@ -12,3 +12,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "em2q.minioEndpoint" -}}
 {{- printf "http://em2q-minio.%s.svc:9000" .Release.Namespace -}}
 {{- end -}}
+
+{{/* MinIO's pods: labels of their own, outside the platform's NetworkPolicy peers. */}}
+{{- define "em2q.minioSelector" -}}
+app.kubernetes.io/name: minio
+app.kubernetes.io/instance: em2q-minio
+{{- end -}}
