@@ -1,7 +1,14 @@
 """The ``em2q`` command line: one entry point for technicians, data scientists and admins.
 
-Exit codes scripts can rely on: 0 success, 1 the command ran but found a problem (e.g. not
-found, invalid input), 2 usage error, 3 a backend (Elasticsearch, storage) is unreachable.
+Exit codes scripts can rely on:
+
+\b
+  0  success
+  1  the command ran but found a problem: not found, invalid input, a result not processed
+     yet, a workflow that finished with failures
+  2  usage error (unknown option, bad filter syntax, bad EM2Q_AUTH_MODE configuration)
+  3  a backend did not answer: Elasticsearch, storage or the Dagster webserver
+  4  refused: not signed in, or your role may not do this (the message says which role may)
 """
 
 from __future__ import annotations
@@ -11,11 +18,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from argo_bridge.cli import export_argo
+from em2q.client import NoCatalog, connect_store, delete_measurement
+from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable, WorkflowStatus
+from em2q.filters import FilterSyntaxError, parse_filters
 from em2q.platform import dev_url_file
+from em2q.results import MeasurementResults, ResultNotReady
+from em2q_assets import workflows as wf
+from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
 from em2q_resources.metadata import (
     DocumentNotFound,
@@ -29,68 +43,93 @@ from em2q_resources.metadata.schema import to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.settings import Settings
 
-EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 1, 2, 3, 4
 
 
-def cluster_url(settings: Settings) -> str:
-    if settings.elasticsearch_url:
-        return settings.elasticsearch_url
-    recorded = dev_url_file(settings)
-    if recorded.exists():
-        return recorded.read_text(encoding="utf-8").strip()
-    raise click.ClickException(
-        "no Elasticsearch to talk to: run `make run` (it starts one) in another terminal, "
-        "or set EM2Q_ELASTICSEARCH_URL"
-    )
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 @contextmanager
 def surface_errors() -> Iterator[None]:
-    """Turn store errors into messages and exit codes at the surface, nowhere else."""
+    """Turn errors into messages and exit codes at the surface, nowhere else."""
     try:
         yield
+    except AuthError as exc:
+        _fail(f"refused: {exc}", EXIT_REFUSED)
     except SchemaViolation as exc:
-        click.echo(f"error: invalid input: {exc}", err=True)
-        sys.exit(EXIT_PROBLEM)
-    except DocumentNotFound as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROBLEM)
-    except (StoreUnavailable, ElasticsearchSetupError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except MetadataError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROBLEM)
+        _fail(f"invalid input: {exc}", EXIT_PROBLEM)
+    except (DocumentNotFound, ResultNotReady, wf.UnknownWorkflow) as exc:
+        _fail(str(exc), EXIT_PROBLEM)
+    except (StoreUnavailable, ElasticsearchSetupError, NoCatalog, DagsterUnavailable) as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except (MetadataError, DagsterError) as exc:
+        _fail(str(exc), EXIT_PROBLEM)
 
 
 class Context:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
+        self.token: str | None = None
         self._store: MetadataStore | None = None
+        self._user: User | None = None
 
     @property
     def store(self) -> MetadataStore:
         if self._store is None:
-            self._store = MetadataStore.connect(
-                cluster_url(self.settings),
-                username=self.settings.elasticsearch_username,
-                password=self.settings.elasticsearch_password,
-                api_key=self.settings.elasticsearch_api_key,
-                index_prefix=self.settings.index_prefix,
-            )
+            self._store = connect_store(self.settings)
         return self._store
+
+    @property
+    def user(self) -> User:
+        """Who runs the command: the API token's user (token mode), else the local user."""
+        if self._user is None:
+            try:
+                authenticator = Authenticator.from_settings(self.settings)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._user = authenticator.authenticate(headers)
+        return self._user
+
+    def require(self, action: Action) -> User:
+        return require(self.user, action)
+
+    def storage(self):
+        from em2q_resources.storage import StorageResource
+
+        return StorageResource.from_settings(self.settings)
+
+    def dagster(self) -> DagsterAPI:
+        return DagsterAPI(self.settings.dagster_url, store=self.store)
 
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """EM²Q: share, process and compare imaging mass spectrometry data.
+@click.option(
+    "--token",
+    envvar="EM2Q_TOKEN",
+    default=None,
+    help="API token (EM2Q_AUTH_MODE=token); also read from EM2Q_TOKEN",
+)
+@click.pass_context
+def main(click_context: click.Context, token: str | None) -> None:
+    click_context.ensure_object(Context).token = token
 
-    Backends come from EM2Q_* environment variables (EM2Q_ELASTICSEARCH_URL, EM2Q_STORAGE …);
-    without them the commands talk to the platform started by `em2q dev` / `make run`.
-    """
+
+main.help = (
+    "EM²Q: share, process and compare imaging mass spectrometry data.\n\n"
+    "Backends come from EM2Q_* environment variables (EM2Q_ELASTICSEARCH_URL, EM2Q_STORAGE, "
+    "EM2Q_DAGSTER_URL …); without them the commands talk to the platform started by `em2q dev` "
+    "/ `make run`.\n\n"
+    "Roles (EM2Q_AUTH_MODE=local: you, as EM2Q_LOCAL_ROLE, default admin; =token: the user of "
+    "--token): technicians read, upload and run published workflows; scientists also save "
+    "parameter sets; admins also publish workflows and delete.\n\n" + __doc__.split("\n\n", 1)[1]
+)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -114,21 +153,10 @@ def _measurement_row(doc: dict) -> dict:
 
 
 def _parse_filters(filters: tuple[str, ...]) -> dict:
-    """``field=value``, ``field=a,b`` (any of), ``field>=x``, ``field<=y``."""
-    parsed: dict = {}
-    for item in filters:
-        for operator, bound in ((">=", "gte"), ("<=", "lte")):
-            if operator in item:
-                field, value = item.split(operator, 1)
-                parsed.setdefault(field.strip(), {})[bound] = value.strip()
-                break
-        else:
-            if "=" not in item:
-                raise click.BadParameter(f"{item!r}: use field=value, field>=x or field<=y")
-            field, value = item.split("=", 1)
-            values = [v.strip() for v in value.split(",")]
-            parsed[field.strip()] = values if len(values) > 1 else values[0]
-    return parsed
+    try:
+        return parse_filters(filters)
+    except FilterSyntaxError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.command()
@@ -137,7 +165,7 @@ def _parse_filters(filters: tuple[str, ...]) -> dict:
 @click.option("--facet", "facets", multiple=True, help="count values of a field, e.g. status")
 @click.option("--sort", "sort", multiple=True, help="field or -field (descending)")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 @pass_context
 def search(ctx: Context, text, filters, facets, sort, limit, as_json) -> None:
     """Search measurements: full TEXT plus filters on any schema field.
@@ -147,6 +175,7 @@ def search(ctx: Context, text, filters, facets, sort, limit, as_json) -> None:
     """
     schema = load_schema()
     with surface_errors():
+        ctx.require(Action.READ)
         page = ctx.store.search(
             schema.Measurement,
             text=text,
@@ -171,11 +200,12 @@ def search(ctx: Context, text, filters, facets, sort, limit, as_json) -> None:
 
 @main.command()
 @click.argument("measurement_id")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 @pass_context
 def show(ctx: Context, measurement_id: str, as_json: bool) -> None:
-    """Show one measurement's metadata."""
+    """Show one measurement's metadata (as JSON; --json: on one line)."""
     with surface_errors():
+        ctx.require(Action.READ)
         stored = ctx.store.get(load_schema().Measurement, measurement_id)
     doc = to_document(stored.doc)
     click.echo(json.dumps(doc, indent=None if as_json else 2))
@@ -200,12 +230,14 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
 
     Prints the new measurement id. Exit 1 lists every problem of the files or the setup, or
     names the measurement these files were already uploaded as; exit 3: Elasticsearch or
-    storage (EM2Q_STORAGE, EM2Q_S3_ENDPOINT_URL) did not answer.
+    storage (EM2Q_STORAGE, EM2Q_S3_ENDPOINT_URL) did not answer. Any role may upload.
     """
     from em2q.upload import UploadError, upload_measurement
-    from em2q_resources.storage import StorageResource, StorageUnavailable
+    from em2q_resources.storage import StorageUnavailable
 
-    storage = StorageResource.from_settings(ctx.settings)
+    storage = ctx.storage()
+    with surface_errors():
+        ctx.require(Action.UPLOAD)
     try:
         with surface_errors():
             measurement = upload_measurement(
@@ -214,29 +246,27 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
                 cache_dir=ctx.settings.cache_dir / "imzml-index",
             )  # fmt: skip
     except UploadError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROBLEM)
+        _fail(str(exc), EXIT_PROBLEM)
     except StorageUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+        _fail(str(exc), EXIT_UNAVAILABLE)
     except OSError as exc:  # e.g. no permission to write into the storage folder
-        click.echo(f"error: storage {storage.root}: {exc}", err=True)
-        sys.exit(EXIT_PROBLEM)
+        _fail(f"storage {storage.root}: {exc}", EXIT_PROBLEM)
     click.echo(json.dumps(to_document(measurement)) if as_json else measurement.id)
 
 
 @main.group()
 def params() -> None:
-    """Named, versioned, immutable processing parameter sets."""
+    """Named, versioned, immutable processing parameter sets (saving: scientists and admins)."""
 
 
 @params.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_context
 def params_list(ctx: Context, as_json: bool) -> None:
     """List saved parameter sets (newest version of each name first)."""
     schema = load_schema()
     with surface_errors():
+        ctx.require(Action.READ)
         ctx.store.refresh()
         page = ctx.store.search(
             schema.ParameterSet, sort=["name", ("version", True)], page_size=1000
@@ -254,51 +284,321 @@ def params_list(ctx: Context, as_json: bool) -> None:
 
 @params.command("show")
 @click.argument("name_or_id")
+@json_option
 @pass_context
-def params_show(ctx: Context, name_or_id: str) -> None:
+def params_show(ctx: Context, name_or_id: str, as_json: bool) -> None:
     """Show a parameter set (NAME gives its newest version, NAME@vN a given one)."""
     with surface_errors():
+        ctx.require(Action.READ)
         saved = ctx.store.get_parameter_set(name_or_id)
     doc = to_document(saved)
     doc["values"] = parameter_values_to_dict(saved.values)
-    click.echo(json.dumps(doc, indent=2))
+    click.echo(json.dumps(doc, indent=None if as_json else 2))
 
 
 @params.command("save")
 @click.argument("name")
 @click.argument("values_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--author", required=True)
-@click.option("--comment", default=None)
+@click.option("--author", default=None, help="who saves it (default: you)")
+@click.option("--comment", default=None, help="why: what these values change")
+@json_option
 @pass_context
 def params_save(
-    ctx: Context, name: str, values_file: str, author: str, comment: str | None
-) -> None:
+    ctx: Context, name: str, values_file: str, author: str | None, comment: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Save VALUES_FILE ({step: {name: value}}, JSON or YAML) as parameter set NAME.
 
-    The same values as a saved version return that version; new values a new version.
+    Prints the id (NAME@vN). The same values as a saved version return that version; new
+    values a new version; saved versions never change. Scientists and admins only.
     """
     import yaml
 
+    from em2q_msi.parameters import ParameterError, ProcessingParameters
+
     values = yaml.safe_load(Path(values_file).read_text(encoding="utf-8"))
     with surface_errors():
-        saved = ctx.store.save_parameter_set(name, values, author=author, comment=comment)
-    click.echo(saved.id)
+        user = ctx.require(Action.SAVE_PARAMETER_SET)
+        try:
+            ProcessingParameters.from_dict(values or {})
+        except (ParameterError, TypeError, AttributeError) as exc:
+            _fail(f"invalid parameters in {values_file}: {exc}", EXIT_PROBLEM)
+        saved = ctx.store.save_parameter_set(
+            name, values, author=author or user.name, comment=comment
+        )
+    if as_json:
+        doc = to_document(saved)
+        doc["values"] = parameter_values_to_dict(saved.values)
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(saved.id)
 
 
 @params.command("diff")
 @click.argument("first")
 @click.argument("second")
+@json_option
 @pass_context
-def params_diff(ctx: Context, first: str, second: str) -> None:
+def params_diff(ctx: Context, first: str, second: str, as_json: bool) -> None:
     """Show the values that differ between two parameter sets."""
     with surface_errors():
+        ctx.require(Action.READ)
         a = parameter_values_to_dict(ctx.store.get_parameter_set(first).values)
         b = parameter_values_to_dict(ctx.store.get_parameter_set(second).values)
+    changes = []
     for step in sorted(set(a) | set(b)):
         for name in sorted(set(a.get(step, {})) | set(b.get(step, {}))):
             left, right = a.get(step, {}).get(name), b.get(step, {}).get(name)
             if left != right:
-                click.echo(f"{step}.{name}: {left!r} -> {right!r}")
+                changes.append({"parameter": f"{step}.{name}", first: left, second: right})
+                if not as_json:
+                    click.echo(f"{step}.{name}: {left!r} -> {right!r}")
+    if as_json:
+        click.echo(json.dumps(changes))
+
+
+# ---------------------------------------------------------------------- workflows and runs
+
+
+def _progress_counts(status: WorkflowStatus) -> tuple[int, int]:
+    """(finished, targeted) asset partitions of a backfill."""
+    targeted = sum(c["targeted"] for c in status.assets.values())
+    finished = sum(c["materialized"] + c["failed"] for c in status.assets.values())
+    return finished, targeted
+
+
+@main.command()
+@click.argument("measurement_id")
+@click.option(
+    "-w", "--workflow", default="standard", show_default=True,
+    help=f"one of {', '.join(wf.WORKFLOWS)} (`em2q workflows list`)",
+)  # fmt: skip
+@click.option(
+    "-p", "--parameter-set", default=None, help="name (newest version) or NAME@vN; default: default"
+)
+@click.option("--wait", is_flag=True, help="follow the runs with a progress bar until they end")
+@click.option("--timeout", default=3600, show_default=True, help="seconds --wait waits at most")
+@json_option
+@pass_context
+def run(ctx: Context, measurement_id: str, workflow: str, parameter_set: str | None, wait: bool,
+        timeout: int, as_json: bool) -> None:  # fmt: skip
+    """Launch a WORKFLOW on MEASUREMENT_ID with a parameter set, through the Dagster webserver
+    (EM2Q_DAGSTER_URL, default http://127.0.0.1:3000 as `em2q dev` runs it).
+
+    Prints the launch id (a Dagster backfill) and its page in the Dagster UI. With --wait,
+    shows progress until every run ended: exit 0 when all succeeded, 1 when some failed.
+    Technicians may start published workflows; scientists and admins any workflow.
+
+    Example: em2q run example-continuous --workflow reprocess --parameter-set strict --wait
+    """
+    with surface_errors():
+        user = ctx.require(Action.START_WORKFLOW)
+        api = ctx.dagster()
+        launch_id = api.launch_workflow(workflow, measurement_id, parameter_set, user)
+        url = api.ui_url_for_run(launch_id)
+        if not wait:
+            if as_json:
+                click.echo(json.dumps({"id": launch_id, "url": url, "workflow": workflow}))
+            else:
+                click.echo(f"{launch_id}  {workflow} on {measurement_id}: {url}")
+            return
+        if not as_json:
+            click.echo(f"{launch_id}  {workflow} on {measurement_id}: {url}", err=True)
+        try:
+            status = _wait_with_progress(api, launch_id, timeout, show=not as_json)
+        except TimeoutError as exc:
+            _fail(f"{exc}; it goes on in Dagster: {url}", EXIT_PROBLEM)
+    if as_json:
+        click.echo(json.dumps(status.to_dict()))
+    else:
+        failed = [r.run_id for r in status.runs if r.status != "SUCCESS"]
+        click.echo(f"{launch_id}: {status.status} ({len(status.runs)} runs, {len(failed)} failed)")
+        for run_id in failed:
+            click.echo(f"  failed: {api.ui_url_for_run(run_id)}")
+    sys.exit(0 if status.ok else EXIT_PROBLEM)
+
+
+def _wait_with_progress(api: DagsterAPI, launch_id: str, timeout_s: int, show: bool):
+    """Wait for the launch to end; with ``show``, a progress bar of asset partitions on stderr."""
+    if not show:
+        return api.wait(launch_id, timeout_s=timeout_s)
+    total = max(1, _progress_counts(api.run_status(launch_id))[1])
+    with click.progressbar(length=total, label="asset partitions", file=sys.stderr) as bar:
+        done = 0
+
+        def advance(status: WorkflowStatus) -> None:
+            nonlocal done
+            finished = _progress_counts(status)[0]
+            bar.update(finished - done)
+            done = finished
+
+        return api.wait(launch_id, timeout_s=timeout_s, on_progress=advance)
+
+
+@main.command()
+@click.argument("measurement_id")
+@click.option(
+    "-p", "--parameter-set", default=None, help="QC verdict of this set (default: default)"
+)
+@click.option("--runs", "run_count", default=5, show_default=True, help="how many recent runs")
+@json_option
+@pass_context
+def status(ctx: Context, measurement_id: str, parameter_set: str | None, run_count: int,
+           as_json: bool) -> None:  # fmt: skip
+    """A measurement's status, QC verdict, available results and last runs (with links into
+    the Dagster UI for lineage and logs)."""
+    schema = load_schema()
+    with surface_errors():
+        ctx.require(Action.READ)
+        doc = ctx.store.get(schema.Measurement, measurement_id).doc
+        results = MeasurementResults(
+            measurement_id, parameter_set, store=ctx.store, storage=ctx.storage()
+        )
+        try:
+            report: dict[str, Any] | None = results.qc_report()
+            not_ready = None
+        except ResultNotReady as exc:
+            report, not_ready = None, str(exc)
+        available = results.available()
+        runs = _recent_runs(results.runs(), run_count, ctx.settings.dagster_url)
+    summary = {
+        "id": measurement_id,
+        "status": schema.MeasurementStatus._VALUES_TO_NAMES[doc.status],
+        "status_reason": doc.status_reason,
+        "parameter_set": results.parameters.id,
+        "qc": None if report is None else {"ok": report["ok"], "checks": report.get("checks", [])},
+        "qc_missing": not_ready,
+        "results": available,
+        "runs": runs,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{measurement_id}: {summary['status']}  {doc.status_reason or ''}".rstrip())
+    if report is None:
+        click.echo(f"QC: {not_ready}")
+    else:
+        verdict = "good enough to analyse" if report["ok"] else "NOT good enough"
+        click.echo(f"QC ({results.parameters.id}): {verdict}")
+        for check in report.get("checks", []):
+            mark = {True: "pass", False: "FAIL", None: "n/a"}[check.get("passed")]
+            click.echo(
+                f"  {mark:<4} {check['name']} = {check.get('value')} "
+                f"(needs {check.get('comparison')} {check.get('threshold')})"
+            )
+    click.echo("results: " + ", ".join(a for a, ok in available.items() if ok) or "none yet")
+    if runs:
+        click.echo(_table(runs, ["run_id", "status", "started", "assets", "url"]))
+
+
+def _recent_runs(records: list, count: int, dagster_url: str) -> list[dict]:
+    """WorkflowRun records grouped by Dagster run, newest first."""
+    schema = load_schema()
+    by_run: dict[str, dict] = {}
+    for record in records:
+        entry = by_run.setdefault(
+            record.run_id,
+            {"run_id": record.run_id, "status": "SUCCEEDED", "started": record.started_at or "",
+             "assets": [], "parameter_set": record.parameter_set_id,
+             "url": f"{dagster_url}/runs/{record.run_id}"},
+        )  # fmt: skip
+        if record.workflow not in entry["assets"]:
+            entry["assets"].append(record.workflow)
+        if record.status != schema.RunStatus.SUCCEEDED:
+            entry["status"] = schema.RunStatus._VALUES_TO_NAMES[record.status]
+        entry["started"] = min(entry["started"], record.started_at or entry["started"])
+    runs = sorted(by_run.values(), key=lambda r: r["started"], reverse=True)[:count]
+    for entry in runs:
+        entry["started"] = entry["started"][:19]
+        entry["assets"] = ",".join(entry["assets"])
+    return runs
+
+
+@main.group()
+def workflows() -> None:
+    """The predefined workflows: list them, publish one for technicians (admins)."""
+
+
+@workflows.command("list")
+@json_option
+@pass_context
+def workflows_list(ctx: Context, as_json: bool) -> None:
+    """Every code-defined workflow, whether it is published and whether you may start it."""
+    with surface_errors():
+        user = ctx.require(Action.READ)
+        published = wf.published(ctx.store)
+        yours = {w.name for w in wf.startable(ctx.store, user)} if _may_start(user) else set()
+    rows = []
+    for definition in wf.WORKFLOWS.values():
+        doc = published.get(definition.name)
+        rows.append({
+            "name": definition.name,
+            "published": doc is not None,
+            "published_by": doc.published_by if doc else "",
+            "published_at": (doc.published_at or "")[:19] if doc else "",
+            "you_may_start": definition.name in yours,
+            "assets": list(definition.assets),
+            "description": definition.description,
+        })  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    shown = [{**r, "assets": len(r["assets"]), "description": r["description"][:60]} for r in rows]
+    click.echo(
+        _table(
+            shown, ["name", "published", "published_by", "you_may_start", "assets", "description"]
+        )
+    )
+
+
+def _may_start(user: User) -> bool:
+    from em2q_resources.auth import allowed
+
+    return allowed(user, Action.START_WORKFLOW)
+
+
+@workflows.command("publish")
+@click.argument("name")
+@click.option("--description", default=None, help="what technicians read (default: the code's)")
+@json_option
+@pass_context
+def workflows_publish(ctx: Context, name: str, description: str | None, as_json: bool) -> None:
+    """Publish the code-defined workflow NAME so technicians may start it (admins only)."""
+    with surface_errors():
+        doc = wf.publish(ctx.store, name, ctx.user, description=description)
+    click.echo(json.dumps(to_document(doc)) if as_json else f"published {name}")
+
+
+@workflows.command("unpublish")
+@click.argument("name")
+@pass_context
+def workflows_unpublish(ctx: Context, name: str) -> None:
+    """Withdraw workflow NAME from technicians (admins only)."""
+    with surface_errors():
+        wf.unpublish(ctx.store, name, ctx.user)
+    click.echo(f"unpublished {name}")
+
+
+@main.command()
+@click.argument("measurement_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+@pass_context
+def delete(ctx: Context, measurement_id: str, yes: bool, as_json: bool) -> None:
+    """Delete MEASUREMENT_ID everywhere: its files and results in storage, its run records and
+    its catalog entry (admins only; cannot be undone)."""
+    with surface_errors():
+        user = ctx.require(Action.DELETE)
+        ctx.store.get(load_schema().Measurement, measurement_id)
+        if not yes:
+            click.confirm(f"delete {measurement_id} with its files and results?", abort=True)
+        removed = delete_measurement(ctx.store, ctx.storage(), measurement_id, user)
+    if as_json:
+        click.echo(json.dumps({"deleted": measurement_id, **removed}))
+    else:
+        click.echo(
+            f"deleted {measurement_id} ({removed['files']} files, {removed['records']} records)"
+        )
 
 
 @main.command()

@@ -105,3 +105,143 @@ def test_unreachable_elasticsearch_exits_3(tmp_path):
     result = CliRunner().invoke(main, ["show", "x"], env=env)
     assert result.exit_code == 3
     assert "did not answer" in result.output
+
+
+# ---------------------------------------------------------------------- roles, workflows, runs
+
+
+def as_role(env, role):
+    return {**env, "EM2Q_LOCAL_ROLE": role, "EM2Q_LOCAL_USER": f"a-{role}"}
+
+
+@pytest.fixture(scope="module")
+def loaded_env(elasticsearch_url, tmp_path_factory):
+    """A catalog with the examples, shared by the tests that only read it or are refused."""
+    root = tmp_path_factory.mktemp("cli-roles")
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
+    env = {
+        "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": prefix,
+        "EM2Q_CACHE_DIR": str(root / "cache"),
+        "EM2Q_STORAGE": str(root / "storage"),
+    }
+    assert run(env, "dev", "--once").exit_code == 0
+    yield env
+    MetadataStore.connect(elasticsearch_url, index_prefix=prefix).drop_all()
+
+
+@pytest.mark.parametrize(
+    ("role", "args", "action", "needed"),
+    [
+        ("technician", ["params", "save", "strict", "VALUES"], "save parameter set", "scientist"),
+        ("technician", ["delete", "example-continuous", "--yes"], "delete", "admin"),
+        ("technician", ["workflows", "publish", "qc"], "publish workflow", "admin"),
+        ("scientist", ["delete", "example-continuous", "--yes"], "delete", "admin"),
+        ("scientist", ["workflows", "publish", "qc"], "publish workflow", "admin"),
+        ("scientist", ["workflows", "unpublish", "qc"], "publish workflow", "admin"),
+    ],
+    ids=["tech-params-save", "tech-delete", "tech-publish", "sci-delete", "sci-publish",
+         "sci-unpublish"],
+)  # fmt: skip
+def test_forbidden_commands_exit_4_naming_role_and_the_role_needed(
+    loaded_env, tmp_path, role, args, action, needed
+):
+    cli_env = loaded_env
+    values = tmp_path / "values.yaml"
+    values.write_text("peak_picking: {snr_threshold: 3}\n", encoding="utf-8")
+    args = [str(values) if a == "VALUES" else a for a in args]
+    result = CliRunner().invoke(main, args, env=as_role(cli_env, role))
+    assert result.exit_code == 4, result.output
+    assert f"refused: a-{role} has the {role} role, which may not {action}" in result.output
+    assert f"needs the {needed} role" in result.output
+    shown = run(cli_env, "show", "example-continuous", "--json")
+    assert shown.exit_code == 0  # nothing was deleted
+    assert json.loads(run(cli_env, "params", "list", "--json").output)[0]["id"] == "default@v1"
+
+
+def test_token_mode_needs_a_known_token(loaded_env, tmp_path):
+    cli_env = loaded_env
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("sci-token: {user: sam, role: scientist}\n", encoding="utf-8")
+    env = {**cli_env, "EM2Q_AUTH_MODE": "token", "EM2Q_TOKENS_FILE": str(tokens)}
+    anonymous = CliRunner().invoke(main, ["search", "--json"], env=env)
+    assert anonymous.exit_code == 4
+    assert "no API token" in anonymous.output
+    values = tmp_path / "values.yaml"
+    values.write_text("peak_picking: {snr_threshold: 4}\n", encoding="utf-8")
+    saved = CliRunner().invoke(
+        main, ["--token", "sci-token", "params", "save", "t", str(values), "--json"], env=env
+    )
+    assert saved.exit_code == 0, saved.output
+    assert json.loads(saved.output)["author"] == "sam"
+    wrong = CliRunner().invoke(main, ["search"], env={**env, "EM2Q_TOKEN": "guess"})
+    assert wrong.exit_code == 4
+    assert "not recognised" in wrong.output
+
+
+def test_admin_publishes_and_deletes(cli_env):
+    run(cli_env, "dev", "--once")
+    listed = json.loads(run(cli_env, "workflows", "list", "--json").output)
+    assert {w["name"]: w["published"] for w in listed} == {
+        "standard": False, "reprocess": False, "qc": False,
+    }  # fmt: skip
+    assert run(cli_env, "workflows", "publish", "qc").output.strip() == "published qc"
+    technician = json.loads(
+        run(as_role(cli_env, "technician"), "workflows", "list", "--json").output
+    )
+    assert {w["name"]: w["you_may_start"] for w in technician} == {
+        "standard": False, "reprocess": False, "qc": True,
+    }  # fmt: skip
+    deleted = json.loads(run(cli_env, "delete", "example-processed", "--yes", "--json").output)
+    assert deleted["deleted"] == "example-processed" and deleted["files"] == 2
+    gone = CliRunner().invoke(main, ["show", "example-processed"], env=cli_env)
+    assert gone.exit_code == 1
+    assert not (Path(cli_env["EM2Q_STORAGE"]) / "measurements" / "example-processed").exists()
+
+
+@pytest.fixture(scope="module")
+def platform_env(dagster_platform, tmp_path_factory):
+    from tests.em2q_assets.conftest import register_copy
+
+    register_copy(
+        dagster_platform.store, tmp_path_factory.mktemp("cli"), "Example_Continuous", "cli-run"
+    )
+    settings = dagster_platform.settings
+    return {
+        "EM2Q_ELASTICSEARCH_URL": settings.elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": settings.index_prefix,
+        "EM2Q_STORAGE": settings.storage,
+        "EM2Q_CACHE_DIR": str(settings.cache_dir),
+        "EM2Q_DAGSTER_URL": settings.dagster_url,
+    }
+
+
+def test_run_launches_a_workflow_and_status_shows_it(platform_env):
+    technician = as_role(platform_env, "technician")
+    refused = CliRunner().invoke(main, ["run", "cli-run", "-w", "reprocess"], env=technician)
+    assert refused.exit_code == 4
+    assert "not published yet" in refused.output
+    assert "em2q workflows publish reprocess" in refused.output
+
+    launched = run(as_role(platform_env, "scientist"), "run", "cli-run", "-w", "qc", "--json")
+    assert launched.exit_code == 0, launched.output
+    launch = json.loads(launched.output)
+    assert launch["url"] == f"{platform_env['EM2Q_DAGSTER_URL']}/runs/b/{launch['id']}?tab=runs"
+
+    status = json.loads(run(technician, "status", "cli-run", "--json").output)
+    assert status["status"] == "UPLOADED"
+    assert status["parameter_set"] == "default@v1"
+    assert "not processed yet" in status["qc_missing"]
+    text = run(technician, "status", "cli-run").output
+    assert text.startswith("cli-run: UPLOADED")
+    assert "QC: qc_report of measurement 'cli-run' is not processed yet" in text
+
+
+def test_unknown_workflow_and_unreachable_dagster(platform_env):
+    unknown = CliRunner().invoke(main, ["run", "cli-run", "-w", "nope"], env=platform_env)
+    assert unknown.exit_code == 1
+    assert "no workflow 'nope'" in unknown.output
+    away = {**platform_env, "EM2Q_DAGSTER_URL": "http://127.0.0.1:9"}
+    result = CliRunner().invoke(main, ["run", "cli-run"], env=away)
+    assert result.exit_code == 3
+    assert "did not answer" in result.output
