@@ -10,7 +10,7 @@ import yaml
 
 from em2q_resources.settings import PROJECT_ROOT
 from tests.deploy.chart_keys import DAGSTER_ENUMS, DAGSTER_KEYS, Z2JH_ENUMS, Z2JH_KEYS
-from tests.deploy.conftest import find
+from tests.deploy.conftest import KUBERNETES_VERSIONS, find, validate_strict
 
 PLATFORM_LABEL = {"app.kubernetes.io/part-of": "em2q"}
 
@@ -147,3 +147,60 @@ def test_notebooks_may_reach_elasticsearch_through_the_user_pod_network_policy(
         for peer in rule["to"]
     }
     assert ("em2q", 9200) in targets
+
+
+def as_pod(name: str, settings: dict) -> dict:
+    """The Kubernetes-typed parts of a chart's pod settings, embedded where the chart puts them."""
+    container = {"name": name, "image": "registry.example.org/em2q:0.1.0"}
+    for key in ("resources", "securityContext"):
+        if key in settings:
+            container[key] = settings[key]
+    for key in ("envConfigMaps", "envSecrets"):
+        ref = "configMapRef" if key == "envConfigMaps" else "secretRef"
+        container.setdefault("envFrom", []).extend({ref: item} for item in settings.get(key, []))
+    spec = {"containers": [container]}
+    if "podSecurityContext" in settings:
+        spec["securityContext"] = settings["podSecurityContext"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": settings.get("labels", {})},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_dagster_pod_settings_are_valid_kubernetes_types(
+    dagster_values: dict, version: str
+) -> None:
+    (deployment,) = dagster_values["dagster-user-deployments"]["deployments"]
+    pods = {
+        "code-server": deployment,
+        "run": dagster_values["runLauncher"]["config"]["k8sRunLauncher"],
+        "webserver": dagster_values["dagsterWebserver"],
+        "daemon": dagster_values["dagsterDaemon"],
+    }
+    for name, settings in pods.items():
+        validate_strict(as_pod(name, settings), version)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_notebook_env_and_egress_are_valid_kubernetes_types(
+    jupyterhub_values: dict, version: str
+) -> None:
+    singleuser = jupyterhub_values["singleuser"]
+    env = [{"name": name, **entry} for name, entry in singleuser["extraEnv"].items()]
+    pod = as_pod("notebook", {"labels": singleuser["extraLabels"]})
+    pod["spec"]["containers"][0]["env"] = env
+    validate_strict(pod, version)
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "singleuser"},
+        "spec": {
+            "podSelector": {"matchLabels": singleuser["extraLabels"]},
+            "policyTypes": ["Egress"],
+            "egress": singleuser["networkPolicy"]["egress"],
+        },
+    }
+    validate_strict(policy, version)
