@@ -79,12 +79,13 @@ $(NODE_GEN): $(THRIFT_IDL) | thrift-compiler
 ## chart tests in tests/deploy (`helm template` + kubernetes-validate).
 HELM_VERSION := v3.19.0
 HELM := .cache/bin/helm
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 $(HELM):
-	@command -v go >/dev/null 2>&1 || { echo "error: Go 1.24+ is needed to build helm" \
+	@test -x "$(GO)" || { echo "error: Go 1.24+ is needed to build helm" \
 	  "(tests/deploy render the chart with it): install Go, then make again" >&2; exit 1; }
 	GOBIN=$(CURDIR)/.cache/bin GOPATH=$(CURDIR)/.cache/go GOMODCACHE=$(CURDIR)/.cache/go/mod \
 	  GOCACHE=$(CURDIR)/.cache/go/build GOFLAGS="-buildvcs=false -modcacherw" CGO_ENABLED=0 \
-	  go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	  $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm: $(HELM)
 
