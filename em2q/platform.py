@@ -22,6 +22,9 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: {max_concurrent_runs}
+    # look for queued runs every second (default 5 s): each stage of a measurement's
+    # processing is a run, so this wait adds up
+    dequeue_interval_seconds: 1
 telemetry:
   enabled: false
 """

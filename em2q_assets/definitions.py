@@ -55,7 +55,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             dg.AutomationConditionSensorDefinition(
                 "em2q_automation",
                 target=dg.AssetSelection.all(),
-                minimum_interval_seconds=5,
+                minimum_interval_seconds=1,
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],

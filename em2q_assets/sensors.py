@@ -10,15 +10,16 @@ from em2q_assets.provenance import set_status
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 
-#: documents younger than this may not be searchable yet (Elasticsearch refreshes every 1 s);
-#: the cursor only moves past documents older than it, so none is skipped
-VISIBILITY_LAG = timedelta(seconds=3)
+#: uploads younger than this may still be on their way into Elasticsearch (stamped, not yet
+#: indexed); the sensor refreshes the index and only moves its cursor past older ones, so none
+#: is skipped
+VISIBILITY_LAG = timedelta(seconds=1)
 BATCH = 100
 
 
 @dg.sensor(
     target=[raw_measurement],
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=1,  # the daemon evaluates sensors at most every 5 s anyway
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers UPLOADED measurements as partitions and starts their ingest run.",
 )
@@ -28,6 +29,7 @@ def new_measurements(
     schema = load_schema()
     store = metadata.get_store()
     settled = datetime.now(UTC) - VISIBILITY_LAG
+    store.refresh()
     page = store.search(
         schema.Measurement,
         filters={
