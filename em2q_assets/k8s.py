@@ -13,11 +13,12 @@ import json
 from collections.abc import Iterable, Mapping
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
-from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
 
 from em2q_resources.launcher import StepLauncherResource, step_resources
 
+#: the op tag dagster-k8s reads (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY; not imported
+#: here: dagster_k8s pulls in the whole Kubernetes client, seconds for every code server start)
+USER_DEFINED_K8S_CONFIG_KEY = "dagster-k8s/config"
 #: op tag naming the asset's step kind (a row of ``launcher.STEP_RESOURCES``)
 STEP_KIND_TAG = "em2q/step-kind"
 #: the step kind of each asset; an asset missing here runs as DEFAULT_STEP_KIND
@@ -108,6 +109,8 @@ def executor_config(launcher: StepLauncherResource) -> dict:
 
 def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:
     """``k8s_job_executor``: each step of a run as a Kubernetes Job, sized by its op tags."""
+    from dagster_k8s import k8s_job_executor
+
     return k8s_job_executor.configured(executor_config(launcher), name="em2q_k8s_job_executor")
 
 

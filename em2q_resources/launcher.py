@@ -32,13 +32,15 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-import kubernetes.client
 from pydantic import Field
 
 from em2q_resources.settings import Settings
+
+if TYPE_CHECKING:  # the Kubernetes client takes seconds to import; local steps never need it
+    import kubernetes.client
 
 STEP_MODULE = "em2q_msi.steps"
 DEFAULT_IMAGE = "em2q:latest"

@@ -310,3 +310,14 @@ def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environme
         assert pod_labels_["app.kubernetes.io/name"] == "em2q"
         seen.add(step_key)
     assert seen == set(ASSET_STEP_KINDS)  # every asset of the definitions has a kind
+
+
+def test_the_op_tag_is_the_one_dagster_k8s_reads():
+    from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY as dagster_k8s_key
+
+    from em2q_assets.k8s import USER_DEFINED_K8S_CONFIG_KEY, k8s_op_tags
+
+    assert dagster_k8s_key == USER_DEFINED_K8S_CONFIG_KEY
+    assert get_user_defined_k8s_config(k8s_op_tags("qc")).container_config == {
+        "resources": step_resources("qc")
+    }
