@@ -1,0 +1,718 @@
+"""The lab technician's web catalog: upload, search, look at a measurement, start and compare
+processing. FastAPI with server-rendered Jinja2 templates; plots are Plotly figures built in
+Python and drawn by the plotly.js bundled with the ``plotly`` package (no CDN).
+
+Every request is authenticated by :class:`em2q_resources.auth.Authenticator` (local mode: the
+local user, admin by default) and every action checked with :func:`require`; a refusal is a
+403 page (or JSON under ``/api``) that says what the role may not do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import plotly
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable
+from em2q.platform import dev_url_file
+from em2q.results import MeasurementResults, ResultNotReady
+from em2q.upload import DuplicateUpload, InvalidUpload, upload_measurement
+from em2q.web import catalog, plots
+from em2q.web.forms import problem_field, setup_form, setup_from_form
+from em2q_assets.storage_io import read_bytes
+from em2q_assets.workflows import UnknownWorkflow, startable
+from em2q_msi.parameters import ParameterError, ProcessingParameters
+from em2q_resources.auth import (
+    Action,
+    Authenticator,
+    AuthError,
+    Unauthenticated,
+    User,
+    allowed,
+    require,
+)
+from em2q_resources.metadata import (
+    DocumentNotFound,
+    MetadataError,
+    MetadataStore,
+    SchemaViolation,
+    StoreUnavailable,
+    load_schema,
+)
+from em2q_resources.metadata.schema import field_unit, to_document
+from em2q_resources.metadata.store import parameter_values_to_dict
+from em2q_resources.parameters import DEFAULT_NAME
+from em2q_resources.settings import Settings
+from em2q_resources.storage import StorageResource, StorageUnavailable
+
+HERE = Path(__file__).resolve().parent
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+#: bytes per read when copying an uploaded file out of the request into the scratch folder
+UPLOAD_BLOCK_BYTES = 8 * 1024 * 1024
+FINAL_STATUSES = ("READY", "FAILED")
+#: file problems about the .ibd (shown next to the .ibd input; the rest next to the imzML)
+IBD_PROBLEMS = {"uuid_mismatch", "checksum_mismatch", "ibd_truncated", "offset_out_of_range"}
+
+
+class NotFound(Exception):
+    """A page asked for something that is not there (404 page)."""
+
+
+def connect_store(settings: Settings) -> MetadataStore:
+    """The metadata store of ``settings``, else the cluster of a running ``em2q dev``."""
+    url = settings.elasticsearch_url
+    if not url and dev_url_file(settings).exists():
+        url = dev_url_file(settings).read_text(encoding="utf-8").strip()
+    if not url:
+        raise StoreUnavailable(
+            "no Elasticsearch to talk to: run `make run` (it starts one) or set "
+            "EM2Q_ELASTICSEARCH_URL"
+        )
+    return MetadataStore.connect(
+        url,
+        username=settings.elasticsearch_username,
+        password=settings.elasticsearch_password,
+        api_key=settings.elasticsearch_api_key,
+        index_prefix=settings.index_prefix,
+    )
+
+
+def _safe_stem(filename: str) -> str:
+    stem = Path(filename or "upload").stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "upload"
+
+
+async def _save_upload(upload: UploadFile, target: Path) -> int:
+    """Copy an uploaded file out of the request in blocks (constant memory); bytes written."""
+    written = 0
+    with target.open("wb") as out:
+        while block := await upload.read(UPLOAD_BLOCK_BYTES):
+            out.write(block)
+            written += len(block)
+    return written
+
+
+def current_user(request: Request) -> User:
+    """Who sends the request (the app's Authenticator); remembered for the page header."""
+    user = request.app.state.authenticator.authenticate(request.headers)
+    request.state.user = user
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def create_app(
+    settings: Settings,
+    store: MetadataStore | None = None,
+    storage: StorageResource | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The web catalog on ``settings``' backends (``store``/``storage`` override them)."""
+    app = FastAPI(title="EM²Q catalog", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.settings = settings
+    app.state.store = store
+    app.state.storage = storage or StorageResource.from_settings(settings)
+    app.state.authenticator = authenticator or Authenticator.from_settings(settings)
+    schema = load_schema()
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals.update(
+        catalog_url=catalog.catalog_url,
+        same_value_url=catalog.same_value_url,
+        dagster_url=settings.dagster_url,
+        Action=Action,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def get_store() -> MetadataStore:
+        if app.state.store is None:
+            app.state.store = connect_store(settings)
+        return app.state.store
+
+    def render(request: Request, template: str, status_code: int = 200, **context: Any):
+        user = getattr(request.state, "user", None)
+        return templates.TemplateResponse(
+            request,
+            template,
+            {"user": user, "can": lambda action: allowed(user, action), **context},
+            status_code=status_code,
+        )
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+            "accept", ""
+        )
+
+    def refusal(request: Request, status_code: int, title: str, message: str):
+        if wants_json(request):
+            return JSONResponse({"error": title, "message": message}, status_code=status_code)
+        return render(request, "error.html", status_code, title=title, message=message)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(request: Request, exc: AuthError):
+        if isinstance(exc, Unauthenticated):
+            return refusal(request, 401, "Who are you?", str(exc))
+        return refusal(request, 403, "Not allowed", str(exc))
+
+    @app.exception_handler(UnknownWorkflow)
+    async def _unknown_workflow(request: Request, exc: UnknownWorkflow):
+        return refusal(request, 404, "No such workflow", str(exc))
+
+    @app.exception_handler(DagsterUnavailable)
+    async def _dagster_down(request: Request, exc: DagsterUnavailable):
+        return refusal(request, 503, "Dagster does not answer", str(exc))
+
+    @app.exception_handler(DagsterError)
+    async def _dagster_error(request: Request, exc: DagsterError):
+        return refusal(request, 502, "Dagster refused", str(exc))
+
+    @app.exception_handler(NotFound)
+    @app.exception_handler(DocumentNotFound)
+    async def _not_found(request: Request, exc: Exception):
+        return refusal(request, 404, "Not found", str(exc))
+
+    @app.exception_handler(SchemaViolation)
+    async def _bad_input(request: Request, exc: SchemaViolation):
+        return refusal(request, 400, "Invalid input", str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(StorageUnavailable)
+    async def _unavailable(request: Request, exc: Exception):
+        return refusal(request, 503, "A backend does not answer", str(exc))
+
+    @app.exception_handler(MetadataError)
+    async def _metadata_error(request: Request, exc: MetadataError):
+        return refusal(request, 409, "Refused by the metadata store", str(exc))
+
+    # ------------------------------------------------------------------ static
+
+    @app.get("/static-vendor/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    # ------------------------------------------------------------------ catalog
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/catalog", status_code=303)
+
+    @app.get("/catalog", response_class=HTMLResponse)
+    def catalog_page(
+        request: Request,
+        user: CurrentUser,
+        q: str = "",
+        sort: str = "",
+        page_token: str = "",
+        page_size: int = 20,
+        uploaded_from: str = "",
+        uploaded_to: str = "",
+    ):
+        require(user, Action.READ)
+        active = request.query_params.getlist("f")
+        if uploaded_from:
+            active.append(f"uploaded_at>={uploaded_from}")
+        if uploaded_to:
+            active.append(f"uploaded_at<={uploaded_to}||/d")
+        filters = catalog.parse_filters(active)
+        order = [(sort[1:], True) if sort.startswith("-") else sort] if sort else []
+        page = get_store().search(
+            schema.Measurement,
+            text=q or None,
+            filters=filters,
+            facets=[path for path, _ in catalog.FACETS],
+            sort=order,
+            page_size=max(1, min(page_size, 200)),
+            page_token=page_token or None,
+        )
+        rows = [to_document(m) for m in page.hits]
+        return render(
+            request,
+            "catalog.html",
+            q=q,
+            sort=sort,
+            sorts=catalog.SORTS,
+            active=active,
+            facets=[(path, label, page.facets.get(path, [])) for path, label in catalog.FACETS],
+            date_presets=catalog.DATE_PRESETS,
+            rows=rows,
+            total=page.total,
+            next_page_token=page.next_page_token,
+            page_token=page_token,
+            page_size=page_size,
+        )
+
+    # ------------------------------------------------------------------ upload
+
+    @app.get("/upload", response_class=HTMLResponse)
+    def upload_page(request: Request, user: CurrentUser):
+        require(user, Action.UPLOAD)
+        return render(
+            request, "upload.html", groups=setup_form(), values={"operator": user.name}, errors={}
+        )
+
+    @app.post("/upload")
+    async def upload_submit(request: Request, user: CurrentUser):
+        require(user, Action.UPLOAD)
+        form = await request.form(max_files=2, max_fields=200)
+        values = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        document, errors = setup_from_form(values)
+        general: list[str] = []
+        files = {name: form.get(name) for name in ("imzml", "ibd")}
+        for name, label in (("imzml", ".imzML"), ("ibd", ".ibd")):
+            chosen = files[name]
+            if not isinstance(chosen, UploadFile) or not chosen.filename:
+                errors[name] = f"choose the {label} file"
+        imzml = files["imzml"]
+        if "imzml" not in errors and not imzml.filename.lower().endswith(".imzml"):
+            errors["imzml"] = f"{imzml.filename}: expected an .imzML file"
+        measurement = None
+        if not errors:
+            with tempfile.TemporaryDirectory(prefix="em2q-web-upload-") as scratch:
+                stem = _safe_stem(imzml.filename)
+                imzml_path = Path(scratch) / f"{stem}.imzML"
+                ibd_path = Path(scratch) / f"{stem}.ibd"
+                await _save_upload(imzml, imzml_path)
+                await _save_upload(files["ibd"], ibd_path)
+                try:
+                    measurement = await run_in_threadpool(
+                        upload_measurement,
+                        imzml_path,
+                        ibd_path=ibd_path,
+                        setup=document,
+                        store=get_store(),
+                        storage=app.state.storage,
+                        progress=False,
+                        cache_dir=Path(scratch) / "index",
+                    )
+                except InvalidUpload as exc:
+                    for problem in exc.problems:
+                        if problem.where == "setup":
+                            path, message = problem_field(problem.message)
+                            if path:
+                                errors[path] = message
+                            else:
+                                general.append(message)
+                        else:
+                            slot = "ibd" if problem.code in IBD_PROBLEMS else "imzml"
+                            errors[slot] = "; ".join(
+                                filter(
+                                    None, [errors.get(slot), f"[{problem.code}] {problem.message}"]
+                                )
+                            )
+                except DuplicateUpload as exc:
+                    general.append(str(exc))
+                    errors["imzml"] = f"already uploaded as {exc.existing_id}"
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        if measurement is not None:
+            target = f"/measurements/{measurement.id}"
+            if wants_json(request):
+                return JSONResponse({"id": measurement.id, "url": target}, status_code=201)
+            return RedirectResponse(target, status_code=303)
+        if wants_json(request):
+            return JSONResponse({"errors": errors, "general": general}, status_code=422)
+        return render(
+            request,
+            "upload.html",
+            422,
+            groups=setup_form(),
+            values=values,
+            errors=errors,
+            general=general,
+        )
+
+    # ------------------------------------------------------------------ one measurement
+
+    def measurement_document(measurement_id: str) -> dict[str, Any]:
+        return to_document(get_store().get(schema.Measurement, measurement_id).doc)
+
+    def results_of(measurement_id: str, parameter_set: str | None) -> MeasurementResults:
+        return MeasurementResults(
+            measurement_id,
+            parameter_set or DEFAULT_NAME,
+            store=get_store(),
+            storage=app.state.storage,
+            cache_dir=settings.cache_dir / "imzml-index",
+        )
+
+    def parameter_set_ids() -> list[str]:
+        store = get_store()
+        store.refresh()
+        page = store.search(schema.ParameterSet, sort=["name", ("version", True)], page_size=500)
+        return [p.id for p in page.hits]
+
+    @app.get("/measurements/{measurement_id}", response_class=HTMLResponse)
+    def measurement_page(
+        request: Request,
+        measurement_id: str,
+        user: CurrentUser,
+        p: str = "",
+        mz: str = "",
+        ppm: float = 10.0,
+        launched: str = "",
+    ):
+        require(user, Action.READ)
+        doc = measurement_document(measurement_id)
+        results = results_of(measurement_id, p)
+        parameters = results.parameters
+        sections: dict[str, Any] = {}
+        waiting: dict[str, str] = {}
+        try:
+            sections["qc"] = results.qc_report()
+        except ResultNotReady as exc:
+            waiting["qc"] = str(exc)
+        try:
+            mz_axis, intensity = results.mean_spectrum()
+            sections["spectrum"] = plots.figure_json(
+                plots.spectra_figure([(measurement_id, mz_axis, intensity)])
+            )
+        except ResultNotReady as exc:
+            waiting["spectrum"] = str(exc)
+        try:
+            results.manifest("tic_image")
+            sections["tic"] = True
+        except ResultNotReady as exc:
+            waiting["tic"] = str(exc)
+        chosen_mz, mz_problem = _mz_list(mz)
+        if not chosen_mz and not mz_problem:
+            try:
+                stored_mz, _ = results.ion_images()
+                chosen_mz = [float(v) for v in stored_mz[:4]]
+            except ResultNotReady:
+                chosen_mz = []
+        if chosen_mz:
+            images = [(f"m/z {v:.4f} ± {ppm:g} ppm", results.ion_image(v, ppm)) for v in chosen_mz]
+            sections["ion_images"] = plots.figure_json(plots.images_figure(images))
+        runs = [to_document(r) for r in results.runs()]
+        return render(
+            request,
+            "measurement.html",
+            m=doc,
+            final=doc["status"] in FINAL_STATUSES,
+            metadata_rows=_metadata_rows(doc),
+            parameters=parameters,
+            parameter_sets=parameter_set_ids(),
+            sections=sections,
+            waiting=waiting,
+            mz=", ".join(f"{v:g}" for v in chosen_mz) if not mz_problem else mz,
+            mz_problem=mz_problem,
+            ppm=ppm,
+            runs=runs,
+            workflows=startable(get_store(), user) if allowed(user, Action.START_WORKFLOW) else [],
+            launched=launched,
+            launched_url=dagster_api().ui_url_for_run(launched) if launched else "",
+        )
+
+    def dagster_api() -> DagsterAPI:
+        return DagsterAPI(settings.dagster_url, store=get_store())
+
+    @app.post("/measurements/{measurement_id}/runs")
+    async def start_workflow(request: Request, measurement_id: str, user: CurrentUser):
+        require(user, Action.START_WORKFLOW)
+        form = await request.form()
+        workflow = str(form.get("workflow") or "standard")
+        parameter_set = str(form.get("parameter_set") or DEFAULT_NAME)
+        with dagster_api() as api:
+            backfill_id = await run_in_threadpool(
+                api.launch_workflow, workflow, measurement_id, parameter_set, user
+            )
+            url = api.ui_url_for_run(backfill_id)
+        if wants_json(request):
+            return JSONResponse({"id": backfill_id, "url": url}, status_code=201)
+        return RedirectResponse(
+            f"/measurements/{measurement_id}?p={parameter_set}&launched={backfill_id}",
+            status_code=303,
+        )
+
+    @app.get("/api/workflows/{launch_id}")
+    def workflow_status(launch_id: str, user: CurrentUser):
+        require(user, Action.READ)
+        with dagster_api() as api:
+            return api.run_status(launch_id).to_dict()
+
+    @app.get("/measurements/{measurement_id}/tic.png")
+    def tic_png(measurement_id: str, user: CurrentUser) -> Response:
+        require(user, Action.READ)
+        results = results_of(measurement_id, None)
+        try:
+            png = read_bytes(app.state.storage, results.manifest("tic_image")["outputs"]["png"])
+        except ResultNotReady as exc:
+            raise NotFound(str(exc)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/measurements/{measurement_id}/status")
+    def measurement_status(measurement_id: str, user: CurrentUser):
+        require(user, Action.READ)
+        doc = measurement_document(measurement_id)
+        return {
+            "id": measurement_id,
+            "status": doc["status"],
+            "reason": doc.get("status_reason"),
+            "final": doc["status"] in FINAL_STATUSES,
+        }
+
+    @app.post("/measurements/{measurement_id}/delete")
+    def delete_measurement(request: Request, measurement_id: str, user: CurrentUser):
+        require(user, Action.DELETE)
+        store = get_store()
+        store.delete(schema.Measurement, measurement_id)
+        for key in (f"measurements/{measurement_id}", f"results/{measurement_id}"):
+            app.state.storage.remove(key)
+        store.refresh()
+        return RedirectResponse("/catalog", status_code=303)
+
+    # ------------------------------------------------------------------ parameter sets
+
+    @app.get("/parameter-sets", response_class=HTMLResponse)
+    def parameter_sets_page(request: Request, user: CurrentUser):
+        require(user, Action.READ)
+        store = get_store()
+        store.refresh()
+        page = store.search(schema.ParameterSet, sort=["name", ("version", True)], page_size=500)
+        return render(request, "parameter_sets.html", sets=[to_document(x) for x in page.hits])
+
+    @app.get("/parameter-sets/new", response_class=HTMLResponse)
+    def new_parameter_set_page(
+        request: Request,
+        user: CurrentUser,
+        from_: Annotated[str, Query(alias="from")] = DEFAULT_NAME,
+        measurement: str = "",
+    ):
+        require(user, Action.READ)
+        source = get_store().get_parameter_set(from_)
+        return render(
+            request,
+            "parameter_set_edit.html",
+            source=source.id,
+            rows=_parameter_rows(parameter_values_to_dict(source.values)),
+            name=source.name,
+            comment="",
+            measurement=measurement,
+            errors={},
+        )
+
+    @app.post("/parameter-sets")
+    async def save_parameter_set(request: Request, user: CurrentUser):
+        require(user, Action.SAVE_PARAMETER_SET)
+        form = await request.form()
+        name = str(form.get("name") or "").strip()
+        comment = str(form.get("comment") or "").strip() or None
+        measurement = str(form.get("measurement") or "")
+        rows = _parameter_rows({})
+        values, errors = _parameter_values(rows, form)
+        if not errors:
+            try:
+                ProcessingParameters.from_dict(values)
+            except ParameterError as exc:
+                where, _, message = str(exc).partition(": ")
+                errors[where if "." in where else "_"] = message or str(exc)
+        saved = None
+        if not errors:
+            try:
+                saved = get_store().save_parameter_set(
+                    name, values, author=user.name, comment=comment
+                )
+            except SchemaViolation as exc:
+                errors["name" if exc.field.endswith("name") else "_"] = exc.message
+        if saved is None:
+            shown = {**{f"{r['step']}.{r['name']}": r for r in rows}}
+            for key, row in shown.items():
+                row["text"] = str(form.get(f"value:{key}") or "")
+            return render(
+                request, "parameter_set_edit.html", 422, source=str(form.get("source") or ""),
+                rows=list(shown.values()), name=name, comment=comment or "",
+                measurement=measurement, errors=errors,
+            )  # fmt: skip
+        if measurement:
+            return RedirectResponse(f"/measurements/{measurement}?p={saved.id}", status_code=303)
+        return RedirectResponse(f"/parameter-sets/{saved.id}", status_code=303)
+
+    @app.get("/parameter-sets/{set_id}", response_class=HTMLResponse)
+    def parameter_set_page(request: Request, set_id: str, user: CurrentUser):
+        require(user, Action.READ)
+        saved = get_store().get_parameter_set(set_id)
+        return render(
+            request,
+            "parameter_set.html",
+            ps=to_document(saved),
+            values=parameter_values_to_dict(saved.values),
+        )
+
+    # ------------------------------------------------------------------ compare
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare_page(
+        request: Request,
+        user: CurrentUser,
+        mz: str = "",
+        ppm: float = 10.0,
+    ):
+        require(user, Action.READ)
+        measurements = [m for m in request.query_params.getlist("m") if m]
+        sets = [p for p in request.query_params.getlist("p") if p]
+        if len(measurements) == 1 and len(sets) >= 2:
+            columns = [(measurements[0], p) for p in sets]
+        else:
+            columns = [(m, sets[0] if sets else DEFAULT_NAME) for m in measurements]
+        compared = []
+        for measurement_id, parameter_set in columns:
+            results = results_of(measurement_id, parameter_set)
+            entry: dict[str, Any] = {
+                "id": measurement_id,
+                "title": results.measurement.title,
+                "parameter_set": results.parameters.id,
+                "label": f"{measurement_id} · {results.parameters.id}",
+                "results": results,
+            }
+            try:
+                entry["qc"] = results.qc_report()
+            except ResultNotReady as exc:
+                entry["waiting"] = str(exc)
+            with contextlib.suppress(ResultNotReady):
+                entry["spectrum"] = results.mean_spectrum()
+            compared.append(entry)
+        chosen_mz, mz_problem = _mz_list(mz)
+        spectra = [(c["label"], *c["spectrum"]) for c in compared if "spectrum" in c]
+        figure_spectra = (
+            plots.figure_json(plots.spectra_figure(spectra, "Mean spectra")) if spectra else ""
+        )
+        figure_images = ""
+        if chosen_mz and compared:
+            images = [
+                (f"{c['label']}<br>m/z {v:g} ± {ppm:g} ppm", c["results"].ion_image(v, ppm))
+                for v in chosen_mz
+                for c in compared
+            ]
+            figure_images = plots.figure_json(plots.images_figure(images, columns=len(compared)))
+        check_names = []
+        for c in compared:
+            for check in (c.get("qc") or {}).get("checks", []):
+                if check["name"] not in check_names:
+                    check_names.append(check["name"])
+        return render(
+            request,
+            "compare.html",
+            compared=compared,
+            check_names=check_names,
+            measurements=measurements,
+            sets=sets,
+            parameter_sets=parameter_set_ids(),
+            mz=mz,
+            ppm=ppm,
+            mz_problem=mz_problem,
+            figure_spectra=figure_spectra,
+            figure_images=figure_images,
+        )
+
+    return app
+
+
+def _parameter_rows(values: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every parameter the processing core knows (its defaults), with ``values`` filled in:
+    ``[{step, name, kind (number|numbers|text), text}]``."""
+    rows = []
+    for step, defaults in ProcessingParameters.defaults().to_dict().items():
+        for name, default in defaults.items():
+            value = values.get(step, {}).get(name, default)
+            if isinstance(default, list):
+                kind, text = "numbers", ", ".join(f"{v:g}" for v in value or [])
+            elif isinstance(default, str):
+                kind, text = "text", str(value)
+            else:
+                kind, text = "number", "" if value is None else f"{value:g}"
+            rows.append({"step": step, "name": name, "kind": kind, "text": text})
+    return rows
+
+
+def _parameter_values(rows: list[dict[str, Any]], form: Any) -> tuple[dict, dict[str, str]]:
+    """``{step: {name: value}}`` from the editor's inputs, and ``{step.name: problem}``."""
+    values: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for row in rows:
+        key = f"{row['step']}.{row['name']}"
+        text = str(form.get(f"value:{key}") or "").strip()
+        try:
+            if row["kind"] == "numbers":
+                value: Any = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+            elif row["kind"] == "number":
+                value = float(text) if text else None
+            else:
+                value = text or None
+        except ValueError:
+            errors[key] = (
+                f"expected {'numbers separated by commas' if row['kind'] == 'numbers' else 'a number'}, got {text!r}"
+            )
+            continue
+        if value is not None:
+            values.setdefault(row["step"], {})[row["name"]] = value
+    return values, errors
+
+
+#: the metadata page's sections: (title, the document's field paths shown there)
+_SECTIONS = [
+    ("Measurement", ["title", "description", "operator", "project_id", "study_id", "acquired_at",
+                     "uploaded_at", "updated_at", "tags"]),
+    ("Sample", ["sample"]),
+    ("Spectrometer settings", ["settings"]),
+    ("imzML facts", ["facts"]),
+]  # fmt: skip
+
+
+def _mz_list(text: str) -> tuple[list[float], str | None]:
+    """``"760.58, 798.54"`` → m/z values; a problem message when one is not a positive number."""
+    values = []
+    for item in filter(None, (part.strip() for part in text.replace(";", ",").split(","))):
+        try:
+            value = float(item)
+        except ValueError:
+            return [], f"{item!r} is not an m/z value; give numbers separated by commas"
+        if not value > 0:
+            return [], f"m/z must be positive, got {item}"
+        values.append(value)
+    return values[:12], None
+
+
+def _flatten(value: Any, path: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            rows += _flatten(inner, f"{path}.{key}")
+        return rows
+    return [(path, value)]
+
+
+def _metadata_rows(doc: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, Any, str | None]]]]:
+    """``[(section, [(path, label, value, unit)])]`` for the measurement page."""
+    measurement = load_schema().Measurement
+    sections = []
+    for title, paths in _SECTIONS:
+        rows = []
+        for top in paths:
+            if top not in doc:
+                continue
+            for path, value in _flatten(doc[top], top):
+                try:
+                    unit = field_unit(measurement, path)
+                except SchemaViolation:
+                    unit = None
+                label = path.split(".", 1)[1] if "." in path and top != path else path
+                rows.append((path, label.replace("_", " "), value, unit))
+        sections.append((title, rows))
+    return sections

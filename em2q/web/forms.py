@@ -1,0 +1,187 @@
+"""The experimental-setup form, generated from the Thrift schema (``Measurement`` minus the
+fields the platform fills in), and the setup document read back from a submitted form.
+
+Every field of the form is a dotted schema path (``settings.polarity``), so a problem the
+schema names (``Measurement.settings.polarity: …``) lands next to the input it is about.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from thriftpy2.thrift import TType
+
+from em2q.setup_file import PLATFORM_FIELDS, measurement_from_setup
+from em2q_resources.metadata import SchemaViolation, load_schema
+from em2q_resources.metadata.schema import field_unit, struct_fields
+
+_INTEGER_TYPES = {TType.BYTE, TType.I16, TType.I32, TType.I64}
+#: long free text gets a text area instead of a one-line input
+_TEXT_AREAS = {"description", "condition_detail"}
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One input of the setup form."""
+
+    path: str  # dotted schema path, also the input's name
+    label: str
+    kind: str  # text, textarea, number, integer, date, choice, list
+    required: bool  # required by the schema (inside an optional group: once it is used)
+    unit: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FormGroup:
+    """A struct of the schema shown as a fieldset; optional groups may be left empty."""
+
+    path: str  # "" for the top level
+    title: str
+    required: bool
+    fields: tuple[FormField, ...] = field(default=())
+
+
+def _label(name: str) -> str:
+    text = re.sub(r"_(um|nm|hz|percent)$", "", name).replace("_", " ")
+    return text.replace(" mz", " m/z").replace("mz ", "m/z ").strip().capitalize()
+
+
+def _is_enum(info: Any) -> bool:
+    return isinstance(info, type) and hasattr(info, "_VALUES_TO_NAMES")
+
+
+def _title(cls: type) -> str:
+    """``SpectrometerSettings`` → ``Spectrometer settings``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).capitalize()
+
+
+def _kind(name: str, ttype: int, info: Any, annotations: dict[str, str]) -> str:
+    if _is_enum(info):
+        return "choice"
+    if ttype in (TType.LIST, TType.SET):
+        return "list"
+    if ttype == TType.DOUBLE:
+        return "number"
+    if ttype in _INTEGER_TYPES:
+        return "integer"
+    if annotations.get("em2q.type") == "date":
+        return "date"
+    return "textarea" if name in _TEXT_AREAS else "text"
+
+
+def _walk(cls: type, prefix: str, title: str, required: bool, groups: list[FormGroup]) -> None:
+    fields: list[FormField] = []
+    nested: list[tuple[type, str, str, bool]] = []
+    annotations = getattr(cls, "__thrift_field_annotations__", None) or {}
+    for name, ttype, info, is_required in struct_fields(cls):
+        path = f"{prefix}{name}"
+        if not prefix and name in PLATFORM_FIELDS:
+            continue
+        if ttype == TType.STRUCT:
+            nested.append((info, f"{path}.", _title(info), bool(is_required)))
+            continue
+        choices = (
+            tuple(info._VALUES_TO_NAMES[v] for v in sorted(info._VALUES_TO_NAMES))
+            if _is_enum(info)
+            else ()
+        )
+        fields.append(
+            FormField(
+                path=path,
+                label=_label(name),
+                kind=_kind(name, ttype, info, annotations.get(name, {})),
+                required=bool(is_required),
+                unit=field_unit(cls, name),
+                choices=choices,
+            )
+        )
+    groups.append(FormGroup(prefix.rstrip("."), title, required, tuple(fields)))
+    for struct, path, label, is_required in nested:
+        _walk(struct, path, label, required and is_required, groups)
+
+
+def setup_form() -> list[FormGroup]:
+    """The setup form's groups in schema order: the measurement, then each struct in it."""
+    groups: list[FormGroup] = []
+    _walk(load_schema().Measurement, "", "Measurement", True, groups)
+    return groups
+
+
+def _all_fields() -> list[tuple[FormGroup, FormField]]:
+    return [(g, f) for g in setup_form() for f in g.fields]
+
+
+def _parse(form_field: FormField, raw: str) -> Any:
+    if form_field.kind == "number":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if form_field.kind == "integer":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if form_field.kind == "choice" and raw not in form_field.choices:
+        raise ValueError(f"{raw!r} is not one of {', '.join(form_field.choices)}")
+    if form_field.kind == "list":
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _put(document: dict, path: str, value: Any) -> None:
+    *parents, name = path.split(".")
+    for part in parents:
+        document = document.setdefault(part, {})
+    document[name] = value
+
+
+def setup_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The setup document a submitted form describes and ``{path: problem}`` for every field
+    that is missing, malformed or refused by the schema.
+
+    An optional group (e.g. the sample) left entirely empty is left out; once one of its
+    fields is filled in, its required fields are required too.
+    """
+    document: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    used_groups = set()
+    for group, form_field in _all_fields():
+        if str(form.get(form_field.path) or "").strip() and group.path:
+            parts = group.path.split(".")
+            used_groups.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    for group, form_field in _all_fields():
+        raw = str(form.get(form_field.path) or "").strip()
+        group_needed = group.required or group.path in used_groups
+        if not raw:
+            if form_field.required and group_needed:
+                problems[form_field.path] = "required: fill this in"
+            continue
+        try:
+            _put(document, form_field.path, _parse(form_field, raw))
+        except ValueError as exc:
+            problems[form_field.path] = str(exc)
+    if not problems:
+        try:  # what only the schema knows (it names the first field it refuses)
+            measurement_from_setup(document, id="check", uploaded_at="2000-01-01T00:00:00Z")
+        except SchemaViolation as exc:
+            problems[form_path(exc.field)] = exc.message
+    return document, problems
+
+
+def form_path(schema_path: str) -> str:
+    """``Measurement.settings.polarity`` → ``settings.polarity`` (the input's name)."""
+    return re.sub(r"\[\d+\]", "", schema_path.removeprefix("Measurement."))
+
+
+def problem_field(message: str) -> tuple[str | None, str]:
+    """Split a setup problem ``Measurement.sample.organism: required …`` into the form path
+    and the message; ``(None, message)`` when it names no field."""
+    head, sep, rest = message.partition(": ")
+    if sep and head.startswith("Measurement."):
+        return form_path(head), rest
+    return None, message

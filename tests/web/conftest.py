@@ -1,0 +1,138 @@
+"""The web catalog on the real Elasticsearch (``metadata_store``) and a storage folder."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from em2q.dev import EXAMPLES_DIR
+from em2q.setup_file import read_setup
+from em2q.upload import upload_measurement
+from em2q.web import create_app
+from em2q_resources.metadata import MetadataStore
+from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.storage import StorageResource
+from tests.fixtures.dagster import materialize_measurement
+
+EXAMPLE_SETUP = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
+EXAMPLE_IMZML = EXAMPLES_DIR / "Example_Continuous.imzML"
+EXAMPLE_IBD = EXAMPLES_DIR / "Example_Continuous.ibd"
+
+
+def setup_form_values(setup: dict, prefix: str = "") -> dict[str, str]:
+    """A setup document as the flat ``{dotted path: text}`` the upload form sends."""
+    values: dict[str, str] = {}
+    for key, value in setup.items():
+        if isinstance(value, dict):
+            values.update(setup_form_values(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            values[f"{prefix}{key}"] = ", ".join(map(str, value))
+        else:
+            values[f"{prefix}{key}"] = str(value)
+    return values
+
+
+@pytest.fixture
+def web_settings(metadata_store, elasticsearch_url, tmp_path) -> Settings:
+    return Settings(
+        elasticsearch_url=elasticsearch_url,
+        index_prefix=metadata_store.prefix,
+        storage=str(tmp_path / "storage"),
+        cache_dir=tmp_path / "cache",
+        spectra_chunks=3,
+    )
+
+
+@pytest.fixture
+def storage(web_settings) -> StorageResource:
+    return StorageResource.from_settings(web_settings)
+
+
+@pytest.fixture
+def client(web_settings, metadata_store, storage):
+    app = create_app(web_settings, store=metadata_store, storage=storage)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def live_server(web_settings, metadata_store, storage):
+    """The app served by uvicorn on a free loopback port, in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(web_settings, store=metadata_store, storage=storage)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the web catalog did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium through its chromedriver (``make browser`` installs both)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromedriver are needed: run `make browser`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", "--disable-gpu"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def processed(elasticsearch_url, tmp_path_factory):
+    """The example measurement uploaded and processed (the standard workflow in process, once
+    per session): ``(settings, store, storage, measurement id)``."""
+    root = tmp_path_factory.mktemp("web-processed")
+    settings = Settings(
+        elasticsearch_url=elasticsearch_url,
+        index_prefix=f"test-web-{uuid.uuid4().hex[:8]}",
+        storage=str(root / "storage"),
+        cache_dir=root / "cache",
+        spectra_chunks=2,
+    )
+    store = MetadataStore.connect(elasticsearch_url, index_prefix=settings.index_prefix)
+    store.ensure_indices()
+    storage = StorageResource.from_settings(settings)
+    measurement = upload_measurement(
+        EXAMPLE_IMZML, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,
+        measurement_id="processed-example",
+    )  # fmt: skip
+    results = materialize_measurement(settings, measurement.id)
+    assert all(r.success for r in results), "the example measurement did not process"
+    store.refresh()
+    yield settings, store, storage, measurement.id
+    store.drop_all()
+
+
+@pytest.fixture(scope="session")
+def processed_client(processed):
+    settings, store, storage, _ = processed
+    with TestClient(create_app(settings, store=store, storage=storage)) as test_client:
+        yield test_client

@@ -1,0 +1,213 @@
+"""The web catalog over HTTP (FastAPI's TestClient) on the real Elasticsearch and storage."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from em2q.setup_file import measurement_from_setup
+from em2q.web import create_app
+from em2q_resources.metadata import load_schema
+from em2q_resources.metadata.store import utc_now
+from tests.web.conftest import (
+    EXAMPLE_IBD,
+    EXAMPLE_IMZML,
+    EXAMPLE_SETUP,
+    setup_form_values,
+)
+
+S = load_schema()
+JSON = {"Accept": "application/json"}
+
+
+def post_upload(client, values, imzml=EXAMPLE_IMZML, ibd=EXAMPLE_IBD, headers=None):
+    with imzml.open("rb") as imzml_file, ibd.open("rb") as ibd_file:
+        return client.post(
+            "/upload",
+            data=values,
+            files={"imzml": (imzml.name, imzml_file), "ibd": (ibd.name, ibd_file)},
+            headers=headers or {},
+            follow_redirects=False,
+        )
+
+
+def plotly_array(value) -> np.ndarray:
+    """A data array of a plotly.py figure (plain list or base64 ``bdata`` with dtype/shape)."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.asarray(value, dtype=float)
+
+
+def catalog_ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-id="([^"]+)"', html)
+
+
+def test_upload_form_is_generated_from_the_schema_with_required_marks_choices_and_units(client):
+    html = client.get("/upload").text
+    polarity = re.search(r'<select id="f-settings.polarity".*?</select>', html, re.S).group(0)
+    assert re.findall(r'<option value="(\w+)"', polarity) == ["POSITIVE", "NEGATIVE", "MIXED"]
+    label = re.search(r'<label for="f-settings.pixel_size_x_um">.*?</label>', html, re.S).group(0)
+    assert "µm" in label and 'class="req"' not in label
+    title = re.search(r'<label for="f-title">.*?</label>', html, re.S).group(0)
+    assert 'class="req"' in title
+    assert 'name="sample.matrix_application"' in html and 'name="status"' not in html
+
+
+def test_setup_problems_are_named_next_to_their_fields_and_nothing_is_registered(client):
+    values = setup_form_values(EXAMPLE_SETUP)
+    values["settings.polarity"] = ""
+    values["settings.resolving_power"] = "very high"
+    del values["sample.organism"]  # the sample is described, so its organism is required
+    answer = post_upload(client, values, headers=JSON)
+    assert answer.status_code == 422
+    errors = answer.json()["errors"]
+    assert set(errors) == {"settings.polarity", "settings.resolving_power", "sample.organism"}
+    assert "very high" in errors["settings.resolving_power"]
+    assert catalog_ids(client.get("/catalog").text) == []
+
+
+def test_file_problems_are_shown_beside_the_file_inputs_without_javascript(client, tmp_path):
+    truncated = tmp_path / "Example_Continuous.ibd"
+    truncated.write_bytes(EXAMPLE_IBD.read_bytes()[:5000])
+    answer = post_upload(client, setup_form_values(EXAMPLE_SETUP), ibd=truncated)
+    assert answer.status_code == 422
+    slot = re.search(r'data-error-for="ibd"[^>]*>([^<]*)<', answer.text).group(1)
+    assert "ibd_truncated" in slot or "offset_out_of_range" in slot
+    assert catalog_ids(client.get("/catalog").text) == []
+
+
+def test_an_upload_is_registered_and_its_page_reports_the_status(client):
+    answer = post_upload(client, setup_form_values(EXAMPLE_SETUP))
+    assert answer.status_code == 303
+    measurement_id = answer.headers["location"].rsplit("/", 1)[1]
+    page = client.get(answer.headers["location"]).text
+    assert 'id="status"' in page and ">UPLOADED<" in page
+    assert "Example_Continuous.ibd" in page
+    status = client.get(f"/api/measurements/{measurement_id}/status").json()
+    assert status == {"id": measurement_id, "status": "UPLOADED", "reason": None, "final": False}
+    again = post_upload(client, setup_form_values(EXAMPLE_SETUP), headers=JSON)
+    assert again.status_code == 422
+    assert measurement_id in again.json()["errors"]["imzml"]
+
+
+def _register(store, measurement_id, **changes):
+    setup = json.loads(json.dumps(EXAMPLE_SETUP))
+    for path, value in changes.items():
+        *parents, name = path.split(".")
+        target = setup
+        for part in parents:
+            target = target[part]
+        target[name] = value
+    store.create(measurement_from_setup(setup, id=measurement_id, uploaded_at=utc_now()))
+
+
+def test_catalog_searches_filters_sorts_and_pages_and_values_link_to_more(client, metadata_store):
+    _register(
+        metadata_store,
+        "mouse-brain",
+        title="Mouse brain lipids",
+        **{"sample.organism": "Mus musculus"},
+    )
+    _register(metadata_store, "mouse-kidney", title="Mouse kidney", **{"sample.organism": "Mus musculus", "settings.polarity": "NEGATIVE"})  # fmt: skip
+    _register(
+        metadata_store, "rat-liver", title="Rat liver", **{"sample.organism": "Rattus norvegicus"}
+    )
+    metadata_store.refresh()
+    mouse = catalog_ids(client.get("/catalog", params={"q": "mouse"}).text)
+    assert sorted(mouse) == ["mouse-brain", "mouse-kidney"]
+    negative = client.get("/catalog", params={"f": "settings.polarity=NEGATIVE"}).text
+    assert catalog_ids(negative) == ["mouse-kidney"]
+    by_title = client.get("/catalog", params={"sort": "-title"}).text
+    assert catalog_ids(by_title) == ["rat-liver", "mouse-kidney", "mouse-brain"]
+    first = client.get("/catalog", params={"page_size": 2}).text
+    assert catalog_ids(first) == ["mouse-brain", "mouse-kidney"]
+    following = re.search(r'id="next-page" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    assert catalog_ids(client.get(following).text) == ["rat-liver"]
+    organism_facet = re.search(r'data-facet="sample.organism">.*?</section>', first, re.S).group(0)
+    assert re.search(r"mus musculus</a>\s*<span class=\"count\">2<", organism_facet)
+    page = client.get("/measurements/rat-liver").text
+    link = re.search(r'<a href="([^"]+)">POSITIVE</a>', page).group(1)
+    assert catalog_ids(client.get(link.replace("&amp;", "&")).text) == ["mouse-brain", "rat-liver"]
+
+
+def test_measurement_page_shows_qc_numbers_tic_spectrum_ion_images_and_runs(
+    processed_client, processed
+):
+    measurement_id = processed[3]
+    page = processed_client.get(
+        f"/measurements/{measurement_id}", params={"mz": "329", "ppm": 300}
+    ).text
+    assert 'id="verdict"' in page and "median snr" in page
+    figure = json.loads(re.search(r'id="mean-spectrum-figure">(.*?)</script>', page, re.S).group(1))
+    assert (
+        figure["data"][0]["type"] == "scattergl"
+        and plotly_array(figure["data"][0]["x"]).size > 1000
+    )
+    images = json.loads(re.search(r'id="ion-images-figure">(.*?)</script>', page, re.S).group(1))
+    assert images["data"][0]["type"] == "heatmap" and plotly_array(images["data"][0]["z"]).max() > 0
+    assert "ion_images" in page and "/runs/" in page and "lineage" in page
+    png = processed_client.get(f"/measurements/{measurement_id}/tic.png")
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+
+
+def test_compare_overlays_spectra_and_puts_ion_images_on_one_scale(processed_client, processed):
+    measurement_id = processed[3]
+    page = processed_client.get(
+        "/compare",
+        params={"m": measurement_id, "p": ["default", "default@v1"], "mz": "329", "ppm": 300},
+    ).text
+    assert page.count(f'href="/measurements/{measurement_id}?p=default@v1"') == 2
+    spectra = json.loads(
+        re.search(r'id="compare-spectra-figure">(.*?)</script>', page, re.S).group(1)
+    )
+    assert len(spectra["data"]) == 2
+    images = json.loads(
+        re.search(r'id="compare-images-figure">(.*?)</script>', page, re.S).group(1)
+    )
+    assert len(images["data"]) == 2 and {d["coloraxis"] for d in images["data"]} == {"coloraxis"}
+
+
+@pytest.fixture
+def header_auth_client(web_settings, metadata_store, storage):
+    settings = web_settings.with_overrides(auth_mode="header")
+    with TestClient(create_app(settings, store=metadata_store, storage=storage)) as test_client:
+        yield test_client
+
+
+def as_role(role: str) -> dict[str, str]:
+    return {"X-Forwarded-User": f"a-{role}", "X-Forwarded-Role": role}
+
+
+def test_forbidden_actions_are_refused_with_a_clear_message(header_auth_client, metadata_store):
+    client = header_auth_client
+    _register(metadata_store, "kept")
+    assert client.get("/catalog").status_code == 401
+    values = {"name": "mine", "value:qc.min_median_snr": "20"}
+    refused = client.post("/parameter-sets", data=values, headers=as_role("technician"))
+    assert refused.status_code == 403
+    assert "a-technician has the technician role" in refused.text and "scientist" in refused.text
+    deleting = client.post("/measurements/kept/delete", headers=as_role("scientist"), follow_redirects=False)  # fmt: skip
+    assert deleting.status_code == 403 and "admin" in deleting.text
+    api = client.post("/measurements/kept/delete", headers={**as_role("technician"), **JSON})
+    assert api.status_code == 403 and "admin" in api.json()["message"]
+    assert metadata_store.exists(S.Measurement, "kept")
+    saved = client.post("/parameter-sets", data=values, headers=as_role("scientist"), follow_redirects=False)  # fmt: skip
+    assert saved.status_code == 303 and saved.headers["location"] == "/parameter-sets/mine@v1"
+    removed = client.post("/measurements/kept/delete", headers=as_role("admin"), follow_redirects=False)  # fmt: skip
+    assert removed.status_code == 303 and not metadata_store.exists(S.Measurement, "kept")
+
+
+def test_a_parameter_value_the_processing_core_refuses_is_named(client):
+    answer = client.post(
+        "/parameter-sets", data={"name": "bad", "value:binning.min_frequency": "2"}
+    )
+    assert answer.status_code == 422
+    slot = re.search(r'data-error-for="binning.min_frequency">([^<]*)<', answer.text).group(1)
+    assert slot.strip(), "the out-of-range value should be named next to its input"
