@@ -3,17 +3,20 @@
 materializations: the step wrote its ``WorkflowRun`` document, this sensor reports it.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from em2q_assets.partitions import measurement_partitions
-from em2q_assets.sensors import VISIBILITY_LAG
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 
 #: WorkflowRun documents reported per evaluation; the rest on the next tick
 BATCH = 200
+#: a step stamps ``finished_at`` before its document is written and searchable (Elasticsearch
+#: refreshes every second); the cursor only moves past documents older than this, so a slow
+#: write is not skipped. Lineage a few seconds late costs nothing.
+SETTLE_TIME = timedelta(seconds=10)
 
 
 def external_engines() -> list[str]:
@@ -59,7 +62,7 @@ def external_materializations(
 ) -> dg.SensorResult:
     schema = load_schema()
     store = metadata.get_store()
-    settled = datetime.now(UTC) - VISIBILITY_LAG
+    settled = datetime.now(UTC) - SETTLE_TIME
     page = store.search(
         schema.WorkflowRun,
         filters={

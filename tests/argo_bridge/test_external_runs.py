@@ -105,7 +105,7 @@ def test_argo_results_are_reported_once_as_materializations(metadata_store, defi
 
     again = evaluate(definitions, instance, result.cursor)
     assert not again.asset_events  # no repeats from the cursor on
-    later = workflow_run(store, workflow="ion_images", partition="m1", age_s=10)
+    later = workflow_run(store, workflow="ion_images", partition="m1", age_s=20)
     store.refresh()
     third = evaluate(definitions, instance, again.cursor or result.cursor)
     assert [
