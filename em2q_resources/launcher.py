@@ -1,14 +1,18 @@
 """Where a heavy step runs: ``python -m em2q_msi.steps <step> ...`` as a local subprocess or as a
 Kubernetes pod, both through Dagster Pipes, so the step's JSON summary comes back the same way.
 
-An asset hands the step to the ``step_launcher`` resource in one line and gets the summary back
-as a dict (the lead's ``spectra_chunks`` asset, for the ``chunk`` step)::
+An asset hands a step to the ``step_launcher`` resource in one line and gets the step's summary
+back as a dict, e.g. ``spectra_chunks`` with the ``chunk`` step::
 
     summary = step_launcher.run_step(
         context, "chunk", [imzml_uri, "--k", str(k), "--index", str(i), "--out", out_url],
         kind="chunk", storage_options=storage.storage_options,
     )
-    summary["n_spectra"], summary["first_index"], summary["bytes"]  # the step's own report
+    summary["first_index"], summary["n_spectra"], summary["bytes"]  # the step's own report
+
+(The ``chunk`` step writes the chunk only; sums the asset gathers on the way, such as the
+chunk's TIC, it then reads back from the chunk.) A step that reports ``"ok": false`` raises
+:class:`StepFailed` with the step's own error message.
 
 * ``local`` (default): a subprocess of this interpreter; storage options (which may hold S3
   keys) reach it through a private temporary file, never on the command line.
@@ -30,6 +34,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -271,15 +276,28 @@ class StepLauncherResource(dg.ConfigurableResource):
     def _run_in_pod(self, context, step, args, kind, storage_options) -> dict[str, Any]:
         from dagster_k8s import PipesK8sClient
 
-        invocation = PipesK8sClient().run(
-            context=context,
-            image=self.image,
-            command=self.command(step, self.pod_args(args, storage_options)),
-            namespace=self.namespace,
-            base_pod_meta=self.base_pod_meta(kind, pod_labels(context)),
-            base_pod_spec=self.base_pod_spec(kind),
-        )
+        with _pod_slot(context):
+            invocation = PipesK8sClient().run(
+                context=context,
+                image=self.image,
+                command=self.command(step, self.pod_args(args, storage_options)),
+                namespace=self.namespace,
+                base_pod_meta=self.base_pod_meta(kind, pod_labels(context)),
+                base_pod_spec=self.base_pod_spec(kind),
+            )
         return summary_from_results(invocation)
+
+
+#: PipesK8sClient names a pod after the run and the op, so two pods of one op at once (the
+#: chunks of a partition-range step on a thread pool) would clash: they take turns instead.
+#: Parallel chunk pods need one step per chunk (per-chunk runs or the k8s_job_executor).
+_pod_slots: dict[tuple[str, str], threading.Lock] = {}
+_pod_slots_guard = threading.Lock()
+
+
+def _pod_slot(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> threading.Lock:
+    with _pod_slots_guard:
+        return _pod_slots.setdefault((context.run_id, context.op.name), threading.Lock())
 
 
 def pod_labels(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
