@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from typing import Any
 
 import fsspec
 import numpy as np
 
+from em2q_msi.temporaries import sweep_orphans, temporary_name
 from em2q_resources.storage import StorageResource
 
 
@@ -31,13 +31,19 @@ def _fs(storage: StorageResource, url: str) -> tuple[fsspec.AbstractFileSystem, 
     return fsspec.core.url_to_fs(url, **storage.storage_options)
 
 
+_swept: set[tuple[int, str]] = set()
+
+
 def write_bytes(storage: StorageResource, key: str, data: bytes) -> str:
     """Write ``data`` at ``key`` atomically; returns its URL."""
     url = storage.url(key)
     fs, path = _fs(storage, url)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
-    temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
+    if (id(fs), parent) not in _swept:  # once per folder and process
+        sweep_orphans(fs, parent)
+        _swept.add((id(fs), parent))
+    temporary = f"{parent}/{temporary_name(path.rsplit('/', 1)[-1])}"
     fs.pipe_file(temporary, data)
     try:
         fs.mv(temporary, path)

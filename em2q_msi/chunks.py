@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
 import numpy as np
 
+from em2q_msi import temporaries
 from em2q_msi.errors import ChunkCorrupt, ChunkNotFound
 from em2q_msi.imzml import is_local, split_url
 from em2q_msi.spectra import SpectraBlock
@@ -109,11 +109,12 @@ class ChunkWriter:
         self.n_values = n_values
         self.first_index = first_index
         self.extra = dict(extra or {})
-        self._token = uuid.uuid4().hex
+        self._token = temporaries.token()
         self._rows = 0
         self._values = 0
         self._mz_written = False
         self.fs.makedirs(self.path, exist_ok=True)
+        temporaries.sweep_orphans(self.fs, self.path)  # what a killed writer left here
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(_join(self.path, META))  # un-commit an older chunk before replacing it
         shapes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {

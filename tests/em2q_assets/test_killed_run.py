@@ -113,6 +113,9 @@ def test_a_killed_chunk_run_executed_again_leaves_consistent_metadata(
     ).hits
     assert [p.chunk_index for p in partitions] == list(range(CHUNKS))  # upserted, not doubled
 
+    # the temporaries the killed writer left were swept when the chunks were written again
+    results = tmp_path / "storage" / "results" / m
+    assert [p for p in results.rglob("*") if ".tmp-" in p.name] == []
     # every chunk reads back exactly as the source file says
     source = ImzML.open(imzml)
     for chunk in range(CHUNKS):
