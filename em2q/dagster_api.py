@@ -158,6 +158,15 @@ query ($id: String!) {
   }
 }"""
 
+_CANCEL_BACKFILL = """
+mutation ($id: String!) {
+  cancelPartitionBackfill(backfillId: $id) {
+    __typename
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
 _RUN = """
 query ($id: ID!) {
   runOrError(runId: $id) {
@@ -349,6 +358,13 @@ class DagsterAPI:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{id} still {status.status} after {timeout_s:.0f}s")
             time.sleep(interval_s)
+
+    def cancel(self, id: str) -> None:
+        """Cancel a launched workflow (a backfill): queued runs are dropped, running ones
+        stopped by the daemon."""
+        answer = self.graphql(_CANCEL_BACKFILL, {"id": id})["cancelPartitionBackfill"]
+        if answer["__typename"] != "CancelBackfillSuccess":
+            raise DagsterError(f"cancelling {id}: {answer.get('message', answer)}")
 
     # ------------------------------------------------------------------ links
 

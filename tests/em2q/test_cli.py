@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from em2q.cli import main
+from em2q.dagster_api import DagsterAPI
 from em2q_resources.metadata import MetadataStore
 
 
@@ -227,6 +228,7 @@ def test_run_launches_a_workflow_and_status_shows_it(platform_env):
     assert launched.exit_code == 0, launched.output
     launch = json.loads(launched.output)
     assert launch["url"] == f"{platform_env['EM2Q_DAGSTER_URL']}/runs/b/{launch['id']}?tab=runs"
+    DagsterAPI(platform_env["EM2Q_DAGSTER_URL"]).cancel(launch["id"])  # free the run slots
 
     status = json.loads(run(technician, "status", "cli-run", "--json").output)
     assert status["status"] == "UPLOADED"
