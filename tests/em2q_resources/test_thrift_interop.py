@@ -8,6 +8,7 @@ from JavaScript are read through Python's store and the other way round, field f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from em2q_resources.auth import Authenticator, Role, User
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import IDL_PATH, from_document, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
@@ -84,7 +86,21 @@ def store(elasticsearch_url: str) -> Iterator[MetadataStore]:
 @pytest.fixture(scope="module")
 def node(node_client: list[str], store: MetadataStore):
     """``node(calls)`` runs the calls from Node.js on one connection and returns the results."""
-    with running_server(store) as server:
+    with _node_against(node_client, store, None) as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def node_with_tokens(node_client: list[str], store: MetadataStore):
+    """As ``node``, against a server that needs ``login(token)`` (EM2Q_AUTH_MODE=token)."""
+    tokens = {"tech": User("tess", Role.TECHNICIAN), "admin": User("ada", Role.ADMIN)}
+    with _node_against(node_client, store, Authenticator("token", tokens=tokens)) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def _node_against(node_client, store, authenticator):
+    with running_server(store, authenticator) as server:
 
         def run(calls: list[dict]) -> list[dict]:
             env = {**os.environ, "NODE_PATH": str(NODE_CLIENT / "node_modules")}
@@ -219,3 +235,35 @@ def test_stale_update_from_node_is_a_version_conflict(node, store):
     assert stale["error"]["type"] == "VersionConflict"
     assert stale["error"]["id"] == original.id
     assert store.get(S.Measurement, original.id).doc.status == S.MeasurementStatus.READY
+
+
+def test_roles_are_enforced_for_node_clients_after_login(node_with_tokens, store):
+    store.create(measurement(S, 505), refresh=True)
+    workflow = {"id": "qc", "name": "qc", "assets": ["raw_measurement"], "published_by": "x",
+                "published_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    anonymous, principal, refused_delete, refused_publish = node_with_tokens(
+        [
+            {"op": "searchMeasurements", "request": {}},
+            {"op": "login", "token": "tech"},
+            {"op": "deleteMeasurement", "id": "m-0000505"},
+            {"op": "publishWorkflow", "workflow": workflow},
+        ]
+    )
+    assert anonymous["error"]["type"] == "Forbidden"
+    assert "nobody is signed in" in anonymous["error"]["message"]
+    assert principal["ok"] == {"user": "tess", "role": "technician"}
+    assert refused_delete["error"]["type"] == "Forbidden"
+    assert refused_delete["error"]["message"].startswith(
+        "tess has the technician role, which may not delete; it needs the admin role"
+    )
+    assert refused_publish["error"]["type"] == "Forbidden"
+    assert store.exists(S.Measurement, "m-0000505")
+    _, published, listed = node_with_tokens(
+        [
+            {"op": "login", "token": "admin"},
+            {"op": "publishWorkflow", "workflow": workflow},
+            {"op": "listWorkflows"},
+        ]
+    )
+    assert published["ok"]["published_by"] == "ada"
+    assert [w["name"] for w in listed["ok"]] == ["qc"]

@@ -137,9 +137,22 @@ const OPERATIONS = {
   async listParameterSets(client, call) {
     return plain(await client.listParameterSets(call.name));
   },
+  async login(client, call) {
+    return plain(await client.login(call.token));
+  },
+  async deleteMeasurement(client, call) {
+    await client.deleteMeasurement(call.id);
+    return null;
+  },
+  async publishWorkflow(client, call) {
+    return plain(await client.publishWorkflow(new types.Workflow(call.workflow)));
+  },
+  async listWorkflows(client) {
+    return plain(await client.listWorkflows());
+  },
 };
 
-const EXCEPTIONS = ["NotFound", "InvalidDocument", "VersionConflict", "StoreUnavailable"];
+const EXCEPTIONS = ["NotFound", "InvalidDocument", "VersionConflict", "StoreUnavailable", "Forbidden"];
 
 function describe(error) {
   for (const name of EXCEPTIONS) {
