@@ -79,6 +79,10 @@ class UnknownStepKind(ValueError):
     """A step kind that has no row in :data:`STEP_RESOURCES`."""
 
 
+class NoKubernetesCluster(RuntimeError):
+    """Kubernetes mode, but neither in-cluster nor kubeconfig credentials are available."""
+
+
 class StepFailed(Exception):
     """The step ran and reported a failure (its JSON summary had ``"ok": false``)."""
 
@@ -275,16 +279,24 @@ class StepLauncherResource(dg.ConfigurableResource):
 
     def _run_in_pod(self, context, step, args, kind, storage_options) -> dict[str, Any]:
         from dagster_k8s import PipesK8sClient
+        from kubernetes.config import ConfigException
 
         with _pod_slot(context):
-            invocation = PipesK8sClient().run(
-                context=context,
-                image=self.image,
-                command=self.command(step, self.pod_args(args, storage_options)),
-                namespace=self.namespace,
-                base_pod_meta=self.base_pod_meta(kind, pod_labels(context)),
-                base_pod_spec=self.base_pod_spec(kind),
-            )
+            try:
+                invocation = PipesK8sClient().run(
+                    context=context,
+                    image=self.image,
+                    command=self.command(step, self.pod_args(args, storage_options)),
+                    namespace=self.namespace,
+                    base_pod_meta=self.base_pod_meta(kind, pod_labels(context)),
+                    base_pod_spec=self.base_pod_spec(kind),
+                )
+            except ConfigException as exc:  # raised before any pod exists
+                raise NoKubernetesCluster(
+                    f"em2q_msi.steps {step} should run as a Kubernetes pod "
+                    f"(EM2Q_STEP_LAUNCHER=kubernetes) but no cluster is configured ({exc}): "
+                    "run inside the cluster, set KUBECONFIG, or set EM2Q_STEP_LAUNCHER=local"
+                ) from exc
         return summary_from_results(invocation)
 
 

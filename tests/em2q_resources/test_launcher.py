@@ -27,6 +27,7 @@ from dagster_k8s.pipes import PipesK8sPodLogsMessageReader, get_pod_name
 
 from em2q_assets.k8s import ASSET_STEP_KINDS, STEP_KIND_TAG, executor_config
 from em2q_resources.launcher import (
+    NoKubernetesCluster,
     StepFailed,
     StepLauncherResource,
     UnknownStepKind,
@@ -136,6 +137,18 @@ def test_an_unknown_step_kind_is_refused_before_anything_runs(tmp_path):
 
 
 # -- kubernetes mode: the pod PipesK8sClient submits ------------------------------------------
+def test_kubernetes_mode_without_a_cluster_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    asset = chunk_asset([str(EXAMPLE), "--k", "1", "--index", "0", "--out", str(tmp_path)])
+    launcher = StepLauncherResource(mode="kubernetes", image="registry.example.org/em2q:0.1.0")
+    result = dg.materialize([asset], resources={"step_launcher": launcher}, raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error.cause
+    assert error.cls_name == NoKubernetesCluster.__name__
+    assert "EM2Q_STEP_LAUNCHER=local" in error.message and "KUBECONFIG" in error.message
+
+
 def test_step_pod_is_valid_kubernetes_and_what_the_asset_asked_for():
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     settings = Settings(
