@@ -607,12 +607,14 @@ def delete(ctx: Context, measurement_id: str, yes: bool, as_json: bool) -> None:
 )
 @click.option("--examples", type=click.Path(exists=True, file_okay=False), default=None)
 @click.option("--port", default=3000, show_default=True, help="port of the Dagster UI")
+@click.option("--web-port", default=8080, show_default=True, help="port of the web catalog")
 @pass_context
-def dev(ctx: Context, once: bool, examples: str | None, port: int) -> None:
+def dev(ctx: Context, once: bool, examples: str | None, port: int, web_port: int) -> None:
     """Run the platform locally on its embedded defaults with the example data.
 
-    Starts Elasticsearch, the Dagster webserver and daemon (UI on http://127.0.0.1:PORT) and
-    uploads the example measurements, which the sensor then processes.
+    Starts Elasticsearch, the Dagster webserver and daemon (UI on http://127.0.0.1:PORT), the
+    web catalog (http://127.0.0.1:WEB_PORT) and uploads the example measurements, which the
+    sensor then processes.
     """
     from em2q.dev import run_dev
     from em2q.platform import PlatformError
@@ -624,10 +626,31 @@ def dev(ctx: Context, once: bool, examples: str | None, port: int) -> None:
                 once=once,
                 examples_dir=Path(examples) if examples else None,
                 port=port,
+                web_port=web_port,
             )
     except PlatformError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8080, show_default=True, help="TCP port of the web catalog")
+@pass_context
+def web(ctx: Context, host: str, port: int) -> None:
+    """Serve the web catalog alone: upload, search, results, compare, start workflows.
+
+    Uses EM2Q_ELASTICSEARCH_URL (else the cluster of a running `em2q dev`), EM2Q_STORAGE and
+    the Dagster webserver at EM2Q_DAGSTER_URL; users and roles come from EM2Q_AUTH_MODE.
+    """
+    import uvicorn
+
+    from em2q.web import create_app
+
+    with surface_errors():
+        app = create_app(ctx.settings, store=ctx.store)
+    click.echo(f"Web catalog: http://{host}:{port} (Ctrl-C stops it)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @main.command("metadata-serve")

@@ -79,7 +79,14 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: int = 3000) -> None:
+def run_dev(
+    settings: Settings,
+    *,
+    once: bool,
+    examples_dir: Path | None,
+    port: int = 3000,
+    web_port: int = 8080,
+) -> None:
     """Elasticsearch, then (unless ``once``) the Dagster webserver and daemon, then the examples.
 
     The examples are uploaded after Dagster is up, so the ``new_measurements`` sensor picks them
@@ -108,6 +115,13 @@ def run_dev(settings: Settings, *, once: bool, examples_dir: Path | None, port: 
             click.echo(
                 f"Dagster UI: {ui} (lineage, partitions, runs; log: {dagster_home(settings)})"
             )
+            from em2q.web import create_app
+            from em2q.web.server import serve_in_thread
+
+            web_settings = settings.with_overrides(elasticsearch_url=url, dagster_url=ui)
+            catalog = create_app(web_settings, store=store)
+            web = stack.enter_context(serve_in_thread(catalog, port=web_port))
+            click.echo(f"Web catalog: {web} (upload, search, results, compare, start workflows)")
         registered = load_examples(store, settings, examples_dir)
         click.echo(f"registered {len(registered)} example measurements from {examples_dir}")
         show_catalog(store)

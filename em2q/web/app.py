@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,12 +32,13 @@ from starlette.datastructures import UploadFile
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
-from em2q.upload import DuplicateUpload, InvalidUpload, upload_measurement
+from em2q.upload import DuplicateUpload, InvalidUpload, UploadProblem, upload_measurement
 from em2q.web import catalog, plots
 from em2q.web.forms import problem_field, setup_form, setup_from_form
 from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
 from em2q_msi.parameters import ParameterError, ProcessingParameters
+from em2q_msi.validation import validate
 from em2q_resources.auth import (
     Action,
     Authenticator,
@@ -283,44 +283,50 @@ def create_app(
         if "imzml" not in errors and not imzml.filename.lower().endswith(".imzml"):
             errors["imzml"] = f"{imzml.filename}: expected an .imzML file"
         measurement = None
-        if not errors:
+        if "imzml" not in errors and "ibd" not in errors:
             with tempfile.TemporaryDirectory(prefix="em2q-web-upload-") as scratch:
                 stem = _safe_stem(imzml.filename)
                 imzml_path = Path(scratch) / f"{stem}.imzML"
                 ibd_path = Path(scratch) / f"{stem}.ibd"
                 await _save_upload(imzml, imzml_path)
                 await _save_upload(files["ibd"], ibd_path)
-                try:
-                    measurement = await run_in_threadpool(
-                        upload_measurement,
-                        imzml_path,
-                        ibd_path=ibd_path,
-                        setup=document,
-                        store=get_store(),
-                        storage=app.state.storage,
-                        progress=False,
-                        cache_dir=Path(scratch) / "index",
+                cache_dir = Path(scratch) / "index"
+                problems: list[UploadProblem] = []
+                if errors:  # the setup is refused already: still say what is wrong with the files
+                    report = await run_in_threadpool(
+                        validate, str(imzml_path), cache_dir=str(cache_dir)
                     )
-                except InvalidUpload as exc:
-                    for problem in exc.problems:
-                        if problem.where == "setup":
-                            path, message = problem_field(problem.message)
-                            if path:
-                                errors[path] = message
-                            else:
-                                general.append(message)
+                    problems = [
+                        UploadProblem(imzml_path.name, p.code, p.message) for p in report.problems
+                    ]
+                else:
+                    try:
+                        measurement = await run_in_threadpool(
+                            upload_measurement,
+                            imzml_path,
+                            ibd_path=ibd_path,
+                            setup=document,
+                            store=get_store(),
+                            storage=app.state.storage,
+                            progress=False,
+                            cache_dir=cache_dir,
+                        )
+                    except InvalidUpload as exc:
+                        problems = exc.problems
+                    except DuplicateUpload as exc:
+                        general.append(str(exc))
+                        errors["imzml"] = f"already uploaded as {exc.existing_id}"
+                for problem in problems:
+                    if problem.where == "setup":
+                        path, message = problem_field(problem.message)
+                        if path:
+                            errors[path] = message
                         else:
-                            slot = "ibd" if problem.code in IBD_PROBLEMS else "imzml"
-                            errors[slot] = "; ".join(
-                                filter(
-                                    None, [errors.get(slot), f"[{problem.code}] {problem.message}"]
-                                )
-                            )
-                except DuplicateUpload as exc:
-                    general.append(str(exc))
-                    errors["imzml"] = f"already uploaded as {exc.existing_id}"
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                            general.append(message)
+                    else:
+                        slot = "ibd" if problem.code in IBD_PROBLEMS else "imzml"
+                        found = f"[{problem.code}] {problem.message}"
+                        errors[slot] = f"{errors[slot]}; {found}" if slot in errors else found
         if measurement is not None:
             target = f"/measurements/{measurement.id}"
             if wants_json(request):

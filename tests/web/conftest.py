@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from em2q.dev import EXAMPLES_DIR
 from em2q.setup_file import read_setup
 from em2q.upload import upload_measurement
 from em2q.web import create_app
+from em2q.web.server import serve_in_thread
 from em2q_resources.metadata import MetadataStore
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
@@ -58,29 +60,10 @@ def client(web_settings, metadata_store, storage):
 
 
 @pytest.fixture
-def live_server(web_settings, metadata_store, storage):
-    """The app served by uvicorn on a free loopback port, in a thread; yields its base URL."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(web_settings, store=metadata_store, storage=storage)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the web catalog did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def live_server(web_settings, metadata_store, storage) -> Iterator[str]:
+    """The app on a fresh store and storage folder, served for a browser."""
+    with serve_in_thread(create_app(web_settings, store=metadata_store, storage=storage)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

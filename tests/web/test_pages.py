@@ -211,3 +211,40 @@ def test_a_parameter_value_the_processing_core_refuses_is_named(client):
     assert answer.status_code == 422
     slot = re.search(r'data-error-for="binning.min_frequency">([^<]*)<', answer.text).group(1)
     assert slot.strip(), "the out-of-range value should be named next to its input"
+
+
+def test_em2q_web_serves_the_catalog_on_the_configured_backends(web_settings, metadata_store):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from em2q.web.server import free_port
+
+    _register(metadata_store, "served")
+    metadata_store.refresh()
+    port = free_port()
+    env = {
+        **os.environ,
+        "EM2Q_ELASTICSEARCH_URL": web_settings.elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": web_settings.index_prefix,
+        "EM2Q_STORAGE": web_settings.storage,
+    }
+    command = [sys.executable, "-m", "em2q.cli", "web", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/catalog", timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "em2q web did not answer"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and catalog_ids(answer.text) == ["served"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,0 +1,164 @@
+"""The web catalog in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
+
+Screenshots of every step land in /tmp/em2q-shots/ (look at them after a change to a page).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.ui import WebDriverWait
+
+from em2q.dagster_api import PARAMETER_SET_TAG, DagsterAPI
+from em2q.dev import EXAMPLES_DIR
+from em2q.upload import upload_measurement
+from em2q.web import create_app
+from em2q.web.server import serve_in_thread
+from em2q_resources.storage import StorageResource
+from tests.web.conftest import EXAMPLE_IBD, EXAMPLE_IMZML, EXAMPLE_SETUP
+
+SHOTS = Path("/tmp/em2q-shots")
+
+
+def shot(driver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def wait(driver, seconds: float = 20) -> WebDriverWait:
+    return WebDriverWait(driver, seconds)
+
+
+def fill_setup(driver, setup: dict, prefix: str = "") -> None:
+    """Type a setup document into the generated form, field by field."""
+    for key, value in setup.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            fill_setup(driver, value, f"{path}.")
+            continue
+        element = driver.find_element(By.ID, f"f-{path}")
+        if element.tag_name == "select":
+            Select(element).select_by_value(str(value))
+        elif element.get_attribute("type") == "date":
+            continue  # typed dates depend on the browser's locale; the field is optional
+        else:
+            element.clear()
+            element.send_keys(", ".join(value) if isinstance(value, list) else str(value))
+
+
+def error_beside(driver, path: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-error-for="{path}"]').text
+
+
+def test_technician_uploads_sees_errors_finds_it_in_the_catalog_and_opens_it(live_server, browser):
+    browser.get(f"{live_server}/upload")
+    fill_setup(browser, {**EXAMPLE_SETUP, "settings": {**EXAMPLE_SETUP["settings"]}})
+    Select(browser.find_element(By.ID, "f-settings.polarity")).select_by_value("")
+    browser.find_element(By.ID, "f-imzml").send_keys(str(EXAMPLE_IMZML))
+    other_ibd = EXAMPLES_DIR / "Example_Processed.ibd"  # another measurement's .ibd: UUID differs
+    browser.find_element(By.ID, "f-ibd").send_keys(str(other_ibd))
+    browser.find_element(By.ID, "upload-submit").click()
+    wait(browser).until(lambda d: error_beside(d, "settings.polarity"))
+    assert "required" in error_beside(browser, "settings.polarity")
+    wait(browser).until(lambda d: error_beside(d, "ibd"))
+    assert "uuid" in error_beside(browser, "ibd").lower()
+    assert browser.find_element(By.ID, "upload-progress").get_attribute("value") == "100"
+    shot(browser, "01-upload-refused")
+
+    Select(browser.find_element(By.ID, "f-settings.polarity")).select_by_value("POSITIVE")
+    browser.find_element(By.ID, "f-ibd").send_keys(str(EXAMPLE_IBD))
+    browser.find_element(By.ID, "upload-submit").click()
+    wait(browser).until(ec.url_contains("/measurements/"))
+    measurement_id = browser.current_url.rsplit("/", 1)[1]
+    assert browser.find_element(By.ID, "status").text == "UPLOADED"
+    shot(browser, "02-uploaded")
+
+    browser.get(f"{live_server}/catalog")
+    search = browser.find_element(By.CSS_SELECTOR, "#search input[name=q]")
+    search.send_keys("example 3x3")
+    search.submit()
+    wait(browser).until(ec.url_contains("q=example"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#hits tbody tr[data-id]")
+    assert [r.get_attribute("data-id") for r in rows] == [measurement_id]
+    facet = browser.find_element(By.CSS_SELECTOR, '[data-facet="settings.polarity"] a')
+    facet.click()
+    wait(browser).until(ec.url_contains("settings.polarity"))
+    shot(browser, "03-catalog")
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{measurement_id}"] a.title').click()
+    wait(browser).until(ec.url_contains(f"/measurements/{measurement_id}"))
+    assert "Example_Continuous.imzML" in browser.find_element(By.ID, "files").text
+
+
+@pytest.fixture(scope="module")
+def processed_server(processed):
+    settings, store, storage, measurement_id = processed
+    with serve_in_thread(create_app(settings, store=store, storage=storage)) as url:
+        yield url, measurement_id
+
+
+def test_results_render_tic_image_zoomable_spectrum_ion_images_and_compare(
+    processed_server, browser
+):
+    url, measurement_id = processed_server
+    browser.get(f"{url}/measurements/{measurement_id}?mz=329,152.9&ppm=300")
+    tic = browser.find_element(By.ID, "tic-image")
+    wait(browser).until(lambda d: d.execute_script("return arguments[0].complete", tic))
+    assert browser.execute_script("return arguments[0].naturalWidth", tic) > 0
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#mean-spectrum svg.main-svg"))
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ion-images .heatmaplayer"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#ion-images .hm")) == 2
+    assert browser.find_element(By.ID, "verdict").text in (
+        "good enough to analyse",
+        "not good enough",
+    )
+    shot(browser, "04-measurement-results")
+    browser.execute_script("document.getElementById('ion-images-section').scrollIntoView()")
+    shot(browser, "05-measurement-ion-images-and-runs")
+
+    zoomed = browser.execute_script(
+        "const plot = document.getElementById('mean-spectrum');"
+        "return Plotly.relayout(plot, {'xaxis.range': [320, 340]})"
+        ".then(() => plot.layout.xaxis.range);"
+    )
+    assert zoomed == [320, 340]
+
+    browser.get(f"{url}/compare?m={measurement_id}&p=default&p=default@v1&mz=329&ppm=300")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#compare-spectra svg.main-svg"))
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#compare-images .hm"))
+    assert (
+        len(
+            browser.find_elements(
+                By.CSS_SELECTOR, "#compare-spectra .scatterlayer .trace, #compare-spectra canvas"
+            )
+        )
+        >= 1
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-images .hm")) == 2
+    shot(browser, "06-compare")
+
+
+def test_a_workflow_started_from_the_page_is_a_dagster_backfill(dagster_platform, browser):
+    settings, store = dagster_platform.settings, dagster_platform.store
+    storage = StorageResource.from_settings(settings)
+    measurement = upload_measurement(
+        EXAMPLE_IMZML, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,
+        measurement_id=f"web-run-{id(browser) % 10_000}",
+    )  # fmt: skip
+    with serve_in_thread(create_app(settings, store=store, storage=storage)) as url:
+        browser.get(f"{url}/measurements/{measurement.id}")
+        Select(browser.find_element(By.ID, "start-workflow")).select_by_value("qc")
+        browser.find_element(By.ID, "start-run").click()
+        wait(browser, 60).until(lambda d: d.find_elements(By.ID, "launched"))
+        backfill_id = browser.find_element(By.ID, "launched").get_attribute("data-launch")
+        link = browser.find_element(By.CSS_SELECTOR, "#launched a").get_attribute("href")
+        shot(browser, "07-workflow-started")
+    assert link.startswith(dagster_platform.url) and backfill_id in link
+    with DagsterAPI(dagster_platform.url) as api:
+        status = api.run_status(backfill_id)
+    assert status.kind == "backfill"
+    assert status.tags[PARAMETER_SET_TAG] == "default@v1"
+    assert status.tags["em2q/workflow"] == "qc"
