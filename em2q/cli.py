@@ -482,11 +482,13 @@ def status(ctx: Context, measurement_id: str, parameter_set: str | None, run_cou
         click.echo(f"QC ({results.parameters.id}): {verdict}")
         for check in report.get("checks", []):
             mark = {True: "pass", False: "FAIL", None: "n/a"}[check.get("passed")]
+            value = check.get("value")
+            shown = "n/a" if value is None else f"{value:.4g}"
             click.echo(
-                f"  {mark:<4} {check['name']} = {check.get('value')} "
+                f"  {mark:<4} {check['name']} = {shown} "
                 f"(needs {check.get('comparison')} {check.get('threshold')})"
             )
-    click.echo("results: " + ", ".join(a for a, ok in available.items() if ok) or "none yet")
+    click.echo("results: " + (", ".join(a for a, ok in available.items() if ok) or "none yet"))
     if runs:
         click.echo(_table(runs, ["run_id", "status", "started", "assets", "url"]))
 
