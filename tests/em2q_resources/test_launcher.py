@@ -334,3 +334,28 @@ def test_the_op_tag_is_the_one_dagster_k8s_reads():
     assert get_user_defined_k8s_config(k8s_op_tags("qc")).container_config == {
         "resources": step_resources("qc")
     }
+
+
+def test_the_run_executor_config_is_one_k8s_job_executor_accepts():
+    """``configured`` does not check its config; a run would only fail at its start."""
+    from dagster_k8s import k8s_job_executor
+
+    @dg.op
+    def nothing() -> None:
+        pass
+
+    @dg.job(executor_def=k8s_job_executor)
+    def probe() -> None:
+        nothing()
+
+    launcher = StepLauncherResource(
+        mode="kubernetes",
+        namespace="em2q",
+        image_pull_policy="IfNotPresent",
+        service_account_name="em2q-steps",
+    )
+    config = executor_config(launcher)
+    resolved = dg.validate_run_config(probe, {"execution": {"config": config}})
+    assert resolved["execution"]["k8s"]["env_secrets"] == ["em2q-credentials"]
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(probe, {"execution": {"config": {**config, "job_imag": "x"}}})
