@@ -36,7 +36,7 @@ from hera.workflows import (
     Task,
     WorkflowTemplate,
 )
-from hera.workflows.models import Backoff, Quantity, ResourceRequirements
+from hera.workflows.models import Backoff, PodGC, Quantity, ResourceRequirements, TTLStrategy
 
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.k8s import STEP_KIND_TAG, STEP_RETRY_LIMIT, op_resources
@@ -48,6 +48,9 @@ ENGINE = "ARGO"
 DEFAULT_PARAMETER_SET = "default"
 #: delay before the first retry of a step, doubled on each further retry
 RETRY_BACKOFF = "30s"
+#: like the Dagster step Jobs (ttlSecondsAfterFinished 86400): succeeded pods go at once,
+#: a finished workflow (and failed pods, for their logs) after a day
+KEEP_FINISHED_S = 86_400
 LABELS = {"app.kubernetes.io/name": "em2q", "app.kubernetes.io/component": "argo-workflow"}
 
 
@@ -262,6 +265,8 @@ def workflow_template(
         annotations={"workflows.argoproj.io/description": description},
         entrypoint="measurement",
         service_account_name=launcher.service_account_name,
+        pod_gc=PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=TTLStrategy(seconds_after_completion=KEEP_FINISHED_S),
         arguments=[
             Parameter(name="measurement", description="measurement id (its partition key)"),
             Parameter(
