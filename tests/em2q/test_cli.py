@@ -269,3 +269,24 @@ def test_run_wait_follows_the_launch_until_it_ends(platform_env):
     assert process.returncode == 1, err
     assert "asset partitions" in err  # the progress bar
     assert out.startswith(f"{launch_id}: CANCELED")
+
+
+def test_status_of_a_processed_measurement_shows_verdict_results_and_runs(
+    platform_env, dagster_platform, tmp_path
+):
+    from tests.em2q_assets.conftest import register_copy
+    from tests.fixtures.dagster import materialize_measurement
+
+    register_copy(dagster_platform.store, tmp_path, "Example_Processed", "cli-done")
+    materialize_measurement(dagster_platform.settings, "cli-done")
+    summary = json.loads(run(platform_env, "status", "cli-done", "--json").output)
+    assert summary["status"] == "READY"
+    assert summary["qc"]["ok"] is True
+    assert all(summary["results"].values())
+    assert {r["url"] for r in summary["runs"]} == {
+        f"{platform_env['EM2Q_DAGSTER_URL']}/runs/{r['run_id']}" for r in summary["runs"]
+    }
+    text = run(platform_env, "status", "cli-done").output
+    assert "QC (default@v1): good enough to analyse" in text
+    assert "pass tic_coverage = 1 (needs >= " in text
+    assert "results: raw_measurement, mean_spectrum, tic_image, qc_report" in text
