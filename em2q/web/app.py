@@ -136,6 +136,7 @@ def create_app(
     templates.env.globals.update(
         catalog_url=catalog.catalog_url,
         same_value_url=catalog.same_value_url,
+        by_step=_by_step,
         dagster_url=settings.dagster_url,
         Action=Action,
     )
@@ -502,13 +503,21 @@ def create_app(
         measurement: str = "",
     ):
         require(user, Action.READ)
-        source = get_store().get_parameter_set(from_)
+        try:
+            source = get_store().get_parameter_set(from_)
+            source_id, name = source.id, source.name
+            values = parameter_values_to_dict(source.values)
+        except DocumentNotFound:
+            if from_ != DEFAULT_NAME:
+                raise
+            # nothing saved yet: start from the processing core's defaults
+            source_id, name, values = DEFAULT_NAME, "", {}
         return render(
             request,
             "parameter_set_edit.html",
-            source=source.id,
-            rows=_parameter_rows(parameter_values_to_dict(source.values)),
-            name=source.name,
+            source=source_id,
+            rows=_parameter_rows(values),
+            name=name,
             comment="",
             measurement=measurement,
             errors={},
@@ -645,6 +654,14 @@ def _parameter_rows(values: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 kind, text = "number", "" if value is None else f"{value:g}"
             rows.append({"step": step, "name": name, "kind": kind, "text": text})
     return rows
+
+
+def _by_step(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Editor rows grouped by step, in processing order (Jinja's groupby would sort them)."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        steps.setdefault(row["step"], []).append(row)
+    return list(steps.items())
 
 
 def _parameter_values(rows: list[dict[str, Any]], form: Any) -> tuple[dict, dict[str, str]]:

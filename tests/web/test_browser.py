@@ -162,3 +162,24 @@ def test_a_workflow_started_from_the_page_is_a_dagster_backfill(dagster_platform
     assert status.kind == "backfill"
     assert status.tags[PARAMETER_SET_TAG] == "default@v1"
     assert status.tags["em2q/workflow"] == "qc"
+
+
+def test_a_technician_is_refused_saving_a_parameter_set_with_the_role_it_needs(
+    web_settings, metadata_store, storage, browser
+):
+    technician = web_settings.with_overrides(local_user="tess", local_role="technician")
+    with serve_in_thread(create_app(technician, store=metadata_store, storage=storage)) as url:
+        browser.get(f"{url}/parameter-sets/new?from=default")
+        name = browser.find_element(By.ID, "ps-name")
+        name.clear()
+        name.send_keys("stricter")
+        snr = browser.find_element(By.ID, "v-qc.min_median_snr")
+        snr.clear()
+        snr.send_keys("20")
+        shot(browser, "08-parameter-set-editor")
+        browser.find_element(By.ID, "save-parameter-set").click()
+        wait(browser).until(lambda d: d.find_elements(By.ID, "refusal"))
+        message = browser.find_element(By.CSS_SELECTOR, "#refusal .message").text
+        shot(browser, "09-refused")
+    assert "tess has the technician role" in message and "scientist" in message
+    assert metadata_store.parameter_sets("stricter") == []
