@@ -29,6 +29,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from em2q.client import delete_measurement
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
@@ -405,8 +406,13 @@ def create_app(
             except ResultNotReady:
                 chosen_mz = []
         if chosen_mz:
-            images = [(f"m/z {v:.4f} ± {ppm:g} ppm", results.ion_image(v, ppm)) for v in chosen_mz]
-            sections["ion_images"] = plots.figure_json(plots.images_figure(images))
+            try:
+                images = [
+                    (f"m/z {v:.4f} ± {ppm:g} ppm", results.ion_image(v, ppm)) for v in chosen_mz
+                ]
+                sections["ion_images"] = plots.figure_json(plots.images_figure(images))
+            except (DocumentNotFound, OSError, ValueError) as exc:  # no raw data to read
+                mz_problem = f"no ion images: {exc}"
         runs = [to_document(r) for r in results.runs()]
         return render(
             request,
@@ -476,13 +482,9 @@ def create_app(
         }
 
     @app.post("/measurements/{measurement_id}/delete")
-    def delete_measurement(request: Request, measurement_id: str, user: CurrentUser):
+    def delete(request: Request, measurement_id: str, user: CurrentUser):
         require(user, Action.DELETE)
-        store = get_store()
-        store.delete(schema.Measurement, measurement_id)
-        for key in (f"measurements/{measurement_id}", f"results/{measurement_id}"):
-            app.state.storage.remove(key)
-        store.refresh()
+        delete_measurement(get_store(), app.state.storage, measurement_id, user)
         return RedirectResponse("/catalog", status_code=303)
 
     # ------------------------------------------------------------------ parameter sets

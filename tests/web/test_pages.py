@@ -132,6 +132,8 @@ def test_catalog_searches_filters_sorts_and_pages_and_values_link_to_more(client
     assert catalog_ids(client.get(following).text) == ["rat-liver"]
     organism_facet = re.search(r'data-facet="sample.organism">.*?</section>', first, re.S).group(0)
     assert re.search(r"mus musculus</a>\s*<span class=\"count\">2<", organism_facet)
+    without_files = client.get("/measurements/rat-liver", params={"mz": "300"})
+    assert without_files.status_code == 200 and "no ion images" in without_files.text
     page = client.get("/measurements/rat-liver").text
     link = re.search(r'<a href="([^"]+)">POSITIVE</a>', page).group(1)
     assert catalog_ids(client.get(link.replace("&amp;", "&")).text) == ["mouse-brain", "rat-liver"]
