@@ -404,10 +404,15 @@ def run(ctx: Context, measurement_id: str, workflow: str, parameter_set: str | N
             return
         if not as_json:
             click.echo(f"{launch_id}  {workflow} on {measurement_id}: {url}", err=True)
-        try:
-            status = _wait_with_progress(api, launch_id, timeout, show=not as_json)
-        except TimeoutError as exc:
-            _fail(f"{exc}; it goes on in Dagster: {url}", EXIT_PROBLEM)
+        _follow(api, launch_id, timeout, as_json)
+
+
+def _follow(api: DagsterAPI, launch_id: str, timeout_s: int, as_json: bool) -> None:
+    """Wait for a launch to end, report it, exit 0 when every run succeeded, else 1."""
+    try:
+        status = _wait_with_progress(api, launch_id, timeout_s, show=not as_json)
+    except TimeoutError as exc:
+        _fail(f"{exc}; it goes on in Dagster: {api.ui_url_for_run(launch_id)}", EXIT_PROBLEM)
     if as_json:
         click.echo(json.dumps(status.to_dict()))
     else:
@@ -416,6 +421,19 @@ def run(ctx: Context, measurement_id: str, workflow: str, parameter_set: str | N
         for run_id in failed:
             click.echo(f"  failed: {api.ui_url_for_run(run_id)}")
     sys.exit(0 if status.ok else EXIT_PROBLEM)
+
+
+@main.command("wait")
+@click.argument("launch_id")
+@click.option("--timeout", default=3600, show_default=True, help="seconds to wait at most")
+@json_option
+@pass_context
+def wait_command(ctx: Context, launch_id: str, timeout: int, as_json: bool) -> None:
+    """Follow LAUNCH_ID (from `em2q run`, the web catalog or a notebook) with a progress bar
+    until its runs end: exit 0 when all succeeded, 1 when some failed or it was cancelled."""
+    with surface_errors():
+        ctx.require(Action.READ)
+        _follow(ctx.dagster(), launch_id, timeout, as_json)
 
 
 def _wait_with_progress(api: DagsterAPI, launch_id: str, timeout_s: int, show: bool):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -250,25 +247,6 @@ def test_unknown_workflow_and_unreachable_dagster(platform_env):
     result = CliRunner().invoke(main, ["run", "cli-run"], env=away)
     assert result.exit_code == 3
     assert "did not answer" in result.output
-
-
-def test_run_wait_follows_the_launch_until_it_ends(platform_env):
-    """--wait polls with a progress bar until the backfill ends; a cancelled one exits 1."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "em2q.cli", "run", "cli-run", "-w", "qc", "--wait"],
-        env={**os.environ, **platform_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first = process.stderr.readline()  # "<id>  qc on cli-run: <url>"
-    launch_id = first.split()[0]
-    assert f"/runs/b/{launch_id}" in first
-    DagsterAPI(platform_env["EM2Q_DAGSTER_URL"]).cancel(launch_id)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 1, err
-    assert "asset partitions" in err  # the progress bar
-    assert out.startswith(f"{launch_id}: CANCELED")
 
 
 def test_status_of_a_processed_measurement_shows_verdict_results_and_runs(

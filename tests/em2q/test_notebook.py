@@ -7,8 +7,10 @@ import sys
 
 import nbformat
 import pytest
+from click.testing import CliRunner
 from nbclient import NotebookClient
 
+from em2q.cli import main
 from em2q_resources.settings import PROJECT_ROOT
 from tests.em2q_assets.conftest import register_copy
 from tests.fixtures.dagster import materialize_measurement
@@ -18,8 +20,9 @@ KERNEL = "em2q-test"
 
 
 @pytest.fixture
-def kernel_dir(tmp_path, dagster_platform, monkeypatch):
-    """A kernelspec running this venv's Python with the platform's EM2Q_* settings."""
+def jupyter_kernel(tmp_path, dagster_platform, monkeypatch):
+    """A kernelspec running this venv's Python with the platform's EM2Q_* settings; yields
+    (working folder, kernel.json content)."""
     settings = dagster_platform.settings
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
@@ -42,12 +45,13 @@ def kernel_dir(tmp_path, dagster_platform, monkeypatch):
     }
     (spec / "kernel.json").write_text(json.dumps(kernel), encoding="utf-8")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return tmp_path
+    return tmp_path, kernel
 
 
 def test_explore_notebook_runs_the_data_scientists_story_without_errors(
-    kernel_dir, dagster_platform
+    jupyter_kernel, dagster_platform
 ):
+    kernel_dir, kernel = jupyter_kernel
     store = dagster_platform.store
     register_copy(store, kernel_dir / "upload", "Example_Continuous", "example-continuous")
     # What `make run` does before a scientist arrives: the default set processed.
@@ -73,3 +77,15 @@ def test_explore_notebook_runs_the_data_scientists_story_without_errors(
         filters={"measurement_id": "example-continuous", "parameter_set_id": saved.id},
     )
     assert {r.workflow for r in runs.hits} >= {"preprocessed_chunks", "qc_report"}
+
+    # The run the notebook launched can be followed from the CLI (`em2q run --wait` does this).
+    launch_id = next(
+        o.text.split()[0] for o in outputs if o.output_type == "stream" and "/runs/b/" in o.text
+    )
+    env = kernel["env"]
+    followed = CliRunner().invoke(main, ["wait", launch_id], env=env)
+    assert followed.exit_code == 0, followed.output
+    assert followed.stdout.startswith(f"{launch_id}: COMPLETED_SUCCESS")
+    assert "asset partitions" in followed.stderr  # the progress bar
+    as_json = json.loads(CliRunner().invoke(main, ["wait", launch_id, "--json"], env=env).stdout)
+    assert as_json["ok"] and as_json["tags"]["em2q/parameter_set"] == saved.id
