@@ -35,9 +35,8 @@ import httpx
 from em2q_assets.workflows import WorkflowDefinition, require_startable
 from em2q_resources.auth import User
 from em2q_resources.metadata import MetadataStore, load_schema
-from em2q_resources.parameters import resolve_parameter_set
+from em2q_resources.parameters import PARAMETER_SET_TAG, resolve_parameter_set
 
-PARAMETER_SET_TAG = "em2q/parameter_set"
 WORKFLOW_TAG = "em2q/workflow"
 USER_TAG = "em2q/user"
 MEASUREMENT_TAG = "em2q/measurement"
