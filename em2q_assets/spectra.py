@@ -9,9 +9,11 @@ measurement in one run (chunks side by side in one process) instead of one run p
 would spend most of the time starting runs. A single chunk can still be materialized on demand.
 """
 
+import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -30,6 +32,7 @@ from em2q_msi.qc import (
     spectrum_metrics,
     total_ion_current,
 )
+from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
@@ -52,13 +55,24 @@ def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
     )
 
 
+#: ``launch(imzml_url, k, i, out_url) -> summary``: writes chunk i of K elsewhere (a subprocess
+#: or a pod running ``python -m em2q_msi.steps chunk``) and returns the step's summary
+ChunkLauncher = Callable[[str, int, int, str], dict]
+
+
 def copy_chunk(
     step: StepContext,
     partition: Partition,
     inputs: dict,
     parameters: ResolvedParameters | None = None,
+    *,
+    launch: ChunkLauncher | None = None,
 ) -> StepResult:
-    """Chunk i of K of the raw spectra in the chunk format, with its TIC and mean sums."""
+    """Chunk i of K of the raw spectra in the chunk format, with its TIC and mean sums.
+
+    In process, the sums are gathered while the chunk is written; with ``launch`` the chunk is
+    written by the launched step and the sums are read back from it.
+    """
     raw = inputs["raw_measurement"]
     measurement_id, chunk, chunk_count = (
         partition.measurement_id,
@@ -72,7 +86,6 @@ def copy_chunk(
         step, "spectra_chunks", str(partition), measurement_id=measurement_id
     ) as record:
         record.read("imzml", raw["imzml_uri"])
-        reader = ImzML.open(raw["imzml_uri"], storage_options=storage.storage_options)
         accumulator = mean_accumulator(raw)
         tic_parts: list[np.ndarray] = []
 
@@ -80,16 +93,24 @@ def copy_chunk(
             accumulator.add(block)
             tic_parts.append(total_ion_current(block))
 
-        start, stop, meta = write_measurement_chunk(
-            reader,
-            chunk_count,
-            chunk,
-            storage.url(f"{folder}/spectra"),
-            storage_options=storage.storage_options,
-            extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
-            on_block=summarise,
-            block_bytes=BLOCK_BYTES,
-        )
+        out = storage.url(f"{folder}/spectra")
+        if launch is None:
+            reader = ImzML.open(raw["imzml_uri"], storage_options=storage.storage_options)
+            start, stop, meta = write_measurement_chunk(
+                reader,
+                chunk_count,
+                chunk,
+                out,
+                storage_options=storage.storage_options,
+                extra={"measurement_id": measurement_id, "chunk": chunk, "of": chunk_count},
+                on_block=summarise,
+                block_bytes=BLOCK_BYTES,
+            )
+        else:
+            meta = launch(raw["imzml_uri"], chunk_count, chunk, out)
+            start, stop = meta["first_index"], meta["first_index"] + meta["n_spectra"]
+            for block in iter_chunk(out, CHUNK_BLOCK_SPECTRA, storage.storage_options):
+                summarise(block)
         tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
         outputs = {
             "spectra": storage.url(f"{folder}/spectra"),
@@ -215,10 +236,22 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         raw_measurement: dict,
         metadata: MetadataStoreResource,
         storage: StorageResource,
+        step_launcher: StepLauncherResource,
     ) -> dg.Output[dict]:
+        step = copy_chunk
+        if step_launcher.launches_steps:
+
+            def launch(imzml_url: str, k: int, i: int, out: str) -> dict:
+                arguments = [imzml_url, "--k", str(k), "--index", str(i), "--out", out]
+                return step_launcher.run_step(
+                    context, "chunk", arguments, kind="chunk",
+                    storage_options=storage.storage_options,
+                )  # fmt: skip
+
+            step = functools.partial(copy_chunk, launch=launch)
         return run_step(
             context,
-            copy_chunk,
+            step,
             step_context(context, metadata, storage),
             inputs={"raw_measurement": raw_measurement},
             chunk_count=chunk_count,

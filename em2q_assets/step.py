@@ -132,17 +132,17 @@ def run(
     parameters = resolve_parameter_set(store, parameter_set)
     partition = Partition(measurement_id, chunk, shape.chunk_count)
 
-    def manifest_of(upstream: str, upstream_chunk: int | None) -> dict[str, Any]:
+    missing: list[str] = []
+
+    def manifest_of(upstream: str, upstream_chunk: int | None) -> dict[str, Any] | None:
         digest = parameters.content_hash if shapes[upstream].parameter_dependent else None
         key = manifest_key(upstream, measurement_id, upstream_chunk, digest)
         try:
             return read_json(storage, storage.url(key))
-        except FileNotFoundError as missing:
-            raise StepFailure(
-                f"{asset} needs {upstream} of {measurement_id}"
-                + (f" chunk {upstream_chunk}" if upstream_chunk is not None else "")
-                + f" and it is not materialized yet ({key} is missing): run that step first"
-            ) from missing
+        except FileNotFoundError:
+            where = f" chunk {upstream_chunk}" if upstream_chunk is not None else ""
+            missing.append(f"{upstream}{where} ({key})")
+            return None
 
     inputs: dict[str, Any] = {}
     for input_name, upstream in shape.inputs.items():
@@ -153,6 +153,11 @@ def run(
             inputs[input_name] = manifest_of(upstream, chunk)
         else:
             inputs[input_name] = {i: manifest_of(upstream, i) for i in range(upstream_chunks)}
+    if missing:
+        raise StepFailure(
+            f"{asset} of {measurement_id} needs what is not materialized yet: "
+            f"{'; '.join(missing)} — run those steps first"
+        )
     result = STEPS[asset](
         step, partition, inputs, parameters if shape.parameter_dependent else None
     )

@@ -14,7 +14,10 @@ back as a dict, e.g. ``spectra_chunks`` with the ``chunk`` step::
 chunk's TIC, it then reads back from the chunk.) A step that reports ``"ok": false`` raises
 :class:`StepFailed` with the step's own error message.
 
-* ``local`` (default): a subprocess of this interpreter; storage options (which may hold S3
+* ``in_process`` (the local platform's default, ``EM2Q_STEP_LAUNCHER``): nothing is launched,
+  the asset calls ``em2q_msi`` in the run's own process; a subprocess per chunk would add its
+  imports (seconds) to every chunk of every measurement on a laptop.
+* ``local`` (the resource's default): a subprocess of this interpreter; storage options (which may hold S3
   keys) reach it through a private temporary file, never on the command line.
 * ``kubernetes``: a pod from ``image`` via ``dagster_k8s.PipesK8sClient``; settings come from
   ConfigMaps and credentials from Secrets (``envFrom``), so no secret value is in the pod
@@ -127,8 +130,10 @@ def summary_from_results(invocation: dg.PipesClientCompletedInvocation) -> dict[
 class StepLauncherResource(dg.ConfigurableResource):
     """Runs ``python -m em2q_msi.steps`` locally or as a Kubernetes pod (Dagster Pipes)."""
 
-    mode: Literal["local", "kubernetes"] = Field(
-        default="local", description="local: a subprocess; kubernetes: a pod per step"
+    mode: Literal["in_process", "local", "kubernetes"] = Field(
+        default="local",
+        description="in_process: the asset calls em2q_msi itself (no launch); local: a "
+        "subprocess; kubernetes: a pod per step",
     )
     image: str = Field(default=DEFAULT_IMAGE, description="code location image for step pods")
     image_pull_policy: str | None = Field(default=None, description="e.g. IfNotPresent")
@@ -157,6 +162,11 @@ class StepLauncherResource(dg.ConfigurableResource):
             env_config_maps=list(settings.env_config_maps),
             env_secrets=list(settings.env_secrets),
         )
+
+    @property
+    def launches_steps(self) -> bool:
+        """False in ``in_process`` mode: the asset calls the processing core directly."""
+        return self.mode != "in_process"
 
     # ------------------------------------------------------------------ what runs
 
@@ -240,7 +250,12 @@ class StepLauncherResource(dg.ConfigurableResource):
 
         Raises :class:`StepFailed` with the step's own error when it reports ``"ok": false``.
         """
-        step_resources(kind)  # an unknown kind fails here, in both modes
+        step_resources(kind)  # an unknown kind fails here, in every mode
+        if self.mode == "in_process":
+            raise ValueError(
+                "the in_process launcher launches nothing: the asset runs the step itself "
+                "(check `launches_steps` before calling run_step)"
+            )
         if self.mode == "kubernetes":
             summary = self._run_in_pod(context, step, args, kind, storage_options)
         else:

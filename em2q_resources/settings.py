@@ -29,8 +29,9 @@ class Settings:
     index_prefix: str = "em2q"
     storage: str = str(PROJECT_ROOT / ".em2q" / "storage")
     cache_dir: Path = PROJECT_ROOT / ".cache"
-    #: where heavy steps run: local (subprocess) or kubernetes (a pod per step; see launcher.py)
-    step_launcher: str = "local"
+    #: where heavy steps run: in_process (the run's process), local (a subprocess) or
+    #: kubernetes (a pod per step); see em2q_resources/launcher.py
+    step_launcher: str = "in_process"
     #: how a run's steps execute: in_process (one process) or k8s_job (a Kubernetes Job per step)
     run_executor: str = "in_process"
     #: code location image and namespace of step pods; ConfigMaps/Secrets they get as environment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import fsspec
@@ -11,6 +12,7 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
 from em2q_assets.partitions import chunk_keys
+from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
 from tests.em2q_assets.conftest import CHUNKS, EXAMPLES, register_copy
 
@@ -220,3 +222,28 @@ def test_all_chunks_in_one_run_match_chunk_by_chunk_runs(platform):
     strict = [r for r in runs if r.parameter_set_id == "strict@v1"]
     assert len(strict) == CHUNKS and len({r.run_id for r in strict}) == 1
     assert sorted(r.partition for r in strict) == [f"proc|{c}" for c in chunk_keys(CHUNKS)]
+
+
+def test_chunks_written_by_a_launched_step_match_those_written_in_process(platform):
+    """EM2Q_STEP_LAUNCHER=local: the chunk is written by `python -m em2q_msi.steps chunk` in a
+    subprocess (Dagster Pipes); the asset reads its sums back and records the same results."""
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload", "Example_Processed", "proc")
+    materialize_measurement(defs, instance, "proc")
+    in_process = tmp / "storage" / "results" / "proc" / "spectra_chunks" / "raw"
+    expected = {p.relative_to(in_process): p.read_bytes() for p in in_process.rglob("*.npy")}
+    launched = {**defs.resources, "step_launcher": StepLauncherResource(mode="local")}
+    key = dg.MultiPartitionKey({"measurement": "proc", "spectra_chunk": chunk_keys(CHUNKS)[1]})
+    result = dg.materialize(
+        list(defs.assets), selection=["spectra_chunks"], partition_key=key, instance=instance,
+        resources=launched,
+    )  # fmt: skip
+    assert result.success
+    assert result.output_for_node("spectra_chunks")["first_spectrum"] == 3
+    written = {p.relative_to(in_process): p.read_bytes() for p in in_process.rglob("*.npy")}
+    assert written.keys() == expected.keys()
+    chunk = Path("chunk-0001")
+    for name in ("tic.npy", "spectra/intensity.npy", "spectra/mz.npy", "spectra/offsets.npy"):
+        assert written[chunk / name] == expected[chunk / name], name
+    meta = json.loads((in_process / chunk / "spectra" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["extra"]["chunk_index"] == 1  # written by the step command, not in process

@@ -90,7 +90,8 @@ def test_the_command_line_reports_missing_upstream_and_bad_usage(platform):
 
     missing = step("mean_spectrum", "--measurement", "cont")
     assert missing.returncode == 1
-    assert "spectra_chunks" in missing.stderr and "not materialized yet" in missing.stderr
+    assert "not materialized yet" in missing.stderr
+    assert "raw_measurement" in missing.stderr and "spectra_chunks chunk 2" in missing.stderr
     assert step("no_such_asset", "--measurement", "cont").returncode == 2
     assert "per chunk" in step("spectra_chunks", "--measurement", "cont").stderr
     ingest = step("raw_measurement", "--measurement", "cont", "--run-id", "sh-1")
