@@ -19,7 +19,7 @@ from em2q.upload import upload_measurement
 from em2q.web import create_app
 from em2q.web.server import serve_in_thread
 from em2q_resources.storage import StorageResource
-from tests.web.conftest import EXAMPLE_IBD, EXAMPLE_IMZML, EXAMPLE_SETUP
+from tests.web.conftest import EXAMPLE_IBD, EXAMPLE_IMZML, EXAMPLE_SETUP, materialize_measurement
 
 SHOTS = Path("/tmp/em2q-shots")
 
@@ -54,7 +54,9 @@ def error_beside(driver, path: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f'[data-error-for="{path}"]').text
 
 
-def test_technician_uploads_sees_errors_finds_it_in_the_catalog_and_opens_it(live_server, browser):
+def test_technician_uploads_sees_errors_finds_it_in_the_catalog_and_follows_its_status(
+    live_server, browser, web_settings
+):
     browser.get(f"{live_server}/upload")
     fill_setup(browser, {**EXAMPLE_SETUP, "settings": {**EXAMPLE_SETUP["settings"]}})
     Select(browser.find_element(By.ID, "f-settings.polarity")).select_by_value("")
@@ -91,6 +93,12 @@ def test_technician_uploads_sees_errors_finds_it_in_the_catalog_and_opens_it(liv
     browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{measurement_id}"] a.title').click()
     wait(browser).until(ec.url_contains(f"/measurements/{measurement_id}"))
     assert "Example_Continuous.imzML" in browser.find_element(By.ID, "files").text
+
+    # the page follows the status while the standard workflow runs, then shows the results
+    assert browser.find_element(By.ID, "status").text == "UPLOADED"
+    assert all(r.success for r in materialize_measurement(web_settings, measurement_id))
+    wait(browser, 30).until(lambda d: d.find_elements(By.ID, "tic-image"))
+    assert browser.find_element(By.ID, "status").text in ("READY", "FAILED")
 
 
 @pytest.fixture(scope="module")
