@@ -95,8 +95,8 @@ def images_figure(
         title={"text": title, "x": 0.01} if title else None,
         coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": top,
                    "colorbar": {"title": {"text": "intensity"}}},
-        height=300 * rows + 40,
-        margin={"l": 20, "r": 20, "t": 50 if title else 30, "b": 20},
+        height=300 * rows + 80,
+        margin={"l": 20, "r": 20, "t": 90 if title else 70, "b": 20},
         template="plotly_white",
     )  # fmt: skip
     return figure

@@ -147,6 +147,8 @@ def test_results_render_tic_image_zoomable_spectrum_ion_images_and_compare(
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-images .hm")) == 2
     shot(browser, "06-compare")
+    browser.execute_script("document.getElementById('compare-spectra').scrollIntoView()")
+    shot(browser, "06b-compare-spectra-and-images")
 
 
 def test_a_workflow_started_from_the_page_is_a_dagster_backfill(dagster_platform, browser):
