@@ -53,8 +53,8 @@ def test_upload_form_is_generated_from_the_schema_with_required_marks_choices_an
     html = client.get("/upload").text
     polarity = re.search(r'<select id="f-settings.polarity".*?</select>', html, re.S).group(0)
     assert re.findall(r'<option value="(\w+)"', polarity) == ["POSITIVE", "NEGATIVE", "MIXED"]
-    label = re.search(r'<label for="f-settings.pixel_size_x_um">.*?</label>', html, re.S).group(0)
-    assert "µm" in label and 'class="req"' not in label
+    pixel = re.search(r'<label for="f-settings.pixel_size_x_um">.*?data-error-for', html, re.S)
+    assert '<span class="unit">µm</span>' in pixel.group(0) and 'class="req"' not in pixel.group(0)
     title = re.search(r'<label for="f-title">.*?</label>', html, re.S).group(0)
     assert 'class="req"' in title
     assert 'name="sample.matrix_application"' in html and 'name="status"' not in html
