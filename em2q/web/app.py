@@ -27,7 +27,6 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from em2q.client import delete_measurement
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable
@@ -36,6 +35,7 @@ from em2q.results import MeasurementResults, ResultNotReady
 from em2q.upload import DuplicateUpload, InvalidUpload, UploadProblem, upload_measurement
 from em2q.web import catalog, plots
 from em2q.web.forms import problem_field, setup_form, setup_from_form
+from em2q.web.uploads import UploadFormError, receive_multipart
 from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
 from em2q_msi.parameters import ParameterError, ProcessingParameters
@@ -65,8 +65,6 @@ from em2q_resources.storage import StorageResource, StorageUnavailable
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-#: bytes per read when copying an uploaded file out of the request into the scratch folder
-UPLOAD_BLOCK_BYTES = 8 * 1024 * 1024
 FINAL_STATUSES = ("READY", "FAILED")
 #: file problems about the .ibd (shown next to the .ibd input; the rest next to the imzML)
 IBD_PROBLEMS = {"uuid_mismatch", "checksum_mismatch", "ibd_truncated", "offset_out_of_range"}
@@ -98,16 +96,6 @@ def connect_store(settings: Settings) -> MetadataStore:
 def _safe_stem(filename: str) -> str:
     stem = Path(filename or "upload").stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "upload"
-
-
-async def _save_upload(upload: UploadFile, target: Path) -> int:
-    """Copy an uploaded file out of the request in blocks (constant memory); bytes written."""
-    written = 0
-    with target.open("wb") as out:
-        while block := await upload.read(UPLOAD_BLOCK_BYTES):
-            out.write(block)
-            written += len(block)
-    return written
 
 
 def current_user(request: Request) -> User:
@@ -189,6 +177,10 @@ def create_app(
     @app.exception_handler(DocumentNotFound)
     async def _not_found(request: Request, exc: Exception):
         return refusal(request, 404, "Not found", str(exc))
+
+    @app.exception_handler(UploadFormError)
+    async def _bad_form(request: Request, exc: UploadFormError):
+        return refusal(request, 400, "Not an upload this page can take", str(exc))
 
     @app.exception_handler(SchemaViolation)
     async def _bad_input(request: Request, exc: SchemaViolation):
@@ -272,27 +264,25 @@ def create_app(
     @app.post("/upload")
     async def upload_submit(request: Request, user: CurrentUser):
         require(user, Action.UPLOAD)
-        form = await request.form(max_files=2, max_fields=200)
-        values = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        document, errors = setup_from_form(values)
         general: list[str] = []
-        files = {name: form.get(name) for name in ("imzml", "ibd")}
-        for name, label in (("imzml", ".imzML"), ("ibd", ".ibd")):
-            chosen = files[name]
-            if not isinstance(chosen, UploadFile) or not chosen.filename:
-                errors[name] = f"choose the {label} file"
-        imzml = files["imzml"]
-        if "imzml" not in errors and not imzml.filename.lower().endswith(".imzml"):
-            errors["imzml"] = f"{imzml.filename}: expected an .imzML file"
         measurement = None
-        if "imzml" not in errors and "ibd" not in errors:
-            with tempfile.TemporaryDirectory(prefix="em2q-web-upload-") as scratch:
-                stem = _safe_stem(imzml.filename)
-                imzml_path = Path(scratch) / f"{stem}.imzML"
-                ibd_path = Path(scratch) / f"{stem}.ibd"
-                await _save_upload(imzml, imzml_path)
-                await _save_upload(files["ibd"], ibd_path)
-                cache_dir = Path(scratch) / "index"
+        with tempfile.TemporaryDirectory(prefix="em2q-web-upload-") as scratch:
+            folder = Path(scratch)
+            received = await receive_multipart(request, folder, {"imzml", "ibd"})
+            values = received.fields
+            document, errors = setup_from_form(values)
+            files = received.files
+            for name, label in (("imzml", ".imzML"), ("ibd", ".ibd")):
+                if name not in files or not files[name].filename:
+                    errors[name] = f"choose the {label} file"
+            if "imzml" not in errors and not files["imzml"].filename.lower().endswith(".imzml"):
+                errors["imzml"] = f"{files['imzml'].filename}: expected an .imzML file"
+            if "imzml" not in errors and "ibd" not in errors:
+                # the pair side by side under one stem, as readers expect it
+                stem = _safe_stem(files["imzml"].filename)
+                imzml_path = files["imzml"].path.rename(folder / f"{stem}.imzML")
+                ibd_path = files["ibd"].path.rename(folder / f"{stem}.ibd")
+                cache_dir = folder / "index"
                 problems: list[UploadProblem] = []
                 if errors:  # the setup is refused already: still say what is wrong with the files
                     report = await run_in_threadpool(

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from em2q.setup_file import measurement_from_setup
+from em2q.upload import file_sha256
 from em2q.web import create_app
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.store import utc_now
@@ -83,18 +84,31 @@ def test_file_problems_are_shown_beside_the_file_inputs_without_javascript(clien
     assert catalog_ids(client.get("/catalog").text) == []
 
 
-def test_an_upload_is_registered_and_its_page_reports_the_status(client):
+def test_an_upload_is_registered_and_its_page_reports_the_status(client, metadata_store):
     answer = post_upload(client, setup_form_values(EXAMPLE_SETUP))
     assert answer.status_code == 303
     measurement_id = answer.headers["location"].rsplit("/", 1)[1]
     page = client.get(answer.headers["location"]).text
     assert 'id="status"' in page and ">UPLOADED<" in page
     assert "Example_Continuous.ibd" in page
+    stored = metadata_store.get(S.Measurement, measurement_id).doc
+    assert {f.checksum for f in stored.files} == {
+        file_sha256(EXAMPLE_IMZML),
+        file_sha256(EXAMPLE_IBD),
+    }
     status = client.get(f"/api/measurements/{measurement_id}/status").json()
     assert status == {"id": measurement_id, "status": "UPLOADED", "reason": None, "final": False}
     again = post_upload(client, setup_form_values(EXAMPLE_SETUP), headers=JSON)
     assert again.status_code == 422
     assert measurement_id in again.json()["errors"]["imzml"]
+
+
+def test_a_request_that_is_not_the_upload_form_is_refused(client):
+    plain = client.post("/upload", data={"title": "x"}, headers=JSON)
+    assert plain.status_code == 400 and "multipart" in plain.json()["message"]
+    with EXAMPLE_IBD.open("rb") as extra:
+        other = client.post("/upload", files={"other": ("x.bin", extra)}, headers=JSON)
+    assert other.status_code == 400 and "'other'" in other.json()["message"]
 
 
 def _register(store, measurement_id, **changes):

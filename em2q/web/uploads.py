@@ -1,0 +1,124 @@
+"""Receiving an upload: the multipart request body streamed straight into a scratch folder.
+
+The imzML/ibd pair can be gigabytes, so file parts are written to their files block by block
+as the request arrives (one write, constant memory), rather than spooled to a temporary file
+and copied again. Form fields are small and kept in memory, within limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+#: limits on the non-file fields of the setup form
+MAX_FIELDS = 300
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class UploadFormError(ValueError):
+    """The request is not a multipart form this page sent (or exceeds the field limits)."""
+
+
+@dataclass
+class ReceivedFile:
+    filename: str
+    path: Path
+    size_bytes: int = 0
+
+
+@dataclass
+class ReceivedForm:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, ReceivedFile] = field(default_factory=dict)
+
+
+async def receive_multipart(request: Request, folder: Path, file_fields: set[str]) -> ReceivedForm:
+    """Parse the request's multipart body; parts named in ``file_fields`` are written to
+    ``folder/<field name>`` as they arrive. Other file parts are refused."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise UploadFormError("expected a multipart/form-data request (the upload form)")
+    form = ReceivedForm()
+    events: list[tuple[str, bytes]] = []
+    headers: dict[bytes, bytes] = {}
+    name_buffer: list[bytes] = []
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        name_buffer.append(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = b"".join(name_buffer).lower()
+        headers[key] = headers.get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        name_buffer.clear()
+
+    def on_headers_finished() -> None:
+        events.append(("part", headers.get(b"content-disposition", b"")))
+        headers.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        events.append(("data", data[start:end]))
+
+    def on_part_end() -> None:
+        events.append(("end", b""))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    name: str | None = None
+    sink: IO[bytes] | None = None
+    value = bytearray()
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            for kind, payload in events:
+                if kind == "part":
+                    _, disposition = parse_options_header(payload)
+                    name = disposition.get(b"name", b"").decode("utf-8", "replace")
+                    filename = disposition.get(b"filename")
+                    value.clear()
+                    if filename is not None:
+                        if name not in file_fields:
+                            raise UploadFormError(f"unexpected file field {name!r}")
+                        target = folder / name
+                        sink = target.open("wb")
+                        form.files[name] = ReceivedFile(filename.decode("utf-8", "replace"), target)
+                    elif len(form.fields) >= MAX_FIELDS:
+                        raise UploadFormError(f"more than {MAX_FIELDS} form fields")
+                elif kind == "data":
+                    if sink is not None:
+                        await run_in_threadpool(sink.write, payload)
+                        form.files[name].size_bytes += len(payload)
+                    else:
+                        value += payload
+                        if len(value) > MAX_FIELD_BYTES:
+                            raise UploadFormError(f"form field {name!r} is too long")
+                elif kind == "end":
+                    if sink is not None:
+                        sink.close()
+                        sink = None
+                    elif name is not None:
+                        form.fields[name] = value.decode("utf-8", "replace")
+                    name = None
+            events.clear()
+        parser.finalize()
+    finally:
+        if sink is not None:
+            sink.close()
+    return form
