@@ -7,6 +7,7 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser, getionimage
 
 from em2q.results import MeasurementResults, ResultNotReady
+from em2q_msi.ion_images import ion_intensities
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
@@ -116,3 +117,33 @@ def test_unprocessed_measurement_says_it_is_not_processed_yet(processed):
 def test_unknown_parameter_set_is_named(processed):
     with pytest.raises(DocumentNotFound, match="no-such-set"):
         results(processed, parameter_set="no-such-set").qc_report()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_ion_images_from_window_byte_ranges_equal_those_from_whole_spectra(
+    where, tmp_path, request
+):
+    from em2q.results import _window_sums_by_ranges
+    from em2q_msi.imzml import ImzML
+
+    if where == "s3":
+        import fsspec
+
+        endpoint = request.getfixturevalue("s3_endpoint")
+        root = request.getfixturevalue("s3_root")
+        fs = fsspec.filesystem("s3", **endpoint.storage_options)
+        for suffix in (".imzML", ".ibd"):
+            fs.put(str(EXAMPLES / f"Example_Continuous{suffix}"), f"{root}/e{suffix}")
+        reader = ImzML.open(f"{root}/e.imzML", endpoint.storage_options, cache_dir=str(tmp_path))
+    else:
+        reader = ImzML.open(str(EXAMPLES / "Example_Continuous.imzML"), cache_dir=str(tmp_path))
+    axis = reader.mz_axis()
+    mz_values = [float(axis[100]), float(axis[2000]), float(axis[-50]), 50.0]  # 50: no data
+    by_ranges = _window_sums_by_ranges(reader, mz_values, 1000.0)
+    assert by_ranges is not None  # small windows of continuous data: ranged reads
+    whole = np.concatenate(
+        [ion_intensities(b, mz_values, tolerance_ppm=1000.0) for b in reader.iter_blocks()], axis=1
+    )
+    np.testing.assert_allclose(by_ranges, whole, rtol=1e-12)
+    assert (by_ranges[:3].sum(axis=1) > 0).all() and not by_ranges[3].any()
+    assert _window_sums_by_ranges(reader, [float(axis[4000])], 5e5) is None  # too wide: blocks
