@@ -214,6 +214,10 @@ def test_forbidden_actions_are_refused_with_a_clear_message(header_auth_client, 
     api = client.post("/measurements/kept/delete", headers={**as_role("technician"), **JSON})
     assert api.status_code == 403 and "admin" in api.json()["message"]
     assert metadata_store.exists(S.Measurement, "kept")
+    page = client.get("/measurements/kept", headers=as_role("technician")).text
+    assert "No workflow is published for your role yet" in page and 'id="delete"' not in page
+    start = client.post("/measurements/kept/runs", data={"workflow": "standard"}, headers=as_role("technician"))  # fmt: skip
+    assert start.status_code == 403 and "not published" in start.text
     saved = client.post("/parameter-sets", data=values, headers=as_role("scientist"), follow_redirects=False)  # fmt: skip
     assert saved.status_code == 303 and saved.headers["location"] == "/parameter-sets/mine@v1"
     removed = client.post("/measurements/kept/delete", headers=as_role("admin"), follow_redirects=False)  # fmt: skip
