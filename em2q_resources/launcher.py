@@ -193,6 +193,7 @@ class StepLauncherResource(dg.ConfigurableResource):
         return {
             "labels": {
                 "app.kubernetes.io/name": "em2q",
+                "app.kubernetes.io/part-of": "em2q",  # the NetworkPolicy's platform pods
                 "app.kubernetes.io/component": "step",
                 "em2q/step-kind": kind,
                 **(labels or {}),
