@@ -31,6 +31,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
+    chunk_assets = build_spectra_assets(settings.spectra_chunks)
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
@@ -40,7 +41,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=with_k8s_config(
             [
                 measurements.raw_measurement,
-                *build_spectra_assets(settings.spectra_chunks),
+                *chunk_assets,
                 summaries.mean_spectrum,
                 summaries.tic_image,
                 summaries.peak_table,
@@ -50,6 +51,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ),
         sensors=[
             sensors.new_measurements,
+            sensors.build_ingested_measurements_sensor(chunk_assets, settings.spectra_chunks),
             sensors.failed_measurement_runs,
             external_materializations,
             dg.AutomationConditionSensorDefinition(

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from em2q_assets.measurements import raw_measurement
-from em2q_assets.partitions import measurement_partitions, split_key
+from em2q_assets.partitions import chunk_keys, measurement_partitions, split_key
 from em2q_assets.provenance import set_status
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
@@ -56,6 +56,55 @@ def new_measurements(
         ],
         cursor=page.cursor,
     )
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+BACKFILL_TAG = "dagster/backfill"
+
+
+def build_ingested_measurements_sensor(
+    chunk_assets: list[dg.AssetsDefinition], chunk_count: int
+) -> dg.SensorDefinition:
+    """After each ingest, one run for every chunk of that measurement (a partition range)."""
+    first, last = chunk_keys(chunk_count)[0], chunk_keys(chunk_count)[-1]
+
+    @dg.sensor(
+        name="ingested_measurements",
+        target=chunk_assets,
+        minimum_interval_seconds=1,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests one run for all spectra chunks of a newly ingested measurement.",
+    )
+    def ingested_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=raw_measurement.key,
+                after_storage_id=int(context.cursor) if context.cursor else None,
+            ),
+            limit=BATCH,
+            ascending=True,
+        )
+        if not found.records:
+            return dg.SensorResult(skip_reason="no new ingests")
+        requests = []
+        for record in found.records:
+            run = context.instance.get_run_by_id(record.run_id)
+            if record.partition_key is None or (run is not None and BACKFILL_TAG in run.tags):
+                continue  # a backfill (workflow) materializes the chunks itself
+            measurement_id = record.partition_key
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"chunks:{measurement_id}:{record.storage_id}",
+                    asset_selection=[a.key for a in chunk_assets],
+                    tags={
+                        RANGE_START: f"{measurement_id}|{first}",
+                        RANGE_END: f"{measurement_id}|{last}",
+                    },
+                )
+            )
+        return dg.SensorResult(run_requests=requests, cursor=str(found.records[-1].storage_id))
+
+    return ingested_measurements
 
 
 @dg.run_failure_sensor(

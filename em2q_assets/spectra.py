@@ -4,9 +4,12 @@
 (fast partial reads for every later step) with the chunk's TIC and mean-spectrum sums;
 ``preprocessed_chunks`` runs the chosen parameter set's preprocessing and peak picking on it.
 
-Both use ``BackfillPolicy.single_run``: automation and backfills materialize all chunks of a
+Both use ``BackfillPolicy.single_run``: backfills (workflows) materialize all chunks of a
 measurement in one run (chunks side by side in one process) instead of one run per chunk, which
-would spend most of the time starting runs. A single chunk can still be materialized on demand.
+would spend most of the time starting runs. After an ingest, the ``ingested_measurements``
+sensor requests that one run directly (not through automation: Dagster turns an automation
+request for a partition range into a backfill, and the backfill daemon works on a 30-second
+cycle). A single chunk can still be materialized on demand.
 """
 
 import functools
@@ -228,7 +231,6 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         kinds={"numpy"},
         code_version="1",
         backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=dg.AutomationCondition.eager(),
         description=f"Chunk i of {chunk_count} of the raw spectra, with its TIC and mean sums.",
     )
     def spectra_chunks(
@@ -264,7 +266,6 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
         code_version="1",
         metadata={PARAMETER_DEPENDENT: True},
         backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=dg.AutomationCondition.eager(),
         description="Smoothed, baseline-corrected spectra's peaks and QC metrics per spectrum, "
         "for the run's parameter set.",
     )

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from em2q_assets.partitions import chunk_keys
 from em2q_assets.sensors import new_measurements
 from em2q_resources.metadata import load_schema
+from tests.em2q_assets.conftest import CHUNKS, register_copy
 from tests.fixtures.documents import measurement
 
 S = load_schema()
@@ -64,3 +66,37 @@ def test_sensor_waits_for_uploads_to_settle_so_none_is_skipped(platform):
     result, _ = evaluate(defs, instance)
     assert not result.run_requests  # younger than the visibility lag: next tick
     assert status_of(store, just_now) == "UPLOADED"
+
+
+def test_each_ingest_gets_one_run_for_all_its_chunks_and_backfills_are_left_alone(platform):
+    defs, instance, store, tmp = platform
+    sensor = defs.get_sensor_def("ingested_measurements")
+    register_copy(store, tmp / "a", "Example_Continuous", "cont")
+    register_copy(store, tmp / "b", "Example_Processed", "proc")
+    instance.add_dynamic_partitions("measurement", ["cont", "proc"])
+    assets = list(defs.assets)
+    for measurement_id, tags in (("cont", {}), ("proc", {"dagster/backfill": "wf-1"})):
+        assert dg.materialize(
+            assets, selection=["raw_measurement"], partition_key=measurement_id,
+            instance=instance, resources=defs.resources, tags=tags,
+        ).success  # fmt: skip
+
+    result = sensor(dg.build_sensor_context(instance=instance))
+    (request,) = result.run_requests  # "proc" was ingested by a backfill, which does its chunks
+    last = chunk_keys(CHUNKS)[-1]
+    assert request.tags["dagster/asset_partition_range_start"] == f"cont|{chunk_keys(CHUNKS)[0]}"
+    assert request.tags["dagster/asset_partition_range_end"] == f"cont|{last}"
+    assert {k.path[-1] for k in request.asset_selection} == {
+        "spectra_chunks",
+        "preprocessed_chunks",
+    }
+    assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests
+
+    run = dg.materialize(
+        assets, selection=[k.path[-1] for k in request.asset_selection], instance=instance,
+        resources=defs.resources, tags=request.tags,
+    )  # fmt: skip
+    materialized = {
+        (e.asset_key.path[-1], e.partition) for e in run.get_asset_materialization_events()
+    }
+    assert len(materialized) == 2 * CHUNKS
