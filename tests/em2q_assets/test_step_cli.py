@@ -97,4 +97,3 @@ def test_the_command_line_reports_missing_upstream_and_bad_usage(platform):
     ingest = step("raw_measurement", "--measurement", "cont", "--run-id", "sh-1")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout.splitlines()[-1])["manifest"]["n_spectra"] == 9
-
