@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import chunk_keys, split_key
 from em2q_assets.provenance import Image, StepContext, StepFailure, StepResult
 from em2q_resources.metadata.resource import MetadataStoreResource
@@ -144,3 +145,35 @@ def ui_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def markdown_png(png: bytes, caption: str) -> dg.MetadataValue:
     encoded = base64.b64encode(png).decode()
     return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{encoded})")
+
+
+def step_asset(
+    step: Step,
+    *,
+    name: str,
+    ins: Mapping[str, dg.AssetIn],
+    parameter_dependent: bool = False,
+    **asset_arguments: Any,
+) -> dg.AssetsDefinition:
+    """A measurement-level asset whose work is ``step``: inputs as declared in ``ins``, the
+    ``metadata`` and ``storage`` resources, and the run's parameter set when it depends on one."""
+    resources = {"metadata", "storage"} | ({"parameter_set"} if parameter_dependent else set())
+
+    @dg.asset(
+        name=name,
+        ins=dict(ins),
+        required_resource_keys=resources,
+        metadata={PARAMETER_DEPENDENT: True} if parameter_dependent else None,
+        **asset_arguments,
+    )
+    def _asset(context: dg.AssetExecutionContext, **inputs: Any) -> dg.Output:
+        found = context.resources
+        return run_step(
+            context,
+            step,
+            step_context(context, found.metadata, found.storage),
+            inputs=inputs,
+            parameters=found.parameter_set.resolve() if parameter_dependent else None,
+        )
+
+    return _asset

@@ -7,8 +7,7 @@ import time
 import dagster as dg
 import numpy as np
 
-from em2q_assets.adapters import Partition, run_step, step_context
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.adapters import Partition, step_asset
 from em2q_assets.partitions import by_measurement, measurement_partitions
 from em2q_assets.provenance import (
     Image,
@@ -24,8 +23,7 @@ from em2q_msi.features import bin_peaks
 from em2q_msi.peaks import PeakList, concatenate_peaks
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.qc import tic_image as make_tic_image
-from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 ALL_CHUNKS = {"partition_mapping": by_measurement()}
@@ -98,28 +96,17 @@ def average_spectrum(
     )
 
 
-@dg.asset(
+mean_spectrum = step_asset(
+    average_spectrum,
+    name="mean_spectrum",
+    ins={"raw_measurement": dg.AssetIn(), "spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
     partitions_def=measurement_partitions,
-    ins={"spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
     group_name="results",
     kinds={"numpy"},
     code_version="1",
     automation_condition=dg.AutomationCondition.eager(),
     description="Mean of all raw spectra (processed data: on 5-ppm bins).",
 )
-def mean_spectrum(
-    context: dg.AssetExecutionContext,
-    raw_measurement: dict,
-    spectra_chunks: dict,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-) -> dg.Output[dict]:
-    return run_step(
-        context,
-        average_spectrum,
-        step_context(context, metadata, storage),
-        inputs={"raw_measurement": raw_measurement, "spectra_chunks": spectra_chunks},
-    )
 
 
 def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=None) -> StepResult:
@@ -154,28 +141,17 @@ def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=No
     )
 
 
-@dg.asset(
+tic_image = step_asset(
+    tic_map,
+    name="tic_image",
+    ins={"raw_measurement": dg.AssetIn(), "spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
     partitions_def=measurement_partitions,
-    ins={"spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
     group_name="results",
     kinds={"numpy"},
     code_version="1",
     automation_condition=dg.AutomationCondition.eager(),
     description="Total ion current per pixel, as an array and an image.",
 )
-def tic_image(
-    context: dg.AssetExecutionContext,
-    raw_measurement: dict,
-    spectra_chunks: dict,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-) -> dg.Output[dict]:
-    return run_step(
-        context,
-        tic_map,
-        step_context(context, metadata, storage),
-        inputs={"raw_measurement": raw_measurement, "spectra_chunks": spectra_chunks},
-    )
 
 
 def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:
@@ -246,32 +222,20 @@ def feature_matrix(
     )
 
 
-@dg.asset(
-    partitions_def=measurement_partitions,
+peak_table = step_asset(
+    feature_matrix,
+    name="peak_table",
     ins={"preprocessed_chunks": dg.AssetIn(**ALL_CHUNKS)},
+    parameter_dependent=True,
     deps=["qc_report"],
+    partitions_def=measurement_partitions,
     group_name="results",
     kinds={"numpy", "scipy"},
     code_version="1",
-    metadata={PARAMETER_DEPENDENT: True},
     automation_condition=dg.AutomationCondition.eager()
     & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     description="Peaks of all spectra binned into features: the feature × spectrum matrix.",
 )
-def peak_table(
-    context: dg.AssetExecutionContext,
-    preprocessed_chunks: dict,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-    parameter_set: ParameterSetResource,
-) -> dg.Output[dict]:
-    return run_step(
-        context,
-        feature_matrix,
-        step_context(context, metadata, storage),
-        inputs={"preprocessed_chunks": preprocessed_chunks},
-        parameters=parameter_set.resolve(),
-    )
 
 
 def ion_maps(
@@ -335,34 +299,20 @@ def ion_maps(
     )
 
 
-@dg.asset(
+ion_images = step_asset(
+    ion_maps,
+    name="ion_images",
+    ins={
+        "raw_measurement": dg.AssetIn(),
+        "spectra_chunks": dg.AssetIn(**ALL_CHUNKS),
+        "peak_table": dg.AssetIn(),
+    },
+    parameter_dependent=True,
     partitions_def=measurement_partitions,
-    ins={"spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
     group_name="results",
     kinds={"numpy"},
     code_version="1",
-    metadata={PARAMETER_DEPENDENT: True},
     automation_condition=dg.AutomationCondition.eager()
     & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     description="Ion images of the parameter set's m/z list (else the most frequent features).",
 )
-def ion_images(
-    context: dg.AssetExecutionContext,
-    raw_measurement: dict,
-    spectra_chunks: dict,
-    peak_table: dict,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-    parameter_set: ParameterSetResource,
-) -> dg.Output[dict]:
-    return run_step(
-        context,
-        ion_maps,
-        step_context(context, metadata, storage),
-        inputs={
-            "raw_measurement": raw_measurement,
-            "spectra_chunks": spectra_chunks,
-            "peak_table": peak_table,
-        },
-        parameters=parameter_set.resolve(),
-    )
