@@ -200,7 +200,7 @@ def test_step_entry_point_the_image_exposes_runs() -> None:
         [sys.executable, "-m", "em2q_msi.steps", "--help"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # a fresh venv compiles every module on first import
         cwd=PROJECT_ROOT,
     )
     assert done.returncode == 0, done.stderr
