@@ -160,7 +160,11 @@ print(json.dumps({"status": status, "seconds": time.perf_counter() - t0,
 
 def _measure_step(args: list[str]) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _CHILD, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"step failed: {proc.stderr[-2000:]}")

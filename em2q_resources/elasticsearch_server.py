@@ -61,7 +61,7 @@ def fetch_distribution(cache_dir: Path) -> Path:
                 "`mvn` is not on PATH; install Maven to fetch Elasticsearch"
             )
         cmd = [mvn, "-q", "-B", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
         if done.returncode != 0 or not zip_path.exists():
             raise ElasticsearchSetupError(
                 f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{done.stdout[-2000:]}"

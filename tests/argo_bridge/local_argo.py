@@ -74,7 +74,9 @@ class LocalWorkflow:
             ]
             self.commands.append(command)
             local = [sys.executable, *command[1:]] if command[0] == "python" else command
-            done = subprocess.run(local, env=dict(self.env), capture_output=True, text=True)
+            done = subprocess.run(
+                local, env=dict(self.env), capture_output=True, text=True, encoding="utf-8"
+            )
             if done.returncode != 0:
                 raise StepFailed(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
             return

@@ -98,7 +98,12 @@ class Helm:
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
-            [self.binary, *args], env=self.env, capture_output=True, text=True, timeout=120
+            [self.binary, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=120,
         )
         assert done.returncode == 0, f"helm {' '.join(args)} failed:\n{done.stderr}"
         return done.stdout

@@ -124,6 +124,7 @@ def test_minio_bucket_job_creates_the_bucket_on_a_real_s3_api(helm: Helm, s3_end
             env=env,
             capture_output=True,
             text=True,
+            encoding="utf-8",
             timeout=60,
         )
         assert done.returncode == 0, done.stderr

@@ -200,6 +200,7 @@ def test_step_entry_point_the_image_exposes_runs() -> None:
         [sys.executable, "-m", "em2q_msi.steps", "--help"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=300,  # a fresh venv compiles every module on first import
         cwd=PROJECT_ROOT,
     )

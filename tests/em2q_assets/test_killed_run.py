@@ -100,7 +100,13 @@ def test_a_killed_chunk_run_executed_again_leaves_consistent_metadata(
     assert all(r.status == S.RunStatus.SUCCEEDED and r.outputs for r in finished_before_kill)
 
     again = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
     assert again.returncode == 0, again.stderr[-3000:]
 

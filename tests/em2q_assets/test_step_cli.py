@@ -85,7 +85,7 @@ def test_the_command_line_reports_missing_upstream_and_bad_usage(platform):
     def step(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "em2q_assets.step", *args],
-            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
         )  # fmt: skip
 
     missing = step("mean_spectrum", "--measurement", "cont")

@@ -27,6 +27,7 @@ def run_step(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         [sys.executable, "-m", "em2q_msi.steps", *args],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         cwd=REPO,
         env={**base, **(env or {})},
         timeout=120,

@@ -15,7 +15,7 @@ from em2q_msi import temporaries
 def test_a_dead_writers_temporaries_go_and_live_ones_stay(tmp_path):
     fs = fsspec.filesystem("file")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+                          capture_output=True, text=True, encoding="utf-8", check=True)  # fmt: skip
     dead_pid = int(dead.stdout)
     host = temporaries._HOST
     orphan = tmp_path / f".intensity.npy.tmp-{host}-{dead_pid}-abc123"

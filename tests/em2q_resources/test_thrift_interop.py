@@ -109,6 +109,7 @@ def _node_against(node_client, store, authenticator):
                 input=json.dumps(calls),
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
                 env=env,
                 timeout=60,
             )

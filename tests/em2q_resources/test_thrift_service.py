@@ -278,7 +278,9 @@ def test_metadata_serve_command_serves_until_terminated(elasticsearch_url, store
         "EM2Q_CACHE_DIR": str(tmp_path),
     }
     command = [sys.executable, "-m", "em2q.cli", "metadata-serve", "--port", "0"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8"
+    )
     try:
         output = []
         for line in process.stderr:  # warnings may come first

@@ -5,6 +5,7 @@ Screenshots of every step land in /tmp/em2q-shots/ (look at them after a change 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from em2q.dev import EXAMPLES_DIR
 from em2q.upload import upload_measurement
 from em2q.web import create_app
 from em2q.web.server import serve_in_thread
+from em2q_msi.synthetic import write_imzml
 from em2q_resources.storage import StorageResource
 from tests.web.conftest import EXAMPLE_IBD, EXAMPLE_IMZML, EXAMPLE_SETUP, materialize_measurement
 
@@ -151,11 +153,15 @@ def test_results_render_tic_image_zoomable_spectrum_ion_images_and_compare(
     shot(browser, "06b-compare-spectra-and-images")
 
 
-def test_a_workflow_started_from_the_page_is_a_dagster_backfill(dagster_platform, browser):
+def test_a_workflow_started_from_the_page_is_a_dagster_backfill(
+    dagster_platform, browser, tmp_path
+):
     settings, store = dagster_platform.settings, dagster_platform.store
     storage = StorageResource.from_settings(settings)
+    # a file of its own: the session's platform may hold the example files already
+    imzml = write_imzml(tmp_path / "run", n_x=3, n_y=3, seed=int.from_bytes(os.urandom(4)))
     measurement = upload_measurement(
-        EXAMPLE_IMZML, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,
+        imzml, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,
         measurement_id=f"web-run-{id(browser) % 10_000}",
     )  # fmt: skip
     with serve_in_thread(create_app(settings, store=store, storage=storage)) as url:

@@ -253,7 +253,9 @@ def test_em2q_web_serves_the_catalog_on_the_configured_backends(web_settings, me
         "EM2Q_STORAGE": web_settings.storage,
     }
     command = [sys.executable, "-m", "em2q.cli", "web", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8"
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
