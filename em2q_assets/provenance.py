@@ -58,6 +58,9 @@ class RunRecord:
     def wrote(self, name: str, uri: str) -> None:
         self.outputs[name] = uri
 
+    def wrote_all(self, outputs: Mapping[str, str]) -> None:
+        self.outputs.update(outputs)
+
 
 @dataclass(frozen=True)
 class StepContext:

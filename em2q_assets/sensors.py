@@ -29,7 +29,7 @@ def new_measurements(
     schema = load_schema()
     store = metadata.get_store()
     settled = datetime.now(UTC) - VISIBILITY_LAG
-    store.refresh()
+    store.refresh(schema.Measurement)
     page = store.search(
         schema.Measurement,
         filters={

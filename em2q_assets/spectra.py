@@ -123,8 +123,7 @@ def copy_chunk(
                 for name, value in accumulator.state().items()
             },
         }
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
         step.store.update(
             load_schema().SpectraPartition(
                 id=f"{measurement_id}/{chunk}of{chunk_count}",
@@ -196,8 +195,7 @@ def preprocess_chunk(
             for name, values in metrics.items()
         }
         outputs["parameters"] = write_json(storage, f"{folder}/parameters.json", parameters.values)
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
     n_peaks = int(peaks.offsets[-1] - peaks.offsets[0])
     manifest = {
         "measurement_id": measurement_id,

@@ -82,8 +82,7 @@ def average_spectrum(
             "intensity": write_npy(storage, f"{folder}/intensity.npy", intensity),
             "plot": write_bytes(storage, f"{folder}/mean_spectrum.png", png),
         }
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
     top = int(np.argmax(intensity)) if intensity.size else 0
     return StepResult(
         {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
@@ -129,8 +128,7 @@ def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=No
             "image": write_npy(storage, f"{folder}/tic_image.npy", image),
             "png": write_bytes(storage, f"{folder}/tic_image.png", png),
         }
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
     return StepResult(
         {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
         metadata={
@@ -202,8 +200,7 @@ def feature_matrix(
             "matrix_value": write_npy(storage, f"{folder}/matrix_value.npy", matrix.data),
             "shape": write_json(storage, f"{folder}/shape.json", list(table.intensities.shape)),
         }
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
     order = np.argsort(-table.frequency, kind="stable")[:DEFAULT_ION_IMAGE_COUNT]
     return StepResult(
         {
@@ -277,8 +274,7 @@ def ion_maps(
             png = ions.png_bytes(images[i])
             pngs[mz] = png
             outputs[f"png_{i}"] = write_bytes(storage, f"{folder}/mz_{mz:.4f}.png", png)
-        for name, uri in outputs.items():
-            record.wrote(name, uri)
+        record.wrote_all(outputs)
     shown = {f"m/z {mz:.4f}": Image(png, f"m/z {mz:.4f}") for mz, png in list(pngs.items())[:4]}
     return StepResult(
         {

@@ -161,39 +161,25 @@ def create_app(
             return refusal(request, 401, "Who are you?", str(exc))
         return refusal(request, 403, "Not allowed", str(exc))
 
-    @app.exception_handler(UnknownWorkflow)
-    async def _unknown_workflow(request: Request, exc: UnknownWorkflow):
-        return refusal(request, 404, "No such workflow", str(exc))
+    # every other refusal: (exception classes, HTTP status, page title); Starlette picks the
+    # most specific registered class of an exception, so subclasses keep their own answer
+    refusals = [
+        ((UnknownWorkflow,), 404, "No such workflow"),
+        ((DagsterUnavailable,), 503, "Dagster does not answer"),
+        ((DagsterError,), 502, "Dagster refused"),
+        ((NotFound, DocumentNotFound), 404, "Not found"),
+        ((UploadFormError,), 400, "Not an upload this page can take"),
+        ((SchemaViolation,), 400, "Invalid input"),
+        ((StoreUnavailable, StorageUnavailable), 503, "A backend does not answer"),
+        ((MetadataError,), 409, "Refused by the metadata store"),
+    ]
+    for kinds, status_code, title in refusals:
 
-    @app.exception_handler(DagsterUnavailable)
-    async def _dagster_down(request: Request, exc: DagsterUnavailable):
-        return refusal(request, 503, "Dagster does not answer", str(exc))
+        async def _refuse(request: Request, exc: Exception, status_code=status_code, title=title):
+            return refusal(request, status_code, title, str(exc))
 
-    @app.exception_handler(DagsterError)
-    async def _dagster_error(request: Request, exc: DagsterError):
-        return refusal(request, 502, "Dagster refused", str(exc))
-
-    @app.exception_handler(NotFound)
-    @app.exception_handler(DocumentNotFound)
-    async def _not_found(request: Request, exc: Exception):
-        return refusal(request, 404, "Not found", str(exc))
-
-    @app.exception_handler(UploadFormError)
-    async def _bad_form(request: Request, exc: UploadFormError):
-        return refusal(request, 400, "Not an upload this page can take", str(exc))
-
-    @app.exception_handler(SchemaViolation)
-    async def _bad_input(request: Request, exc: SchemaViolation):
-        return refusal(request, 400, "Invalid input", str(exc))
-
-    @app.exception_handler(StoreUnavailable)
-    @app.exception_handler(StorageUnavailable)
-    async def _unavailable(request: Request, exc: Exception):
-        return refusal(request, 503, "A backend does not answer", str(exc))
-
-    @app.exception_handler(MetadataError)
-    async def _metadata_error(request: Request, exc: MetadataError):
-        return refusal(request, 409, "Refused by the metadata store", str(exc))
+        for kind in kinds:
+            app.add_exception_handler(kind, _refuse)
 
     # ------------------------------------------------------------------ static
 

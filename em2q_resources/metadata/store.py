@@ -239,9 +239,11 @@ class MetadataStore:
             return []
         return sorted(found.body)
 
-    def refresh(self) -> None:
-        """Make recent writes visible to search (tests, catalog after bulk loads)."""
-        self._call(lambda: self.client.indices.refresh(index=f"{self.prefix}-*"))
+    def refresh(self, entity: str | type | None = None) -> None:
+        """Make recent writes visible to search (tests, catalog after bulk loads): of one
+        entity's index, or of every index of this prefix."""
+        index = self.alias(entity) if entity is not None else f"{self.prefix}-*"
+        self._call(lambda: self.client.indices.refresh(index=index))
 
     def drop_all(self) -> None:
         """Delete every index and template of this prefix (tests, local reset)."""
