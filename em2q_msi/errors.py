@@ -29,7 +29,8 @@ class ImzMLMissingFile(ImzMLError):
 
 
 class ImzMLUnsupported(ImzMLError):
-    """A valid imzML feature this reader does not handle (e.g. zlib-compressed arrays)."""
+    """A valid imzML feature this reader does not handle (e.g. MS-Numpress compression); the
+    message names the feature and where it is declared."""
 
     code = "unsupported"
 
@@ -48,6 +49,12 @@ class ImzMLOffsetOutOfRange(ImzMLError):
 
 class ImzMLEncodedLengthMismatch(ImzMLError):
     code = "encoded_length_mismatch"
+
+
+class ImzMLCompressedDataError(ImzMLError):
+    """A compressed array that does not inflate, or inflates to another length than declared."""
+
+    code = "compressed_data_invalid"
 
 
 class ImzMLArrayLengthMismatch(ImzMLError):

@@ -6,7 +6,9 @@ spectra/s and it reads spectra one ``file.read`` at a time. Here pyimzml parses 
 settings, instrument), a regular-expression scan over the raw bytes builds the spectrum index
 (coordinates, offsets, lengths), and spectra are read in blocks: continuous data as one 2-D
 ``numpy.memmap``/ranged read per block of rows, processed data as one read per block gathered
-through the offset arrays. The index is cached beside the data (or in a cache folder the caller
+through the offset arrays. Zlib-compressed arrays (MS:1000574) are inflated per spectrum from their
+encoded length (IMS:1000104): a ranged read then costs the decompression of every array it
+touches (see docs/reading.md). The index is cached beside the data (or in a cache folder the caller
 names) keyed on the imzML's size, modification time and header digest, so a second open reads
 one small ``.npz`` instead of the XML.
 """
@@ -21,6 +23,7 @@ import re
 import uuid as uuid_module
 import warnings
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from em2q_msi.errors import (
     ImzMLArrayLengthMismatch,
+    ImzMLCompressedDataError,
     ImzMLContinuousMismatch,
     ImzMLMissingFile,
     ImzMLNotImzML,
@@ -44,8 +48,10 @@ from em2q_msi.spectra import SpectraBlock
 INDEX_VERSION = 1
 INDEX_SUFFIX = ".em2q-index.npz"
 
-#: Binary data types by accession (imzML stores little-endian).
+#: Binary data types by accession (imzML stores little-endian); 16-bit float is PSI-MS's
+#: MS:1000520, which mzML allows and some converters write.
 DTYPE_BY_ACCESSION: dict[str, np.dtype] = {
+    "MS:1000520": np.dtype("<f2"),
     "MS:1000521": np.dtype("<f4"),
     "MS:1000523": np.dtype("<f8"),
     "MS:1000519": np.dtype("<i4"),
@@ -54,6 +60,22 @@ DTYPE_BY_ACCESSION: dict[str, np.dtype] = {
     "IMS:1000142": np.dtype("<i8"),
 }
 NO_COMPRESSION = "MS:1000576"
+ZLIB_COMPRESSION = "MS:1000574"
+#: Compression types of the PSI-MS CV, by accession, for messages naming what is refused.
+COMPRESSION_NAMES: dict[str, str] = {
+    NO_COMPRESSION: "no compression",
+    ZLIB_COMPRESSION: "zlib compression",
+    "MS:1002312": "MS-Numpress linear prediction compression",
+    "MS:1002313": "MS-Numpress positive integer compression",
+    "MS:1002314": "MS-Numpress short logged float compression",
+    "MS:1002746": "MS-Numpress linear prediction compression followed by zlib compression",
+    "MS:1002747": "MS-Numpress positive integer compression followed by zlib compression",
+    "MS:1002748": "MS-Numpress short logged float compression followed by zlib compression",
+    "MS:1003088": "truncation, delta prediction and zlib compression",
+    "MS:1003089": "truncation, linear prediction and zlib compression",
+    "MS:1003090": "truncation and zlib compression",
+}
+SUPPORTED_COMPRESSION = (NO_COMPRESSION, ZLIB_COMPRESSION)
 MZ_ARRAY = "MS:1000514"
 INTENSITY_ARRAY = "MS:1000515"
 CONTINUOUS = "IMS:1000030"
@@ -118,6 +140,9 @@ class Header:
     intensity_group_ids: frozenset[str]
     digest: str
     first_spectrum_xml: bytes
+    #: ``"zlib"`` when the arrays are zlib-compressed, else ``None``
+    mz_compression: str | None = None
+    intensity_compression: str | None = None
 
 
 def _normalise_uuid(value: str | None) -> str | None:
@@ -206,8 +231,8 @@ def parse_header(data: bytes, spectrum_list_at: int) -> Header:
         if accession in accessions:
             checksum_type, checksum = kind, str(fc.param_by_accession[accession]).strip().lower()
             break
-    mz_dtype, mz_groups = _array_group(metadata, MZ_ARRAY, "m/z")
-    int_dtype, int_groups = _array_group(metadata, INTENSITY_ARRAY, "intensity")
+    mz_dtype, mz_groups, mz_zlib = _array_group(metadata, MZ_ARRAY, "m/z")
+    int_dtype, int_groups, int_zlib = _array_group(metadata, INTENSITY_ARRAY, "intensity")
     end_first = data.find(b"</spectrum>", spectrum_list_at)
     first = data[spectrum_list_at : end_first + 11] if end_first >= 0 else b""
     return Header(
@@ -222,12 +247,18 @@ def parse_header(data: bytes, spectrum_list_at: int) -> Header:
         intensity_group_ids=int_groups,
         digest=hashlib.sha1(data[:cut]).hexdigest(),
         first_spectrum_xml=first,
+        mz_compression="zlib" if mz_zlib else None,
+        intensity_compression="zlib" if int_zlib else None,
     )
 
 
-def _array_group(metadata: Any, accession: str, label: str) -> tuple[np.dtype, frozenset[str]]:
+def _array_group(
+    metadata: Any, accession: str, label: str
+) -> tuple[np.dtype, frozenset[str], bool]:
+    """``(dtype, group ids, zlib-compressed?)`` of the m/z or intensity array groups."""
     ids = []
     dtype = None
+    zlib_compressed = False
     for group_id, group in metadata.referenceable_param_groups.items():
         accs = set(group.param_by_accession)
         if accession not in accs:
@@ -236,15 +267,19 @@ def _array_group(metadata: Any, accession: str, label: str) -> tuple[np.dtype, f
         for acc in accs:
             if acc in DTYPE_BY_ACCESSION:
                 dtype = DTYPE_BY_ACCESSION[acc]
-        compression = [
-            name
-            for name, acc, *_ in group.cv_params
-            if "compression" in str(name) and acc != NO_COMPRESSION
-        ]
-        if compression:
-            raise ImzMLUnsupported(
-                f"the {label} arrays use {compression[0]}; only uncompressed arrays are supported"
-            )
+        for name, acc, *_ in group.cv_params:
+            if acc == ZLIB_COMPRESSION:
+                zlib_compressed = True
+            elif acc != NO_COMPRESSION and (
+                acc in COMPRESSION_NAMES or "compression" in str(name).lower()
+            ):
+                raise ImzMLUnsupported(
+                    f"the {label} arrays of every spectrum (referenceableParamGroup "
+                    f"{group_id!r}) use {COMPRESSION_NAMES.get(acc, name)} ({acc}); EM²Q reads "
+                    "uncompressed (MS:1000576) and zlib-compressed (MS:1000574) arrays only: "
+                    "convert the file without that compression (e.g. msconvert --zlib or "
+                    "without --numpress*)"
+                )
     if not ids:
         raise ImzMLNotImzML(
             f"no referenceableParamGroup declares the {label} array ({accession}): "
@@ -252,9 +287,10 @@ def _array_group(metadata: Any, accession: str, label: str) -> tuple[np.dtype, f
         )
     if dtype is None:
         raise ImzMLNotImzML(
-            f"the {label} array group declares no binary data type (32/64-bit float or integer)"
+            f"the {label} array group declares no binary data type (16/32/64-bit float or "
+            "32/64-bit integer)"
         )
-    return dtype, frozenset(ids)
+    return dtype, frozenset(ids), zlib_compressed
 
 
 def _check_well_formed_bytes(data: bytes) -> None:
@@ -270,6 +306,9 @@ def _check_well_formed_bytes(data: bytes) -> None:
 _FAST_PARAM = re.compile(rb'IMS:1000(05[012]|10[234])"[^v>]*(?:v(?!alue=)[^v>]*)*value="([^"]*)"')
 _FAST_REF = re.compile(rb'<binaryDataArray\b[^>]*>\s*<referenceableParamGroupRef\s+ref="([^"]*)"')
 _SPECTRUM_START = re.compile(rb"<spectrum[\s>]")
+_INLINE_COMPRESSION = re.compile(
+    rb'"(MS:100057[46]|MS:100231[234]|MS:100274[678]|MS:100308[89]|MS:1003090)"'
+)
 
 
 def _windows(data: Any, start: int) -> Iterator[tuple[Any, int, int]]:
@@ -327,11 +366,18 @@ def scan_windows(windows: Iterable[tuple[Any, int, int]], header: Header) -> Spe
     ref_kind: dict[bytes, int] = {g.encode(): 1 for g in header.mz_group_ids}
     ref_kind.update({g.encode(): 2 for g in header.intensity_group_ids})
     parts: list[np.ndarray] = []
+    group_compression = {
+        ZLIB_COMPRESSION if header.mz_compression else NO_COMPRESSION,
+        ZLIB_COMPRESSION if header.intensity_compression else NO_COMPRESSION,
+    }
+    seen = 0
     for data, pos, end in windows:
+        _check_inline_compression(data, pos, end, group_compression, seen)
         table = _scan_window_fast(data, pos, end, ref_kind)
         if table is None:
             table = _scan_window_general(data, pos, end, ref_kind)
         parts.append(table)
+        seen += table.shape[0]
     table = np.concatenate(parts) if parts else np.empty((0, 9), np.int64)
     if table.shape[0] == 0:
         raise ImzMLNotImzML("the imzML declares no spectra")
@@ -339,6 +385,27 @@ def scan_windows(windows: Iterable[tuple[Any, int, int]], header: Header) -> Spe
     index = SpectraIndex(np.ascontiguousarray(table[:, :3]), *cols)
     _check_index_complete(index)
     return index
+
+
+def _check_inline_compression(
+    data: Any, pos: int, end: int, group_compression: set[str], seen: int
+) -> None:
+    """Refuse a compression declared inside a spectrum that its array groups do not declare:
+    the reader decodes every array the way its referenceableParamGroup says."""
+    at = pos
+    while (match := _INLINE_COMPRESSION.search(data, at, end)) is not None:
+        acc = match.group(1).decode()
+        at = match.end()
+        if acc in group_compression:
+            continue
+        spectrum = seen + len(_SPECTRUM_START.findall(data, pos, match.start())) - 1
+        declared = " and ".join(sorted(COMPRESSION_NAMES[a] for a in group_compression))
+        raise ImzMLUnsupported(
+            f"spectrum {spectrum} declares {COMPRESSION_NAMES[acc]} ({acc}) on one of its "
+            f"binary data arrays, but the array groups declare {declared}: per-spectrum "
+            "compression is not supported (EM²Q reads uncompressed and zlib-compressed arrays "
+            "declared in the referenceableParamGroup)"
+        )
 
 
 def _scan_window_fast(
@@ -684,10 +751,37 @@ class ImzML:
                 )
             n = int(idx.mz_lengths[0])
             off = int(idx.mz_offsets[0])
-            nbytes = n * self.mz_dtype.itemsize
-            self._check_range("m/z", 0, idx.mz_offsets[:1], np.array([nbytes]))
-            self._mz_axis = self.read_bytes(off, off + nbytes).view(self.mz_dtype)
+            nbytes = self._stored_bytes("m/z", 0, idx.mz_lengths[:1], idx.mz_encoded_lengths[:1])
+            self._check_range("m/z", 0, idx.mz_offsets[:1], nbytes)
+            raw = self.read_bytes(off, off + int(nbytes[0]))
+            if self.header.mz_compression:
+                axis = np.empty(n, self.mz_dtype)
+                _inflate(raw, axis.view(np.uint8), "m/z", 0)
+                self._mz_axis = axis
+            else:
+                self._mz_axis = raw.view(self.mz_dtype)
         return self._mz_axis
+
+    def _stored_bytes(
+        self, what: str, first: int, lengths: np.ndarray, encoded: np.ndarray
+    ) -> np.ndarray:
+        """Bytes each array takes in the .ibd: its encoded length when compressed (which the
+        file must then declare), else length × item size."""
+        compressed = (
+            self.header.mz_compression if what == "m/z" else self.header.intensity_compression
+        )
+        dtype = self.mz_dtype if what == "m/z" else self.intensity_dtype
+        if not compressed:
+            return lengths * dtype.itemsize
+        missing = np.flatnonzero(encoded < 0)
+        if missing.size:
+            i = first + int(missing[0])
+            raise ImzMLCompressedDataError(
+                f"spectrum {i} (x={', y='.join(str(int(v)) for v in self.coordinates[i, :2])}): "
+                f"its zlib-compressed {what} array declares no external encoded length "
+                "(IMS:1000104), so its bytes in the .ibd are unknown"
+            )
+        return encoded
 
     def read_block(self, start: int, stop: int) -> SpectraBlock:
         """Spectra ``[start, stop)`` in file order, as stored (no dtype conversion)."""
@@ -708,6 +802,20 @@ class ImzML:
         row_bytes = n_bins * dt.itemsize
         offs = self.index.intensity_offsets[start:stop]
         rows = stop - start
+        if self.header.intensity_compression:
+            stored = self._stored_bytes(
+                "intensity",
+                start,
+                self.index.intensity_lengths[start:stop],
+                self.index.intensity_encoded_lengths[start:stop],
+            )
+            self._check_range("intensity", start, offs, stored)
+            block = np.empty((rows, n_bins), dt)
+            for r, (off, nb) in enumerate(zip(offs.tolist(), stored.tolist(), strict=True)):
+                _inflate(
+                    self.read_bytes(off, off + nb), block[r].view(np.uint8), "intensity", start + r
+                )
+            return SpectraBlock(mz, block, None, coords, start)
         self._check_range("intensity", start, offs, np.full(rows, row_bytes))
         if rows == 0:
             return SpectraBlock(mz, np.empty((0, n_bins), dt), None, coords, start)
@@ -749,32 +857,62 @@ class ImzML:
             )
         offsets = np.zeros(stop - start + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        parts = [("m/z", idx.mz_offsets[start:stop], self.mz_dtype)]
+        parts = [
+            (
+                "m/z",
+                idx.mz_offsets[start:stop],
+                idx.mz_encoded_lengths[start:stop],
+                self.mz_dtype,
+                bool(self.header.mz_compression),
+            )
+        ]
         if read_intensity:
-            parts.append(("intensity", idx.intensity_offsets[start:stop], self.intensity_dtype))
+            parts.append(
+                (
+                    "intensity",
+                    idx.intensity_offsets[start:stop],
+                    idx.intensity_encoded_lengths[start:stop],
+                    self.intensity_dtype,
+                    bool(self.header.intensity_compression),
+                )
+            )
         total = int(offsets[-1])
-        outs = [np.empty(total, dt) for _, _, dt in parts]
+        outs = [np.empty(total, dt) for _, _, _, dt, _ in parts]
         if stop == start:
             return outs[0], (outs[1] if read_intensity else outs[0][:0]), offsets
-        nbytes = [lengths * dt.itemsize for _, _, dt in parts]
-        for (what, offs, _), nb in zip(parts, nbytes, strict=True):
+        nbytes = [self._stored_bytes(what, start, lengths, enc) for what, _, enc, _, _ in parts]
+        for (what, offs, _, _, _), nb in zip(parts, nbytes, strict=True):
             self._check_range(what, start, offs, nb)
-        lo = min(int(offs.min()) for _, offs, _ in parts)
-        hi = max(int((offs + nb).max()) for (_, offs, _), nb in zip(parts, nbytes, strict=True))
+        # Compressed arrays are gathered into a staging buffer, then inflated one by one.
+        targets = [
+            np.empty(int(nb.sum()), np.uint8) if packed else out.view(np.uint8)
+            for out, (_, _, _, _, packed), nb in zip(outs, parts, nbytes, strict=True)
+        ]
+        lo = min(int(p[1].min()) for p in parts)
+        hi = max(int((p[1] + nb).max()) for p, nb in zip(parts, nbytes, strict=True))
         needed = sum(int(nb.sum()) for nb in nbytes)
         if hi - lo <= 2 * needed + (1 << 20):
             raw = self._local_bytes()[lo:hi] if self._local else self.read_bytes(lo, hi)
-            for out, (_, offs, _), nb in zip(outs, parts, nbytes, strict=True):
-                _gather(raw, (offs - lo).tolist(), nb.tolist(), out.view(np.uint8))
+            for target, p, nb in zip(targets, parts, nbytes, strict=True):
+                _gather(raw, (p[1] - lo).tolist(), nb.tolist(), target)
             if self._local:
                 self._release(lo, hi)
         else:
-            for out, (_, offs, _), nb in zip(outs, parts, nbytes, strict=True):
-                ob = out.view(np.uint8)
+            for target, p, nb in zip(targets, parts, nbytes, strict=True):
                 pos = 0
-                for o, b in zip(offs.tolist(), nb.tolist(), strict=True):
-                    ob[pos : pos + b] = self.read_bytes(o, o + b)
+                for o, b in zip(p[1].tolist(), nb.tolist(), strict=True):
+                    target[pos : pos + b] = self.read_bytes(o, o + b)
                     pos += b
+        for out, target, (what, _, _, dt, packed), nb in zip(
+            outs, targets, parts, nbytes, strict=True
+        ):
+            if not packed:
+                continue
+            dest = out.view(np.uint8)
+            src = np.concatenate(([0], np.cumsum(nb)))
+            for r in range(stop - start):
+                a, b = int(offsets[r]) * dt.itemsize, int(offsets[r + 1]) * dt.itemsize
+                _inflate(target[src[r] : src[r + 1]], dest[a:b], what, start + r)
         if not read_intensity:
             return outs[0], outs[0][:0], offsets
         return outs[0], outs[1], offsets
@@ -827,6 +965,23 @@ class ImzML:
         from em2q_msi.facts import measurement_facts
 
         return measurement_facts(self)
+
+
+def _inflate(raw: np.ndarray, out: np.ndarray, what: str, spectrum: int) -> None:
+    """Decompress one zlib stream into ``out`` (bytes), which it must fill exactly."""
+    try:
+        data = zlib.decompress(raw)
+    except zlib.error as exc:
+        raise ImzMLCompressedDataError(
+            f"spectrum {spectrum}: the zlib-compressed {what} array ({raw.size} bytes) does not "
+            f"decompress: {exc}"
+        ) from exc
+    if len(data) != out.size:
+        raise ImzMLCompressedDataError(
+            f"spectrum {spectrum}: the zlib-compressed {what} array decompresses to "
+            f"{len(data)} bytes, its declared array length needs {out.size}"
+        )
+    out[:] = np.frombuffer(data, np.uint8)
 
 
 def _gather(raw: np.ndarray, starts: list[int], nbytes: list[int], out: np.ndarray) -> None:

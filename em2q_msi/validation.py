@@ -4,7 +4,9 @@ An upload is refused on any problem, so the report must be complete (a technicia
 them in one go) and every message must name the offending value: the spectrum index and its
 pixel, the offset, both digests. Checks run from cheap to expensive: XML well-formedness and
 imzML structure, the .ibd UUID and checksum, offsets against the .ibd size, coordinates against
-the declared grid, then one pass over the data for empty, unsorted and non-finite spectra.
+the declared grid, then one pass over the data for unsorted and non-finite spectra (and, for
+zlib-compressed arrays, whether each one inflates to its declared length). Zero-length spectra
+are valid: a pixel where the instrument recorded nothing.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def validate(
         _check_checksum(fs, ibd_path, header.checksum_type, header.checksum, report)
     readable = _check_offsets(reader, report)
     _check_coordinates(reader, report)
-    empty = _check_empty(reader, report)
+    empty = _empty(reader)
     if reader.mode == "processed":
         readable &= _check_lengths(reader, report)
     if reader.mode == "continuous":
@@ -208,25 +210,49 @@ def _check_offsets(reader: ImzML, report: ValidationReport) -> np.ndarray:
     n = reader.n_spectra
     readable = np.ones(n, dtype=bool)
     arrays = [
-        ("m/z", idx.mz_offsets, idx.mz_lengths, idx.mz_encoded_lengths, reader.mz_dtype),
+        (
+            "m/z",
+            idx.mz_offsets,
+            idx.mz_lengths,
+            idx.mz_encoded_lengths,
+            reader.mz_dtype,
+            bool(reader.header.mz_compression),
+        ),
         (
             "intensity",
             idx.intensity_offsets,
             idx.intensity_lengths,
             idx.intensity_encoded_lengths,
             reader.intensity_dtype,
+            bool(reader.header.intensity_compression),
         ),
     ]
+    # A compressed array takes its encoded length in the .ibd, which it must declare.
+    for what, _, _, enc, _, packed in arrays:
+        missing = np.flatnonzero(enc < 0) if packed else np.empty(0, np.int64)
+        if missing.size:
+            report.add(
+                errors.ImzMLCompressedDataError.code,
+                f"{_spectra(missing.size, 'has')} a zlib-compressed {what} array without an "
+                f"external encoded length (IMS:1000104): {_name_spectra(missing.tolist(), coords)}",
+            )
+            readable[missing] = False
     # All arrays as one table so truncation can be told apart from stray offsets.
     which = np.concatenate([np.full(n, k) for k in range(len(arrays))])
     spectrum = np.concatenate([np.arange(n)] * len(arrays))
     offsets = np.concatenate([a[1] for a in arrays])
-    nbytes = np.concatenate([a[2] * a[4].itemsize for a in arrays])
+    nbytes = np.concatenate(
+        [
+            np.maximum(enc, 0) if packed else lengths * dt.itemsize
+            for _, _, lengths, enc, dt, packed in arrays
+        ]
+    )
     ends = offsets + nbytes
 
     mismatch = [
         (k, i)
-        for k, (_, _, lengths, enc, dt) in enumerate(arrays)
+        for k, (_, _, lengths, enc, dt, packed) in enumerate(arrays)
+        if not packed
         for i in np.flatnonzero((enc >= 0) & (enc != lengths * dt.itemsize)).tolist()
     ]
     if mismatch:
@@ -322,17 +348,11 @@ def _check_coordinates(reader: ImzML, report: ValidationReport) -> None:
         )
 
 
-def _check_empty(reader: ImzML, report: ValidationReport) -> np.ndarray:
+def _empty(reader: ImzML) -> np.ndarray:
+    """Spectra with no values: valid (a pixel where the instrument recorded nothing), processed
+    as empty spectra, and skipped by the value checks."""
     idx = reader.index
-    empty = (idx.intensity_lengths == 0) | (idx.mz_lengths == 0)
-    bad = np.flatnonzero(empty)
-    if bad.size:
-        report.add(
-            errors.ImzMLEmptySpectrum.code,
-            f"{_spectra(bad.size, 'is')} empty (array length 0): "
-            f"{_name_spectra(bad.tolist(), reader.coordinates)}",
-        )
-    return empty
+    return (idx.intensity_lengths == 0) | (idx.mz_lengths == 0)
 
 
 def _check_lengths(reader: ImzML, report: ValidationReport) -> np.ndarray:
@@ -357,6 +377,7 @@ def _check_values(reader: ImzML, readable: np.ndarray, report: ValidationReport)
     """One pass over the readable spectra: m/z non-decreasing, no NaN/inf."""
     unsorted: set[int] = set()
     non_finite: dict[int, str] = {}
+    broken: dict[int, str] = {}
     n = reader.n_spectra
     rows = reader.rows_for_bytes(16 << 20)
     if reader.mode == "continuous" and readable.any():
@@ -371,13 +392,29 @@ def _check_values(reader: ImzML, readable: np.ndarray, report: ValidationReport)
         ok = readable[start:stop]
         if not ok.any():
             continue
-        if ok.all():
-            blocks = [reader.read_block(start, stop)]
-        else:
-            blocks = [reader.read_block(i, i + 1) for i in range(start, stop) if readable[i]]
+        blocks = []
+        try:
+            if ok.all():
+                blocks = [reader.read_block(start, stop)]
+            else:
+                blocks = [reader.read_block(i, i + 1) for i in range(start, stop) if readable[i]]
+        except errors.ImzMLCompressedDataError:
+            # Name every array that does not inflate, then check the others.
+            for i in range(start, stop):
+                if readable[i]:
+                    try:
+                        blocks.append(reader.read_block(i, i + 1))
+                    except errors.ImzMLCompressedDataError as exc:
+                        broken[i] = str(exc).split(": ", 1)[-1]
         for block in blocks:
             _check_block(block, unsorted, non_finite)
     coords = reader.coordinates
+    if broken:
+        report.add(
+            errors.ImzMLCompressedDataError.code,
+            f"{_spectra(len(broken), 'has')} compressed arrays that do not decompress to their "
+            f"declared length: {_name_spectra(sorted(broken), coords, broken)}",
+        )
     if unsorted:
         report.add(
             errors.ImzMLUnsortedMz.code,

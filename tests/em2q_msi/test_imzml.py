@@ -186,16 +186,35 @@ def test_missing_ibd_is_named(small_continuous, tmp_path):
         ImzML.open(str(lone))
 
 
-def test_zlib_compressed_arrays_are_refused_with_the_compression_named(tmp_path):
-    from pyimzml.compression import ZlibCompression
+def test_numpress_compressed_arrays_are_refused_with_the_compression_named(tmp_path):
     from pyimzml.ImzMLWriter import ImzMLWriter
 
-    with ImzMLWriter(
-        str(tmp_path / "z"), mode="processed", intensity_compression=ZlibCompression()
-    ) as w:
+    with ImzMLWriter(str(tmp_path / "z"), mode="processed") as w:
         w.addSpectrum(np.arange(5.0), np.arange(5.0), (1, 1))
-    with pytest.raises(ImzMLUnsupported, match="zlib compression"):
+    xml = (tmp_path / "z.imzML").read_bytes()
+    xml = xml.replace(b'"MS:1000576" name="no compression"', b'"MS:1002313" name="x"', 2)
+    (tmp_path / "z.imzML").write_bytes(xml)
+    with pytest.raises(
+        ImzMLUnsupported,
+        match=r"m/z arrays of every spectrum .*MS-Numpress positive integer compression "
+        r"\(MS:1002313\)",
+    ):
         ImzML.open(str(tmp_path / "z.imzML"))
+
+
+def test_compression_declared_inside_one_spectrum_is_refused_naming_it(tmp_path):
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    with ImzMLWriter(str(tmp_path / "z"), mode="processed") as w:
+        for x in (1, 2, 3):
+            w.addSpectrum(np.arange(5.0), np.arange(5.0), (x, 1))
+    xml = (tmp_path / "z.imzML").read_bytes()
+    at = [m.start() for m in re.finditer(rb"<binaryDataArray ", xml)][5]  # spectrum 2
+    inline = b'<cvParam cvRef="MS" accession="MS:1002312" name="numpress" value=""/>'
+    end = xml.index(b"<binary/>", at)
+    (tmp_path / "z.imzML").write_bytes(xml[:end] + inline + xml[end:])
+    with pytest.raises(ImzMLUnsupported, match=r"^spectrum 2 declares MS-Numpress linear"):
+        ImzML.open(str(tmp_path / "z.imzML"), use_cache=False)
 
 
 def test_plain_mzml_is_not_imzml(tmp_path):
