@@ -42,6 +42,14 @@ VERSION = 1
 META = "meta.json"
 
 
+def stored_dtype(dtype: np.dtype | type) -> np.dtype:
+    """The dtype a chunk stores values of ``dtype`` in: 16-bit floats widened (exactly) to
+    32-bit, since the numba kernels of every later step have no 16-bit float; all other types
+    as they are."""
+    dtype = np.dtype(dtype)
+    return np.dtype("<f4") if dtype == np.float16 else dtype
+
+
 def chunk_ranges(n_spectra: int, k: int) -> list[tuple[int, int]]:
     """``k`` contiguous, balanced ``(start, stop)`` ranges covering ``range(n_spectra)``.
 
@@ -117,6 +125,7 @@ class ChunkWriter:
         temporaries.sweep_orphans(self.fs, self.path)  # what a killed writer left here
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(_join(self.path, META))  # un-commit an older chunk before replacing it
+        mz_dtype, intensity_dtype = stored_dtype(mz_dtype), stored_dtype(intensity_dtype)
         shapes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
             "coordinates": (np.dtype("<i8"), (n_spectra, 3)),
         }
@@ -142,7 +151,7 @@ class ChunkWriter:
         self._files[name].write(np.ascontiguousarray(array, dtype=dtype).tobytes())
 
     def append(self, block: SpectraBlock) -> None:
-        """Add the next spectra, in order; dtypes are converted to the declared ones."""
+        """Add the next spectra, in order; dtypes are converted to the stored ones."""
         if block.is_continuous != self.continuous:
             raise ValueError("block layout does not match the chunk layout")
         rows = len(block)
@@ -277,6 +286,10 @@ def write_measurement_chunk(
         if block_bytes is None
         else reader.iter_blocks(start=start, stop=stop, block_bytes=block_bytes)
     )
+    if stop == start:
+        # An empty chunk still stores the shared m/z axis and shows ``on_block`` one block of
+        # zero spectra (e.g. so a mean-spectrum accumulator has its axis).
+        blocks = iter([reader.read_block(start, stop)])
     try:
         for block in blocks:
             writer.append(block)
@@ -373,7 +386,12 @@ def read_chunk(
 def iter_chunk(
     url: str, rows_per_block: int, storage_options: dict | None = None
 ) -> Iterator[SpectraBlock]:
-    """The chunk in blocks of ``rows_per_block`` spectra, for bounded memory."""
+    """The chunk in blocks of ``rows_per_block`` spectra, for bounded memory. An empty chunk
+    (K > number of spectra) is one block of zero spectra, so every step that maps blocks gives
+    its empty result (with the chunk's m/z axis and dtypes) instead of nothing."""
     n = int(chunk_meta(url, storage_options)["n_spectra"])
+    if n == 0:
+        yield read_chunk(url, 0, 0, storage_options)
+        return
     for s in range(0, n, rows_per_block):
         yield read_chunk(url, s, s + rows_per_block, storage_options)

@@ -58,7 +58,7 @@ def ion_intensities(
     n = len(block)
     out = np.zeros((n, lower.size), np.float64)
     if block.offsets is None:
-        intensity = np.asarray(block.intensity).reshape(n, -1)
+        intensity = block.rows()
         lo = np.searchsorted(block.mz, lower, side="left").astype(np.int64)
         hi = np.searchsorted(block.mz, upper, side="right").astype(np.int64)
 

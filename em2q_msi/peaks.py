@@ -61,9 +61,17 @@ class PeakList:
 
 
 def concatenate_peaks(parts: Sequence[PeakList]) -> PeakList:
-    """Peak lists of consecutive chunks (in file order) as one list."""
+    """Peak lists of consecutive chunks (in file order) as one list; no parts (an empty chunk
+    read in no blocks) give the peak list of zero spectra."""
     if not parts:
-        raise ValueError("concatenate_peaks needs at least one PeakList")
+        return PeakList(
+            mz=np.zeros(0, np.float64),
+            intensity=np.zeros(0, np.float32),
+            snr=np.zeros(0, np.float32),
+            offsets=np.zeros(1, np.int64),
+            noise=np.zeros(0, np.float64),
+            coordinates=np.zeros((0, 3), np.int64),
+        )
     shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
     offsets = np.concatenate(
         [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)]

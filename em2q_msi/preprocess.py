@@ -133,7 +133,7 @@ def _run_chain(
     n_spec = len(block)
     offsets = None
     if block.offsets is None:
-        inten = inten.reshape(n_spec, -1)
+        inten = block.rows(np.float32)
         longest = inten.shape[1]
         out = np.empty_like(inten) if keep_spectra else np.empty((1, 1), np.float32)
     else:

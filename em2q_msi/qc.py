@@ -56,8 +56,7 @@ def spectrum_metrics(
     params = params or ProcessingParameters()
     n = len(block)
     if block.offsets is None:
-        intensity = np.asarray(block.intensity).reshape(n, -1)
-        intensity = np.ascontiguousarray(intensity)
+        intensity = block.rows(_kernel_dtype(block.intensity))
         tic = np.zeros(n, np.float64)
         K.over_spectra(n, lambda a, b: K.exact_row_sums(intensity[a:b], tic[a:b]))
         arg = intensity.argmax(axis=1) if intensity.shape[1] else np.zeros(n, np.int64)
@@ -67,7 +66,8 @@ def spectrum_metrics(
         )
         n_nonzero = np.count_nonzero(intensity, axis=1).astype(np.int64)
     else:
-        values, offsets = np.asarray(block.intensity), np.asarray(block.offsets, dtype=np.int64)
+        values = _kernel_values(block.intensity)
+        offsets = np.asarray(block.offsets, dtype=np.int64)
         tic, arg, n_nonzero = np.zeros(n), np.full(n, -1, np.int64), np.zeros(n, np.int64)
         K.over_spectra(
             n,
@@ -107,10 +107,11 @@ def total_ion_current(block: SpectraBlock) -> np.ndarray:
     n = len(block)
     tic = np.zeros(n, np.float64)
     if block.offsets is None:
-        intensity = np.ascontiguousarray(np.asarray(block.intensity).reshape(n, -1))
+        intensity = block.rows(_kernel_dtype(block.intensity))
         K.over_spectra(n, lambda a, b: K.exact_row_sums(intensity[a:b], tic[a:b]))
         return tic
-    values, offsets = np.asarray(block.intensity), np.asarray(block.offsets, dtype=np.int64)
+    values = _kernel_values(block.intensity)
+    offsets = np.asarray(block.offsets, dtype=np.int64)
     arg, n_nonzero = np.full(n, -1, np.int64), np.zeros(n, np.int64)
     K.over_spectra(
         n,
@@ -121,10 +122,28 @@ def total_ion_current(block: SpectraBlock) -> np.ndarray:
     return tic
 
 
+def _kernel_dtype(values: np.ndarray) -> np.dtype:
+    """The dtype the numba kernels read ``values`` in: 16-bit floats (which numba lacks) as
+    32-bit floats, exactly; every other type as it is."""
+    dtype = np.asarray(values).dtype
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _kernel_values(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=_kernel_dtype(values))
+
+
+def empty_metrics() -> dict[str, np.ndarray]:
+    """The metrics of zero spectra (an empty chunk), with the dtypes ``spectrum_metrics`` gives."""
+    ints = {"n_nonzero", "n_peaks"}
+    return {k: np.zeros(0, np.int64 if k in ints else np.float64) for k in METRIC_NAMES}
+
+
 def concatenate_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Metrics of consecutive chunks (given in file order) as one set."""
+    """Metrics of consecutive chunks (given in file order) as one set; no parts (an empty
+    chunk read in no blocks) give the metrics of zero spectra."""
     if not parts:
-        raise QCError("concatenate_metrics needs at least one chunk's metrics")
+        return empty_metrics()
     keys = set(parts[0])
     for i, part in enumerate(parts):
         if set(part) != keys:
@@ -180,8 +199,7 @@ class MeanSpectrumAccumulator:
                     "a processed block needs a binned accumulator: "
                     "MeanSpectrumAccumulator.binned(mz_min, mz_max, bin_ppm)"
                 )
-            intensity = np.asarray(block.intensity).reshape(len(block), -1)
-            block_sum = intensity.sum(axis=0, dtype=np.float64)
+            block_sum = block.rows().sum(axis=0, dtype=np.float64)
             if self.mz is None:
                 self.mz = np.asarray(block.mz, dtype=np.float64).copy()
                 self.total = np.zeros(self.mz.size)
@@ -191,11 +209,7 @@ class MeanSpectrumAccumulator:
         else:
             if block.offsets is None:
                 mz = np.asarray(block.mz, dtype=np.float64)
-                values = (
-                    np.asarray(block.intensity)
-                    .reshape(len(block), -1)
-                    .sum(axis=0, dtype=np.float64)
-                )
+                values = block.rows().sum(axis=0, dtype=np.float64)
             else:
                 mz = np.asarray(block.mz, dtype=np.float64)
                 values = np.asarray(block.intensity, dtype=np.float64)

@@ -39,6 +39,18 @@ class SpectraBlock:
     def __len__(self) -> int:
         return int(self.coordinates.shape[0])
 
+    @property
+    def n_bins(self) -> int:
+        """Length of the shared m/z axis (continuous blocks)."""
+        return int(np.asarray(self.mz).shape[0])
+
+    def rows(self, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """The intensities of a continuous block as a C-contiguous ``(n_spectra, n_bins)``
+        array (optionally converted): unlike ``reshape(n, -1)`` also right for a block of
+        zero spectra (an empty chunk) or zero bins."""
+        values = np.ascontiguousarray(self.intensity, dtype=dtype)
+        return values.reshape(len(self), self.n_bins)
+
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(mz, intensity)`` of the block's ``i``-th spectrum (views, no copy)."""
         if self.offsets is None:

@@ -172,3 +172,36 @@ def test_meta_that_disagrees_with_a_file_is_corrupt(small_processed, tmp_path):
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ChunkCorrupt, match="does not match meta.json"):
         read_chunk(str(tmp_path / "c"))
+
+
+def test_16_bit_float_intensities_are_stored_as_exact_32_bit_floats(tmp_path):
+    intensity = np.array([[0.5, 1.0, 65504.0], [3.25, 0.0, 1e-3]], dtype=np.float16)
+    block = SpectraBlock(np.array([100.0, 200.0, 300.0]), intensity, None, np.ones((2, 3), int))
+    write_chunk(block, str(tmp_path / "c"))
+    back = read_chunk(str(tmp_path / "c"))
+    assert back.intensity.dtype == np.float32
+    np.testing.assert_array_equal(back.intensity, intensity.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["small_continuous", "small_processed"])
+def test_an_empty_chunk_reads_as_one_block_of_zero_spectra(name, request, tmp_path):
+    reader = ImzML.open(request.getfixturevalue(name), use_cache=False)
+    from em2q_msi.chunks import write_measurement_chunk
+
+    seen = []
+    start, stop, _ = write_measurement_chunk(
+        reader,
+        reader.n_spectra + 2,
+        reader.n_spectra + 1,
+        str(tmp_path / "c"),
+        on_block=seen.append,
+    )
+    assert start == stop == reader.n_spectra
+    (block,) = iter_chunk(str(tmp_path / "c"), 4)
+    assert len(block) == 0 and block.coordinates.shape == (0, 3)
+    assert [len(b) for b in seen] == [0]
+    if reader.mode == "continuous":
+        np.testing.assert_array_equal(block.mz, reader.mz_axis())
+        assert block.intensity.shape == (0, reader.mz_axis().size)
+    else:
+        assert block.offsets.tolist() == [0]
