@@ -210,7 +210,10 @@ def test_compression_declared_inside_one_spectrum_is_refused_naming_it(tmp_path)
             w.addSpectrum(np.arange(5.0), np.arange(5.0), (x, 1))
     xml = (tmp_path / "z.imzML").read_bytes()
     at = [m.start() for m in re.finditer(rb"<binaryDataArray ", xml)][5]  # spectrum 2
-    inline = b'<cvParam cvRef="MS" accession="MS:1002312" name="numpress" value=""/>'
+    inline = (
+        b'<cvParam cvRef="MS" accession="MS:1002312" '
+        b'name="MS-Numpress linear prediction compression" value=""/>'
+    )
     end = xml.index(b"<binary/>", at)
     (tmp_path / "z.imzML").write_bytes(xml[:end] + inline + xml[end:])
     with pytest.raises(ImzMLUnsupported, match=r"^spectrum 2 declares MS-Numpress linear"):
