@@ -7,6 +7,7 @@ import re
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
@@ -296,3 +297,24 @@ def test_ibd_shorter_than_its_uuid_is_one_truncation_problem(small_processed, br
     report = validate(broken_copy(small_processed, edit_ibd=lambda b: b[:10]))
     assert report.codes.count("ibd_truncated") == 1
     assert "shorter than its 16-byte UUID" in report.problems[0].message
+
+
+def test_compressed_arrays_without_encoded_length_are_named(tmp_path, broken_copy):
+    from pyimzml.compression import ZlibCompression
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    with ImzMLWriter(
+        str(tmp_path / "z"), mode="processed", intensity_compression=ZlibCompression()
+    ) as w:
+        for x in (1, 2, 3):
+            w.addSpectrum(np.arange(1.0, 6.0), np.arange(5.0), (x, 1))
+
+    def drop_encoded_length(x: bytes) -> bytes:  # the intensity array of spectrum 1
+        return replace_nth(x, rb'<cvParam accession="IMS:1000104"[^>]*/>', b"", 3)
+
+    report = validate(broken_copy(str(tmp_path / "z.imzML"), edit_xml=drop_encoded_length))
+    assert report.codes == ["compressed_data_invalid"]
+    assert report.problems[0].message == (
+        "1 spectrum has a zlib-compressed intensity array without an external encoded length "
+        "(IMS:1000104): spectrum 1 (x=2, y=1, z=1)"
+    )
