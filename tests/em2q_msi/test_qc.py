@@ -157,13 +157,20 @@ def test_a_good_measurement_passes_and_serialises_to_json(synthetic):
         "empty_pixel_fraction",
         "lock_mass_error_ppm",
     }
-    assert checks["empty_pixel_fraction"]["value"] == 0.25
+    assert checks["empty_pixel_fraction"]["value"] == 0.0
+    assert document["pixels"] == {
+        "grid": 16,
+        "acquired": 12,
+        "not_acquired": 4,
+        "acquired_without_signal": 0,
+    }
     assert checks["median_snr"]["threshold"] == params.min_median_snr
 
 
 def test_each_failing_check_fails_the_verdict(synthetic):
     metrics = spectrum_metrics(synthetic.block)
     lock = float(synthetic.peak_mz[3])
+    emptied = dict(metrics, n_nonzero=np.where(np.arange(12) < 2, 0, metrics["n_nonzero"]))
     cases = {
         "empty_pixel_fraction": (QCParameters(), None),
         "lock_mass_error_ppm": (
@@ -173,7 +180,7 @@ def test_each_failing_check_fails_the_verdict(synthetic):
         "median_snr": (QCParameters(min_median_snr=1e9, max_empty_pixel_fraction=0.5), None),
     }
     for name, (params, errors) in cases.items():
-        summary = measurement_summary(metrics, (4, 4), errors, params)
+        summary = measurement_summary(emptied, (4, 4), errors, params)
         failed = [c.name for c in summary.checks if c.passed is False]
         assert not summary.ok and failed == [name], (name, summary)
     dropped = dict(metrics, tic=np.where(np.arange(12) < 3, 0.0, metrics["tic"]))
