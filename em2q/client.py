@@ -33,8 +33,9 @@ import pandas as pd
 from em2q.dagster_api import DagsterAPI, WorkflowStatus
 from em2q.filters import keyword_filters, parse_filters
 from em2q.platform import dev_url_file
-from em2q.results import MeasurementResults, ResultNotReady, open_raw
+from em2q.results import MeasurementResults, ResultNotReady, measurement_grid, open_raw
 from em2q_assets import workflows as wf
+from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
@@ -360,6 +361,13 @@ class Measurement:
         """1-based imzML pixel coordinates ``(x, y, z)`` of every spectrum, in file order."""
         return self.reader.coordinates
 
+    @property
+    def grid(self) -> PixelGrid:
+        """The pixel grid of its images: the bounding box of the acquired coordinates
+        (``origin`` (x, y, z), ``shape`` (nz, ny, nx), ``pixel_size_um``); image index
+        ``[row, col]`` is imzML ``(origin_x + col, origin_y + row)``."""
+        return measurement_grid(self.doc, self.reader)
+
     # ------------------------------------------------------------------ spectra
 
     def spectrum_indices(
@@ -369,20 +377,22 @@ class Measurement:
         cols: slice | range | int | tuple[int, int] | None = None,
         region: np.ndarray | None = None,
     ) -> np.ndarray:
-        """File-order indices of the spectra in image ``rows``/``cols`` (0-based, y/x) or in a
-        boolean ``region`` mask of the image's shape."""
+        """File-order indices of the spectra in image ``rows``/``cols`` (0-based, y/x, on
+        ``grid``) or in a boolean ``region`` mask of the image's shape."""
         coordinates = self.coordinates
-        row = coordinates[:, 1].astype(np.int64) - 1
-        col = coordinates[:, 0].astype(np.int64) - 1
+        where = self.grid.indices(coordinates)
+        row, col = where[-2], where[-1]
         keep = np.ones(len(coordinates), bool)
         for axis, selection in ((row, rows), (col, cols)):
             if selection is not None:
                 keep &= _in_selection(axis, selection)
         if region is not None:
             mask = np.asarray(region, bool)
-            inside = (row < mask.shape[0]) & (col < mask.shape[1])
+            if mask.ndim != len(where):
+                raise ValueError(f"region has {mask.ndim} dimensions, the images have {len(where)}")
+            inside = np.all([w < n for w, n in zip(where, mask.shape, strict=True)], axis=0)
             keep &= inside
-            keep[inside] &= mask[row[inside], col[inside]]
+            keep[inside] &= mask[tuple(w[inside] for w in where)]
         return np.flatnonzero(keep)
 
     def spectra(
@@ -436,7 +446,8 @@ class Measurement:
     def ion_image(
         self, mz: float, ppm: float | None = None, parameter_set: ParameterSet | str | None = None
     ) -> np.ndarray:
-        """The ion image of ``mz`` ± ``ppm``, ``(rows, cols)`` with NaN where no spectrum is."""
+        """The ion image of ``mz`` ± ``ppm`` on ``grid`` (``(rows, cols)``, 3-D: ``(planes, rows,
+        cols)``), NaN where no spectrum was acquired."""
         return self.results(parameter_set).ion_image(mz, ppm)
 
     def tic_image(self) -> np.ndarray:

@@ -27,6 +27,8 @@ import numpy as np
 
 from em2q_assets.storage_io import read_json, read_npy, result_key
 from em2q_msi import ion_images as ions
+from em2q_msi.facts import grid_from_facts, pixel_grid
+from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
@@ -84,26 +86,30 @@ def open_raw(
     )
 
 
-def grid_shape(measurement: Any, reader: ImzML | None = None) -> tuple[int, int]:
-    """``(rows, columns)`` = ``(pixels_y, pixels_x)`` of the measurement's pixel grid."""
-    facts = measurement.facts
-    if facts is not None and facts.pixels_x and facts.pixels_y:
-        return int(facts.pixels_y), int(facts.pixels_x)
+def measurement_grid(measurement: Any, reader: ImzML | None = None) -> PixelGrid:
+    """The measurement's pixel grid (bounding box of its coordinates, pixel size) from its
+    facts, else from the reader's coordinates."""
+    grid = grid_from_facts(measurement.facts)
+    if grid is not None:
+        return grid
     if reader is None:
         raise ValueError(f"measurement {measurement.id} has no facts yet; give the reader")
-    coordinates = reader.coordinates
-    return int(coordinates[:, 1].max()), int(coordinates[:, 0].max())
+    settings = measurement.settings
+    return pixel_grid(
+        reader, (settings.pixel_size_x_um, settings.pixel_size_y_um) if settings else None
+    )
 
 
 def raw_ion_images(
     reader: ImzML,
     mz_values: list[float] | np.ndarray,
     tolerance_ppm: float,
-    grid: tuple[int, int],
+    grid: PixelGrid,
     *,
     rows_per_block: int | None = None,
 ) -> np.ndarray:
-    """Ion images ``(n_mz, rows, cols)`` summed from the raw spectra.
+    """Ion images ``(n_mz, *grid.image_shape)`` summed from the raw spectra (NaN where no
+    spectrum was acquired).
 
     Continuous data: only the bytes of the m/z windows are read (one range per spectrum and
     window) when that is a small share of the data; otherwise, and for processed data, the
@@ -226,18 +232,29 @@ class MeasurementResults:
         outputs = self.manifest("mean_spectrum")["outputs"]
         return read_npy(self.storage, outputs["mz"]), read_npy(self.storage, outputs["intensity"])
 
+    def grid(self) -> PixelGrid:
+        """The pixel grid every image of this measurement lies on (bounding box of the acquired
+        coordinates; origin, shape, pixel size)."""
+        return measurement_grid(self.measurement, None if self.measurement.facts else self.raw)
+
+    @functools.cached_property
+    def raw(self) -> ImzML:
+        """The measurement's imzML, opened for ranged reads."""
+        return open_raw(self.measurement, self.storage, self.cache_dir)
+
     def tic_image(self) -> np.ndarray:
-        """Total ion current per pixel, ``(rows, cols)``; NaN where the grid has no spectrum."""
+        """Total ion current per pixel on ``grid()`` (``(rows, cols)``, a 3-D measurement
+        ``(planes, rows, cols)``); NaN where no spectrum was acquired (outside the tissue)."""
         return read_npy(self.storage, self.manifest("tic_image")["outputs"]["image"])
 
     def ion_images(self) -> tuple[np.ndarray, np.ndarray]:
-        """The stored ion images: ``(mz values, images (n_mz, rows, cols))``."""
+        """The stored ion images: ``(mz values, images (n_mz, *grid().image_shape))``."""
         outputs = self.manifest("ion_images")["outputs"]
         return read_npy(self.storage, outputs["mz"]), read_npy(self.storage, outputs["images"])
 
     def ion_image(self, mz: float, ppm: float | None = None) -> np.ndarray:
-        """The ion image of ``mz`` ± ``ppm`` (default: the parameter set's window), ``(rows,
-        cols)``: the stored one when the workflow made it, else summed from the raw spectra."""
+        """The ion image of ``mz`` ± ``ppm`` (default: the parameter set's window) on ``grid()``:
+        the stored one when the workflow made it, else summed from the raw spectra."""
         window = self.parameters.params.ion_images
         if ppm is None:
             ppm = window.tolerance_ppm or DEFAULT_ION_IMAGE_PPM
@@ -250,8 +267,8 @@ class MeasurementResults:
                 match = np.flatnonzero(np.isclose(stored_mz, mz, rtol=0, atol=1e-6))
                 if match.size:
                     return images[int(match[0])]
-        reader = open_raw(self.measurement, self.storage, self.cache_dir)
-        grid = grid_shape(self.measurement, reader)
+        reader = self.raw
+        grid = measurement_grid(self.measurement, reader)
         return raw_ion_images(reader, [mz], ppm, grid)[0]
 
     def runs(self, *, this_parameter_set: bool = False) -> list[Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from em2q.setup_file import PLATFORM_FIELDS, SetupFileError, measurement_from_setup, read_setup
-from em2q_msi.facts import measurement_facts
+from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources.metadata import (
@@ -213,19 +213,22 @@ def _progress_bar(
         yield bar.update
 
 
-def _facts(url: str, storage: StorageResource, cache_dir: str) -> dict[str, Any]:
-    """The ``ImzMLFacts`` document of the pair at ``url``."""
+def _facts(
+    url: str, storage: StorageResource, cache_dir: str, setup: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``ImzMLFacts`` document of the pair at ``url`` (pixel size: the file's, else the
+    setup's)."""
+    settings = setup.get("settings") or {}
+    setup_size = (settings.get("pixel_size_x_um"), settings.get("pixel_size_y_um"))
     reader = ImzML.open(url, storage_options=storage.storage_options, cache_dir=cache_dir)
     try:
         facts = measurement_facts(reader)
+        grid = pixel_grid(reader, setup_size)
     finally:
         reader.close()
-    grid = facts["pixel_grid"]
     return {
         "mode": facts["mode"].upper(),
-        "pixels_x": int(grid["max_x"]),
-        "pixels_y": int(grid["max_y"]),
-        "pixels_z": int(grid["max_z"]),
+        **grid_facts(grid),
         "spectra_count": int(facts["n_spectra"]),
         "mz_range": {"min_mz": float(facts["mz_min"]), "max_mz": float(facts["mz_max"])},
         "uuid": facts["uuid"],
@@ -327,7 +330,7 @@ def upload_measurement(
                 id=new_id,
                 uploaded_at=utc_now(),
                 files=files,
-                facts=_facts(storage.url(committed, imzml.name), storage, cache),
+                facts=_facts(storage.url(committed, imzml.name), storage, cache, document),
             )
             stored = store.create(measurement, refresh=True)
         except BaseException:

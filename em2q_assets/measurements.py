@@ -8,7 +8,8 @@ from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.partitions import measurement_partitions
 from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run, set_status
 from em2q_assets.storage_io import result_key
-from em2q_msi.facts import measurement_facts
+from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
+from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources.metadata import load_schema
@@ -24,6 +25,14 @@ def imzml_uri(measurement) -> tuple[str, str]:
         if stored.role == schema.FileRole.IMZML:
             return stored.uri, stored.checksum
     raise StepFailure(f"measurement {measurement.id} has no imzML file on record")
+
+
+def measurement_grid(raw_manifest: dict) -> PixelGrid:
+    """The measurement's pixel grid as ``raw_measurement`` recorded it (a manifest written
+    before grids were recorded: the shape from (1, 1))."""
+    if "grid" in raw_manifest:
+        return PixelGrid.from_dict(raw_manifest["grid"])
+    return PixelGrid.coerce(raw_manifest["grid_shape"])
 
 
 def ingest(
@@ -56,7 +65,11 @@ def ingest(
             )
         reader = ImzML.open(url, storage_options=storage.storage_options)
         facts = measurement_facts(reader)
-        grid = facts["pixel_grid"]
+        settings = measurement.settings
+        grid = pixel_grid(
+            reader,
+            (settings.pixel_size_x_um, settings.pixel_size_y_um) if settings else None,
+        )
         set_status(
             store,
             measurement_id,
@@ -64,9 +77,7 @@ def ingest(
             f"ingest run {step.run_id}",
             facts=schema.ImzMLFacts(
                 mode=schema.ImzMLMode._NAMES_TO_VALUES[facts["mode"].upper()],
-                pixels_x=int(grid["max_x"]),
-                pixels_y=int(grid["max_y"]),
-                pixels_z=int(grid["max_z"]),
+                **grid_facts(grid),
                 spectra_count=int(facts["n_spectra"]),
                 mz_range=schema.MassRange(min_mz=facts["mz_min"], max_mz=facts["mz_max"]),
                 uuid=facts["uuid"],
@@ -80,7 +91,8 @@ def ingest(
             "imzml_uri": url,
             "mode": facts["mode"],
             "n_spectra": int(facts["n_spectra"]),
-            "grid_shape": [int(grid["max_y"]), int(grid["max_x"])],
+            "grid_shape": list(grid.image_shape),
+            "grid": grid.to_dict(),
             "mz_range": [facts["mz_min"], facts["mz_max"]],
         }
     return StepResult(
@@ -88,7 +100,8 @@ def ingest(
         metadata={
             "spectra": int(facts["n_spectra"]),
             "mode": facts["mode"],
-            "pixel grid": f"{grid['max_x']} × {grid['max_y']}",
+            "pixel grid": " × ".join(str(n) for n in grid.shape[::-1])
+            + f" from ({', '.join(str(v) for v in grid.origin)})",
             "m/z range": f"{facts['mz_min']:.4f} – {facts['mz_max']:.4f}",
             "imzML": dg.MetadataValue.url(url) if "://" in url else url,
         },
@@ -100,7 +113,7 @@ def ingest(
     partitions_def=measurement_partitions,
     group_name="ingest",
     kinds={"imzml", "elasticsearch"},
-    code_version="1",
+    code_version="2",
     description="The uploaded imzML/ibd pair, validated; its facts written to the catalog.",
 )
 def raw_measurement(

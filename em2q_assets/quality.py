@@ -6,11 +6,14 @@ not computed for that measurement, and the Measurement document becomes ``FAILED
 reason. When all pass, it becomes ``READY``.
 """
 
+from typing import Any
+
 import dagster as dg
 import numpy as np
 
 from em2q_assets.adapters import Partition, partitions_of, step_context
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.measurements import measurement_grid
 from em2q_assets.partitions import by_measurement, measurement_partitions
 from em2q_assets.provenance import (
     StepContext,
@@ -33,7 +36,8 @@ from em2q_resources.storage import StorageResource
 QC_CHECKS = {
     "tic_coverage": "Fraction of spectra with a TIC of at least a share of the median TIC.",
     "median_snr": "Median over spectra of the base-peak signal-to-noise ratio.",
-    "empty_pixel_fraction": "Share of grid pixels without a spectrum or with an empty one.",
+    "empty_pixel_fraction": "Share of acquired pixels whose spectrum is empty (pixels outside "
+    "the scanned area are not acquired, not empty).",
     "lock_mass_error_ppm": "Largest ppm error of the lock masses (passes when none are set).",
 }
 
@@ -66,14 +70,14 @@ def assess_quality(
             intensity = read_npy(storage, mean["outputs"]["intensity"])
             peak_mz, _ = mean_spectrum_peaks(mz, intensity, parameters.params.peak_picking)
             errors = lock_mass_errors_ppm(peak_mz, qc.lock_masses, qc.lock_mass_search_ppm)
-        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        grid = measurement_grid(inputs["raw_measurement"])
         summary = measurement_summary(metrics, grid, errors, qc)
         report = {
             **summary.to_dict(),
             "measurement_id": measurement_id,
             "parameter_set": parameters.id,
             "per_spectrum_tic": [float(v) for v in metrics["tic"]],
-            "snr": _stats(metrics["snr"]),
+            "snr": _stats(metrics["snr"], "noise estimate 0, SNR not a number"),
             "noise": _stats(metrics["noise"]),
             "peaks_per_spectrum": _stats(metrics["n_peaks"]),
         }
@@ -151,15 +155,25 @@ def qc_report(
         )
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
+def _stats(values: np.ndarray, not_finite: str = "not a number") -> dict[str, Any]:
+    """min, median and max over the finite values; values that are not finite numbers (e.g.
+    the SNR of a spectrum whose noise is 0) are left out, counted, and ``reason`` says why."""
     values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    out: dict[str, Any] = {"min": None, "median": None, "max": None}
+    if finite.size:
+        out = {
+            "min": float(finite.min()),
+            "median": float(np.median(finite)),
+            "max": float(finite.max()),
+        }
+    left_out = int(values.size - finite.size)
     if values.size == 0:
-        return {"min": 0.0, "median": 0.0, "max": 0.0}
-    return {
-        "min": float(values.min()),
-        "median": float(np.median(values)),
-        "max": float(values.max()),
-    }
+        out["reason"] = "no spectra"
+    elif left_out:
+        out["not_finite"] = left_out
+        out["reason"] = f"{left_out} of {values.size} spectra left out: {not_finite}"
+    return out
 
 
 def _fmt(value: float | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from em2q_msi import finite_json
 from em2q_msi.temporaries import sweep_orphans, temporary_name
 from em2q_resources.storage import StorageResource
 
@@ -73,7 +74,9 @@ def read_npy(storage: StorageResource, url: str) -> np.ndarray:
 
 
 def json_bytes(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, indent=1, allow_nan=False).encode()
+    """Strict JSON: a non-finite number is written as null (``em2q_msi.finite_json``), never
+    as a NaN/Infinity token nor a crash; its producer states the reason beside it."""
+    return finite_json.dumps(value, sort_keys=True, indent=1).encode()
 
 
 def write_json(storage: StorageResource, key: str, value: Any) -> str:

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 
 from em2q_assets.adapters import Partition, step_asset
+from em2q_assets.measurements import measurement_grid
 from em2q_assets.partitions import by_measurement, measurement_partitions
 from em2q_assets.provenance import (
     Image,
@@ -120,9 +121,9 @@ def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=No
         coordinates = np.concatenate(
             [read_npy(storage, f"{m['outputs']['spectra']}/coordinates.npy") for m in ordered]
         )
-        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        grid = measurement_grid(inputs["raw_measurement"])
         image = make_tic_image(coordinates, tic, grid)
-        png = ions.png_bytes(image)
+        png = ions.png_bytes(image, grid=grid)
         outputs = {
             "tic": write_npy(storage, f"{folder}/tic.npy", tic),
             "image": write_npy(storage, f"{folder}/tic_image.npy", image),
@@ -130,7 +131,12 @@ def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=No
         }
         record.wrote_all(outputs)
     return StepResult(
-        {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "outputs": outputs,
+            "grid": grid.to_dict(),
+        },
         metadata={
             "pixels": int(tic.size),
             "total TIC": float(tic.sum()),
@@ -146,7 +152,7 @@ tic_image = step_asset(
     partitions_def=measurement_partitions,
     group_name="results",
     kinds={"numpy"},
-    code_version="1",
+    code_version="2",
     automation_condition=dg.AutomationCondition.eager(),
     description="Total ion current per pixel, as an array and an image.",
 )
@@ -259,19 +265,19 @@ def ion_maps(
                     )
                 )
                 coordinate_parts.append(block.coordinates)
-        grid = tuple(inputs["raw_measurement"]["grid_shape"])
+        grid = measurement_grid(inputs["raw_measurement"])
         if mz_values:
             values = np.concatenate(intensity_parts, axis=1)
             images = ions.ion_images(np.concatenate(coordinate_parts), values, grid)
         else:
-            images = np.zeros((0, *grid))
+            images = np.zeros((0, *grid.image_shape))
         outputs = {
             "mz": write_npy(storage, f"{folder}/mz.npy", np.asarray(mz_values, dtype=np.float64)),
             "images": write_npy(storage, f"{folder}/images.npy", images),
         }
         pngs = {}
         for i, mz in enumerate(mz_values):
-            png = ions.png_bytes(images[i])
+            png = ions.png_bytes(images[i], grid=grid)
             pngs[mz] = png
             outputs[f"png_{i}"] = write_bytes(storage, f"{folder}/mz_{mz:.4f}.png", png)
         record.wrote_all(outputs)
@@ -283,6 +289,7 @@ def ion_maps(
             "parameter_hash": parameters.content_hash,
             "mz": mz_values,
             "outputs": outputs,
+            "grid": grid.to_dict(),
         },
         metadata={
             "images": len(mz_values),
@@ -307,7 +314,7 @@ ion_images = step_asset(
     partitions_def=measurement_partitions,
     group_name="results",
     kinds={"numpy"},
-    code_version="1",
+    code_version="2",
     automation_condition=dg.AutomationCondition.eager()
     & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     description="Ion images of the parameter set's m/z list (else the most frequent features).",

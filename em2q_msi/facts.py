@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from em2q_msi.geometry import PixelGrid, pixel_size_um
+
 if TYPE_CHECKING:
     from em2q_msi.imzml import ImzML
 
@@ -59,6 +61,61 @@ def declared_grid(reader: ImzML) -> dict[str, int | None]:
         "max_count_x": int(x) if x is not None else None,
         "max_count_y": int(y) if y is not None else None,
     }
+
+
+def file_pixel_size_um(reader: ImzML) -> tuple[float | None, float | None]:
+    """The pixel size ``(x, y)`` in µm that the scan settings declare (IMS:1000046/47), None
+    per axis where the file does not say."""
+    settings = list(reader.metadata.scan_settings.values())
+    size_x = _first_accession(settings, PIXEL_SIZE_X)
+    size_y = _first_accession(settings, PIXEL_SIZE_Y)
+    return (
+        float(size_x) if size_x is not None else None,
+        float(size_y) if size_y is not None else None,
+    )
+
+
+def pixel_grid(
+    reader: ImzML, setup_pixel_size_um: tuple[float | None, float | None] | None = None
+) -> PixelGrid:
+    """The measurement's grid: the bounding box of its coordinates, with the file's pixel size,
+    else the setup's (``SpectrometerSettings.pixel_size_x_um``/``_y_um``)."""
+    size = pixel_size_um(file_pixel_size_um(reader), setup_pixel_size_um)
+    return PixelGrid.from_coordinates(reader.coordinates, size)
+
+
+def grid_facts(grid: PixelGrid) -> dict[str, Any]:
+    """The grid as ``ImzMLFacts`` fields (pixels and origin per axis, pixel size in µm)."""
+    size = grid.pixel_size_um
+    return {
+        "pixels_x": grid.nx,
+        "pixels_y": grid.ny,
+        "pixels_z": grid.nz,
+        "origin_x": grid.origin[0],
+        "origin_y": grid.origin[1],
+        "origin_z": grid.origin[2],
+        "pixel_size_x_um": size[0] if size else None,
+        "pixel_size_y_um": size[1] if size else None,
+    }
+
+
+def grid_from_facts(facts: Any) -> PixelGrid | None:
+    """The grid ``grid_facts`` stored (an ``ImzMLFacts`` or its document); None without pixel
+    counts. Facts stored before origins existed have origin 1, their grid then is 1..max."""
+    if facts is None:
+        return None
+
+    def get(name: str) -> Any:
+        return facts.get(name) if isinstance(facts, dict) else getattr(facts, name, None)
+
+    if not get("pixels_x") or not get("pixels_y"):
+        return None
+    size_x, size_y = get("pixel_size_x_um"), get("pixel_size_y_um")
+    return PixelGrid(
+        origin=(int(get("origin_x") or 1), int(get("origin_y") or 1), int(get("origin_z") or 1)),
+        shape=(int(get("pixels_z") or 1), int(get("pixels_y")), int(get("pixels_x"))),
+        pixel_size_um=pixel_size_um((size_x, size_y)),
+    )
 
 
 def _polarity(reader: ImzML) -> str | None:
@@ -113,9 +170,7 @@ def measurement_facts(reader: ImzML) -> dict[str, Any]:
     """Mode, pixel grid and size (µm), spectra count, m/z range, dtypes, uuid, checksum,
     instrument, polarity and scan settings, as plain JSON types."""
     coords = reader.coordinates
-    settings = list(reader.metadata.scan_settings.values())
-    size_x = _first_accession(settings, PIXEL_SIZE_X)
-    size_y = _first_accession(settings, PIXEL_SIZE_Y)
+    size_x, size_y = file_pixel_size_um(reader)
     mz_min, mz_max = reader.mz_range()
     grid = declared_grid(reader)
     return {
@@ -130,10 +185,7 @@ def measurement_facts(reader: ImzML) -> dict[str, Any]:
             "min_y": int(coords[:, 1].min()),
             "min_z": int(coords[:, 2].min()),
         },
-        "pixel_size_um": {
-            "x": float(size_x) if size_x is not None else None,
-            "y": float(size_y) if size_y is not None else None,
-        },
+        "pixel_size_um": {"x": size_x, "y": size_y},
         "mz_min": mz_min,
         "mz_max": mz_max,
         "mz_dtype": reader.mz_dtype.name,

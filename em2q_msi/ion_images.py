@@ -15,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from em2q_msi import _kernels as K
+from em2q_msi.geometry import GeometryError, PixelGrid
 from em2q_msi.spectra import SpectraBlock
 
 
@@ -76,44 +77,32 @@ def ion_intensities(
     return np.ascontiguousarray(out.T)
 
 
-def pixel_indices(coordinates: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """0-based ``(row, column)`` indices of 1-based imzML ``(x, y, ...)`` coordinates."""
-    coordinates = np.asarray(coordinates)
-    ny, nx = grid_shape
-    x = coordinates[:, 0].astype(np.int64) - 1
-    y = coordinates[:, 1].astype(np.int64) - 1
-    bad = (x < 0) | (x >= nx) | (y < 0) | (y >= ny)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise IonImageError(
-            f"spectrum {i} at (x={x[i] + 1}, y={y[i] + 1}) lies outside the grid "
-            f"{nx} × {ny} (x × y)"
-        )
-    return y, x
+def pixel_indices(
+    coordinates: np.ndarray, grid: PixelGrid | tuple[int, ...]
+) -> tuple[np.ndarray, ...]:
+    """0-based image indices of 1-based imzML ``(x, y, ...)`` coordinates on ``grid``
+    (``PixelGrid.indices``; a bare shape is a grid whose origin is (1, 1))."""
+    try:
+        return PixelGrid.coerce(grid).indices(coordinates)
+    except GeometryError as exc:
+        raise IonImageError(str(exc)) from None
 
 
 def ion_images(
     coordinates: np.ndarray,
     intensities: np.ndarray,
-    grid_shape: tuple[int, int],
+    grid: PixelGrid | tuple[int, ...],
     fill_value: float = np.nan,
 ) -> np.ndarray:
-    """Images ``(n_mz, ny, nx)`` from ``ion_intensities`` output and the spectra's coordinates.
-
-    ``grid_shape`` is ``(ny, nx)`` (rows are y); pixels without a spectrum hold ``fill_value``.
-    A 1-D ``intensities`` (one value per spectrum) gives a single ``(ny, nx)`` image.
+    """Images ``(n_mz, *grid.image_shape)`` from ``ion_intensities`` output and the spectra's
+    coordinates: ``(n_mz, ny, nx)`` for a 2-D grid (rows are y), ``(n_mz, nz, ny, nx)`` for a
+    3-D one. Pixels of the grid without a spectrum (not acquired) hold ``fill_value``. A 1-D
+    ``intensities`` (one value per spectrum) gives a single image.
     """
-    values = np.asarray(intensities, dtype=np.float64)
-    single = values.ndim == 1
-    values = np.atleast_2d(values)
-    if values.shape[1] != len(coordinates):
-        raise IonImageError(
-            f"{values.shape[1]} intensities per m/z but {len(coordinates)} coordinates"
-        )
-    rows, cols = pixel_indices(coordinates, grid_shape)
-    images = np.full((values.shape[0], *grid_shape), fill_value, dtype=np.float64)
-    images[:, rows, cols] = values
-    return images[0] if single else images
+    try:
+        return PixelGrid.coerce(grid).image(coordinates, intensities, fill_value)
+    except GeometryError as exc:
+        raise IonImageError(str(exc)) from None
 
 
 def to_png(
@@ -122,15 +111,26 @@ def to_png(
     colormap: str = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
+    grid: PixelGrid | None = None,
 ) -> None:
-    """Write a 2-D image as an RGBA PNG through a matplotlib colormap; NaN pixels are transparent.
+    """Write an image as an RGBA PNG through a matplotlib colormap; NaN pixels (not acquired)
+    are transparent.
 
     The colour scale runs from ``vmin`` to ``vmax`` (default: the finite minimum and maximum).
+    With the image's ``grid``, a 3-D stack is drawn as its planes side by side and each pixel
+    is repeated so the PNG keeps the physical aspect ratio of non-square pixels.
     """
     from matplotlib import colormaps
     from PIL import Image
 
     data = np.asarray(image, dtype=np.float64)
+    if grid is not None:
+        try:
+            data = grid.mosaic(data)
+        except GeometryError as exc:
+            raise IonImageError(str(exc)) from None
+        rows, cols = grid.physical_repeats()
+        data = np.repeat(np.repeat(data, rows, axis=0), cols, axis=1)
     if data.ndim != 2:
         raise IonImageError(f"to_png needs a 2-D image, got shape {data.shape}")
     finite = np.isfinite(data)
@@ -142,8 +142,8 @@ def to_png(
     Image.fromarray(np.ascontiguousarray(rgba)).save(path_or_file, format="PNG")
 
 
-def png_bytes(image: np.ndarray, colormap: str = "viridis") -> bytes:
+def png_bytes(image: np.ndarray, colormap: str = "viridis", grid: PixelGrid | None = None) -> bytes:
     """The PNG of ``to_png`` as bytes (for writing to fsspec storage)."""
     buffer = io.BytesIO()
-    to_png(image, buffer, colormap=colormap)
+    to_png(image, buffer, colormap=colormap, grid=grid)
     return buffer.getvalue()

@@ -8,7 +8,6 @@ in file order (``concatenate_metrics``), mean-spectrum accumulators are merged
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from em2q_msi import _kernels as K
+from em2q_msi import finite_json
+from em2q_msi.geometry import PixelGrid
 from em2q_msi.ion_images import ion_images
 from em2q_msi.parameters import (
     PeakPickingParameters,
@@ -51,7 +52,8 @@ def spectrum_metrics(
     same for either layout and any chunking), ``base_peak_mz``/``base_peak_intensity`` (raw
     maximum; NaN/0 for an empty spectrum), ``n_nonzero``; and, after the parameter set's smoothing
     and baseline removal (normalisation does not change them), ``n_peaks``, ``noise`` (intensity
-    units) and ``snr`` (the highest peak SNR, 0 without peaks).
+    units) and ``snr`` (the highest peak SNR, 0 without peaks, NaN where the noise estimate is 0:
+    an SNR over zero noise is not a number, e.g. count data whose positive values are equal).
     """
     params = params or ProcessingParameters()
     n = len(block)
@@ -90,6 +92,7 @@ def spectrum_metrics(
     has = result.counts > 0
     if has.any():
         snr[has] = np.maximum.reduceat(result.peak_snr.astype(np.float64), offsets[:-1][has])
+    snr[has & ~(np.asarray(result.noise, dtype=np.float64) > 0)] = np.nan
     return {
         "tic": tic,
         "base_peak_mz": base_mz,
@@ -151,9 +154,11 @@ def concatenate_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
-def tic_image(coordinates: np.ndarray, tic: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
-    """TIC per pixel, shape ``(ny, nx)``; NaN where the grid has no spectrum."""
-    return ion_images(coordinates, np.asarray(tic, dtype=np.float64), grid_shape)
+def tic_image(
+    coordinates: np.ndarray, tic: np.ndarray, grid: PixelGrid | tuple[int, ...]
+) -> np.ndarray:
+    """TIC per pixel on ``grid`` (its ``image_shape``); NaN where no spectrum was acquired."""
+    return ion_images(coordinates, np.asarray(tic, dtype=np.float64), grid)
 
 
 def ppm_bin_edges(mz_min: float, mz_max: float, bin_ppm: float) -> np.ndarray:
@@ -306,7 +311,8 @@ def lock_mass_errors_ppm(
 
 @dataclass(frozen=True)
 class QCCheck:
-    """One check of the summary: ``passed`` is None when it does not apply (e.g. no lock masses)."""
+    """One check of the summary. ``passed`` is None when the check does not apply or cannot be
+    computed; ``value`` is then None and ``detail`` starts with "n/a:" and says why."""
 
     name: str
     value: float | None
@@ -317,54 +323,66 @@ class QCCheck:
 
 
 @dataclass(frozen=True)
+class PixelCounts:
+    """Pixels of the grid (the bounding box of the acquired coordinates): ``not_acquired`` lie
+    outside the scanned outline (not a defect); ``acquired_without_signal`` were scanned and
+    gave an empty spectrum (a defect)."""
+
+    grid: int
+    acquired: int
+    not_acquired: int
+    acquired_without_signal: int
+
+
+@dataclass(frozen=True)
 class QCSummary:
     """The verdict (``ok``: every applicable check passed) and the checks behind it."""
 
     ok: bool
     n_spectra: int
     checks: tuple[QCCheck, ...]
+    pixels: PixelCounts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["checks"] = [
-            {
-                **c,
-                "value": None
-                if c["value"] is None or not math.isfinite(c["value"])
-                else c["value"],
-            }
-            for c in out["checks"]
-        ]
-        return out
+        """Plain JSON types; a non-finite number is None (its check's detail says why)."""
+        return finite_json.clean(asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
+        return finite_json.dumps(self.to_dict())
 
 
 def _check(
-    name: str, value: float | None, threshold: float, comparison: str, detail: str
+    name: str,
+    value: float | None,
+    threshold: float,
+    comparison: str,
+    detail: str,
+    not_computable: str = "the value is not a finite number",
 ) -> QCCheck:
-    if value is None or not math.isfinite(value):
-        passed = False
-    elif comparison == ">=":
-        passed = value >= threshold
-    else:
-        passed = value <= threshold
-    return QCCheck(name, value, threshold, comparison, bool(passed), detail)
+    """A check from its value; a missing or non-finite value gives an "n/a" check (passed
+    None) whose detail is ``not_computable``."""
+    number = finite_json.finite_or_none(value)
+    if number is None:
+        return QCCheck(name, None, threshold, comparison, None, f"n/a: {not_computable}")
+    passed = number >= threshold if comparison == ">=" else number <= threshold
+    return QCCheck(name, number, threshold, comparison, bool(passed), detail)
 
 
 def measurement_summary(
     metrics: dict[str, np.ndarray],
-    grid_shape: tuple[int, ...],
+    grid: PixelGrid | tuple[int, ...],
     lock_mass_errors: np.ndarray | None = None,
     params: QCParameters | None = None,
 ) -> QCSummary:
     """Is the measurement good enough to analyse further? Checks, each with value and threshold:
 
-    ``tic_coverage`` (fraction of spectra with TIC ≥ ``low_tic_fraction`` × median TIC),
-    ``median_snr`` (median over spectra of the base-peak SNR), ``empty_pixel_fraction`` (grid
-    positions without a non-empty spectrum), ``lock_mass_error_ppm`` (largest absolute error of the
-    lock masses; fails if one is not found; not applicable without lock masses).
+    ``tic_coverage`` (fraction of spectra with TIC ≥ ``low_tic_fraction`` × median TIC; n/a when
+    the median TIC is 0), ``median_snr`` (median over spectra of the base-peak SNR, leaving out
+    spectra whose noise is 0; n/a when none is left), ``empty_pixel_fraction`` (acquired pixels
+    whose spectrum is empty, over acquired pixels: grid pixels outside the scanned outline are
+    not acquired, not empty), ``lock_mass_error_ppm`` (largest absolute error of the lock masses;
+    fails if one is not found; n/a without lock masses). ``grid`` is the measurement's
+    ``PixelGrid`` (every spectrum is one acquired pixel of it).
     """
     params = params or QCParameters()
     missing = {"tic", "snr", "n_nonzero"} - set(metrics)
@@ -372,15 +390,22 @@ def measurement_summary(
         raise QCError(f"metrics lack {sorted(missing)}")
     tic = np.asarray(metrics["tic"], dtype=np.float64)
     n = int(tic.size)
-    n_grid = int(np.prod(grid_shape))
-    median_tic = float(np.median(tic)) if n else 0.0
-    coverage = float(np.mean(tic >= params.low_tic_fraction * median_tic)) if n else 0.0
-    if median_tic <= 0:
-        coverage = 0.0
+    n_grid = PixelGrid.coerce(grid).n_pixels
+    median_tic = float(np.median(tic)) if n else math.nan
+    coverage = (
+        float(np.mean(tic >= params.low_tic_fraction * median_tic)) if median_tic > 0 else None
+    )
     snr = np.asarray(metrics["snr"], dtype=np.float64)
-    median_snr = float(np.median(snr)) if n else 0.0
+    finite_snr = snr[np.isfinite(snr)]
+    median_snr = float(np.median(finite_snr)) if finite_snr.size else None
+    left_out = n - int(finite_snr.size)
     non_empty = int(np.count_nonzero(np.asarray(metrics["n_nonzero"]) > 0))
-    empty = 1.0 - min(non_empty, n_grid) / n_grid if n_grid else 1.0
+    pixels = PixelCounts(
+        grid=n_grid,
+        acquired=n,
+        not_acquired=max(n_grid - n, 0),
+        acquired_without_signal=n - non_empty,
+    )
     checks = [
         _check(
             "tic_coverage",
@@ -389,14 +414,36 @@ def measurement_summary(
             ">=",
             f"fraction of spectra with TIC >= {params.low_tic_fraction} x median TIC "
             f"({median_tic:.6g})",
+            "no spectra"
+            if n == 0
+            else "the median TIC is 0 (most spectra are empty): no TIC to compare against",
         ),
-        _check("median_snr", median_snr, params.min_median_snr, ">=", "median base-peak SNR"),
+        _check(
+            "median_snr",
+            median_snr,
+            params.min_median_snr,
+            ">=",
+            "median base-peak SNR"
+            + (
+                f" over {finite_snr.size} of {n} spectra ({left_out} with zero noise, whose SNR "
+                "is not a number, left out)"
+                if left_out
+                else ""
+            ),
+            "no spectra"
+            if n == 0
+            else f"the noise estimate is 0 in all {n} spectra with peaks (e.g. count data or "
+            "centroids whose positive intensities are equal): SNR is not computable",
+        ),
         _check(
             "empty_pixel_fraction",
-            empty,
+            pixels.acquired_without_signal / n if n else None,
             params.max_empty_pixel_fraction,
             "<=",
-            f"{n_grid - min(non_empty, n_grid)} of {n_grid} grid pixels without signal",
+            f"{pixels.acquired_without_signal} of {n} acquired pixels without signal; "
+            f"{pixels.not_acquired} of {n_grid} grid pixels not acquired (outside the scanned "
+            "area, not counted)",
+            "no pixel was acquired",
         ),
     ]
     if params.lock_masses:
@@ -405,14 +452,21 @@ def measurement_summary(
             if lock_mass_errors is None
             else np.asarray(lock_mass_errors, dtype=np.float64)
         )
-        worst = float(np.max(np.abs(errors))) if not np.isnan(errors).any() else math.nan
         detail = ", ".join(
             f"{m:g}: {'not found' if np.isnan(e) else f'{e:+.2f} ppm'}"
             for m, e in zip(params.lock_masses, errors, strict=True)
         )
-        checks.append(
-            _check("lock_mass_error_ppm", worst, params.max_lock_mass_error_ppm, "<=", detail)
-        )
+        if np.isnan(errors).any():  # a lock mass that is not there is a defect, not "n/a"
+            checks.append(
+                QCCheck(
+                    "lock_mass_error_ppm", None, params.max_lock_mass_error_ppm, "<=", False, detail
+                )
+            )
+        else:
+            worst = float(np.max(np.abs(errors)))
+            checks.append(
+                _check("lock_mass_error_ppm", worst, params.max_lock_mass_error_ppm, "<=", detail)
+            )
     else:
         checks.append(
             QCCheck(
@@ -421,8 +475,8 @@ def measurement_summary(
                 params.max_lock_mass_error_ppm,
                 "<=",
                 None,
-                "no lock masses in the parameter set",
+                "n/a: no lock masses in the parameter set",
             )
         )
     ok = all(c.passed for c in checks if c.passed is not None)
-    return QCSummary(ok=ok, n_spectra=n, checks=tuple(checks))
+    return QCSummary(ok=ok, n_spectra=n, checks=tuple(checks), pixels=pixels)

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from em2q_msi import finite_json
 from em2q_msi.errors import ChunkError, ImzMLError
 from em2q_msi.imzml import ImzML, split_url
 
@@ -54,18 +54,7 @@ def pipes_requested(environ: dict[str, str] | os._Environ[str] | None = None) ->
     return PIPES_ENV in env
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+_jsonable = finite_json.clean  # every JSON this command writes: NaN/inf are null
 
 
 def _pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -186,13 +175,10 @@ def run_chunk(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     }, EXIT_OK
 
 
-def _grid_shape(coords: np.ndarray) -> tuple[int, int]:
-    return int(coords[:, 1].max()), int(coords[:, 0].max())
-
-
 def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     """QC over all spectra, streamed block by block so memory stays one block."""
     from em2q_msi import qc
+    from em2q_msi.facts import pixel_grid
     from em2q_msi.parameters import ParameterError, ProcessingParameters
 
     try:
@@ -213,20 +199,15 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     metrics = qc.concatenate_metrics(parts)
     mean_mz, mean_intensity = accumulator.result()
     coords = reader.coordinates
-    planes = sorted(set(coords[:, 2].tolist()))
-    shape = _grid_shape(coords)
-    images = []
-    for z in planes:
-        on_plane = coords[:, 2] == z
-        images.append(qc.tic_image(coords[on_plane], metrics["tic"][on_plane], shape))
-    image = images[0] if len(images) == 1 else np.stack(images)
+    grid = pixel_grid(reader)
+    image = qc.tic_image(coords, metrics["tic"], grid)
     lock_errors = None
     if params.qc.lock_masses:
         peak_mz, _ = qc.mean_spectrum_peaks(mean_mz, mean_intensity, params.peak_picking)
         lock_errors = qc.lock_mass_errors_ppm(
             peak_mz, params.qc.lock_masses, params.qc.lock_mass_search_ppm
         )
-    summary = qc.measurement_summary(metrics, shape, lock_errors, params.qc)
+    summary = qc.measurement_summary(metrics, grid, lock_errors, params.qc)
     tic = metrics["tic"]
 
     def stats(values: np.ndarray) -> dict[str, float | None]:
@@ -254,6 +235,7 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "noise": stats(np.asarray(metrics["noise"], dtype=np.float64)),
         "snr": stats(np.asarray(metrics["snr"], dtype=np.float64)),
         "grid_shape": list(image.shape),
+        "grid": grid.to_dict(),
         "parameters_digest": params.digest(),
         "summary": summary.to_dict(),
     }
@@ -266,7 +248,7 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     png = io.BytesIO()
     from em2q_msi.ion_images import to_png
 
-    to_png(image if image.ndim == 2 else np.nanmax(image, axis=0), png)
+    to_png(image, png, grid=grid)
     _write_bytes(out, "tic_image.png", png.getvalue(), so)
     return {
         "ok": True,

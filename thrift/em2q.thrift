@@ -128,6 +128,8 @@ struct StoredFile {
   5: required string checksum,
 }
 
+// The pixel grid is the bounding box of the acquired coordinates: pixels_* pixels on each axis
+// from origin_* (the smallest imzML coordinate there); pixel sizes are the file's, else the setup's.
 struct ImzMLFacts {
   1: required ImzMLMode mode,
   2: required i32 pixels_x,
@@ -138,6 +140,11 @@ struct ImzMLFacts {
   7: optional string uuid,
   8: optional string mz_dtype,
   9: optional string intensity_dtype,
+  10: optional i32 origin_x = 1,
+  11: optional i32 origin_y = 1,
+  12: optional i32 origin_z = 1,
+  13: optional double pixel_size_x_um (em2q.unit = "µm"),
+  14: optional double pixel_size_y_um (em2q.unit = "µm"),
 }
 
 struct Measurement {

@@ -372,6 +372,11 @@ def create_app(
         try:
             results.manifest("tic_image")
             sections["tic"] = True
+            grid = results.grid()
+            if grid.is_3d:
+                sections["planes"] = f"z = {grid.z_values[0]}…{grid.z_values[-1]}"
+            if grid.pixel_size_um:
+                sections["pixel_size"] = "{:g} × {:g}".format(*grid.pixel_size_um)
         except ResultNotReady as exc:
             waiting["tic"] = str(exc)
         chosen_mz, mz_problem = _mz_list(mz)
@@ -386,7 +391,9 @@ def create_app(
                 images = [
                     (f"m/z {v:.4f} ± {ppm:g} ppm", results.ion_image(v, ppm)) for v in chosen_mz
                 ]
-                sections["ion_images"] = plots.figure_json(plots.images_figure(images))
+                sections["ion_images"] = plots.figure_json(
+                    plots.images_figure(images, grid=results.grid())
+                )
             except (DocumentNotFound, OSError, ValueError) as exc:  # no raw data to read
                 mz_problem = f"no ion images: {exc}"
         runs = [to_document(r) for r in results.runs()]

@@ -157,13 +157,20 @@ def test_a_good_measurement_passes_and_serialises_to_json(synthetic):
         "empty_pixel_fraction",
         "lock_mass_error_ppm",
     }
-    assert checks["empty_pixel_fraction"]["value"] == 0.25
+    assert checks["empty_pixel_fraction"]["value"] == 0.0
+    assert document["pixels"] == {
+        "grid": 16,
+        "acquired": 12,
+        "not_acquired": 4,
+        "acquired_without_signal": 0,
+    }
     assert checks["median_snr"]["threshold"] == params.min_median_snr
 
 
 def test_each_failing_check_fails_the_verdict(synthetic):
     metrics = spectrum_metrics(synthetic.block)
     lock = float(synthetic.peak_mz[3])
+    emptied = dict(metrics, n_nonzero=np.where(np.arange(12) < 2, 0, metrics["n_nonzero"]))
     cases = {
         "empty_pixel_fraction": (QCParameters(), None),
         "lock_mass_error_ppm": (
@@ -173,7 +180,7 @@ def test_each_failing_check_fails_the_verdict(synthetic):
         "median_snr": (QCParameters(min_median_snr=1e9, max_empty_pixel_fraction=0.5), None),
     }
     for name, (params, errors) in cases.items():
-        summary = measurement_summary(metrics, (4, 4), errors, params)
+        summary = measurement_summary(emptied, (4, 4), errors, params)
         failed = [c.name for c in summary.checks if c.passed is False]
         assert not summary.ok and failed == [name], (name, summary)
     dropped = dict(metrics, tic=np.where(np.arange(12) < 3, 0.0, metrics["tic"]))
@@ -193,3 +200,91 @@ def test_metrics_follow_the_parameter_set(continuous):
         spectrum_metrics(continuous, strict)["n_peaks"].sum()
         < spectrum_metrics(continuous)["n_peaks"].sum()
     )
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-finite token {token} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _counts_block(n_spectra: int = 6) -> SpectraBlock:
+    """Count data whose positive values are all 1 apart from one peak: the MAD noise is 0."""
+    intensity = np.zeros((n_spectra, 300), np.float32)
+    intensity[:, 1::2] = 1.0
+    intensity[:, 150] = 1000.0
+    return SpectraBlock(
+        mz=np.linspace(100.0, 1000.0, 300),
+        intensity=intensity,
+        offsets=None,
+        coordinates=np.array([[x + 1, 1, 1] for x in range(n_spectra)]),
+    )
+
+
+def test_the_snr_of_a_spectrum_with_zero_noise_is_not_a_number():
+    params = ProcessingParameters.from_dict({"smoothing": {"method": "none"}})
+    metrics = spectrum_metrics(_counts_block(), params)
+    assert (metrics["noise"] == 0).all() and (metrics["n_peaks"] > 0).all()
+    assert np.isnan(metrics["snr"]).all()
+
+
+def test_median_snr_without_any_finite_snr_is_na_with_the_reason():
+    params = ProcessingParameters.from_dict({"smoothing": {"method": "none"}})
+    metrics = spectrum_metrics(_counts_block(), params)
+    summary = measurement_summary(metrics, (1, 6))
+    document = _strict_json(summary.to_json())
+    snr = next(c for c in document["checks"] if c["name"] == "median_snr")
+    assert snr["value"] is None and snr["passed"] is None
+    assert snr["detail"].startswith("n/a: the noise estimate is 0 in all 6 spectra")
+
+
+def test_median_snr_leaves_out_spectra_with_zero_noise_and_says_how_many():
+    metrics = {
+        "tic": np.ones(4),
+        "n_nonzero": np.ones(4),
+        "snr": np.array([np.inf, 20.0, np.nan, 40.0]),
+    }
+    summary = measurement_summary(metrics, (2, 2), params=QCParameters())
+    snr = next(c for c in summary.checks if c.name == "median_snr")
+    assert snr.value == 30.0 and snr.passed is True
+    assert "over 2 of 4 spectra (2 with zero noise" in snr.detail
+
+
+def test_all_zero_spectra_give_strict_json_with_na_checks_and_reasons():
+    block = SpectraBlock(
+        mz=np.linspace(100.0, 1000.0, 50),
+        intensity=np.zeros((4, 50), np.float32),
+        offsets=None,
+        coordinates=np.array([[1, 1, 1], [2, 1, 1], [1, 2, 1], [2, 2, 1]]),
+    )
+    summary = measurement_summary(spectrum_metrics(block), (2, 2))
+    checks = {c["name"]: c for c in _strict_json(summary.to_json())["checks"]}
+    assert checks["tic_coverage"]["passed"] is None
+    assert checks["tic_coverage"]["detail"].startswith("n/a: the median TIC is 0")
+    empty = checks["empty_pixel_fraction"]
+    assert (empty["value"], empty["passed"]) == (1.0, False)
+    assert not summary.ok
+
+
+def test_empty_pixel_fraction_counts_acquired_pixels_only():
+    from em2q_msi.geometry import PixelGrid
+    from tests.fixtures.imzml_geometry import irregular_outline
+
+    coords = np.array(irregular_outline())
+    grid = PixelGrid.from_coordinates(coords)
+    n = len(coords)
+    metrics = {"tic": np.ones(n), "snr": np.full(n, 50.0), "n_nonzero": np.r_[0, np.ones(n - 1)]}
+    summary = measurement_summary(metrics, grid)
+    empty = next(c for c in summary.checks if c.name == "empty_pixel_fraction")
+    assert empty.value == pytest.approx(1 / n)
+    assert summary.pixels.not_acquired == grid.n_pixels - n > 0
+    assert summary.pixels.acquired_without_signal == 1
+    assert f"1 of {n} acquired pixels without signal" in empty.detail
+
+
+def test_non_finite_numbers_are_written_as_null():
+    from em2q_msi import finite_json
+
+    text = finite_json.dumps({"a": np.float32("inf"), "b": [np.nan, 1.5], "c": np.arange(2)})
+    assert _strict_json(text) == {"a": None, "b": [None, 1.5], "c": [0, 1]}

@@ -161,6 +161,7 @@ def test_measurement_page_shows_qc_numbers_tic_spectrum_ion_images_and_runs(
         f"/measurements/{measurement_id}", params={"mz": "329", "ppm": 300}
     ).text
     assert 'id="verdict"' in page and "median snr" in page
+    assert "grid pixels not acquired" in page and 'id="tic-legend"' in page
     figure = json.loads(re.search(r'id="mean-spectrum-figure">(.*?)</script>', page, re.S).group(1))
     assert (
         figure["data"][0]["type"] == "scattergl"
