@@ -319,10 +319,16 @@ def _check_coordinates(reader: ImzML, report: ValidationReport) -> None:
     grid = declared_grid(reader)
     max_x, max_y = grid["max_count_x"], grid["max_count_y"]
     outside = (coords[:, 0] < 1) | (coords[:, 1] < 1) | (coords[:, 2] < 1)
-    if max_x is not None:
-        outside |= coords[:, 0] > max_x
-    if max_y is not None:
-        outside |= coords[:, 1] > max_y
+    # Writers read "max count of pixels" two ways: the largest coordinate (pyimzML, most
+    # writers) or the size of the acquired box when the stage coordinates carry an offset
+    # (seen in instrument exports). A coordinate is outside only when it fits neither.
+    for axis, declared in ((0, max_x), (1, max_y)):
+        if declared is None:
+            continue
+        values = coords[:, axis]
+        extent = int(values.max() - values.min() + 1) if values.size else 0
+        if extent > declared or not values.size:
+            outside |= values > declared
     bad = np.flatnonzero(outside)
     if bad.size:
         report.add(

@@ -171,6 +171,23 @@ def test_coordinates_outside_declared_grid_are_named(small_processed, broken_cop
     assert "spectrum 3 (x=4, y=1, z=1)" in message
 
 
+def test_offset_coordinates_within_a_box_of_the_declared_size_are_valid(
+    small_processed, broken_copy
+):
+    """Instrument exports with stage offsets declare the size of the acquired box as the
+    max pixel count; such coordinates lie beyond the count but inside a box of that size."""
+
+    def shift(x: bytes) -> bytes:
+        return re.sub(
+            rb'(accession="IMS:1000050"[^>]*?value=")(\d+)(")',
+            lambda m: m.group(1) + str(int(m.group(2)) + 100).encode() + m.group(3),
+            x,
+        )
+
+    report = validate(broken_copy(small_processed, edit_xml=shift))
+    assert report.ok, report.codes
+
+
 def test_duplicated_coordinates_name_both_spectra(small_processed, broken_copy):
     def dup(x: bytes) -> bytes:
         x = replace_nth(x, rb'(accession="IMS:1000050"[^>]*?value=")\d+(")', rb"\g<1>1\2", 5)
