@@ -22,12 +22,14 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 #: a note ``run_step`` adds to an exception raised for one partition of a range run
 PARTITION_NOTE = "em2q partition: "
 _WRAPPERS = ("Dagster", "Failure")
-#: what Dagster's code server / run monitoring write when a run's process died or never started
+#: what Dagster's code server, run coordinator or run monitoring write when a run's process died
+#: (before or after it started) or never started
 _CRASH = re.compile(
-    r"^(Run execution process for .*|Detected run worker status.*|Run timed out.*|"
-    r"GRPC server: Subprocess for .*)$",
-    re.S,
+    r"Run execution process for \S+ (?:was terminated by signal \d+ \(\w+\)|unexpectedly exited "
+    r"with code -?\d+)|Subprocess for \S+ terminated unexpectedly with exit code -?\d+|"
+    r"Detected run worker status [^\n]*"
 )
+_START_TIMEOUT = re.compile(r"Run timed out due to taking longer than \d+ seconds to start")
 
 
 def measurements_of_run(tags: dict[str, str]) -> list[str]:
@@ -103,28 +105,26 @@ def run_failure_reason(
     )
     if steps:
         return step_failure_reason(steps[0], run, run_url)
-    engine = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-    for entry in engine:
-        text = (entry.dagster_event.message or entry.user_message or "").strip()
-        if _CRASH.match(text):
-            first = text.splitlines()[0]
-            kind = Kind.LAUNCH_FAILED if first.startswith("Run timed out") else Kind.KILLED
-            return Reason(
-                kind,
-                f"the run's process ended without finishing: {first}"[:500],
-                error_type="RunWorkerCrash",
-                error_message=text[:4000],
-                partition=_partition(run),
-                run_id=run.run_id,
-                run_url=run_url,
-            )
+    crash = _crash(instance, run, failure_message)
+    if crash is not None:
+        kind = Kind.LAUNCH_FAILED if _START_TIMEOUT.search(crash) else Kind.KILLED
+        return Reason(
+            kind,
+            f"the run's process ended without finishing: {crash}"[:500],
+            error_type="RunProcessDied" if kind == Kind.KILLED else "RunStartTimeout",
+            error_message=crash,
+            partition=_partition(run),
+            run_id=run.run_id,
+            run_url=run_url,
+        )
     error_type, error_message = None, failure_message
-    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    for entry in failures:
-        data = entry.dagster_event.event_specific_data
-        if data is not None and getattr(data, "error", None) is not None:
-            root = _chain(data.error)[-1]
-            error_type, error_message = root.cls_name, _strip_class(root.cls_name, root.message)
+    for of_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.ENGINE_EVENT):
+        for entry in instance.all_logs(run.run_id, of_type=of_type):
+            error = getattr(entry.dagster_event.event_specific_data, "error", None)
+            if error is not None and error_type is None:  # e.g. a dequeue or launch error
+                root = _chain(error)[-1]
+                error_type = root.cls_name
+                error_message = _strip_class(root.cls_name, root.message)
     started = any(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START))
     return Reason(
         Kind.RUN_FAILED if started else Kind.LAUNCH_FAILED,
@@ -136,6 +136,24 @@ def run_failure_reason(
         run_id=run.run_id,
         run_url=run_url,
     )
+
+
+def _crash(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, failure_message: str | None
+) -> str | None:
+    """The sentence saying that the run's process died or never started, if Dagster wrote one
+    (in an engine event, its error, or the run failure's message)."""
+    texts = [failure_message or ""]
+    for of_type in (dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_FAILURE):
+        for entry in instance.all_logs(run.run_id, of_type=of_type):
+            texts.append(entry.message or "")
+            data = entry.dagster_event.event_specific_data
+            texts.extend(e.message for e in _chain(getattr(data, "error", None)))
+    for text in texts:
+        found = _CRASH.search(text) or _START_TIMEOUT.search(text)
+        if found:
+            return found.group(0)
+    return None
 
 
 def _partition(run: dg.DagsterRun) -> str | None:

@@ -3,7 +3,10 @@ server, SQLite instance; the session Elasticsearch; local storage) each end FAIL
 root reason within a sensor tick or two, and recover on retry (FAILED → PROCESSING → READY).
 
 The platform runs once for this module with its sensors on, K = 2 chunks and a stall time of
-60 s. Injections, all real:
+60 s. The four injections are made together (module fixture ``failed``), each test reads one
+failure, and the retries run together too (``recovered``): a retry is a Dagster backfill, whose
+daemon moves on every 30 s, so one retry after the other would take minutes each.
+Injections, all real:
 
 * an exception inside a chunk step: a file stands where the chunk results folder goes, so
   ``spectra_chunks`` raises the operating system's error while writing a chunk;
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -84,10 +88,6 @@ class Platform:
             f"{timeout_s:.0f}s, not {status}"
         )
 
-    def retry_with_cli(self, measurement_id: str) -> None:
-        launched = self.em2q("run", measurement_id, "--workflow", "standard", "--json")
-        assert launched.returncode == 0, launched.stderr
-
 
 @pytest.fixture(scope="module")
 def platform(elasticsearch_url, tmp_path_factory) -> Platform:
@@ -113,7 +113,7 @@ def platform(elasticsearch_url, tmp_path_factory) -> Platform:
         store.drop_all()
 
 
-def registered_long_ago(store, folder: Path, measurement_id: str, status: str, age_s: float):
+def registered_long_ago(store, folder: Path, measurement_id: str, age_s: float):
     """A measurement whose files are in place and whose status began ``age_s`` ago."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -131,69 +131,41 @@ def registered_long_ago(store, folder: Path, measurement_id: str, status: str, a
     ).to_thrift()  # fmt: skip
     setup = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
     doc = measurement_from_setup(
-        setup, id=measurement_id, uploaded_at=then, files=files, status=status,
+        setup, id=measurement_id, uploaded_at=then, files=files, status="REGISTERED",
         status_reason="partition created; ingest requested", status_detail=to_document(detail),
     )  # fmt: skip
     store.create(doc, refresh=True)
 
 
-def test_an_exception_in_a_chunk_step_fails_the_measurement_with_its_root_error_and_chunk(
-    platform,
-):
-    m = "chunk-error"
-    blocker = Path(platform.settings.storage) / "results" / m / "spectra_chunks"
-    blocker.parent.mkdir(parents=True)
-    blocker.write_text("a file where the chunk results folder goes", encoding="utf-8")
-    register_copy(platform.store, platform.root / m, "Example_Continuous", m)
+@dataclass
+class Injected:
+    """The measurements failed on purpose, and what each test needs to know about them."""
 
-    _, reason = platform.wait_for(m, Status.FAILED)
-    assert reason.kind == Kind.RUN_FAILED and reason.next_action == Action.RETRY
-    assert reason.asset == "spectra_chunks"
-    assert reason.error_type in {"NotADirectoryError", "FileExistsError"}, reason
-    assert "spectra_chunks" in reason.error_message
-    assert re.fullmatch(rf"{m}\|[01]", reason.partition), reason.partition
-    run = platform.instance.get_run_by_id(reason.run_id)
-    assert run.tags["dagster/asset_partition_range_start"] == f"{m}|0"  # the chunk range run
-    assert reason.run_url == f"{platform.url}/runs/{reason.run_id}"
-
-    status = platform.em2q("status", m)
-    assert f"root error: {reason.error_type}" in status.stdout
-    assert f"em2q run {m} --workflow standard" in status.stdout
-    assert "not processed yet" not in status.stdout
-
-    blocker.unlink()  # the cause is gone
-    platform.retry_with_cli(m)
-    _, ready = platform.wait_for(m, Status.READY)
-    assert ready.kind == Kind.QC_PASSED
+    killed_run_id: str
+    closed_port: int
+    chunk_blocker: Path
+    reasons: dict[str, lifecycle.Reason]
 
 
-def test_a_killed_run_fails_the_measurement_as_killed_and_a_retry_recovers_it(platform):
-    m = "killed-run"
-    register_copy(platform.store, platform.root / m, "Example_Continuous", m)
+CHUNK, KILLED, STORE_DOWN, STALLED = "chunk-error", "killed-run", "store-down", "stalled"
+
+
+def kill_ingest_run(platform: Platform, m: str) -> str:
+    """SIGKILL the process of the first run of ``m`` as soon as it has one; its run id."""
     deadline = time.monotonic() + 180
-    pid = run_id = None
-    while pid is None and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         for run in platform.instance.get_runs(dg.RunsFilter(tags={MEASUREMENT_TAG: m})):
             for entry in platform.instance.all_logs(run.run_id):
                 found = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
                 if found:
-                    pid, run_id = int(found.group(1)), run.run_id
+                    os.kill(int(found.group(1)), signal.SIGKILL)
+                    return run.run_id
         time.sleep(0.1)
-    assert pid is not None, "the ingest run never started"
-    os.kill(pid, signal.SIGKILL)
-
-    _, reason = platform.wait_for(m, Status.FAILED, timeout_s=120)
-    assert reason.kind == Kind.KILLED and reason.run_id == run_id
-    assert "terminated by signal 9 (SIGKILL)" in reason.message
-    assert reason.next_action == Action.RETRY
-
-    platform.retry_with_cli(m)
-    platform.wait_for(m, Status.READY)
+    raise AssertionError("the ingest run never started")
 
 
-def test_an_unreachable_elasticsearch_fails_the_run_with_the_store_error(platform):
-    m = "store-down"
-    registered_long_ago(platform.store, platform.root / m, m, "REGISTERED", age_s=0)
+def launch_with_unreachable_store(platform: Platform, m: str) -> int:
+    """Ingest ``m`` in a run whose Elasticsearch is a closed port; the port."""
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
@@ -209,39 +181,121 @@ def test_an_unreachable_elasticsearch_fails_the_run_with_the_store_error(platfor
     }  # fmt: skip
     launched = api.graphql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
+    return closed
 
-    _, reason = platform.wait_for(m, Status.FAILED, timeout_s=180)
+
+@pytest.fixture(scope="module")
+def failed(platform: Platform) -> Injected:
+    register_copy(platform.store, platform.root / KILLED, "Example_Continuous", KILLED)
+    killed_run_id = kill_ingest_run(platform, KILLED)
+
+    blocker = Path(platform.settings.storage) / "results" / CHUNK / "spectra_chunks"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the chunk results folder goes", encoding="utf-8")
+    register_copy(platform.store, platform.root / CHUNK, "Example_Continuous", CHUNK)
+
+    registered_long_ago(platform.store, platform.root / STORE_DOWN, STORE_DOWN, age_s=0)
+    closed = launch_with_unreachable_store(platform, STORE_DOWN)
+
+    registered_long_ago(platform.store, platform.root / STALLED, STALLED, age_s=3600)
+
+    reasons = {
+        m: platform.wait_for(m, Status.FAILED)[1] for m in (KILLED, CHUNK, STORE_DOWN, STALLED)
+    }
+    return Injected(killed_run_id, closed, blocker, reasons)
+
+
+def test_an_exception_in_a_chunk_step_fails_the_measurement_with_its_root_error_and_chunk(
+    platform, failed
+):
+    reason = failed.reasons[CHUNK]
+    assert reason.kind == Kind.RUN_FAILED and reason.next_action == Action.RETRY
+    assert reason.asset == "spectra_chunks"
+    assert reason.error_type in {"NotADirectoryError", "FileExistsError"}, reason
+    assert "spectra_chunks" in reason.error_message
+    assert re.fullmatch(rf"{CHUNK}\|[01]", reason.partition), reason.partition
+    run = platform.instance.get_run_by_id(reason.run_id)
+    assert run.tags["dagster/asset_partition_range_start"] == f"{CHUNK}|0"  # the chunk range run
+    assert reason.run_url == f"{platform.url}/runs/{reason.run_id}"
+
+
+def test_em2q_status_shows_the_root_error_and_the_retry_instead_of_not_processed_yet(
+    platform, failed
+):
+    reason = failed.reasons[CHUNK]
+    status = platform.em2q("status", CHUNK)
+    assert status.returncode == 0, status.stderr
+    assert f"root error: {reason.error_type}" in status.stdout
+    assert f"run: {reason.run_url}" in status.stdout
+    assert f"next: retry once the cause is gone: `em2q run {CHUNK} --workflow standard`" in (
+        status.stdout
+    )
+    assert "not processed yet" not in status.stdout
+
+
+def test_a_killed_run_fails_the_measurement_as_killed(failed):
+    reason = failed.reasons[KILLED]
+    assert reason.kind == Kind.KILLED and reason.run_id == failed.killed_run_id
+    # the kill lands while the run's process starts (the code server reports "Subprocess …
+    # terminated unexpectedly with exit code -9") or runs ("… terminated by signal 9 (SIGKILL)")
+    assert re.search(r"signal 9 \(SIGKILL\)|exit code -9", reason.message), reason.message
+    assert reason.next_action == Action.RETRY
+
+
+def test_an_unreachable_elasticsearch_fails_the_run_with_the_store_error(failed):
+    reason = failed.reasons[STORE_DOWN]
     assert reason.error_type == "StoreUnavailable", reason
-    assert f"127.0.0.1:{closed} did not answer" in reason.error_message
-    assert (reason.asset, reason.partition) == ("raw_measurement", m)
-
-    platform.retry_with_cli(m)
-    platform.wait_for(m, Status.READY)
+    assert f"127.0.0.1:{failed.closed_port} did not answer" in reason.error_message
+    assert (reason.asset, reason.partition) == ("raw_measurement", STORE_DOWN)
 
 
-def test_a_stalled_measurement_is_failed_by_the_watchdog_and_retried_from_its_page(platform):
-    m = "stalled"
-    registered_long_ago(platform.store, platform.root / m, m, "REGISTERED", age_s=3600)
-
-    doc, reason = platform.wait_for(m, Status.FAILED, timeout_s=120)
+def test_a_measurement_nothing_runs_for_is_failed_as_stalled_by_the_watchdog(failed):
+    reason = failed.reasons[STALLED]
     assert reason.kind == Kind.STALLED and reason.actor == lifecycle.Actor.WATCHER
     assert reason.message.startswith("stalled: REGISTERED for ")
     assert "no run ever started for it" in reason.message
+    assert reason.next_action == Action.RETRY
 
+
+def test_the_page_of_a_failed_measurement_shows_the_reason_and_a_retry(platform, failed):
     app = create_app(platform.settings, store=platform.store)
     with TestClient(app) as client:
-        page = client.get(f"/measurements/{m}")
-        assert page.status_code == 200
-        assert "stalled: REGISTERED" in page.text and 'id="retry"' in page.text
-        assert "not processed yet" not in page.text
+        page = client.get(f"/measurements/{STALLED}")
+    assert page.status_code == 200
+    assert "stalled: REGISTERED for" in page.text and 'id="retry"' in page.text
+    assert "not processed yet" not in page.text
+
+
+@pytest.fixture(scope="module")
+def recovered(platform: Platform, failed: Injected) -> dict[str, Status]:
+    """Every cause removed, every measurement retried: three from the CLI, one from its page."""
+    failed.chunk_blocker.unlink()
+    for m in (CHUNK, KILLED, STORE_DOWN):
+        launched = platform.em2q("run", m, "--workflow", "standard", "--json")
+        assert launched.returncode == 0, launched.stderr
+    app = create_app(platform.settings, store=platform.store)
+    with TestClient(app) as client:
         retried = client.post(
-            f"/measurements/{m}/runs",
+            f"/measurements/{STALLED}/runs",
             data={"workflow": "standard", "parameter_set": "default"},
             follow_redirects=False,
         )
-        assert retried.status_code == 303, retried.text
-    assert platform.store.get(S.Measurement, m).doc.status == S.MeasurementStatus.PROCESSING
-    platform.wait_for(m, Status.READY)
+    assert retried.status_code == 303, retried.text
+    started = {
+        m: lifecycle.status_of(platform.store.get(S.Measurement, m).doc) for m in failed.reasons
+    }
+    assert set(started.values()) == {Status.PROCESSING}, started
+    return {
+        m: lifecycle.status_of(platform.wait_for(m, Status.READY, timeout_s=420)[0])
+        for m in failed.reasons
+    }
+
+
+@pytest.mark.parametrize("m", [CHUNK, KILLED, STORE_DOWN, STALLED])
+def test_a_retry_recovers_the_failed_measurement_once_the_cause_is_gone(platform, recovered, m):
+    assert recovered[m] == Status.READY
+    reason = lifecycle.reason_of(platform.store.get(S.Measurement, m).doc)
+    assert reason.kind == Kind.QC_PASSED and reason.error_type is None
 
 
 LAUNCH = """
