@@ -125,6 +125,19 @@ def build_ingested_measurements_sensor(
     return ingested_measurements
 
 
+def last_recorded_step(store, measurement_id: str) -> float:
+    """When the measurement's newest ``WorkflowRun`` record finished (POSIX s; 0 if none)."""
+    schema = load_schema()
+    page = store.search(
+        schema.WorkflowRun,
+        filters={"measurement_id": measurement_id},
+        sort=[("finished_at", True)],
+        page_size=1,
+    )
+    finished = page.hits[0].finished_at if page.hits else None
+    return lifecycle.since_iso(finished) if finished else 0.0
+
+
 def build_lifecycle_sensors(dagster_url: str, stalled_after_s: float) -> list:
     """The run-failure sensor and the stalled watchdog; run links point at ``dagster_url``."""
 
@@ -182,7 +195,9 @@ def build_lifecycle_sensors(dagster_url: str, stalled_after_s: float) -> list:
                 continue
             newest = last_run(context.instance, doc.id)
             quiet_since = max(
-                lifecycle.since(doc), (newest.update_timestamp.timestamp() if newest else 0)
+                lifecycle.since(doc),
+                newest.update_timestamp.timestamp() if newest else 0.0,
+                last_recorded_step(store, doc.id),  # steps run outside Dagster (Argo) count too
             )
             if time.time() - quiet_since < stalled_after_s:
                 continue

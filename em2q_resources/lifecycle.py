@@ -332,6 +332,11 @@ def _time(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def since_iso(iso_time: str) -> float:
+    """An ISO time of the documents as POSIX seconds."""
+    return _time(iso_time)
+
+
 def iso(timestamp_s: float) -> str:
     """A POSIX timestamp as the ISO format of the documents (for ``not_after``)."""
     moment = datetime.fromtimestamp(timestamp_s, UTC)
