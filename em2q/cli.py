@@ -29,6 +29,7 @@ from em2q.filters import FilterSyntaxError, parse_filters
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
 from em2q_assets import workflows as wf
+from em2q_resources import lifecycle
 from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
 from em2q_resources.metadata import (
@@ -469,6 +470,7 @@ def status(ctx: Context, measurement_id: str, parameter_set: str | None, run_cou
     with surface_errors():
         ctx.require(Action.READ)
         doc = ctx.store.get(schema.Measurement, measurement_id).doc
+        reason = lifecycle.reason_of(doc)
         results = MeasurementResults(
             measurement_id, parameter_set, store=ctx.store, storage=ctx.storage()
         )
@@ -483,6 +485,8 @@ def status(ctx: Context, measurement_id: str, parameter_set: str | None, run_cou
         "id": measurement_id,
         "status": schema.MeasurementStatus._VALUES_TO_NAMES[doc.status],
         "status_reason": doc.status_reason,
+        "status_detail": to_document(doc.status_detail) if doc.status_detail else None,
+        "next": reason.advice(measurement_id) if reason else None,
         "parameter_set": results.parameters.id,
         "qc": None if report is None else {"ok": report["ok"], "checks": report.get("checks", [])},
         "qc_missing": not_ready,
@@ -493,7 +497,15 @@ def status(ctx: Context, measurement_id: str, parameter_set: str | None, run_cou
         click.echo(json.dumps(summary))
         return
     click.echo(f"{measurement_id}: {summary['status']}  {doc.status_reason or ''}".rstrip())
-    if report is None:
+    if reason is not None:
+        if reason.error_type and reason.error_message:
+            click.echo(f"root error: {reason.error_type}: {reason.error_message}")
+        if reason.run_url:
+            click.echo(f"run: {reason.run_url}")
+        click.echo(f"next: {summary['next']}")
+    if report is None and summary["status"] == "FAILED":
+        click.echo("QC: none (the processing failed, see above)")
+    elif report is None:
         click.echo(f"QC: {not_ready}")
     else:
         verdict = "good enough to analyse" if report["ok"] else "NOT good enough"

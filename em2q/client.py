@@ -40,6 +40,7 @@ from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
+from em2q_resources import lifecycle
 from em2q_resources.auth import Action, Authenticator, User, require
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
@@ -342,6 +343,30 @@ class Measurement:
     @property
     def status(self) -> str:
         return load_schema().MeasurementStatus._VALUES_TO_NAMES[self.doc.status]
+
+    @property
+    def status_reason(self) -> lifecycle.Reason | None:
+        """Why it is in its status: kind, message, root error (type, message), asset and
+        partition it happened in, the Dagster run and link, and ``next_action``."""
+        return lifecycle.reason_of(self.doc)
+
+    def refresh(self) -> Measurement:
+        """Read the document again (status and reason move while it is processed)."""
+        require(self.catalog.user, Action.READ)
+        self.doc = self.catalog.store.get(load_schema().Measurement, self.id).doc
+        return self
+
+    def why(self) -> str:
+        """The status, why, and the one action that helps (read fresh from the catalog)."""
+        self.refresh()
+        reason = self.status_reason
+        if reason is None:
+            return f"{self.id}: {self.status} {self.doc.status_reason or ''}".rstrip()
+        lines = [f"{self.id}: {self.status} — {reason.summary()}"]
+        if reason.run_url:
+            lines.append(f"run: {reason.run_url}")
+        lines.append(f"next: {reason.advice(self.id)}")
+        return "\n".join(lines)
 
     @property
     def metadata(self) -> dict[str, Any]:

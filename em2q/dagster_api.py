@@ -32,14 +32,17 @@ from urllib.parse import quote
 
 import httpx
 
+from em2q_assets.run_failures import MEASUREMENT_TAG
 from em2q_assets.workflows import WorkflowDefinition, require_startable
+from em2q_resources import lifecycle
 from em2q_resources.auth import User
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.parameters import PARAMETER_SET_TAG, resolve_parameter_set
 
 WORKFLOW_TAG = "em2q/workflow"
 USER_TAG = "em2q/user"
-MEASUREMENT_TAG = "em2q/measurement"
+#: the asset whose verdict ends a measurement's processing READY or FAILED
+VERDICT_ASSET = "qc_report"
 MEASUREMENT_DIMENSION = "measurement"
 
 #: backfill statuses after which nothing more happens
@@ -307,7 +310,17 @@ class DagsterAPI:
         answer = self.graphql(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         if answer["__typename"] != "LaunchBackfillSuccess":
             raise DagsterError(f"Dagster refused the {workflow} workflow: {answer}")
-        return answer["backfillId"]
+        backfill_id = answer["backfillId"]
+        if VERDICT_ASSET in definition.assets:  # it ends READY or FAILED: a retry or reprocess
+            lifecycle.start(
+                self.store,
+                measurement_id,
+                f"{definition.name} workflow started by {user.name} ({resolved.id})",
+                actor=lifecycle.Actor.LAUNCHER,
+                run_id=backfill_id,
+                run_url=self.ui_url_for_run(backfill_id),
+            )
+        return backfill_id
 
     # ------------------------------------------------------------------ following
 

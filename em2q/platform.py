@@ -25,6 +25,12 @@ run_coordinator:
     # look for queued runs every second (default 5 s): each stage of a measurement's
     # processing is a run, so this wait adds up
     dequeue_interval_seconds: 1
+# a run whose process died or that never started is marked failed (the code server reports a
+# dead run process; monitoring catches runs stuck starting), so the run-failure sensor sees it
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 5
 telemetry:
   enabled: false
 """
@@ -54,6 +60,8 @@ def platform_environment(settings: Settings, elasticsearch_url: str) -> dict[str
         "EM2Q_STORAGE": settings.storage,
         "EM2Q_SPECTRA_CHUNKS": str(settings.spectra_chunks),
         "EM2Q_CACHE_DIR": str(settings.cache_dir),
+        "EM2Q_DAGSTER_URL": settings.dagster_url,
+        "EM2Q_STALLED_AFTER_S": str(settings.stalled_after_s),
     }
     if settings.s3_endpoint_url:
         env["EM2Q_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
@@ -101,7 +109,9 @@ def dagster_dev(
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env=platform_environment(settings, elasticsearch_url),
+            env=platform_environment(
+                settings.with_overrides(dagster_url=f"http://127.0.0.1:{port}"), elasticsearch_url
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

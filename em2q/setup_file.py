@@ -7,10 +7,13 @@ from typing import Any
 
 import yaml
 
+from em2q_resources import lifecycle
 from em2q_resources.metadata.schema import from_document, load_schema
 
 # Fields the platform fills in itself; a setup file may not set them.
-PLATFORM_FIELDS = {"id", "status", "status_reason", "uploaded_at", "updated_at", "files", "facts"}
+PLATFORM_FIELDS = {
+    "id", "status", "status_reason", "status_detail", "uploaded_at", "updated_at", "files", "facts",
+}  # fmt: skip
 
 
 class SetupFileError(ValueError):
@@ -42,5 +45,5 @@ def measurement_from_setup(setup: dict[str, Any], **platform_fields: Any):
 
     Raises :class:`SchemaViolation` naming the field (e.g. ``Measurement.settings.polarity``).
     """
-    document = {"status": "UPLOADED", **setup, **platform_fields}
+    document = {**lifecycle.initial_fields(), **setup, **platform_fields}
     return from_document(load_schema().Measurement, document)

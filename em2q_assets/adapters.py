@@ -20,6 +20,7 @@ import dagster as dg
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import chunk_keys, split_key
 from em2q_assets.provenance import Image, StepContext, StepFailure, StepResult
+from em2q_assets.run_failures import PARTITION_NOTE
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.storage import StorageResource
@@ -98,7 +99,11 @@ def run_step(
         for name in chunk_inputs:
             value = inputs[name]
             own[name] = value[partition.chunk] if len(partitions) > 1 else value
-        return step(step_context_, partition, own, parameters)
+        try:
+            return step(step_context_, partition, own, parameters)
+        except Exception as exc:  # the lifecycle's root reason names the chunk it happened in
+            exc.add_note(f"{PARTITION_NOTE}{partition}")
+            raise
 
     try:
         if len(partitions) == 1:

@@ -52,7 +52,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         sensors=[
             sensors.new_measurements,
             sensors.build_ingested_measurements_sensor(chunk_assets, settings.spectra_chunks),
-            sensors.failed_measurement_runs,
+            *sensors.build_lifecycle_sensors(settings.dagster_url, settings.stalled_after_s),
             external_materializations,
             dg.AutomationConditionSensorDefinition(
                 "em2q_automation",

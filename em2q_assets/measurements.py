@@ -6,14 +6,16 @@ import dagster as dg
 
 from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.partitions import measurement_partitions
-from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run, set_status
+from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run
 from em2q_assets.storage_io import result_key
 from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
+from em2q_resources import lifecycle
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.metadata.store import utc_now
 from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.storage import StorageResource
 
@@ -47,7 +49,10 @@ def ingest(
     measurement_id = partition.measurement_id
     measurement = store.get(schema.Measurement, measurement_id).doc
     url, checksum = imzml_uri(measurement)
-    set_status(store, measurement_id, "PROCESSING", f"ingest run {step.run_id}")
+    lifecycle.start(
+        store, measurement_id, f"ingest run {step.run_id}", actor=lifecycle.Actor.STEP,
+        run_id=step.run_id, asset="raw_measurement",
+    )  # fmt: skip
     with recorded_run(
         step, "raw_measurement", str(partition), measurement_id=measurement_id
     ) as record:
@@ -58,7 +63,20 @@ def ingest(
         report = validate(url, storage_options=storage.storage_options)
         if not report.ok:
             reason = "; ".join(p.message for p in report.problems[:5])
-            set_status(store, measurement_id, "FAILED", f"validation: {reason}")
+            lifecycle.fail(
+                store,
+                measurement_id,
+                lifecycle.Reason(
+                    lifecycle.Kind.VALIDATION,
+                    f"validation: {reason}",
+                    error_type=report.problems[0].code,
+                    error_message=reason,
+                    asset="raw_measurement",
+                    partition=str(partition),
+                    run_id=step.run_id,
+                ),
+                actor=lifecycle.Actor.STEP,
+            )
             raise StepFailure(
                 f"{measurement_id} failed validation: {reason}",
                 metadata={"problems": [p.to_dict() for p in report.problems]},
@@ -70,21 +88,21 @@ def ingest(
             reader,
             (settings.pixel_size_x_um, settings.pixel_size_y_um) if settings else None,
         )
-        set_status(
-            store,
-            measurement_id,
-            "PROCESSING",
-            f"ingest run {step.run_id}",
-            facts=schema.ImzMLFacts(
-                mode=schema.ImzMLMode._NAMES_TO_VALUES[facts["mode"].upper()],
-                **grid_facts(grid),
-                spectra_count=int(facts["n_spectra"]),
-                mz_range=schema.MassRange(min_mz=facts["mz_min"], max_mz=facts["mz_max"]),
-                uuid=facts["uuid"],
-                mz_dtype=facts["mz_dtype"],
-                intensity_dtype=facts["intensity_dtype"],
-            ),
+        facts_doc = schema.ImzMLFacts(
+            mode=schema.ImzMLMode._NAMES_TO_VALUES[facts["mode"].upper()],
+            **grid_facts(grid),
+            spectra_count=int(facts["n_spectra"]),
+            mz_range=schema.MassRange(min_mz=facts["mz_min"], max_mz=facts["mz_max"]),
+            uuid=facts["uuid"],
+            mz_dtype=facts["mz_dtype"],
+            intensity_dtype=facts["intensity_dtype"],
         )
+
+        def record_facts(doc) -> None:  # not a status change: the lifecycle is not involved
+            doc.facts = facts_doc
+            doc.updated_at = utc_now()
+
+        store.modify(schema.Measurement, measurement_id, record_facts)
         manifest = {
             "measurement_id": measurement_id,
             "folder": result_key(measurement_id, "raw_measurement", None, None),

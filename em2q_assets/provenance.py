@@ -1,5 +1,5 @@
-"""Provenance: every materialization writes a ``WorkflowRun`` document, and measurement status
-follows the runs so technicians see the outcome in the catalog.
+"""Provenance: every materialization writes a ``WorkflowRun`` document (the measurement's
+status follows the runs through ``em2q_resources.lifecycle``).
 
 Nothing here needs Dagster: the same steps run inside Dagster assets and outside them.
 """
@@ -27,22 +27,6 @@ CODE_VERSION = getattr(em2q_msi, "__version__", "0.1.0")
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def set_status(
-    store: MetadataStore, measurement_id: str, status: str, reason: str | None = None, **fields
-) -> None:
-    """Move a measurement to ``status`` (a ``MeasurementStatus`` name), with the reason."""
-    schema = load_schema()
-
-    def change(doc) -> None:
-        doc.status = schema.MeasurementStatus._NAMES_TO_VALUES[status]
-        doc.status_reason = reason
-        doc.updated_at = utc_now()
-        for name, value in fields.items():
-            setattr(doc, name, value)
-
-    store.modify(schema.Measurement, measurement_id, change)
 
 
 @dataclass

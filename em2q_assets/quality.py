@@ -20,7 +20,6 @@ from em2q_assets.provenance import (
     StepResult,
     manifest_inputs,
     recorded_run,
-    set_status,
 )
 from em2q_assets.storage_io import read_npy, result_key, write_json
 from em2q_msi.qc import (
@@ -29,6 +28,7 @@ from em2q_msi.qc import (
     mean_spectrum_peaks,
     measurement_summary,
 )
+from em2q_resources import lifecycle
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
@@ -88,11 +88,23 @@ def assess_quality(
         reason = "; ".join(
             f"{c.name} = {_fmt(c.value)} (needs {c.comparison} {c.threshold})" for c in failed
         )
-        set_status(step.store, measurement_id, "FAILED", f"QC failed: {reason}")
-    else:
-        set_status(
-            step.store, measurement_id, "READY", f"QC passed with parameter set {parameters.id}"
+        lifecycle.fail(
+            step.store,
+            measurement_id,
+            lifecycle.Reason(
+                lifecycle.Kind.QC,
+                f"QC failed with parameter set {parameters.id}: {reason}",
+                asset="qc_report",
+                partition=str(partition),
+                run_id=step.run_id,
+            ),
+            actor=lifecycle.Actor.STEP,
         )
+    else:
+        lifecycle.ready(
+            step.store, measurement_id, f"QC passed with parameter set {parameters.id}",
+            run_id=step.run_id, asset="qc_report",
+        )  # fmt: skip
     return StepResult(
         {
             "measurement_id": measurement_id,

@@ -1,12 +1,23 @@
-"""Sensors: new uploads start processing; failed runs mark their measurement ``FAILED``."""
+"""Sensors: new uploads start processing; a failed run marks its measurements ``FAILED`` with
+the root error; a watchdog fails measurements nothing runs for (all through the lifecycle)."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from em2q_assets.measurements import raw_measurement
-from em2q_assets.partitions import chunk_keys, measurement_partitions, split_key
-from em2q_assets.provenance import set_status
+from em2q_assets.partitions import chunk_keys, measurement_partitions
+from em2q_assets.run_failures import (
+    MEASUREMENT_TAG,
+    RANGE_END,
+    RANGE_START,
+    last_run,
+    measurements_in_flight,
+    measurements_of_run,
+    run_failure_reason,
+)
+from em2q_resources import lifecycle
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 
@@ -45,10 +56,17 @@ def new_measurements(
     ids = [m.id for m in page.hits]
     known = set(context.instance.get_dynamic_partitions(measurement_partitions.name))
     for measurement_id in ids:
-        set_status(store, measurement_id, "REGISTERED", "partition created; ingest requested")
+        try:
+            lifecycle.register(store, measurement_id)
+        except lifecycle.IllegalTransition as exc:  # a person started it already
+            context.log.info(str(exc))
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=f"ingest:{measurement_id}", partition_key=measurement_id)
+            dg.RunRequest(
+                run_key=f"ingest:{measurement_id}",
+                partition_key=measurement_id,
+                tags={MEASUREMENT_TAG: measurement_id},
+            )
             for measurement_id in ids
         ],
         dynamic_partitions_requests=[
@@ -58,7 +76,6 @@ def new_measurements(
     )
 
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 BACKFILL_TAG = "dagster/backfill"
 
 
@@ -97,6 +114,7 @@ def build_ingested_measurements_sensor(
                     run_key=f"chunks:{measurement_id}:{record.storage_id}",
                     asset_selection=[a.key for a in chunk_assets],
                     tags={
+                        MEASUREMENT_TAG: measurement_id,
                         RANGE_START: f"{measurement_id}|{first}",
                         RANGE_END: f"{measurement_id}|{last}",
                     },
@@ -107,28 +125,99 @@ def build_ingested_measurements_sensor(
     return ingested_measurements
 
 
-@dg.run_failure_sensor(
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A failed run marks its measurement FAILED with the error.",
-)
-def failed_measurement_runs(
-    context: dg.RunFailureSensorContext, metadata: MetadataStoreResource
-) -> None:
-    run = context.dagster_run
-    partition = run.tags.get("dagster/partition")
-    if not partition:
-        return
-    if "|" in partition or run.tags.get("dagster/partition/measurement"):
-        measurement_id = run.tags.get("dagster/partition/measurement") or partition
-    else:
-        measurement_id = split_key(partition)[0]
-    error = context.failure_event.message or "run failed"
-    for event in context.get_step_failure_events():
-        if event.event_specific_data and event.event_specific_data.error:
-            error = event.event_specific_data.error.message.strip().splitlines()[0]
-            break
-    store = metadata.get_store()
-    try:
-        set_status(store, measurement_id, "FAILED", f"run {run.run_id}: {error}"[:2000])
-    except DocumentNotFound:
-        context.log.warning(f"run {run.run_id} failed for unknown measurement {measurement_id}")
+def last_recorded_step(store, measurement_id: str) -> float:
+    """When the measurement's newest ``WorkflowRun`` record finished (POSIX s; 0 if none)."""
+    schema = load_schema()
+    page = store.search(
+        schema.WorkflowRun,
+        filters={"measurement_id": measurement_id},
+        sort=[("finished_at", True)],
+        page_size=1,
+    )
+    finished = page.hits[0].finished_at if page.hits else None
+    return lifecycle.since_iso(finished) if finished else 0.0
+
+
+def build_lifecycle_sensors(dagster_url: str, stalled_after_s: float) -> list:
+    """The run-failure sensor and the stalled watchdog; run links point at ``dagster_url``."""
+
+    def run_url(run_id: str) -> str:
+        return f"{dagster_url.rstrip('/')}/runs/{run_id}"
+
+    @dg.run_failure_sensor(
+        name="failed_measurement_runs",
+        minimum_interval_seconds=1,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="A failed run (ingest, chunk range, measurement-level, backfill, killed or "
+        "not launched) marks its measurements FAILED with the root error.",
+    )
+    def failed_measurement_runs(
+        context: dg.RunFailureSensorContext, metadata: MetadataStoreResource
+    ) -> None:
+        run = context.dagster_run
+        measurement_ids = measurements_of_run(run.tags)
+        if not measurement_ids:
+            return
+        reason = run_failure_reason(
+            context.instance, run, context.failure_event.message, run_url(run.run_id)
+        )
+        record = context.instance.get_run_record_by_id(run.run_id)
+        ended = record.end_time if record is not None and record.end_time else time.time()
+        store = metadata.get_store()
+        for measurement_id in measurement_ids:
+            try:
+                done = lifecycle.fail(
+                    store, measurement_id, reason, actor=lifecycle.Actor.WATCHER,
+                    not_after=lifecycle.iso(ended),
+                )  # fmt: skip
+                context.log.info(f"{measurement_id}: {done.status} ({done.reason.summary()})")
+            except DocumentNotFound:
+                context.log.warning(f"run {run.run_id} failed for unknown {measurement_id}")
+
+    @dg.sensor(
+        name="stalled_measurements",
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Fails measurements that are not READY/FAILED and had no queued or running "
+        f"run for {stalled_after_s:g} s (EM2Q_STALLED_AFTER_S).",
+    )
+    def stalled_measurements(
+        context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
+    ) -> dg.SkipReason:
+        store = metadata.get_store()
+        candidates = lifecycle.unfinished(store, older_than_s=stalled_after_s)
+        if not candidates:
+            return dg.SkipReason("no measurement waits longer than the stall time")
+        busy = measurements_in_flight(context.instance)
+        failed = []
+        for doc in candidates:
+            if doc.id in busy:
+                continue
+            newest = last_run(context.instance, doc.id)
+            quiet_since = max(
+                lifecycle.since(doc),
+                newest.update_timestamp.timestamp() if newest else 0.0,
+                last_recorded_step(store, doc.id),  # steps run outside Dagster (Argo) count too
+            )
+            if time.time() - quiet_since < stalled_after_s:
+                continue
+            status = lifecycle.status_of(doc)
+            last = (
+                f"last run {newest.dagster_run.run_id} {newest.dagster_run.status.value}"
+                if newest else "no run ever started for it"
+            )  # fmt: skip
+            reason = lifecycle.Reason(
+                lifecycle.Kind.STALLED,
+                f"stalled: {status} for {time.time() - lifecycle.since(doc):.0f} s with no queued "
+                f"or running run; {last}",
+                run_id=newest.dagster_run.run_id if newest else None,
+                run_url=run_url(newest.dagster_run.run_id) if newest else None,
+            )
+            try:
+                lifecycle.fail(store, doc.id, reason, actor=lifecycle.Actor.WATCHER)
+                failed.append(doc.id)
+            except (DocumentNotFound, lifecycle.IllegalTransition) as exc:
+                context.log.info(str(exc))
+        return dg.SkipReason(f"marked stalled: {', '.join(failed) or 'none'}")
+
+    return [failed_measurement_runs, stalled_measurements]

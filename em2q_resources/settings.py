@@ -44,6 +44,9 @@ class Settings:
     spectra_chunks: int = 8
     #: the Dagster webserver the CLI, client and web catalog launch runs through (GraphQL)
     dagster_url: str = "http://127.0.0.1:3000"
+    #: a measurement not READY/FAILED with no queued or running run for this long is FAILED
+    #: as stalled by the watchdog sensor (em2q_assets.sensors); longer than a backfill's start
+    stalled_after_s: float = 300.0
     #: who is asking (em2q_resources.auth): local (one local user), token (API tokens from
     #: ``tokens_file``) or header (a trusted reverse proxy's user/role headers)
     auth_mode: str = "local"
@@ -79,6 +82,7 @@ class Settings:
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
             dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
+            stalled_after_s=float(get("STALLED_AFTER_S", defaults.stalled_after_s)),
             auth_mode=get("AUTH_MODE", defaults.auth_mode),
             local_user=get("LOCAL_USER", env.get("USER") or defaults.local_user),
             local_role=get("LOCAL_ROLE", defaults.local_role),

@@ -147,6 +147,28 @@ struct ImzMLFacts {
   14: optional double pixel_size_y_um (em2q.unit = "µm"),
 }
 
+/**
+ * Why a measurement is in its status: written with every transition by
+ * em2q_resources/lifecycle.py (the one writer of Measurement.status). `kind` and `action` are
+ * that module's vocabularies (kind: uploaded, registered, started, qc_passed, validation, qc,
+ * run_failed, killed, launch_failed, stalled; action: none, wait, retry, fix_file,
+ * change_parameters).
+ */
+struct StatusReason {
+  1: required string kind,
+  2: required string message (em2q.search = "text"),   // one line a technician reads
+  3: required string actor,                             // upload, sensor, step, launcher, watcher
+  4: required string at (em2q.type = "date"),           // when the transition was made
+  5: optional string action,                            // the one thing that helps
+  6: optional string error_type,                        // root exception class, e.g. ValueError
+  7: optional string error_message (em2q.index = "false"),
+  8: optional string asset,                             // the step (asset key) it happened in
+  9: optional string partition,                         // measurement or measurement|chunk
+  10: optional string run_id,                           // Dagster run (or backfill) id
+  11: optional string run_url,
+  12: optional string previous_status,
+}
+
 struct Measurement {
   1: required string id,
   2: required string title (em2q.search = "text"),
@@ -164,6 +186,7 @@ struct Measurement {
   14: optional list<StoredFile> files (em2q.nested = "true"),
   15: optional ImzMLFacts facts,
   16: optional list<string> tags,
+  17: optional StatusReason status_detail,    // structured status_reason (lifecycle.py)
 } (em2q.index = "measurements")
 
 struct SpectraPartition {

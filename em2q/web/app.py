@@ -40,6 +40,7 @@ from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
 from em2q_msi.parameters import ParameterError, ProcessingParameters
 from em2q_msi.validation import validate
+from em2q_resources import lifecycle
 from em2q_resources.auth import (
     Action,
     Authenticator,
@@ -397,10 +398,21 @@ def create_app(
             except (DocumentNotFound, OSError, ValueError) as exc:  # no raw data to read
                 mz_problem = f"no ion images: {exc}"
         runs = [to_document(r) for r in results.runs()]
+        detail = doc.get("status_detail")
+        next_action = lifecycle.advice(lifecycle.Action(detail["action"]), measurement_id) if (
+            detail and detail.get("action")
+        ) else ""  # fmt: skip
+        if doc["status"] == "FAILED":  # the cause, not "not processed yet … run reprocess"
+            failed = f"not available: processing FAILED — {doc.get('status_reason') or ''}"
+            waiting = {name: failed for name in waiting}
+        workflows = startable(get_store(), user) if allowed(user, Action.START_WORKFLOW) else []
         return render(
             request,
             "measurement.html",
             m=doc,
+            detail=detail or {},
+            next_action=next_action,
+            can_retry=doc["status"] == "FAILED" and any(w.name == "standard" for w in workflows),
             final=doc["status"] in FINAL_STATUSES,
             metadata_rows=_metadata_rows(doc),
             parameters=parameters,
@@ -411,7 +423,7 @@ def create_app(
             mz_problem=mz_problem,
             ppm=ppm,
             runs=runs,
-            workflows=startable(get_store(), user) if allowed(user, Action.START_WORKFLOW) else [],
+            workflows=workflows,
             launched=launched,
             launched_url=dagster_api().ui_url_for_run(launched) if launched else "",
         )
@@ -457,11 +469,16 @@ def create_app(
     def measurement_status(measurement_id: str, user: CurrentUser):
         require(user, Action.READ)
         doc = measurement_document(measurement_id)
+        detail = doc.get("status_detail")
         return {
             "id": measurement_id,
             "status": doc["status"],
             "reason": doc.get("status_reason"),
             "final": doc["status"] in FINAL_STATUSES,
+            "detail": detail,
+            "next": lifecycle.advice(lifecycle.Action(detail["action"]), measurement_id)
+            if detail and detail.get("action")
+            else None,
         }
 
     @app.post("/measurements/{measurement_id}/delete")

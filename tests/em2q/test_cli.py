@@ -231,11 +231,14 @@ def test_run_launches_a_workflow_and_status_shows_it(platform_env):
     DagsterAPI(platform_env["EM2Q_DAGSTER_URL"]).cancel(launch["id"])  # free the run slots
 
     status = json.loads(run(technician, "status", "cli-run", "--json").output)
-    assert status["status"] == "UPLOADED"
+    assert status["status"] == "PROCESSING"  # the launch moved it on (lifecycle: launcher)
+    assert status["status_detail"]["run_id"] == launch["id"]
+    assert status["status_detail"]["message"] == "qc workflow started by a-scientist (default@v1)"
+    assert status["next"] == "wait: the platform is processing it"
     assert status["parameter_set"] == "default@v1"
     assert "not processed yet" in status["qc_missing"]
     text = run(technician, "status", "cli-run").output
-    assert text.startswith("cli-run: UPLOADED")
+    assert text.startswith("cli-run: PROCESSING  qc workflow started by a-scientist")
     assert "QC: qc_report of measurement 'cli-run' is not processed yet" in text
 
 

@@ -11,8 +11,10 @@ from em2q.client import Catalog, ParameterSet
 from em2q_assets.workflows import WorkflowNotPublished
 from em2q_msi.parameters import ParameterError
 from em2q_msi.preprocess import preprocess
+from em2q_resources import lifecycle
 from em2q_resources.auth import Forbidden, Role, Unauthenticated, User
 from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.settings import Settings
 from tests.em2q_assets.conftest import EXAMPLES, register_copy
 from tests.fixtures.dagster import materialize_measurement
 
@@ -178,3 +180,30 @@ def test_api_token_decides_who_the_catalog_acts_as(platform, tmp_path):
         Catalog(settings, token="guess", store=platform.store)
     with pytest.raises(Unauthenticated, match="no API token"):
         Catalog(settings, store=platform.store)
+
+
+def test_why_tells_the_status_the_root_error_where_it_happened_and_the_next_action(
+    metadata_store, tmp_path
+):
+    register_copy(metadata_store, tmp_path, "Example_Continuous", "why-1")
+    lifecycle.start(metadata_store, "why-1", "ingest", actor=lifecycle.Actor.STEP, run_id="r1")
+    lifecycle.fail(
+        metadata_store,
+        "why-1",
+        lifecycle.Reason(
+            lifecycle.Kind.RUN_FAILED, "spectra_chunks failed: OSError: disk full",
+            error_type="OSError", error_message="disk full", asset="spectra_chunks",
+            partition="why-1|1", run_id="r2", run_url="http://dagster/runs/r2",
+        ),
+        actor=lifecycle.Actor.WATCHER,
+    )  # fmt: skip
+    m = Catalog(Settings(), user=TECHNICIAN, store=metadata_store).measurement("why-1")
+    assert m.status == "FAILED"
+    assert (m.status_reason.error_type, m.status_reason.partition) == ("OSError", "why-1|1")
+    assert m.why().splitlines() == [
+        "why-1: FAILED — spectra_chunks failed: OSError: disk full "
+        "(in spectra_chunks, partition why-1|1, run r2)",
+        "run: http://dagster/runs/r2",
+        "next: retry once the cause is gone: `em2q run why-1 --workflow standard` "
+        "(or Retry on its page)",
+    ]

@@ -12,6 +12,7 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
 from em2q_assets.partitions import chunk_keys
+from em2q_resources import lifecycle
 from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
 from tests.em2q_assets.conftest import CHUNKS, EXAMPLES, register_copy
@@ -156,6 +157,9 @@ def test_failed_blocking_qc_check_stops_analysis_and_marks_the_measurement_faile
     measurement = store.get(S.Measurement, "cont").doc
     assert measurement.status == S.MeasurementStatus.FAILED
     assert "median_snr" in measurement.status_reason
+    reason = lifecycle.reason_of(measurement)
+    assert (reason.kind, reason.asset, reason.partition) == (lifecycle.Kind.QC, "qc_report", "cont")
+    assert reason.next_action == lifecycle.Action.CHANGE_PARAMETERS
 
 
 def test_continuous_and_processed_examples_give_the_same_tic(platform):

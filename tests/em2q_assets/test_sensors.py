@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from em2q_assets.partitions import chunk_keys
-from em2q_assets.sensors import new_measurements
+from em2q_assets.sensors import build_lifecycle_sensors, new_measurements
+from em2q_resources import lifecycle
 from em2q_resources.metadata import load_schema
 from tests.em2q_assets.conftest import CHUNKS, register_copy
 from tests.fixtures.documents import measurement
@@ -100,3 +103,66 @@ def test_each_ingest_gets_one_run_for_all_its_chunks_and_backfills_are_left_alon
         (e.asset_key.path[-1], e.partition) for e in run.get_asset_materialization_events()
     }
     assert len(materialized) == 2 * CHUNKS
+
+
+def stalled_sensor(defs):
+    (sensor,) = [s for s in build_lifecycle_sensors("http://dagster", 60.0)
+                 if s.name == "stalled_measurements"]  # fmt: skip
+    return lambda instance: sensor(
+        dg.build_sensor_context(
+            instance=instance, resources={"metadata": defs.resources["metadata"]}
+        )
+    )
+
+
+def processing_since(store, index: int, seconds_ago: float) -> str:
+    """A measurement that entered PROCESSING ``seconds_ago``."""
+    doc = measurement(S, index, status=S.MeasurementStatus.PROCESSING)
+    doc.status_detail = lifecycle.Reason(
+        lifecycle.Kind.STARTED, "ingest run r0", actor=lifecycle.Actor.STEP,
+        at=lifecycle.iso(time.time() - seconds_ago),
+    ).to_thrift()  # fmt: skip
+    store.create(doc, refresh=True)
+    return doc.id
+
+
+def test_the_watchdog_fails_a_measurement_nothing_ran_for_as_stalled(platform):
+    defs, instance, store, _ = platform
+    quiet = processing_since(store, 1, seconds_ago=3600)
+    recent = processing_since(store, 2, seconds_ago=5)
+    stalled_sensor(defs)(instance)
+    reason = lifecycle.reason_of(store.get(S.Measurement, quiet).doc)
+    assert status_of(store, quiet) == "FAILED"
+    assert reason.kind == lifecycle.Kind.STALLED
+    assert re.fullmatch(
+        r"stalled: PROCESSING for 36\d\d s with no queued or running run; no run ever started "
+        r"for it",
+        reason.message,
+    ), reason.message
+    assert status_of(store, recent) == "PROCESSING"
+
+
+def test_the_watchdog_leaves_a_measurement_with_a_running_run_alone(platform):
+    defs, instance, store, _ = platform
+    waiting = processing_since(store, 3, seconds_ago=3600)
+    instance.add_run(
+        dg.DagsterRun(job_name="__ASSET_JOB", run_id="running-1",
+                      status=dg.DagsterRunStatus.STARTED, tags={"em2q/measurement": waiting})
+    )  # fmt: skip
+    stalled_sensor(defs)(instance)
+    assert status_of(store, waiting) == "PROCESSING"
+
+
+def test_the_watchdog_counts_a_step_recorded_outside_dagster_as_activity(platform):
+    defs, instance, store, _ = platform
+    busy = processing_since(store, 4, seconds_ago=3600)
+    store.update(
+        S.WorkflowRun(
+            id="argo-1:spectra_chunks:x", engine=S.RunEngine.ARGO, run_id="argo-1",
+            workflow="spectra_chunks", measurement_id=busy, status=S.RunStatus.SUCCEEDED,
+            finished_at=lifecycle.iso(time.time() - 2),
+        ),
+        None, refresh=True,
+    )  # fmt: skip
+    stalled_sensor(defs)(instance)
+    assert status_of(store, busy) == "PROCESSING"

@@ -97,7 +97,10 @@ def test_an_upload_is_registered_and_its_page_reports_the_status(client, metadat
         file_sha256(EXAMPLE_IBD),
     }
     status = client.get(f"/api/measurements/{measurement_id}/status").json()
-    assert status == {"id": measurement_id, "status": "UPLOADED", "reason": None, "final": False}
+    assert (status["id"], status["status"], status["final"]) == (measurement_id, "UPLOADED", False)
+    assert status["reason"] == "files committed to storage"
+    assert (status["detail"]["kind"], status["detail"]["actor"]) == ("uploaded", "upload")
+    assert status["next"] == "wait: the platform is processing it"
     again = post_upload(client, setup_form_values(EXAMPLE_SETUP), headers=JSON)
     assert again.status_code == 422
     assert measurement_id in again.json()["errors"]["imzml"]
