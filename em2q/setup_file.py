@@ -10,7 +10,9 @@ import yaml
 from em2q_resources.metadata.schema import from_document, load_schema
 
 # Fields the platform fills in itself; a setup file may not set them.
-PLATFORM_FIELDS = {"id", "status", "status_reason", "uploaded_at", "updated_at", "files", "facts"}
+PLATFORM_FIELDS = {
+    "id", "status", "status_reason", "uploaded_at", "updated_at", "files", "facts", "uploaded_by",
+}  # fmt: skip
 
 
 class SetupFileError(ValueError):

@@ -100,7 +100,8 @@ def _safe_stem(filename: str) -> str:
 
 def current_user(request: Request) -> User:
     """Who sends the request (the app's Authenticator); remembered for the page header."""
-    user = request.app.state.authenticator.authenticate(request.headers)
+    peer = request.client.host if request.client else None
+    user = request.app.state.authenticator.authenticate(request.headers, client=peer)
     request.state.user = user
     return user
 
@@ -288,6 +289,7 @@ def create_app(
                             storage=app.state.storage,
                             progress=False,
                             cache_dir=cache_dir,
+                            uploaded_by=user.name,
                         )
                     except InvalidUpload as exc:
                         problems = exc.problems

@@ -9,6 +9,7 @@ from em2q_resources.auth import (
     Authenticator,
     Forbidden,
     Role,
+    TokensFile,
     Unauthenticated,
     User,
     allowed,
@@ -53,13 +54,13 @@ def test_local_mode_is_the_local_user_with_the_configured_role():
 
 def test_token_mode_reads_the_tokens_file(tmp_path):
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text("s3cret: {user: ada, role: admin}\n", encoding="utf-8")
+    _, secret = TokensFile(tokens).add("ada", "admin")
     auth = Authenticator.from_settings(
         Settings.from_env({"EM2Q_AUTH_MODE": "token", "EM2Q_TOKENS_FILE": str(tokens)})
     )
-    assert auth.authenticate({"authorization": "Bearer s3cret"}) == User("ada", Role.ADMIN)
+    assert auth.authenticate({"authorization": f"Bearer {secret}"}) == User("ada", Role.ADMIN)
     with pytest.raises(Unauthenticated, match="not recognised"):
-        auth.authenticate({"Authorization": "Bearer s3cre"})
+        auth.authenticate({"Authorization": f"Bearer {secret[:-1]}"})
     with pytest.raises(Unauthenticated, match="no API token"):
         auth.authenticate({})
 
@@ -71,12 +72,18 @@ def test_token_mode_without_a_tokens_file_is_a_configuration_error():
 
 def test_header_mode_trusts_the_proxy_headers():
     auth = Authenticator.from_settings(
-        Settings.from_env({"EM2Q_AUTH_MODE": "header", "EM2Q_ROLE_HEADER": "X-Role"})
+        Settings.from_env(
+            {
+                "EM2Q_AUTH_MODE": "header",
+                "EM2Q_ROLE_HEADER": "X-Role",
+                "EM2Q_TRUSTED_PROXIES": "10.0.0.0/8",
+            }
+        )
     )
-    assert auth.authenticate({"X-Forwarded-User": "tess", "X-Role": "Technician"}) == User(
-        "tess", Role.TECHNICIAN
-    )
+    assert auth.authenticate(
+        {"X-Forwarded-User": "tess", "X-Role": "Technician"}, client="10.1.2.3"
+    ) == User("tess", Role.TECHNICIAN)
     with pytest.raises(Unauthenticated, match="unknown role 'boss'"):
-        auth.authenticate({"X-Forwarded-User": "tess", "X-Role": "boss"})
+        auth.authenticate({"X-Forwarded-User": "tess", "X-Role": "boss"}, client="10.1.2.3")
     with pytest.raises(Unauthenticated, match="reverse proxy"):
         auth.authenticate({})

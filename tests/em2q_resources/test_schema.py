@@ -49,7 +49,7 @@ def test_a_change_to_the_idl_changes_the_mapping(tmp_path):
     idl = sch.IDL_PATH.read_text(encoding="utf-8")
     changed = idl.replace(
         "  16: optional list<string> tags,\n",
-        "  16: optional list<string> tags,\n  17: optional double ambient_humidity_percent,\n",
+        "  16: optional list<string> tags,\n  99: optional double ambient_humidity_percent,\n",
     )
     assert changed != idl
     path = tmp_path / "em2q.thrift"
