@@ -62,16 +62,11 @@ __all__ = [
 MEAN_SPECTRUM_BIN_PPM = 5.0
 
 
-def _claimed_user(authenticator: Authenticator, signed_in: User, claimed: User) -> User:
+def _claimed_user(signed_in: User, claimed: User) -> User:
     """``claimed`` when local mode lets the local user act as it (trying out what a technician
-    sees): a role no higher than the local user's. A claim never raises anyone's rights, and
-    outside local mode it is refused."""
+    sees): a role no higher than the local user's. A claim never raises anyone's rights (and
+    outside local mode the caller refuses it before this)."""
     order = list(Role)
-    if authenticator.mode != "local":
-        raise Unauthenticated(
-            f"Catalog(user=…) is not a way to sign in with EM2Q_AUTH_MODE={authenticator.mode}: "
-            "pass token=… (your API token)"
-        )
     if order.index(Role(claimed.role)) > order.index(Role(signed_in.role)):
         raise Unauthenticated(
             f"you are {signed_in}; Catalog(user=…) may not act with the {claimed.role} role"
@@ -154,12 +149,17 @@ class Catalog:
         self.store = store or connect_store(self.settings)
         self.storage = storage or StorageResource.from_settings(self.settings)
         authenticator = Authenticator.from_settings(self.settings)
+        if user is not None and authenticator.mode != "local":
+            raise Unauthenticated(
+                f"Catalog(user=…) is not a way to sign in with EM2Q_AUTH_MODE={authenticator.mode}"
+                ": pass token=… (your API token)"
+            )
         if token is not None:
             self.user = authenticator.user_for_token(token)
         else:
             self.user = authenticator.authenticate({})
         if user is not None:
-            self.user = _claimed_user(authenticator, self.user, user)
+            self.user = _claimed_user(self.user, user)
         self.schema = load_schema()
         Catalog._current = self
 
