@@ -97,3 +97,18 @@ def test_the_command_line_reports_missing_upstream_and_bad_usage(platform):
     ingest = step("raw_measurement", "--measurement", "cont", "--run-id", "sh-1")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout.splitlines()[-1])["manifest"]["n_spectra"] == 9
+
+
+def test_the_step_command_refuses_ids_outside_the_grammar_before_touching_anything(
+    tmp_path, capsys, monkeypatch
+):
+    storage = tmp_path / "storage"
+    (storage / "measurements" / "m1").mkdir(parents=True)
+    (storage / "measurements" / "m1" / "data.imzML").write_bytes(b"x")
+    monkeypatch.setenv("EM2Q_STORAGE", str(storage))
+    for measurement_id in ("../measurements", "..", "m1/../..", "\uff0e\uff0e", "m1\x00"):
+        assert step_cli.main(["raw_measurement", "--measurement", measurement_id]) == 2
+        assert "is not a valid identifier" in capsys.readouterr().err
+    assert step_cli.main(["raw_measurement", "--measurement", "m1", "--parameter-set", "../x"]) == 2
+    assert "--parameter-set" in capsys.readouterr().err
+    assert sorted(p.name for p in storage.rglob("*")) == ["data.imzML", "m1", "measurements"]
