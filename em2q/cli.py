@@ -764,7 +764,8 @@ def web(ctx: Context, host: str, port: int) -> None:
     with surface_errors():
         app = create_app(ctx.settings, store=ctx.store)
     click.echo(f"Web catalog: http://{host}:{port} (Ctrl-C stops it)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # the real peer address, not X-Forwarded-For: header mode trusts proxies by address
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 @main.command("metadata-serve")
