@@ -283,7 +283,7 @@ def upload_measurement(
                     check_identifier(value, "id" if where == "id" else "file name")
             except InvalidIdentifier as exc:
                 problems.append(UploadProblem(where, "name", str(exc)))
-        if problems:  # a refused name is not opened
+        if any(p.code == "name" for p in problems):  # a refused name is not opened
             raise InvalidUpload(problems)
         problems += _file_problems(imzml, ibd, cache)
         if problems:

@@ -302,8 +302,11 @@ exception Forbidden { 1: string message }
  * Authentication: with EM2Q_AUTH_MODE=token (or header) a connection first calls login with
  * its API token and then acts as that user for as long as it stays open; every other call
  * before that throws Forbidden. With the default local mode a connection acts as the local
- * user without login. Roles: technicians read, create and update measurements and record
- * runs; scientists also save parameter sets; admins also delete and publish workflows.
+ * user without login. Roles: technicians read, create and update the measurements they
+ * registered; scientists also save parameter sets (the author is always the signed-in user:
+ * the `author` argument is ignored); admins also delete, publish workflows, record workflow
+ * runs and change status, files and facts (em2q_resources/policy.py). File URIs must lie in
+ * the platform's storage under measurements/<id>/.
  */
 service MetadataService {
   string ping(),

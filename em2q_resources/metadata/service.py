@@ -12,6 +12,8 @@ same IDL), so the handler mostly passes them through; its work is at the surface
   ``TApplicationException`` with the message, never as a dropped connection;
 * ``SearchRequest`` becomes a :meth:`MetadataStore.search` call and its page a
   ``MeasurementPage``;
+* object-level rules come from :mod:`em2q_resources.policy` (owners, platform-owned fields,
+  run records, file URIs only in ``storage``, the signed-in user as author);
 * roles (:mod:`em2q_resources.auth`) are enforced per connection: with token (or header) auth a
   connection calls ``login(token)`` first and then acts as that user until it closes; in local
   mode it acts as the local user. A refused or unauthenticated call raises ``Forbidden`` with a
