@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,7 +45,10 @@ def test_steps_outside_dagster_write_what_dagster_writes(platform, tmp_path):
     materialize_measurement(defs, instance, "cont")
     dagster_files = result_files(tmp / "storage" / "results" / "cont")
 
-    outside = tmp_path / "outside"
+    # the same storage (the upload lives there, and records may point nowhere else), with
+    # Dagster's results taken away first: the steps must write them again, byte for byte
+    outside = tmp / "storage"
+    shutil.rmtree(outside / "results")
     settings = Settings(
         elasticsearch_url=store.url,
         index_prefix=store.prefix,

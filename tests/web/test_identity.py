@@ -125,3 +125,33 @@ def test_a_record_pointing_outside_storage_is_never_fetched_or_opened(
     assert _Recorder.hits == []
     assert all(answer.status_code < 500 for answer in answers), [a.status_code for a in answers]
     assert "root:" not in "".join(answer.text for answer in answers)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/measurements/%2e%2e/delete", "/measurements/..%2Fmeasurements/delete",
+     "/measurements/%EF%BC%8E%EF%BC%8E/delete", "/measurements/..%5Cmeasurements/delete"],
+)  # fmt: skip
+def test_deleting_a_traversal_id_from_the_web_removes_no_file(
+    client, storage, metadata_store, path
+):
+    # a record with the id "..", as an unchecked Thrift service once stored it
+    document = to_document(measurement_from_setup(EXAMPLE_SETUP, id="x", uploaded_at=utc_now()))
+    metadata_store.client.index(
+        index=metadata_store.alias("Measurement"), id="..", document={**document, "id": ".."},
+        refresh=True,
+    )  # fmt: skip
+    for measurement in ("m1", "m2"):
+        with storage.open(f"measurements/{measurement}/data.imzML", "wb") as handle:
+            handle.write(b"x")
+    before = storage.find("measurements")
+    answer = client.post(path, headers=JSON, follow_redirects=False)
+    assert answer.status_code in (400, 404), answer.text
+    assert (
+        storage.find("measurements")
+        == before
+        == [
+            "measurements/m1/data.imzML",
+            "measurements/m2/data.imzML",
+        ]
+    )
