@@ -23,7 +23,13 @@ from typing import Any
 import click
 
 from argo_bridge.cli import export_argo
-from em2q.client import NoCatalog, connect_store, delete_measurement
+from em2q.client import (
+    DeletionRefused,
+    NoCatalog,
+    connect_store,
+    delete_measurement,
+    deletion_plan,
+)
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable, WorkflowStatus
 from em2q.filters import FilterSyntaxError, parse_filters
 from em2q.platform import dev_url_file
@@ -42,7 +48,9 @@ from em2q_resources.metadata import (
 )
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
+from em2q_resources.policy import parameter_set_author
 from em2q_resources.settings import Settings
+from em2q_resources.storage import UnsafeKey
 
 EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 1, 2, 3, 4
 
@@ -59,8 +67,10 @@ def surface_errors() -> Iterator[None]:
         yield
     except AuthError as exc:
         _fail(f"refused: {exc}", EXIT_REFUSED)
-    except SchemaViolation as exc:
+    except (SchemaViolation, UnsafeKey) as exc:
         _fail(f"invalid input: {exc}", EXIT_PROBLEM)
+    except DeletionRefused as exc:
+        _fail(f"refused: {exc}", EXIT_PROBLEM)
     except (DocumentNotFound, ResultNotReady, wf.UnknownWorkflow) as exc:
         _fail(str(exc), EXIT_PROBLEM)
     except (StoreUnavailable, ElasticsearchSetupError, NoCatalog, DagsterUnavailable) as exc:
@@ -243,7 +253,7 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
         with surface_errors():
             measurement = upload_measurement(
                 imzml, ibd_path=ibd, setup=setup_file, store=ctx.store, storage=storage,
-                operator=operator, progress=True,
+                operator=operator, progress=True, uploaded_by=ctx.user.name,
                 cache_dir=ctx.settings.cache_dir / "imzml-index",
             )  # fmt: skip
     except UploadError as exc:
@@ -300,7 +310,9 @@ def params_show(ctx: Context, name_or_id: str, as_json: bool) -> None:
 @params.command("save")
 @click.argument("name")
 @click.argument("values_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--author", default=None, help="who saves it (default: you)")
+@click.option(
+    "--author", default=None, help="must be you, if given: the author is who is signed in"
+)
 @click.option("--comment", default=None, help="why: what these values change")
 @json_option
 @pass_context
@@ -320,13 +332,12 @@ def params_save(
     values = yaml.safe_load(Path(values_file).read_text(encoding="utf-8"))
     with surface_errors():
         user = ctx.require(Action.SAVE_PARAMETER_SET)
+        author = parameter_set_author(user, author)
         try:
             ProcessingParameters.from_dict(values or {})
         except (ParameterError, TypeError, AttributeError) as exc:
             _fail(f"invalid parameters in {values_file}: {exc}", EXIT_PROBLEM)
-        saved = ctx.store.save_parameter_set(
-            name, values, author=author or user.name, comment=comment
-        )
+        saved = ctx.store.save_parameter_set(name, values, author=author, comment=comment)
     if as_json:
         doc = to_document(saved)
         doc["values"] = parameter_values_to_dict(saved.values)
@@ -611,17 +622,100 @@ def workflows_unpublish(ctx: Context, name: str) -> None:
     click.echo(f"unpublished {name}")
 
 
+@main.group()
+def tokens() -> None:
+    """API tokens of EM2Q_TOKENS_FILE (admins): only salted hashes are stored, mode 0600.
+
+    The first token may be added by whoever can write the file; after that an admin's token
+    (or the local admin) is needed.
+    """
+
+
+def _tokens_file(ctx: Context):
+    from em2q_resources.auth import TokensFile
+
+    if ctx.settings.tokens_file is None:
+        _fail("set EM2Q_TOKENS_FILE to the tokens file to manage", EXIT_USAGE)
+    return TokensFile(ctx.settings.tokens_file)
+
+
+def _manage_tokens(ctx: Context):
+    from em2q_resources.auth import TokensFileError
+
+    tokens_file = _tokens_file(ctx)
+    try:
+        bootstrap = not tokens_file.load()
+    except TokensFileError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if not bootstrap:
+        with surface_errors():
+            ctx.require(Action.MANAGE_TOKENS)
+    return tokens_file
+
+
+@tokens.command("add")
+@click.argument("user")
+@click.option("--role", type=click.Choice(["technician", "scientist", "admin"]), required=True)
+@json_option
+@pass_context
+def tokens_add(ctx: Context, user: str, role: str, as_json: bool) -> None:
+    """Issue a token for USER with ROLE; the token is printed once and never stored."""
+    record, token = _manage_tokens(ctx).add(user, role)
+    if as_json:
+        click.echo(json.dumps({"id": record.id, "user": user, "role": role, "token": token}))
+        return
+    click.echo(f"token {record.id} for {user} ({role}); shown only now:", err=True)
+    click.echo(token)
+
+
+@tokens.command("list")
+@json_option
+@pass_context
+def tokens_list(ctx: Context, as_json: bool) -> None:
+    """Issued tokens: id, user, role, created (never the tokens themselves)."""
+    rows = [
+        {"id": r.id, "user": r.user, "role": str(r.role), "created": r.created_at}
+        for r in _manage_tokens(ctx).load()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        click.echo(_table(rows, ["id", "user", "role", "created"]))
+
+
+@tokens.command("revoke")
+@click.argument("id_or_user")
+@pass_context
+def tokens_revoke(ctx: Context, id_or_user: str) -> None:
+    """Revoke the token ID_OR_USER (a token id, or every token of that user)."""
+    gone = _manage_tokens(ctx).revoke(id_or_user)
+    if not gone:
+        _fail(f"no token with id or user {id_or_user!r}", EXIT_PROBLEM)
+    click.echo(f"revoked {', '.join(f'{r.id} ({r.user})' for r in gone)}")
+
+
 @main.command()
 @click.argument("measurement_id")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--dry-run", is_flag=True, help="list what would be removed, remove nothing")
 @json_option
 @pass_context
-def delete(ctx: Context, measurement_id: str, yes: bool, as_json: bool) -> None:
-    """Delete MEASUREMENT_ID everywhere: its files and results in storage, its run records and
-    its catalog entry (admins only; cannot be undone)."""
+def delete(ctx: Context, measurement_id: str, yes: bool, dry_run: bool, as_json: bool) -> None:
+    """Delete MEASUREMENT_ID everywhere: its files and results in storage (only under
+    measurements/ID/ and results/ID/), its run records and its catalog entry (admins only;
+    cannot be undone). Refused when any of those files belongs to another measurement."""
     with surface_errors():
         user = ctx.require(Action.DELETE)
-        ctx.store.get(load_schema().Measurement, measurement_id)
+        plan = deletion_plan(ctx.store, ctx.storage(), measurement_id, user)
+        if dry_run:
+            if as_json:
+                click.echo(json.dumps({"dry_run": True, **plan.to_dict()}))
+            else:
+                click.echo(f"would delete {measurement_id}:")
+                for line in plan.files + plan.to_dict()["records"]:
+                    click.echo(f"  {line}")
+                click.echo(f"({len(plan.files)} files, {len(plan.records)} records; dry run)")
+            return
         if not yes:
             click.confirm(f"delete {measurement_id} with its files and results?", abort=True)
         removed = delete_measurement(ctx.store, ctx.storage(), measurement_id, user)
@@ -682,7 +776,8 @@ def web(ctx: Context, host: str, port: int) -> None:
     with surface_errors():
         app = create_app(ctx.settings, store=ctx.store)
     click.echo(f"Web catalog: http://{host}:{port} (Ctrl-C stops it)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # the real peer address, not X-Forwarded-For: header mode trusts proxies by address
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 @main.command("metadata-serve")
@@ -725,7 +820,10 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
                 err=True,
             )
 
-        serve(store, host, port, ready=ready, authenticator=Authenticator.from_settings(settings))
+        serve(
+            store, host, port, ready=ready, authenticator=Authenticator.from_settings(settings),
+            storage=ctx.storage(),
+        )  # fmt: skip
 
 
 main.add_command(export_argo)

@@ -41,17 +41,39 @@ from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
 from em2q_resources import lifecycle
-from em2q_resources.auth import Action, Authenticator, User, require
+from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource
+from em2q_resources.storage import StorageResource, measurement_prefixes
 
-__all__ = ["Catalog", "Measurement", "NoCatalog", "ParameterSet", "WorkflowLaunch"]
+__all__ = [
+    "Catalog",
+    "DeletionPlan",
+    "DeletionRefused",
+    "Measurement",
+    "NoCatalog",
+    "ParameterSet",
+    "WorkflowLaunch",
+    "delete_measurement",
+    "deletion_plan",
+]
 
 #: bins of a mean spectrum computed from processed-mode raw data (as the workflow does)
 MEAN_SPECTRUM_BIN_PPM = 5.0
+
+
+def _claimed_user(signed_in: User, claimed: User) -> User:
+    """``claimed`` when local mode lets the local user act as it (trying out what a technician
+    sees): a role no higher than the local user's. A claim never raises anyone's rights (and
+    outside local mode the caller refuses it before this)."""
+    order = list(Role)
+    if order.index(Role(claimed.role)) > order.index(Role(signed_in.role)):
+        raise Unauthenticated(
+            f"you are {signed_in}; Catalog(user=…) may not act with the {claimed.role} role"
+        )
+    return claimed
 
 
 class NoCatalog(RuntimeError):
@@ -108,9 +130,10 @@ class Catalog:
     """The platform as one object: search, measurements, parameter sets, workflows.
 
     ``settings`` default to the ``EM2Q_*`` environment (and a running ``em2q dev``). Who you
-    are: ``token`` (an API token, checked by the configured authenticator), else ``user``
-    (trusted code acting for a signed-in user, e.g. the web app), else the configured
-    authenticator's local user (``EM2Q_LOCAL_ROLE``).
+    are comes from a login, never from a claim: ``token`` (an API token, checked by the
+    configured authenticator), else the local user (``EM2Q_LOCAL_ROLE``) in local mode. ``user``
+    is accepted only in local mode and with a role no higher than the local user's (a notebook
+    trying out what a technician sees); in token or header mode it raises ``Unauthenticated``.
     """
 
     _current: Catalog | None = None
@@ -128,12 +151,17 @@ class Catalog:
         self.store = store or connect_store(self.settings)
         self.storage = storage or StorageResource.from_settings(self.settings)
         authenticator = Authenticator.from_settings(self.settings)
+        if user is not None and authenticator.mode != "local":
+            raise Unauthenticated(
+                f"Catalog(user=…) is not a way to sign in with EM2Q_AUTH_MODE={authenticator.mode}"
+                ": pass token=… (your API token)"
+            )
         if token is not None:
             self.user = authenticator.user_for_token(token)
-        elif user is not None:
-            self.user = user
         else:
             self.user = authenticator.authenticate({})
+        if user is not None:
+            self.user = _claimed_user(self.user, user)
         self.schema = load_schema()
         Catalog._current = self
 
@@ -201,6 +229,7 @@ class Catalog:
         require(self.user, Action.UPLOAD)
         kwargs.setdefault("progress", False)
         kwargs.setdefault("cache_dir", self.cache_dir)
+        kwargs["uploaded_by"] = self.user.name
         doc = upload_measurement(
             imzml, setup=setup, store=self.store, storage=self.storage, **kwargs
         )
@@ -558,27 +587,88 @@ def _read_indices(reader: ImzML, indices: np.ndarray) -> SpectraBlock:
     )
 
 
-def delete_measurement(
+class DeletionRefused(RuntimeError):
+    """A delete would remove files another measurement's record points at; nothing removed."""
+
+
+@dataclass
+class DeletionPlan:
+    """What deleting one measurement removes: storage keys (only under its own two prefixes)
+    and ``(entity, id)`` records; shown by ``em2q delete ID --dry-run`` before anything goes."""
+
+    measurement_id: str
+    files: list[str]
+    records: list[tuple[str, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "measurement": self.measurement_id,
+            "files": self.files,
+            "records": [f"{entity}/{doc_id}" for entity, doc_id in self.records],
+        }
+
+
+#: file URIs asked of the catalog per request when looking for other owners
+_OWNER_QUERY_TERMS = 1000
+
+
+def deletion_plan(
     store: MetadataStore, storage: StorageResource, measurement_id: str, user: User
-) -> dict[str, int]:
-    """Remove a measurement everywhere (admins only): its uploaded files and results in storage,
-    its spectra partitions and run records, then its document. Returns what was removed."""
+) -> DeletionPlan:
+    """Everything deleting ``measurement_id`` would remove (admins only); refuses
+    (:class:`DeletionRefused`) when any of those files belongs to another measurement's record,
+    and (``InvalidIdentifier``) an id outside the grammar, before looking anything up."""
     require(user, Action.DELETE)
     schema = load_schema()
+    prefixes = measurement_prefixes(measurement_id)
     store.get(schema.Measurement, measurement_id)  # DocumentNotFound before touching anything
-    removed = {"files": 0, "records": 0}
-    for key in (f"measurements/{measurement_id}", f"results/{measurement_id}"):
-        if storage.exists(key):
-            removed["files"] += len(storage.find(key))
-            storage.remove(key)
+    files = [key for prefix in prefixes if storage.exists(prefix) for key in storage.find(prefix)]
+    urls = [storage.url(key) for key in files]
+    for start in range(0, len(urls), _OWNER_QUERY_TERMS):
+        page = store.search(
+            schema.Measurement,
+            filters={"files.uri": urls[start : start + _OWNER_QUERY_TERMS]},
+            page_size=10,
+        )
+        others = sorted({m.id for m in page.hits} - {measurement_id})
+        if others:
+            raise DeletionRefused(
+                f"deleting {measurement_id} would remove files of measurement(s) "
+                f"{', '.join(others)}; nothing was removed (check those records' files)"
+            )
     store.refresh()
-    for entity in (schema.WorkflowRun, schema.SpectraPartition):
-        for doc in list(store.scan(entity, filters={"measurement_id": measurement_id})):
-            try:
-                store.delete(entity, doc.id)
-                removed["records"] += 1
-            except DocumentNotFound:
-                pass
+    records = [
+        (entity.__name__, doc.id)
+        for entity in (schema.WorkflowRun, schema.SpectraPartition)
+        for doc in store.scan(entity, filters={"measurement_id": measurement_id})
+    ]
+    return DeletionPlan(measurement_id, files, records)
+
+
+def delete_measurement(
+    store: MetadataStore,
+    storage: StorageResource,
+    measurement_id: str,
+    user: User,
+    *,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Remove a measurement everywhere (admins only): its uploaded files and results in storage
+    (only under ``measurements/<id>/`` and ``results/<id>/``), its spectra partitions and run
+    records, then its document. Returns the counts removed (``dry_run``: that would be)."""
+    plan = deletion_plan(store, storage, measurement_id, user)
+    removed = {"files": len(plan.files), "records": 0}
+    if dry_run:
+        return {"files": len(plan.files), "records": len(plan.records)}
+    schema = load_schema()
+    for prefix in measurement_prefixes(measurement_id):
+        storage.remove(prefix, within=prefix)
+    for entity_name, doc_id in plan.records:
+        try:
+            store.delete(getattr(schema, entity_name), doc_id)
+            removed["records"] += 1
+        except DocumentNotFound:
+            pass
     store.delete(schema.Measurement, measurement_id)
     store.refresh()
     return removed

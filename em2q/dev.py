@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from em2q.platform import dagster_dev, dagster_home, dev_url_file
+from em2q.platform import LOOPBACK, dagster_dev, dagster_home, dev_url_file
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
@@ -120,7 +120,7 @@ def run_dev(
 
             web_settings = settings.with_overrides(elasticsearch_url=url, dagster_url=ui)
             catalog = create_app(web_settings, store=store)
-            web = stack.enter_context(serve_in_thread(catalog, port=web_port))
+            web = stack.enter_context(serve_in_thread(catalog, host=LOOPBACK, port=web_port))
             click.echo(f"Web catalog: {web} (upload, search, results, compare, start workflows)")
         registered = load_examples(store, settings, examples_dir)
         click.echo(f"registered {len(registered)} example measurements from {examples_dir}")

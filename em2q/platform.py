@@ -15,6 +15,11 @@ from pathlib import Path
 
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
+#: where the local platform listens: the Dagster webserver (UI and GraphQL: launch, re-execute,
+#: delete runs, wipe assets, with no users of its own) and the web catalog answer only this
+#: machine; docs/admin-guide.md says how to reach them from elsewhere (an SSH tunnel)
+LOOPBACK = "127.0.0.1"
+
 DAGSTER_YAML = """\
 # Written by `em2q dev`: the local instance (SQLite storage in this folder).
 run_coordinator:
@@ -103,7 +108,7 @@ def dagster_dev(
     command = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "-h", "127.0.0.1", "-p", str(port),
+        "-h", LOOPBACK, "-p", str(port),
     ]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -116,7 +121,7 @@ def dagster_dev(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{LOOPBACK}:{port}"
     try:
         wait_for_webserver(url, process, timeout_s)
         yield url

@@ -32,7 +32,7 @@ from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
-from em2q_resources.storage import StorageResource
+from em2q_resources.storage import StorageResource, measurement_prefixes
 
 #: assets whose results depend on the parameter set (stored under its hash)
 PARAMETER_DEPENDENT_ASSETS = frozenset(
@@ -66,12 +66,15 @@ class ResultNotReady(LookupError):
         return self.args[0]
 
 
-def imzml_url(measurement: Any) -> str:
-    """The storage URL of a measurement's imzML (its .ibd lies beside it)."""
+def imzml_url(measurement: Any, storage: StorageResource) -> str:
+    """The storage URL of a measurement's imzML (its .ibd lies beside it), only when it lies in
+    the platform's own storage under ``measurements/<id>/``: a record pointing anywhere else
+    (``http://…``, ``file:///etc/passwd``) raises ``UnsafeKey`` and nothing is opened."""
     schema = load_schema()
     for stored in measurement.files or []:
         if stored.role == schema.FileRole.IMZML:
-            return stored.uri
+            uploads, _ = measurement_prefixes(measurement.id)
+            return storage.checked_url(stored.uri, within=uploads)
     raise DocumentNotFound("imzML file of Measurement", measurement.id)
 
 
@@ -80,7 +83,7 @@ def open_raw(
 ) -> ImzML:
     """The measurement's imzML, opened for ranged reads of its spectra."""
     return ImzML.open(
-        imzml_url(measurement),
+        imzml_url(measurement, storage),
         storage_options=storage.storage_options,
         cache_dir=str(cache_dir) if cache_dir else None,
     )

@@ -13,6 +13,7 @@ from em2q_resources.metadata.schema import from_document, load_schema
 # Fields the platform fills in itself; a setup file may not set them.
 PLATFORM_FIELDS = {
     "id", "status", "status_reason", "status_detail", "uploaded_at", "updated_at", "files", "facts",
+    "uploaded_by",
 }  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from em2q_resources.metadata import (
     StoreUnavailable,
     load_schema,
 )
+from em2q_resources.metadata.schema import InvalidIdentifier, check_identifier
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.storage import StorageResource
 
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 HASH_BLOCK_BYTES = 8 * 1024 * 1024
-_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class UploadError(Exception):
@@ -248,12 +248,14 @@ def upload_measurement(
     progress: bool | Callable[[int], None] = True,
     measurement_id: str | None = None,
     cache_dir: str | Path | None = None,
+    uploaded_by: str | None = None,
 ) -> Any:
     """Validate, copy and register one imzML/ibd pair; returns the stored ``Measurement``.
 
     ``setup`` is a setup document or the path of a ``setup.yaml``; ``operator`` overrides the
     one it names. ``progress``: a tqdm bar on stderr (``True``), none (``False``) or a callable
     receiving byte counts. ``measurement_id`` picks the id (default ``<title slug>-<8 hex>``).
+    ``uploaded_by`` is the signed-in user who registers it (the owner the policy checks).
     ``cache_dir`` holds the imzML index caches (default: a scratch folder), so nothing is
     written beside the source files or into storage except the pair itself.
 
@@ -272,10 +274,20 @@ def upload_measurement(
 
         # (a) + (b): every problem of the setup and of the files, before anything is copied
         document, problems = _setup_problems(setup, operator)
-        if measurement_id is not None and not _ID_PATTERN.match(measurement_id):
-            problems.append(
-                UploadProblem("id", "id", f"{measurement_id!r}: use a-z, 0-9 and '-' (≤ 63)")
-            )
+        # the .ibd keeps its name unless its stem differs: readers find it beside the imzML
+        ibd_name = ibd.name if ibd.stem == imzml.stem else f"{imzml.stem}.ibd"
+        for where, value in (
+            ("id", measurement_id),
+            (imzml.name, imzml.name),
+            (ibd.name, ibd_name),
+        ):
+            try:  # ids and file names that reach storage: the one grammar of the schema
+                if value is not None:
+                    check_identifier(value, "id" if where == "id" else "file name")
+            except InvalidIdentifier as exc:
+                problems.append(UploadProblem(where, "name", str(exc)))
+        if any(p.code == "name" for p in problems):  # a refused name is not opened
+            raise InvalidUpload(problems)
         problems += _file_problems(imzml, ibd, cache)
         if problems:
             raise InvalidUpload(problems)
@@ -295,8 +307,6 @@ def upload_measurement(
         local = storage.protocol == "file"
         staging = f"staging/{uuid.uuid4().hex}"
         committed = f"measurements/{new_id}"
-        # the .ibd keeps its name unless its stem differs: readers find it beside the imzML
-        ibd_name = ibd.name if ibd.stem == imzml.stem else f"{imzml.stem}.ibd"
         pair = [("IMZML", imzml, imzml.name, imzml_sha), ("IBD", ibd, ibd_name, ibd_sha)]
         try:
             total = sum(path.stat().st_size for _, path, _, _ in pair)
@@ -325,10 +335,12 @@ def upload_measurement(
                 }
                 for role, _, name, checksum in pair
             ]
+            owner = {"uploaded_by": uploaded_by} if uploaded_by else {}
             measurement = measurement_from_setup(
                 document,
                 id=new_id,
                 uploaded_at=utc_now(),
+                **owner,
                 files=files,
                 facts=_facts(storage.url(committed, imzml.name), storage, cache, document),
             )

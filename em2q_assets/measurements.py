@@ -17,15 +17,17 @@ from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.parameters import ResolvedParameters
-from em2q_resources.storage import StorageResource
+from em2q_resources.storage import StorageResource, measurement_prefixes
 
 
-def imzml_uri(measurement) -> tuple[str, str]:
-    """URL and SHA-256 of the measurement's imzML file (the .ibd lies beside it)."""
+def imzml_uri(measurement, storage: StorageResource) -> tuple[str, str]:
+    """URL and SHA-256 of the measurement's imzML file (the .ibd lies beside it); only a URL in
+    the platform's storage under ``measurements/<id>/`` (``UnsafeKey`` otherwise)."""
     schema = load_schema()
     for stored in measurement.files or []:
         if stored.role == schema.FileRole.IMZML:
-            return stored.uri, stored.checksum
+            uploads, _ = measurement_prefixes(measurement.id)
+            return storage.checked_url(stored.uri, within=uploads), stored.checksum
     raise StepFailure(f"measurement {measurement.id} has no imzML file on record")
 
 
@@ -48,7 +50,7 @@ def ingest(
     store, storage = step.store, step.storage
     measurement_id = partition.measurement_id
     measurement = store.get(schema.Measurement, measurement_id).doc
-    url, checksum = imzml_uri(measurement)
+    url, checksum = imzml_uri(measurement, storage)
     lifecycle.start(
         store, measurement_id, f"ingest run {step.run_id}", actor=lifecycle.Actor.STEP,
         run_id=step.run_id, asset="raw_measurement",

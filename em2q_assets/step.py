@@ -36,6 +36,11 @@ from em2q_assets.spectra import copy_chunk, preprocess_chunk
 from em2q_assets.storage_io import read_json, write_json
 from em2q_assets.summaries import average_spectrum, feature_matrix, ion_maps, tic_map
 from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.metadata.schema import (
+    InvalidIdentifier,
+    check_identifier,
+    check_versioned_identifier,
+)
 from em2q_resources.parameters import DEFAULT_NAME, resolve_parameter_set
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
@@ -104,7 +109,10 @@ def run(
     engine: str = "LOCAL",
     settings: Settings | None = None,
 ) -> StepResult:
-    """Materialize one partition of ``asset`` as the Dagster asset would."""
+    """Materialize one partition of ``asset`` as the Dagster asset would. An id outside the
+    schema's grammar raises ``InvalidIdentifier`` before anything is read or written."""
+    check_identifier(measurement_id, "--measurement")
+    check_versioned_identifier(parameter_set, "--parameter-set")
     settings = settings or Settings.from_env()
     shapes = asset_shapes(build_definitions(settings))
     if asset not in shapes or asset not in STEPS:
@@ -197,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except InvalidIdentifier as error:
+        print(f"error: invalid input: {error}", file=sys.stderr)
         return EXIT_USAGE
     except StepFailure as failure:
         print(json.dumps({"asset": args.asset, "error": str(failure)}))

@@ -55,6 +55,11 @@ class Settings:
     tokens_file: Path | None = None
     user_header: str = "X-Forwarded-User"
     role_header: str = "X-Forwarded-Role"
+    #: header mode believes the identity headers only from these peers (addresses or CIDRs) …
+    trusted_proxies: tuple[str, ...] = ()
+    #: … or from requests carrying this shared secret in ``proxy_secret_header``
+    proxy_secret: str | None = field(default=None, repr=False)
+    proxy_secret_header: str = "X-EM2Q-Proxy-Secret"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +94,9 @@ class Settings:
             tokens_file=Path(get("TOKENS_FILE", "")) if get("TOKENS_FILE", None) else None,
             user_header=get("USER_HEADER", defaults.user_header),
             role_header=get("ROLE_HEADER", defaults.role_header),
+            trusted_proxies=_names(get("TRUSTED_PROXIES", None), ()),
+            proxy_secret=get("PROXY_SECRET", None),
+            proxy_secret_header=get("PROXY_SECRET_HEADER", defaults.proxy_secret_header),
         )
 
     def with_overrides(self, **changes) -> Settings:

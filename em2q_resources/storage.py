@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,56 @@ BLOCK_BYTES = 8 * 1024 * 1024
 
 class StorageUnavailable(OSError):
     """The storage backend (object store endpoint, bucket, folder) cannot be reached."""
+
+
+class UnsafeKey(ValueError):
+    """A storage key or URI that could reach outside where it belongs: ``..`` or ``.``
+    segments, an absolute path, a backslash, percent-encoding, NUL or control characters,
+    look-alike dots or slashes, or a key outside the prefix the operation is confined to.
+    Nothing is read, written or removed."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        shown = key if len(key) <= 120 else key[:120] + "…"
+        super().__init__(f"storage key {shown!r} refused: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+#: characters a key never holds: a backslash (a second separator on Windows), ``%`` (an
+#: encoded ``..`` or ``/`` that a later layer may decode)
+_KEY_FORBIDDEN = frozenset("\\%")
+
+
+def check_key(key: str) -> str:
+    """``key`` (relative to the storage root, ``/``-separated) when it stays inside the root
+    whatever layer interprets it; :class:`UnsafeKey` otherwise. Checked before any
+    normalisation, so ``measurements/../x`` is refused rather than quietly becoming ``x``."""
+    if not isinstance(key, str):
+        raise UnsafeKey(repr(key), "a key is a string")
+    if key.startswith("/"):
+        raise UnsafeKey(key, "absolute paths are not keys")
+    for char in key:
+        if char in _KEY_FORBIDDEN or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            raise UnsafeKey(key, f"it holds the character U+{ord(char):04X}")
+        if not char.isascii() and set(unicodedata.normalize("NFKC", char)) & set("./\\%:"):
+            raise UnsafeKey(key, f"it holds U+{ord(char):04X}, which reads as a dot or slash")
+    segments = key.split("/")
+    if any(segment in (".", "..") for segment in segments):
+        raise UnsafeKey(key, "'.' and '..' segments are not allowed")
+    return "/".join(segment for segment in segments if segment)
+
+
+def measurement_prefixes(measurement_id: str) -> tuple[str, str]:
+    """The two prefixes a measurement owns: its uploaded files and its results. The id must be
+    a valid identifier (no separators, no ``..``), so two measurements never share a prefix."""
+    from em2q_resources.metadata.schema import check_identifier
+
+    check_identifier(measurement_id, "measurement_id")
+    return f"measurements/{measurement_id}", f"results/{measurement_id}"
+
+
+def _inside(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + "/")
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -110,13 +161,33 @@ class StorageResource(dg.ConfigurableResource):
         return self.fs._strip_protocol(self._root_url).rstrip("/")
 
     def path(self, *parts: str) -> str:
-        """The filesystem path (no protocol) of a key under the root."""
-        key = posixpath.normpath(posixpath.join("/", *parts)).lstrip("/")  # no escaping ".."
+        """The filesystem path (no protocol) of a key under the root; :class:`UnsafeKey` for a
+        key that could leave it."""
+        key = check_key("/".join(parts))
         return f"{self._root_path}/{key}" if key else self._root_path
 
     def url(self, *parts: str) -> str:
         """The full URL of a key (``file:///…`` for a folder root, ``s3://bucket/…``)."""
         return self.fs.unstrip_protocol(self.path(*parts))
+
+    def key_of(self, uri: str, within: str | None = None) -> str:
+        """The key of a URI that points into this storage root (and, with ``within``, under
+        that prefix); :class:`UnsafeKey` for any other URI: another host or scheme
+        (``http://…``, ``file:///etc/passwd``), another bucket, a path that climbs out. File
+        locations in records are trusted only through this."""
+        if not isinstance(uri, str):
+            raise UnsafeKey(repr(uri), "a URI is a string")
+        base = self.url().rstrip("/") + "/"
+        if not uri.startswith(base):
+            raise UnsafeKey(uri, f"it is not inside the platform's storage {self.root}")
+        key = check_key(uri[len(base) :])
+        if within is not None and not _inside(key, within):
+            raise UnsafeKey(uri, f"it is outside {within}/")
+        return key
+
+    def checked_url(self, uri: str, within: str | None = None) -> str:
+        """``uri`` rebuilt from its key (:meth:`key_of`): the only form handed to readers."""
+        return self.url(self.key_of(uri, within))
 
     # ------------------------------------------------------------------ operations
 
@@ -164,8 +235,11 @@ class StorageResource(dg.ConfigurableResource):
             found = self.fs.find(self.path(key)) if self.fs.exists(self.path(key)) else []
             return sorted(p[len(base) + 1 :] if p.startswith(base + "/") else p for p in found)
 
-    def remove(self, key: str, recursive: bool = True) -> None:
-        """Delete a file or (``recursive``) a folder; a missing key is not an error."""
+    def remove(self, key: str, recursive: bool = True, *, within: str | None = None) -> None:
+        """Delete a file or (``recursive``) a folder; a missing key is not an error. With
+        ``within`` (e.g. ``measurements/<id>``) a key outside that prefix is refused."""
+        if within is not None and not _inside(check_key(key), check_key(within)):
+            raise UnsafeKey(key, f"it is outside {within}/, the prefix this removal is confined to")
         with self._reaching(f"remove {key}"):
             fs, path = self.fs, self.path(key)
             if path == self._root_path:

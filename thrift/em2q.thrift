@@ -11,6 +11,13 @@
  *   field   (em2q.nested = "true")     a list of structs queried as units (ES nested type).
  *   field   (em2q.index = "false")     stored in _source, not indexed.
  *   field   (em2q.unit = "µm")         the unit of a number (forms and tables show it).
+ *   field   (em2q.identifier = "name") an id or name that becomes a storage key, an index id
+ *                                      or a URL: 1-128 of [A-Za-z0-9_.-], starting with a
+ *                                      letter or digit, no "..", not ending in "." (refused
+ *                                      otherwise, on every surface);
+ *                                      "versioned": the same, optionally "<name>@v<version>".
+ * Every string is refused when it holds control characters (TAB, LF, CR allowed), lone
+ * surrogates or non-characters, and is stored in Unicode NFC.
  * Strings without annotation are exact keywords (ids, URIs, controlled terms);
  * enums are stored by name.
  */
@@ -57,7 +64,7 @@ enum RunEngine { DAGSTER = 1, ARGO = 2, LOCAL = 3 }
 // ---------------------------------------------------------------- entities and their parts
 
 struct Project {
-  1: required string id,
+  1: required string id (em2q.identifier = "name"),
   2: required string title (em2q.search = "text"),
   3: optional string description (em2q.search = "text"),
   4: optional string owner (em2q.search = "text"),
@@ -65,16 +72,16 @@ struct Project {
 } (em2q.index = "projects")
 
 struct Study {
-  1: required string id,
-  2: required string project_id,
+  1: required string id (em2q.identifier = "name"),
+  2: required string project_id (em2q.identifier = "name"),
   3: required string title (em2q.search = "text"),
   4: optional string description (em2q.search = "text"),
   5: optional string created_at (em2q.type = "date"),
 } (em2q.index = "studies")
 
 struct Sample {
-  1: required string id,
-  2: optional string study_id,
+  1: required string id (em2q.identifier = "name"),
+  2: optional string study_id (em2q.identifier = "name"),
   3: required string organism (em2q.search = "text"),          // e.g. "Mus musculus"
   4: optional string organ (em2q.search = "text"),             // organ or tissue, e.g. "brain"
   5: optional SampleCondition condition,
@@ -86,7 +93,7 @@ struct Sample {
 } (em2q.index = "samples")
 
 struct Instrument {
-  1: required string id,
+  1: required string id (em2q.identifier = "name"),
   2: required string model (em2q.search = "text"),             // e.g. "Q Exactive HF"
   3: optional string vendor (em2q.search = "text"),
   4: required Analyzer analyzer,
@@ -117,7 +124,7 @@ struct SpectrometerSettings {
   7: optional double pixel_size_x_um (em2q.unit = "µm"),
   8: optional double pixel_size_y_um (em2q.unit = "µm"),
   9: optional LaserSettings laser,
-  10: optional string instrument_id,
+  10: optional string instrument_id (em2q.identifier = "name"),
 }
 
 struct StoredFile {
@@ -170,12 +177,12 @@ struct StatusReason {
 }
 
 struct Measurement {
-  1: required string id,
+  1: required string id (em2q.identifier = "name"),
   2: required string title (em2q.search = "text"),
   3: optional string description (em2q.search = "text"),
   4: required string operator (em2q.search = "text"),
-  5: optional string project_id,
-  6: optional string study_id,
+  5: optional string project_id (em2q.identifier = "name"),
+  6: optional string study_id (em2q.identifier = "name"),
   7: optional Sample sample,
   8: required SpectrometerSettings settings,
   9: required MeasurementStatus status,
@@ -187,11 +194,12 @@ struct Measurement {
   15: optional ImzMLFacts facts,
   16: optional list<string> tags,
   17: optional StatusReason status_detail,    // structured status_reason (lifecycle.py)
+  18: optional string uploaded_by,             // the signed-in user who registered it (owner)
 } (em2q.index = "measurements")
 
 struct SpectraPartition {
   1: required string id,                       // "<measurement_id>/<chunk_index>of<chunk_count>"
-  2: required string measurement_id,
+  2: required string measurement_id (em2q.identifier = "name"),
   3: required i32 chunk_index,
   4: required i32 chunk_count,
   5: required i64 first_spectrum,              // inclusive, file order
@@ -210,8 +218,8 @@ struct ParameterValue {
 }
 
 struct ParameterSet {
-  1: required string id,                       // "<name>@v<version>"
-  2: required string name,
+  1: required string id (em2q.identifier = "versioned"),  // "<name>@v<version>"
+  2: required string name (em2q.identifier = "name"),
   3: required i32 version,
   4: required string author (em2q.search = "text"),
   5: required string created_at (em2q.type = "date"),
@@ -231,9 +239,9 @@ struct WorkflowRun {
   2: required RunEngine engine,
   3: required string run_id,                   // Dagster run id or Argo workflow name
   4: required string workflow,                 // job or asset key
-  5: optional string measurement_id,
+  5: optional string measurement_id (em2q.identifier = "name"),
   6: optional string partition,
-  7: optional string parameter_set_id,
+  7: optional string parameter_set_id (em2q.identifier = "versioned"),
   8: optional string parameter_set_hash,
   9: optional string code_version,
   10: optional list<ResultLocation> inputs (em2q.nested = "true"),
@@ -251,8 +259,8 @@ struct WorkflowRun {
  * records that it may be started, by whom and since when it was published.
  */
 struct Workflow {
-  1: required string id,                       // the workflow's name, e.g. "standard"
-  2: required string name,
+  1: required string id (em2q.identifier = "name"),  // the workflow's name, e.g. "standard"
+  2: required string name (em2q.identifier = "name"),
   3: optional string description (em2q.search = "text"),
   4: required list<string> assets,             // asset keys of the selection
   5: required string published_by,
@@ -324,8 +332,11 @@ exception Forbidden { 1: string message }
  * Authentication: with EM2Q_AUTH_MODE=token (or header) a connection first calls login with
  * its API token and then acts as that user for as long as it stays open; every other call
  * before that throws Forbidden. With the default local mode a connection acts as the local
- * user without login. Roles: technicians read, create and update measurements and record
- * runs; scientists also save parameter sets; admins also delete and publish workflows.
+ * user without login. Roles: technicians read, create and update the measurements they
+ * registered; scientists also save parameter sets (the author is always the signed-in user:
+ * the `author` argument is ignored); admins also delete, publish workflows, record workflow
+ * runs and change status, files and facts (em2q_resources/policy.py). File URIs must lie in
+ * the platform's storage under measurements/<id>/.
  */
 service MetadataService {
   string ping(),

@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from em2q.client import delete_measurement
+from em2q.client import DeletionRefused, delete_measurement
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
@@ -62,7 +62,7 @@ from em2q_resources.metadata.schema import field_unit, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.parameters import DEFAULT_NAME
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource, StorageUnavailable
+from em2q_resources.storage import StorageResource, StorageUnavailable, UnsafeKey
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -101,7 +101,8 @@ def _safe_stem(filename: str) -> str:
 
 def current_user(request: Request) -> User:
     """Who sends the request (the app's Authenticator); remembered for the page header."""
-    user = request.app.state.authenticator.authenticate(request.headers)
+    peer = request.client.host if request.client else None
+    user = request.app.state.authenticator.authenticate(request.headers, client=peer)
     request.state.user = user
     return user
 
@@ -171,6 +172,8 @@ def create_app(
         ((NotFound, DocumentNotFound), 404, "Not found"),
         ((UploadFormError,), 400, "Not an upload this page can take"),
         ((SchemaViolation,), 400, "Invalid input"),
+        ((UnsafeKey,), 400, "Refused: outside the platform's storage"),
+        ((DeletionRefused,), 409, "Delete refused"),
         ((StoreUnavailable, StorageUnavailable), 503, "A backend does not answer"),
         ((MetadataError,), 409, "Refused by the metadata store"),
     ]
@@ -289,6 +292,7 @@ def create_app(
                             storage=app.state.storage,
                             progress=False,
                             cache_dir=cache_dir,
+                            uploaded_by=user.name,
                         )
                     except InvalidUpload as exc:
                         problems = exc.problems

@@ -29,7 +29,10 @@ def serve_in_thread(
     the port is taken).
     """
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    # proxy_headers=False: the peer address stays the real one, which header mode's
+    # EM2Q_TRUSTED_PROXIES check relies on (X-Forwarded-For is the client's word)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="em2q-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

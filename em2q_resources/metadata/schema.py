@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -44,6 +46,92 @@ class SchemaViolation(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class InvalidIdentifier(SchemaViolation):
+    """An id or name that becomes a storage key, an index id or a URL breaks the one grammar
+    (:data:`IDENTIFIER_RULE`); refused on every surface before anything is stored."""
+
+
+class InvalidText(SchemaViolation):
+    """A string holds what no record may hold: NUL or other control characters, lone UTF-16
+    surrogates (text that was not valid UTF-8), or a non-character."""
+
+
+#: the one grammar of ids and names (measurement ids, parameter-set and workflow names,
+#: project/study/sample ids, file names that reach storage): 1-128 ASCII letters, digits,
+#: ``_``, ``-`` and ``.``, starting with a letter or digit, no ``..``, not ending in ``.``
+IDENTIFIER_RULE = (
+    "1-128 ASCII letters, digits, '_', '-' and '.', starting with a letter or digit, "
+    "without '..' and not ending in '.'"
+)
+IDENTIFIER_MAX_CHARS = 128
+_IDENTIFIER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*(?<!\.)", re.ASCII)
+_VERSIONED = re.compile(r"(?P<name>.+)@v(?P<version>[1-9][0-9]{0,9})", re.ASCII)
+#: C0 controls but TAB/LF/CR, DEL, C1 controls, UTF-16 surrogates, U+FFFE/U+FFFF
+_FORBIDDEN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_identifier(value: Any, field: str = "id") -> str:
+    """``value`` when it is a valid id or name (:data:`IDENTIFIER_RULE`), else
+    :class:`InvalidIdentifier` naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier(field, f"expected an identifier string, got {type(value).__name__}")
+    if len(value) > IDENTIFIER_MAX_CHARS or not _IDENTIFIER.fullmatch(value):
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise InvalidIdentifier(
+            field, f"{shown!r} is not a valid identifier: use {IDENTIFIER_RULE}"
+        )
+    return value
+
+
+def check_versioned_identifier(value: Any, field: str = "id") -> str:
+    """``<name>@v<version>`` (a saved parameter set's id) with ``name`` a valid identifier."""
+    matched = _VERSIONED.fullmatch(value) if isinstance(value, str) else None
+    if matched is None:
+        check_identifier(value, field)  # a bare name is allowed where a version is optional
+        return value
+    check_identifier(matched["name"], field)
+    return value
+
+
+def check_text(value: str, field: str = "text") -> str:
+    """``value`` in NFC, or :class:`InvalidText` when it holds control characters (TAB, LF and
+    CR are allowed), lone surrogates or non-characters: such a string would be stored and then
+    break every page and export that shows it."""
+    bad = _FORBIDDEN_TEXT.search(value)
+    if bad is not None:
+        char = bad.group()
+        kind = (
+            "a lone UTF-16 surrogate (not valid UTF-8)"
+            if "\ud800" <= char <= "\udfff"
+            else ("a NUL character" if char == "\x00" else "a control character")
+        )
+        raise InvalidText(
+            field, f"holds {kind} U+{ord(char):04X} at position {bad.start()}; remove it"
+        )
+    return value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)
+
+
+_IDENTIFIER_CHECKS: dict[str, Callable[[Any, str], str]] = {
+    "name": check_identifier,
+    "versioned": check_versioned_identifier,
+}
+
+
+def _check_mass_range(document: dict, path: str) -> None:
+    low, high = document.get("min_mz"), document.get("max_mz")
+    if low is None or high is None:
+        return
+    if low < 0:
+        raise SchemaViolation(f"{path}.min_mz", f"m/z cannot be negative, got {low}")
+    if not low < high:
+        raise SchemaViolation(path, f"min_mz {low} must be less than max_mz {high}")
+
+
+#: checks across the fields of one struct, by struct name: ``(document, path)``, raising
+#: :class:`SchemaViolation`
+_STRUCT_RULES: dict[str, Callable[[dict, str], None]] = {"MassRange": _check_mass_range}
 
 
 @dataclass(frozen=True)
@@ -289,8 +377,12 @@ def _fast_scalar(ttype: int, info: Any) -> Callable[[Any], Any]:
     if ttype == TType.STRING:
 
         def string(value: Any) -> str:
-            if type(value) is not str:
-                raise _Invalid
+            if (
+                type(value) is not str
+                or _FORBIDDEN_TEXT.search(value)
+                or not unicodedata.is_normalized("NFC", value)
+            ):
+                raise _Invalid  # the checked path names the field (and normalises)
             return value
 
         return string
@@ -350,13 +442,14 @@ def _fast_converter(ttype: int, info: Any) -> Callable[[Any], Any]:
 def _plan(cls: type) -> Callable[[Any], dict]:
     """A converter for one struct class, built once (structs refer to each other lazily)."""
     steps: list[tuple[str, bool, Callable[[Any], Any]]] = []
+    rule = _STRUCT_RULES.get(cls.__name__)
 
     def convert(obj: Any) -> dict:
         if type(obj) is not cls:
             raise _Invalid
         if not steps:
             steps.extend(
-                (name, required, _fast_converter(ttype, info))
+                (name, required, _fast_identifier(cls, name, _fast_converter(ttype, info)))
                 for name, ttype, info, required in _fields(cls)
             )
         document = {}
@@ -367,9 +460,43 @@ def _plan(cls: type) -> Callable[[Any], dict]:
                     raise _Invalid
                 continue
             document[name] = converter(value)
+        if rule is not None:
+            try:
+                rule(document, cls.__name__)
+            except SchemaViolation:
+                raise _Invalid from None
         return document
 
     return convert
+
+
+def _fast_identifier(cls: type, name: str, converter: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``converter`` plus the identifier grammar when the IDL marks the field an identifier."""
+    kind = _annotations(cls, name).get("em2q.identifier")
+    if kind is None:
+        return converter
+    check = _IDENTIFIER_CHECKS[kind]
+
+    def identifier(value: Any) -> Any:
+        value = converter(value)
+        try:
+            check(value, name)
+        except SchemaViolation:
+            raise _Invalid from None
+        return value
+
+    return identifier
+
+
+def _check_fields(cls: type, document: dict, path: str) -> None:
+    """The identifier grammar of annotated fields and the struct's own rule (both directions)."""
+    for name, value in document.items():
+        kind = _annotations(cls, name).get("em2q.identifier")
+        if kind is not None and value is not None:
+            _IDENTIFIER_CHECKS[kind](value, f"{path}.{name}")
+    rule = _STRUCT_RULES.get(cls.__name__)
+    if rule is not None:
+        rule(document, path)
 
 
 def _to_document_checked(obj: Any, path: str = "") -> dict:
@@ -383,6 +510,7 @@ def _to_document_checked(obj: Any, path: str = "") -> dict:
                 raise SchemaViolation(f"{path}.{name}", "required field is missing")
             continue
         document[name] = _to_json(value, ttype, info, f"{path}.{name}")
+    _check_fields(cls, document, path)
     return document
 
 
@@ -432,7 +560,7 @@ def _scalar(value: Any, ttype: int, info: Any, path: str, *, to_json: bool) -> A
     if ttype == TType.STRING:
         if not isinstance(value, str):
             raise SchemaViolation(path, f"expected a string, got {type(value).__name__} {value!r}")
-        return value
+        return check_text(value, path)
     if ttype == TType.BOOL:
         if not isinstance(value, bool):
             raise SchemaViolation(path, f"expected true/false, got {value!r}")
@@ -475,6 +603,7 @@ def from_document(cls: type, document: Any, path: str = "") -> Any:
                 raise SchemaViolation(f"{path}.{name}", "required field is missing")
             continue
         values[name] = _from_json(value, ttype, info, f"{path}.{name}")
+    _check_fields(cls, values, path)
     return cls(**values)
 
 

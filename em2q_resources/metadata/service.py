@@ -12,6 +12,8 @@ same IDL), so the handler mostly passes them through; its work is at the surface
   ``TApplicationException`` with the message, never as a dropped connection;
 * ``SearchRequest`` becomes a :meth:`MetadataStore.search` call and its page a
   ``MeasurementPage``;
+* object-level rules come from :mod:`em2q_resources.policy` (owners, platform-owned fields,
+  run records, file URIs only in ``storage``, the signed-in user as author);
 * roles (:mod:`em2q_resources.auth`) are enforced per connection: with token (or header) auth a
   connection calls ``login(token)`` first and then acts as that user until it closes; in local
   mode it acts as the local user. A refused or unauthenticated call raises ``Forbidden`` with a
@@ -38,6 +40,8 @@ from thriftpy2.server import TThreadedServer
 from thriftpy2.thrift import TApplicationException, TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TServerSocket, TTransportException
 
+from em2q_msi.parameters import ParameterError, ProcessingParameters
+from em2q_resources import policy
 from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.metadata.errors import (
     DocumentNotFound,
@@ -45,8 +49,9 @@ from em2q_resources.metadata.errors import (
     StoreUnavailable,
     VersionConflict,
 )
-from em2q_resources.metadata.schema import SchemaViolation
+from em2q_resources.metadata.schema import SchemaViolation, check_identifier, validate
 from em2q_resources.metadata.store import MetadataStore, parameter_values_to_dict, utc_now
+from em2q_resources.storage import StorageResource, UnsafeKey
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +78,14 @@ class MetadataServiceHandler:
     One handler per connection (:meth:`for_connection`): ``user`` is who that connection acts as.
     """
 
-    def __init__(self, store: MetadataStore, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        authenticator: Authenticator | None = None,
+        storage: StorageResource | None = None,
+    ) -> None:
         self.store = store
+        self.storage = storage  # file URIs must lie in it; None: no file URIs are accepted
         self.schema = store.schema
         self.service = store.schema.module.MetadataService
         self.authenticator = authenticator or Authenticator()
@@ -99,6 +110,10 @@ class MetadataServiceHandler:
             mapped: Exception = s.Forbidden(message=str(exc))
         elif isinstance(exc, SchemaViolation):
             mapped = s.InvalidDocument(field=exc.field, message=exc.message)
+        elif isinstance(exc, UnsafeKey):
+            mapped = s.InvalidDocument(field="uri", message=str(exc))
+        elif isinstance(exc, ParameterError):
+            mapped = s.InvalidDocument(field="values", message=str(exc))
         elif isinstance(exc, DocumentNotFound):
             mapped = s.NotFound(entity=exc.entity, id=exc.doc_id)
         elif isinstance(exc, VersionConflict):
@@ -141,8 +156,11 @@ class MetadataServiceHandler:
 
     @_thrift_errors
     def createMeasurement(self, measurement: Any) -> Any:
+        """Register a measurement as the signed-in user (its owner); files only in storage."""
         self._allow(Action.UPLOAD)
         self._require(measurement, "measurement")
+        validate(measurement)  # the id grammar and string rules before the policy reads it
+        policy.check_new_measurement(self.user, measurement, self.storage)
         return self.store.create(measurement).doc
 
     @_thrift_errors
@@ -158,6 +176,10 @@ class MetadataServiceHandler:
             raise self._invalid(
                 "expected", "the DocumentVersion from getMeasurement is required for an update"
             )
+        validate(measurement)
+        before = self.store.get(self.schema.Measurement, measurement.id).doc
+        policy.check_measurement_change(self.user, before, measurement)
+        policy.check_file_locations(measurement, self.storage)
         stored = self.store.update(measurement, (expected.seq_no, expected.primary_term))
         return self._stored(stored)
 
@@ -217,8 +239,8 @@ class MetadataServiceHandler:
         self, name: str, values: list[Any], author: str, comment: str | None
     ) -> Any:
         self._allow(Action.SAVE_PARAMETER_SET)
-        if not author:
-            raise self._invalid("author", "who saves the parameter set is required")
+        author = policy.parameter_set_author(self.user)  # the signed-in user, whatever is sent
+        check_identifier(name, "ParameterSet.name")
         if not values:
             raise self._invalid("values", "at least one ParameterValue is required")
         for position, value in enumerate(values):
@@ -231,9 +253,9 @@ class MetadataServiceHandler:
                     f"{value.step}.{value.name}: set exactly one of number, text, numbers "
                     f"(got {', '.join(given) or 'none'})",
                 )
-        return self.store.save_parameter_set(
-            name, parameter_values_to_dict(values), author=author, comment=comment or None
-        )
+        as_dict = parameter_values_to_dict(values)
+        ProcessingParameters.from_dict(as_dict)  # the same refusals as the CLI and the client
+        return self.store.save_parameter_set(name, as_dict, author=author, comment=comment or None)
 
     @_thrift_errors
     def getParameterSet(self, id: str) -> Any:
@@ -248,7 +270,7 @@ class MetadataServiceHandler:
     @_thrift_errors
     def recordWorkflowRun(self, run: Any) -> Any:
         """Create or replace a run's record (runs are recorded again as their status moves)."""
-        self._allow(Action.START_WORKFLOW)
+        policy.may_record_workflow_run(self.user)
         self._require(run, "run")
         return self.store.update(run, None).doc
 
@@ -375,13 +397,16 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 0,
     authenticator: Authenticator | None = None,
+    storage: StorageResource | None = None,
 ) -> MetadataServer:
     """A ``MetadataService`` server bound to ``host:port`` (``0``: a free port, see ``.port``).
 
     ``authenticator`` decides who connections act as (default: the local admin, no login).
-    Call ``serve()`` (blocking, e.g. in a thread) to answer clients and ``close()`` to stop.
+    ``storage`` is the platform's storage: file URIs of measurements must lie in it (``None``:
+    measurements with files are refused). Call ``serve()`` (blocking, e.g. in a thread) to
+    answer clients and ``close()`` to stop.
     """
-    return MetadataServer(MetadataServiceHandler(store, authenticator), host, port)
+    return MetadataServer(MetadataServiceHandler(store, authenticator, storage), host, port)
 
 
 def serve(
@@ -391,9 +416,10 @@ def serve(
     *,
     ready: Callable[[MetadataServer], None] | None = None,
     authenticator: Authenticator | None = None,
+    storage: StorageResource | None = None,
 ) -> None:
     """Serve ``MetadataService`` until interrupted (Ctrl-C or SIGTERM)."""
-    server = make_server(store, host, port, authenticator)
+    server = make_server(store, host, port, authenticator, storage)
     if ready is not None:
         ready(server)
 

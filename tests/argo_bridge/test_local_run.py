@@ -17,7 +17,7 @@ from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
 from tests.argo_bridge.local_argo import LocalWorkflow
-from tests.em2q_assets.conftest import register_copy
+from tests.em2q_assets.conftest import register_copy, remember_storage
 
 pytest.importorskip(
     "em2q_assets.step", reason="needs the step entry point python -m em2q_assets.step"
@@ -38,12 +38,14 @@ def definitions(settings: Settings) -> dg.Definitions:
 
 
 def settings_for(url: str, prefix: str, folder) -> Settings:
-    return Settings(
-        elasticsearch_url=url,
-        index_prefix=prefix,
-        storage=str(folder / "storage"),
-        cache_dir=folder / "cache",
-        spectra_chunks=CHUNKS,
+    return remember_storage(
+        Settings(
+            elasticsearch_url=url,
+            index_prefix=prefix,
+            storage=str(folder / "storage"),
+            cache_dir=folder / "cache",
+            spectra_chunks=CHUNKS,
+        )
     )
 
 

@@ -204,3 +204,17 @@ def test_notebook_env_and_egress_are_valid_kubernetes_types(
         },
     }
     validate_strict(policy, version)
+
+
+def test_the_dagster_ui_is_served_only_through_the_authenticating_ingress(
+    dagster_values: dict,
+) -> None:
+    ingress = dagster_values["ingress"]
+    assert ingress["enabled"] is True
+    annotations = ingress["annotations"]
+    auth_url = annotations["nginx.ingress.kubernetes.io/auth-url"]
+    assert auth_url.startswith("http://oauth2-proxy.em2q.svc.cluster.local/oauth2/auth")
+    assert "allowed_groups=em2q-admins" in auth_url  # only admins, as role rules would say
+    assert "/oauth2/start" in annotations["nginx.ingress.kubernetes.io/auth-signin"]
+    assert ingress["dagsterWebserver"]["tls"]["enabled"] is True
+    assert dagster_values["dagsterWebserver"]["service"]["type"] == "ClusterIP"

@@ -243,3 +243,38 @@ def test_every_platform_pod_reaches_elasticsearch_and_no_other_pod_does(
         assert admitted(labels, policy, 9200), f"{pod} {labels} cannot reach Elasticsearch"
     assert not admitted({"app": "someone-else"}, policy, 9200)
     assert not admitted(platform_pods["code server"], policy, 9300)
+
+
+def test_dagster_webserver_is_reachable_only_from_the_ingress_controller_and_the_catalog(
+    k8s_manifests: list[dict[str, Any]],
+    dagster_values: dict[str, Any],
+    jupyterhub_values: dict[str, Any],
+) -> None:
+    from em2q_resources.launcher import StepLauncherResource
+
+    policy = find(k8s_manifests, "NetworkPolicy", "dagster-webserver-behind-proxy")
+    webserver = dagster_values["dagsterWebserver"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= webserver["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    port = webserver["service"]["port"]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [port]
+    controller = [peer for peer in rule["from"] if "namespaceSelector" in peer]
+    assert controller == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+        }
+    ]
+    (deployment,) = dagster_values["dagster-user-deployments"]["deployments"]
+    outsiders = {
+        "notebook": jupyterhub_values["singleuser"]["extraLabels"],
+        "code server": deployment["labels"],
+        "run pod": dagster_values["runLauncher"]["config"]["k8sRunLauncher"]["labels"],
+        "step pod": StepLauncherResource().base_pod_meta("chunk")["labels"],
+        "anyone": {"app": "someone-else"},
+    }
+    for pod, labels in outsiders.items():
+        assert not admitted(labels, policy, port), f"{pod} {labels} reaches the Dagster UI"
+    assert admitted({"app.kubernetes.io/component": "web-catalog"}, policy, port)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from em2q.cli import main
 from em2q.dagster_api import DagsterAPI
+from em2q_resources.auth import TokensFile
 from em2q_resources.metadata import MetadataStore
 
 
@@ -82,21 +83,12 @@ def test_params_save_is_versioned_and_diffable(cli_env, tmp_path):
     values.write_text(
         "peak_picking: {snr_threshold: 3}\nsmoothing: {method: savgol}\n", encoding="utf-8"
     )
-    assert (
-        run(cli_env, "params", "save", "strict", str(values), "--author", "ada").output.strip()
-        == "strict@v1"
-    )
-    assert (
-        run(cli_env, "params", "save", "strict", str(values), "--author", "bob").output.strip()
-        == "strict@v1"
-    )
+    assert run(cli_env, "params", "save", "strict", str(values)).output.strip() == "strict@v1"
+    assert run(cli_env, "params", "save", "strict", str(values)).output.strip() == "strict@v1"
     values.write_text(
         "peak_picking: {snr_threshold: 5}\nsmoothing: {method: savgol}\n", encoding="utf-8"
     )
-    assert (
-        run(cli_env, "params", "save", "strict", str(values), "--author", "ada").output.strip()
-        == "strict@v2"
-    )
+    assert run(cli_env, "params", "save", "strict", str(values)).output.strip() == "strict@v2"
     diff = run(cli_env, "params", "diff", "strict@v1", "strict@v2").output
     assert diff.strip() == "peak_picking.snr_threshold: 3.0 -> 5.0"
 
@@ -163,7 +155,7 @@ def test_forbidden_commands_exit_4_naming_role_and_the_role_needed(
 def test_token_mode_needs_a_known_token(loaded_env, tmp_path):
     cli_env = loaded_env
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text("sci-token: {user: sam, role: scientist}\n", encoding="utf-8")
+    _, sci_token = TokensFile(tokens).add("sam", "scientist")
     env = {**cli_env, "EM2Q_AUTH_MODE": "token", "EM2Q_TOKENS_FILE": str(tokens)}
     anonymous = CliRunner().invoke(main, ["search", "--json"], env=env)
     assert anonymous.exit_code == 4
@@ -171,7 +163,7 @@ def test_token_mode_needs_a_known_token(loaded_env, tmp_path):
     values = tmp_path / "values.yaml"
     values.write_text("peak_picking: {snr_threshold: 4}\n", encoding="utf-8")
     saved = CliRunner().invoke(
-        main, ["--token", "sci-token", "params", "save", "t", str(values), "--json"], env=env
+        main, ["--token", sci_token, "params", "save", "t", str(values), "--json"], env=env
     )
     assert saved.exit_code == 0, saved.output
     assert json.loads(saved.output)["author"] == "sam"

@@ -12,7 +12,7 @@ from em2q_assets.workflows import WorkflowNotPublished
 from em2q_msi.parameters import ParameterError
 from em2q_msi.preprocess import preprocess
 from em2q_resources import lifecycle
-from em2q_resources.auth import Forbidden, Role, Unauthenticated, User
+from em2q_resources.auth import Forbidden, Role, TokensFile, Unauthenticated, User
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
 from tests.em2q_assets.conftest import EXAMPLES, register_copy
@@ -172,9 +172,9 @@ def test_admin_deletes_a_measurement_with_its_files_and_records(platform, tmp_pa
 
 def test_api_token_decides_who_the_catalog_acts_as(platform, tmp_path):
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text("t0k: {user: tess, role: technician}\n", encoding="utf-8")
+    _, token = TokensFile(tokens).add("tess", "technician")
     settings = platform.settings.with_overrides(auth_mode="token", tokens_file=tokens)
-    cat = Catalog(settings, token="t0k", store=platform.store)
+    cat = Catalog(settings, token=token, store=platform.store)
     assert cat.user == TECHNICIAN
     with pytest.raises(Unauthenticated, match="not recognised"):
         Catalog(settings, token="guess", store=platform.store)

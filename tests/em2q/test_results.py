@@ -11,7 +11,7 @@ from em2q_msi.ion_images import ion_intensities
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
-from tests.em2q_assets.conftest import EXAMPLES, register_copy
+from tests.em2q_assets.conftest import EXAMPLES, register_copy, remember_storage
 from tests.fixtures.dagster import materialize_measurement
 
 S = load_schema()
@@ -32,6 +32,7 @@ def processed(elasticsearch_url, tmp_path_factory):
         cache_dir=root / "cache",
         spectra_chunks=2,
     )
+    remember_storage(settings)
     register_copy(store, root / "upload", "Example_Continuous", "res-cont")
     register_copy(store, root / "upload2", "Example_Processed", "res-unprocessed")
     outcomes = materialize_measurement(settings, "res-cont")

@@ -12,7 +12,7 @@ import requests
 from em2q.platform import dagster_dev
 from em2q_resources.metadata import load_schema
 from em2q_resources.settings import Settings
-from tests.em2q_assets.conftest import register_copy
+from tests.em2q_assets.conftest import register_copy, remember_storage
 
 S = load_schema()
 FINAL = {S.MeasurementStatus.READY, S.MeasurementStatus.FAILED}
@@ -82,6 +82,7 @@ def test_upload_is_processed_by_the_running_platform_and_visible_over_graphql(
         cache_dir=tmp_path / "cache",
         spectra_chunks=2,
     )
+    remember_storage(settings)
     with dagster_dev(settings, elasticsearch_url, port=free_port()) as url:
         started = time.monotonic()
         register_copy(metadata_store, tmp_path / "upload", "Example_Continuous", "e2e")

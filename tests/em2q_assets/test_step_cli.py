@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,7 +45,10 @@ def test_steps_outside_dagster_write_what_dagster_writes(platform, tmp_path):
     materialize_measurement(defs, instance, "cont")
     dagster_files = result_files(tmp / "storage" / "results" / "cont")
 
-    outside = tmp_path / "outside"
+    # the same storage (the upload lives there, and records may point nowhere else), with
+    # Dagster's results taken away first: the steps must write them again, byte for byte
+    outside = tmp / "storage"
+    shutil.rmtree(outside / "results")
     settings = Settings(
         elasticsearch_url=store.url,
         index_prefix=store.prefix,
@@ -97,3 +101,18 @@ def test_the_command_line_reports_missing_upstream_and_bad_usage(platform):
     ingest = step("raw_measurement", "--measurement", "cont", "--run-id", "sh-1")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout.splitlines()[-1])["manifest"]["n_spectra"] == 9
+
+
+def test_the_step_command_refuses_ids_outside_the_grammar_before_touching_anything(
+    tmp_path, capsys, monkeypatch
+):
+    storage = tmp_path / "storage"
+    (storage / "measurements" / "m1").mkdir(parents=True)
+    (storage / "measurements" / "m1" / "data.imzML").write_bytes(b"x")
+    monkeypatch.setenv("EM2Q_STORAGE", str(storage))
+    for measurement_id in ("../measurements", "..", "m1/../..", "\uff0e\uff0e", "m1\x00"):
+        assert step_cli.main(["raw_measurement", "--measurement", measurement_id]) == 2
+        assert "is not a valid identifier" in capsys.readouterr().err
+    assert step_cli.main(["raw_measurement", "--measurement", "m1", "--parameter-set", "../x"]) == 2
+    assert "--parameter-set" in capsys.readouterr().err
+    assert sorted(p.name for p in storage.rglob("*")) == ["data.imzML", "m1", "measurements"]

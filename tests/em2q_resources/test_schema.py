@@ -131,3 +131,77 @@ def test_units_come_from_the_idl_annotations():
     assert sch.field_unit(SCHEMA.Measurement, "title") is None
     with pytest.raises(SchemaViolation, match="title"):
         sch.field_unit(SCHEMA.Measurement, "title.x")
+
+
+# ----------------------------------------------------------------------------- string rules
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../measurements", "..", "a/b", "/abs", "a..b", "trailing.", ".hidden", "%2e%2e", "a b",
+     "\u2024\u2024", "\uff0e\uff0e", "caf\u00e9", "x" * 129, ""],
+)  # fmt: skip
+def test_identifiers_outside_the_grammar_are_refused_both_ways(value):
+    project = SCHEMA.Project(id=value, title="t")
+    with pytest.raises(sch.InvalidIdentifier) as raised:
+        sch.to_document(project)
+    assert raised.value.field == "Project.id"
+    with pytest.raises(sch.InvalidText if "\x00" in value else sch.InvalidIdentifier):
+        sch.from_document(SCHEMA.Project, {"id": value, "title": "t"})
+
+
+@pytest.mark.parametrize("value", ["m-0000001", "Example_Continuous.imzML", "a.b-c_d", "x" * 128])
+def test_identifiers_inside_the_grammar_are_kept(value):
+    assert sch.to_document(SCHEMA.Project(id=value, title="t"))["id"] == value
+
+
+def test_a_parameter_set_id_may_carry_a_version_but_its_name_may_not():
+    assert sch.check_versioned_identifier("strict@v12") == "strict@v12"
+    with pytest.raises(sch.InvalidIdentifier):
+        sch.check_versioned_identifier("../x@v1")
+    with pytest.raises(sch.InvalidIdentifier):
+        sch.check_identifier("strict@v12")
+
+
+@pytest.mark.parametrize(
+    ("title", "named"),
+    [
+        ("lone \ud800 surrogate", "lone UTF-16 surrogate"),
+        ("\udcff escaped byte", "lone UTF-16 surrogate"),
+        ("nul \x00 inside", "NUL"),
+        ("escape \x1b[2J", "control character"),
+        ("c1 \x85 control", "control character"),
+        ("non-character \uffff", "control character"),
+    ],
+)
+def test_strings_that_would_poison_the_catalog_are_refused_naming_the_field(title, named):
+    with pytest.raises(sch.InvalidText, match=named) as raised:
+        sch.to_document(measurement(SCHEMA, 1, title=title))
+    assert raised.value.field == "Measurement.title"
+    document = sch.to_document(measurement(SCHEMA, 1))
+    with pytest.raises(sch.InvalidText):
+        sch.from_document(SCHEMA.Measurement, {**document, "title": title})
+
+
+def test_tabs_and_newlines_are_ordinary_text():
+    doc = sch.to_document(measurement(SCHEMA, 1, description="line one\n\tline two\r\n"))
+    assert doc["description"] == "line one\n\tline two\r\n"
+
+
+def test_strings_are_stored_in_nfc():
+    decomposed = "Mu\u0308nster e\u0301tude"
+    doc = sch.to_document(measurement(SCHEMA, 1, title=decomposed))
+    assert doc["title"] == "M\u00fcnster \u00e9tude"
+    read = sch.from_document(SCHEMA.Measurement, {**doc, "title": decomposed})
+    assert read.title == "M\u00fcnster \u00e9tude"
+
+
+@pytest.mark.parametrize(("low", "high"), [(900.0, -5.0), (500.0, 500.0), (-10.0, 100.0)])
+def test_a_mass_range_must_be_positive_and_increasing(low, high):
+    settings = measurement(SCHEMA, 1).settings
+    settings.mass_range = SCHEMA.MassRange(min_mz=low, max_mz=high)
+    with pytest.raises(SchemaViolation) as raised:
+        sch.to_document(measurement(SCHEMA, 1, settings=settings))
+    assert raised.value.field.startswith("Measurement.settings.mass_range")
+    with pytest.raises(SchemaViolation):
+        sch.from_document(SCHEMA.MassRange, {"min_mz": low, "max_mz": high})

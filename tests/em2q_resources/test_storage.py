@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from em2q_resources.metadata.schema import InvalidIdentifier
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource, StorageUnavailable
+from em2q_resources.storage import (
+    StorageResource,
+    StorageUnavailable,
+    UnsafeKey,
+    measurement_prefixes,
+)
 from tests.fixtures.s3 import S3Endpoint
 
 
@@ -52,7 +58,83 @@ def test_urls_and_options_reach_the_same_files_through_fsspec(storage):
     assert url.startswith(("file:///", "s3://")) and url.endswith("/a/b.txt")
     fs, path = fsspec.core.url_to_fs(url, **storage.storage_options)
     assert fs.cat_file(path) == b"hello"
-    assert storage.url("../../etc") == storage.url("etc")  # keys never leave the root
+
+
+#: keys that would leave the root or another measurement's prefix, in the forms attackers use
+CLIMBING_KEYS = [
+    "../measurements",
+    "measurements/../measurements",
+    "measurements/m1/../../measurements",
+    "/etc/passwd",
+    "measurements/%2e%2e/measurements",
+    "measurements/%2E%2E%2Fmeasurements",
+    "measurements/\u2024\u2024/measurements",  # ONE DOT LEADER
+    "measurements/\uff0e\uff0e/measurements",  # FULLWIDTH FULL STOP
+    "measurements/m1\uff0fx",  # FULLWIDTH SOLIDUS
+    "measurements/m1\x00/x",
+    "measurements\\..\\measurements",
+    "measurements/./m1",
+]
+
+
+def _uploaded_pair(storage: StorageResource) -> list[str]:
+    for measurement in ("m1", "m2"):
+        for name in ("data.imzML", "data.ibd"):
+            with storage.open(f"measurements/{measurement}/{name}", "wb") as handle:
+                handle.write(b"x")
+    return storage.find()
+
+
+@pytest.mark.parametrize("key", CLIMBING_KEYS)
+def test_climbing_keys_are_refused_and_nothing_is_removed(storage, key):
+    before = _uploaded_pair(storage)
+    assert len(before) == 4
+    with pytest.raises(UnsafeKey):
+        storage.remove(key)
+    with pytest.raises(UnsafeKey):
+        storage.url(key)
+    assert storage.find() == before
+
+
+def test_removal_outside_the_prefix_it_is_confined_to_is_refused(storage):
+    before = _uploaded_pair(storage)
+    with pytest.raises(UnsafeKey, match="outside measurements/m1/"):
+        storage.remove("measurements/m2", within="measurements/m1")
+    with pytest.raises(UnsafeKey):  # a sibling whose name starts the same is not inside
+        storage.remove("measurements/m10", within="measurements/m1")
+    assert storage.find() == before
+    storage.remove("measurements/m1", within="measurements/m1")
+    assert storage.find() == [k for k in before if k.startswith("measurements/m2/")]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:18999/internal/admin.imzML",
+        "file:///etc/passwd",
+        "s3://another-bucket/measurements/m1/data.imzML",
+        "{root}/../outside/data.imzML",
+        "{root}/measurements/m1/%2e%2e/%2e%2e/x.imzML",
+        "{root}x/measurements/m1/data.imzML",  # a sibling folder whose name starts the same
+        "{root}/measurements/m2/data.imzML",  # another measurement's files
+    ],
+)
+def test_uris_outside_the_storage_or_the_measurement_prefix_are_refused(storage, uri):
+    uri = uri.format(root=storage.url())
+    with pytest.raises(UnsafeKey):
+        storage.key_of(uri, within="measurements/m1")
+
+
+def test_uris_inside_the_measurement_prefix_give_their_key(storage):
+    uri = storage.url("measurements/m1/data.imzML")
+    assert storage.key_of(uri, within="measurements/m1") == "measurements/m1/data.imzML"
+    assert storage.checked_url(uri, within="measurements/m1") == uri
+
+
+@pytest.mark.parametrize("measurement_id", ["../measurements", "a/b", "..", "m1/../m2", ""])
+def test_measurement_prefixes_refuse_ids_outside_the_grammar(measurement_id):
+    with pytest.raises(InvalidIdentifier):
+        measurement_prefixes(measurement_id)
 
 
 def test_from_settings_takes_root_and_endpoint():

@@ -276,6 +276,7 @@ def test_metadata_serve_command_serves_until_terminated(elasticsearch_url, store
         "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
         "EM2Q_INDEX_PREFIX": store.prefix,  # indices exist already: ensure_indices is quick
         "EM2Q_CACHE_DIR": str(tmp_path),
+        "EM2Q_STORAGE": "s3://em2q",  # the file URIs of the test documents lie in it
     }
     command = [sys.executable, "-m", "em2q.cli", "metadata-serve", "--port", "0"]
     process = subprocess.Popen(

@@ -196,13 +196,21 @@ def test_compare_overlays_spectra_and_puts_ion_images_on_one_scale(processed_cli
 
 @pytest.fixture
 def header_auth_client(web_settings, metadata_store, storage):
-    settings = web_settings.with_overrides(auth_mode="header")
+    settings = web_settings.with_overrides(auth_mode="header", proxy_secret=PROXY_SECRET)
     with TestClient(create_app(settings, store=metadata_store, storage=storage)) as test_client:
         yield test_client
 
 
+PROXY_SECRET = "proxy-shared-secret"
+
+
 def as_role(role: str) -> dict[str, str]:
-    return {"X-Forwarded-User": f"a-{role}", "X-Forwarded-Role": role}
+    """What the authenticating proxy forwards: the identity and the secret that proves it."""
+    return {
+        "X-Forwarded-User": f"a-{role}",
+        "X-Forwarded-Role": role,
+        "X-EM2Q-Proxy-Secret": PROXY_SECRET,
+    }
 
 
 def test_forbidden_actions_are_refused_with_a_clear_message(header_auth_client, metadata_store):
