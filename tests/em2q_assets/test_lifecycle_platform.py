@@ -44,7 +44,8 @@ from em2q_resources.lifecycle import Action, Kind, Status
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.settings import PROJECT_ROOT, Settings
-from tests.em2q_assets.conftest import register_copy, sha256
+from em2q_resources.storage import StorageResource
+from tests.em2q_assets.conftest import register_copy, remember_storage, sha256
 from tests.fixtures.dagster import free_port
 
 S = load_schema()
@@ -102,6 +103,7 @@ def platform(elasticsearch_url, tmp_path_factory) -> Platform:
         stalled_after_s=STALLED_AFTER_S,
         dagster_url=f"http://127.0.0.1:{port}",
     )
+    remember_storage(settings)
     store = MetadataStore.connect(elasticsearch_url, index_prefix=settings.index_prefix)
     store.ensure_indices()
     try:
@@ -113,15 +115,20 @@ def platform(elasticsearch_url, tmp_path_factory) -> Platform:
         store.drop_all()
 
 
-def registered_long_ago(store, folder: Path, measurement_id: str, age_s: float):
-    """A measurement whose files are in place and whose status began ``age_s`` ago."""
+def registered_long_ago(platform: Platform, measurement_id: str, age_s: float):
+    """A measurement whose files are in place (in the platform's storage, where an upload puts
+    them) and whose status began ``age_s`` ago."""
+    store = platform.store
+    storage = StorageResource(root=platform.settings.storage)
+    folder = Path(storage.path(f"measurements/{measurement_id}"))
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for suffix, role in ((".imzML", "IMZML"), (".ibd", "IBD")):
         target = folder / f"Example_Continuous{suffix}"
         target.write_bytes((EXAMPLES / f"Example_Continuous{suffix}").read_bytes())
+        uri = storage.url(f"measurements/{measurement_id}/{target.name}")
         files.append(
-            {"role": role, "uri": str(target), "size_bytes": target.stat().st_size,
+            {"role": role, "uri": str(uri), "size_bytes": target.stat().st_size,
              "checksum_type": "SHA256", "checksum": sha256(target)}
         )  # fmt: skip
     then = lifecycle.iso(time.time() - age_s)
@@ -194,10 +201,10 @@ def failed(platform: Platform) -> Injected:
     blocker.write_text("a file where the chunk results folder goes", encoding="utf-8")
     register_copy(platform.store, platform.root / CHUNK, "Example_Continuous", CHUNK)
 
-    registered_long_ago(platform.store, platform.root / STORE_DOWN, STORE_DOWN, age_s=0)
+    registered_long_ago(platform, STORE_DOWN, age_s=0)
     closed = launch_with_unreachable_store(platform, STORE_DOWN)
 
-    registered_long_ago(platform.store, platform.root / STALLED, STALLED, age_s=3600)
+    registered_long_ago(platform, STALLED, age_s=3600)
 
     reasons = {
         m: platform.wait_for(m, Status.FAILED)[1] for m in (KILLED, CHUNK, STORE_DOWN, STALLED)
