@@ -52,6 +52,12 @@ class Settings:
     tokens_file: Path | None = None
     user_header: str = "X-Forwarded-User"
     role_header: str = "X-Forwarded-Role"
+    #: seconds one Elasticsearch request may take before the store reports it unavailable
+    elasticsearch_timeout_s: float = 5.0
+    #: the web catalog's signing secret for CSRF tokens (None: a random one per process)
+    web_secret: str | None = field(default=None, repr=False)
+    #: origins besides the catalog's own that may post its forms (e.g. the proxy's public URL)
+    web_allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +91,11 @@ class Settings:
             tokens_file=Path(get("TOKENS_FILE", "")) if get("TOKENS_FILE", None) else None,
             user_header=get("USER_HEADER", defaults.user_header),
             role_header=get("ROLE_HEADER", defaults.role_header),
+            elasticsearch_timeout_s=float(
+                get("ELASTICSEARCH_TIMEOUT_S", defaults.elasticsearch_timeout_s)
+            ),
+            web_secret=get("WEB_SECRET", None),
+            web_allowed_origins=_names(get("WEB_ALLOWED_ORIGINS", None), ()),
         )
 
     def with_overrides(self, **changes) -> Settings:

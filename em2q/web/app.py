@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from em2q.results import MeasurementResults, ResultNotReady
 from em2q.upload import DuplicateUpload, InvalidUpload, UploadProblem, upload_measurement
 from em2q.web import catalog, plots
 from em2q.web.forms import problem_field, setup_form, setup_from_form
+from em2q.web.security import CSRFMiddleware, csrf_input, csrf_token
 from em2q.web.uploads import UploadFormError, receive_multipart
 from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
@@ -128,6 +130,8 @@ def create_app(
         by_step=_by_step,
         dagster_url=settings.dagster_url,
         Action=Action,
+        csrf_input=csrf_input,
+        csrf_token=csrf_token,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -173,6 +177,20 @@ def create_app(
         ((StoreUnavailable, StorageUnavailable), 503, "A backend does not answer"),
         ((MetadataError,), 409, "Refused by the metadata store"),
     ]
+
+    async def _cross_site(scope, receive, send, message: str) -> None:
+        response = refusal(
+            Request(scope, receive), 403, "Refused: not sent by this catalog", message
+        )
+        await response(scope, receive, send)
+
+    app.add_middleware(
+        CSRFMiddleware,
+        secret=settings.web_secret or secrets.token_urlsafe(32),
+        refuse=_cross_site,
+        allowed_origins=settings.web_allowed_origins,
+    )
+
     for kinds, status_code, title in refusals:
 
         async def _refuse(request: Request, exc: Exception, status_code=status_code, title=title):
