@@ -27,6 +27,29 @@ from em2q_resources.settings import Settings
 BLOCK_BYTES = 8 * 1024 * 1024
 
 
+#: how often a local write retries when a concurrent removal pruned the folder it made
+_VANISHED_RETRIES = 50
+
+
+def _in_folder(folder: Path, action: Callable[[], Any]) -> Any:
+    """``action()`` (which writes into ``folder``), with ``folder`` made first.
+
+    Another upload's removal prunes empty parents (``staging/``, ``measurements/``) and may do
+    so between our ``mkdir`` of the parent and of the child, or before we put a file in the
+    new folder: the folder is made again and the action retried, so concurrent uploads never
+    fail with ``FileNotFoundError`` on a folder the platform manages.
+    """
+    for attempt in range(_VANISHED_RETRIES + 1):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return action()
+        except (FileNotFoundError, FileExistsError) as exc:
+            # mkdir's "exists" check can see a parent pruned a moment later (EEXIST, not a dir)
+            vanished = not folder.is_dir() if isinstance(exc, FileNotFoundError) else True
+            if attempt == _VANISHED_RETRIES or not vanished:
+                raise  # not a vanished folder: e.g. the source is missing
+
+
 class StorageUnavailable(OSError):
     """The storage backend (object store endpoint, bucket, folder) cannot be reached."""
 
@@ -190,6 +213,8 @@ class StorageResource(dg.ConfigurableResource):
         """An fsspec file object at ``key`` (parent folders made for writing)."""
         with self._reaching(f"open {key}"):
             fs, path = self.fs, self.path(key)
+            if ("w" in mode or "a" in mode) and isinstance(fs, LocalFileSystem):
+                return _in_folder(Path(path).parent, lambda: fs.open(path, mode, **kwargs))
             if "w" in mode or "a" in mode:
                 fs.makedirs(posixpath.dirname(path), exist_ok=True)
             return fs.open(path, mode, **kwargs)
@@ -230,8 +255,10 @@ class StorageResource(dg.ConfigurableResource):
     def _copy_local(
         source: Path, target: Path, progress: Callable[[int], None] | None, step: int = 1 << 26
     ) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with source.open("rb", buffering=0) as src, target.open("wb", buffering=0) as dst:
+        with (
+            source.open("rb", buffering=0) as src,
+            _in_folder(target.parent, lambda: target.open("wb", buffering=0)) as dst,
+        ):
             kernel = hasattr(os, "copy_file_range")
             while True:
                 if kernel:
@@ -254,8 +281,7 @@ class StorageResource(dg.ConfigurableResource):
         with self._reaching(f"move {src_key} to {dst_key}"):
             fs, src, dst = self.fs, self.path(src_key), self.path(dst_key)
             if isinstance(fs, LocalFileSystem):
-                fs.makedirs(posixpath.dirname(dst), exist_ok=True)
-                Path(src).replace(dst)
+                _in_folder(Path(dst).parent, lambda: Path(src).replace(dst))
                 self._prune_empty_parents(src)
                 return
             if fs.isdir(src):
