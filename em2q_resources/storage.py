@@ -8,6 +8,7 @@ from :meth:`StorageResource.url`, to hand to ``em2q_msi`` readers together with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -52,6 +53,18 @@ def _in_folder(folder: Path, action: Callable[[], Any]) -> Any:
 
 class StorageUnavailable(OSError):
     """The storage backend (object store endpoint, bucket, folder) cannot be reached."""
+
+
+class StorageFull(StorageUnavailable):
+    """The storage has no room left (disk full, quota exceeded): nothing was kept."""
+
+
+class StorageReadOnly(StorageUnavailable):
+    """The storage refuses writes (read-only file system, no permission): nothing was kept."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -150,6 +163,23 @@ class StorageResource(dg.ConfigurableResource):
             yield
         except StorageUnavailable:
             raise
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull(
+                    f"storage {self.root} is full (no room to {what}): free some space or ask "
+                    f"an admin; nothing was kept ({exc.strerror})"
+                ) from exc
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise StorageReadOnly(
+                    f"storage {self.root} refuses writes (read-only or no permission) while "
+                    f"trying to {what}: ask an admin; nothing was kept ({exc.strerror})"
+                ) from exc
+            if isinstance(exc, _connection_errors()):
+                raise StorageUnavailable(
+                    f"storage {self.root} ({self.s3_endpoint_url or 'default endpoint'}) could "
+                    f"not be reached while trying to {what}: {exc}"
+                ) from exc
+            raise
         except _connection_errors() as exc:
             raise StorageUnavailable(
                 f"storage {self.root} ({self.s3_endpoint_url or 'default endpoint'}) could not "
@@ -235,7 +265,8 @@ class StorageResource(dg.ConfigurableResource):
         times faster) and ``None`` is returned.
         """
         if not checksum and isinstance(self.fs, LocalFileSystem):
-            self._copy_local(Path(local_path), Path(self.path(key)), progress)
+            with self._reaching(f"write {key}"):
+                self._copy_local(Path(local_path), Path(self.path(key)), progress)
             return None
         digest = hashlib.sha256()
         block_size = max(block_bytes, 5 * 1024 * 1024)

@@ -63,7 +63,7 @@ from em2q_resources.metadata.schema import field_unit, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.parameters import DEFAULT_NAME
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource, StorageUnavailable
+from em2q_resources.storage import StorageFull, StorageResource, StorageUnavailable
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -92,6 +92,8 @@ def connect_store(settings: Settings) -> MetadataStore:
         password=settings.elasticsearch_password,
         api_key=settings.elasticsearch_api_key,
         index_prefix=settings.index_prefix,
+        request_timeout_s=settings.elasticsearch_timeout_s,
+        deadline_s=settings.elasticsearch_timeout_s,
     )
 
 
@@ -175,6 +177,7 @@ def create_app(
         ((UploadFormError,), 400, "Not an upload this page can take"),
         ((SchemaViolation,), 400, "Invalid input"),
         ((StoreUnavailable, StorageUnavailable), 503, "A backend does not answer"),
+        ((StorageFull,), 507, "Storage is full"),
         ((MetadataError,), 409, "Refused by the metadata store"),
     ]
 
