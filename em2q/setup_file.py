@@ -70,8 +70,8 @@ class _SetupLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_setup(path: str | Path) -> dict[str, Any]:
-    """Load a setup YAML file as the partial Measurement document it describes.
+def load_yaml_file(path: str | Path) -> Any:
+    """A user's YAML (or JSON) file as plain data, with :class:`_SetupLoader`'s limits.
 
     Refuses (:class:`SetupFileError`) files over :data:`MAX_SETUP_BYTES`, bytes that are not
     UTF-8, aliases, repeated keys and nesting deeper than :data:`MAX_SETUP_DEPTH`.
@@ -101,6 +101,13 @@ def read_setup(path: str | Path) -> dict[str, Any]:
         raise SetupFileError(str(path), "(file)", f"not a valid setup YAML: {exc}") from None
     except RecursionError:
         raise SetupFileError(str(path), "(file)", "nested too deeply") from None
+    return document
+
+
+def read_setup(path: str | Path) -> dict[str, Any]:
+    """Load a setup YAML file (:func:`load_yaml_file`) as the partial Measurement document it
+    describes."""
+    document = load_yaml_file(path)
     if not isinstance(document, dict):
         raise SetupFileError(str(path), "(file)", "expected a mapping of Measurement fields")
     reserved = sorted(PLATFORM_FIELDS & set(document))

@@ -282,10 +282,17 @@ class MetadataStore:
             )
         except ConflictError:
             raise AlreadyExists(entity.name, obj.id) from None
+        except ApiError as exc:
+            if exc.meta.status != 400:
+                raise
+            # a value the index cannot hold (a date it cannot parse, a term over 32 kB …)
+            raise SchemaViolation(entity.name, _query_problem(exc, "store")) from None
         return Stored(obj, answer["_seq_no"], answer["_primary_term"])
 
     def get(self, cls: type, doc_id: str) -> Stored:
         entity = self.schema.entity(cls)
+        if not doc_id:  # the client refuses an empty id before asking
+            raise DocumentNotFound(entity.name, doc_id)
         try:
             answer = self._call(lambda: self.client.get(index=self.alias(entity.name), id=doc_id))
         except NotFoundError:
@@ -295,6 +302,8 @@ class MetadataStore:
 
     def exists(self, cls: type, doc_id: str) -> bool:
         entity = self.schema.entity(cls)
+        if not doc_id:
+            return False
         return bool(
             self._call(lambda: self.client.exists(index=self.alias(entity.name), id=doc_id))
         )
@@ -361,6 +370,8 @@ class MetadataStore:
             if expected
             else {}
         )
+        if not doc_id:
+            raise DocumentNotFound(entity.name, doc_id)
         try:
             self._call(
                 lambda: self.client.delete(index=self.alias(entity.name), id=doc_id, **condition)
@@ -700,7 +711,7 @@ def _decode_token(token: str) -> list:
     return values
 
 
-def _query_problem(exc: ApiError) -> str:
+def _query_problem(exc: ApiError, doing: str = "search") -> str:
     """What Elasticsearch refused in a search (too many clauses, a date it cannot parse …),
     as one line a user can act on."""
     reasons: list[str] = []
@@ -721,8 +732,8 @@ def _query_problem(exc: ApiError) -> str:
     collect(body.get("error"))
     text = "; ".join(r for r in reasons if r != "all shards failed")[:300] or str(exc.message)
     if "maxClauseCount" in text or "too_many" in text.lower() or "too many" in text.lower():
-        return f"the search is too large for the catalog (use fewer words or values): {text}"
-    return f"the catalog cannot run this search: {text}"
+        return f"the {doing} is too large for the catalog (use fewer words or values): {text}"
+    return f"the catalog cannot {doing} this: {text}"
 
 
 def parameter_set_hash(values: Mapping[str, Mapping[str, Any]]) -> str:
