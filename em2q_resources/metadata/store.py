@@ -19,11 +19,12 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
@@ -468,9 +469,16 @@ class MetadataStore:
                 return item
             if info.es_type in ("double", "long", "integer", "short", "byte"):
                 try:
-                    return float(item)
+                    number = float(item)
                 except (TypeError, ValueError):
                     raise SchemaViolation(path, f"expected a number, got {item!r}") from None
+                if not math.isfinite(number):
+                    raise SchemaViolation(path, f"expected a finite number, got {item!r}")
+                return number
+            if info.es_type == "date" and isinstance(item, str) and not _is_date(item):
+                raise SchemaViolation(
+                    path, f"expected a date like 2024-05-31 or now-7d/d, got {str(item)[:40]!r}"
+                )
             if info.es_type == "boolean" and not isinstance(item, bool):
                 raise SchemaViolation(path, f"expected true/false, got {item!r}")
             return item
@@ -709,6 +717,24 @@ def _decode_token(token: str) -> list:
     ):
         raise SchemaViolation("page_token", "not a token this store handed out")
     return values
+
+
+_DATE_MATH = re.compile(r"^now([+-]\d{1,5}[yMwdhHms])*(/[yMwdhHms])?$")
+
+
+def _is_date(text: str) -> bool:
+    """An ISO date or date-time, optionally with Elasticsearch date math after ``||``
+    (``2024-05-31||/d``), or date math from ``now`` (``now-7d/d``)."""
+    anchor, _, math_part = text.partition("||")
+    if math_part and not _DATE_MATH.match("now" + math_part):
+        return False
+    if _DATE_MATH.match(anchor):
+        return not math_part
+    try:
+        (date if len(anchor) <= 10 else datetime).fromisoformat(anchor)
+    except ValueError:
+        return False
+    return True
 
 
 def _query_problem(exc: ApiError, doing: str = "search") -> str:

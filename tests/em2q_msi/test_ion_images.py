@@ -117,9 +117,9 @@ def test_windows_beyond_the_ends_and_empty_spectra_sum_what_they_cover():
     np.testing.assert_array_equal(values, _naive(block, [50, 100, 200, 300, 900], [0.5] * 5))
 
 
-@pytest.mark.parametrize("mz", [float("inf"), -5.0, float("nan"), 0.0, 1e9])
-def test_mz_windows_refuse_mz_values_that_are_not_finite_positive_and_bounded(mz):
-    with pytest.raises(IonImageError, match="finite numbers in"):
+@pytest.mark.parametrize("mz", [float("inf"), -5.0, float("nan"), 0.0])
+def test_mz_windows_refuse_mz_values_that_are_not_finite_and_positive(mz):
+    with pytest.raises(IonImageError, match="finite numbers > 0"):
         mz_windows([500.0, mz], tolerance_ppm=10)
 
 
