@@ -155,13 +155,13 @@ def mixed(url: str, folder: Path, args: argparse.Namespace, store: MetadataStore
     schema = load_schema()
     registered: dict[str, int] = {}
     for doc in store.scan(schema.Measurement):
-        for f in doc.files or []:
-            if f.role == "IMZML":
-                registered[f.checksum] = registered.get(f.checksum, 0) + 1
+        for checksum in {f.checksum for f in doc.files or []}:
+            registered[checksum] = registered.get(checksum, 0) + 1
     once = all(registered.get(sha) == 1 for s, _, _, sha in uploads if s == 201)
     lost = [sha for s, _, _, sha in uploads if s != 201 and registered.get(sha)]
     print(f"  every accepted upload registered exactly once: {once}; refused but registered: "
-          f"{len(lost)}; documents {sum(registered.values())} for {len(uploads)} uploads")  # fmt: skip
+          f"{len(lost)}; {len(set(registered) & {sha for *_, sha in uploads})} of {len(uploads)} "
+          "uploaded imzML files found in the catalog")  # fmt: skip
     return not upload_errors and not search_errors and once and not lost
 
 
