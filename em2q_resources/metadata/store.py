@@ -160,7 +160,7 @@ class MetadataStore:
                 time.sleep(pause)
         elapsed = time.monotonic() - started
         raise StoreUnavailable(
-            f"Elasticsearch at {self.url} did not answer after {attempt} attempt(s) over "
+            f"Elasticsearch at {self.url} did not answer after {attempt} attempt{'s' if attempt != 1 else ''} over "
             f"{elapsed:.1f}s: {error}. Is it running? Set EM2Q_ELASTICSEARCH_URL to the cluster."
         )
 
