@@ -325,11 +325,13 @@ def params_save(
     Prints the id (NAME@vN). The same values as a saved version return that version; new
     values a new version; saved versions never change. Scientists and admins only.
     """
-    import yaml
-
+    from em2q.setup_file import SetupFileError, load_yaml_file
     from em2q_msi.parameters import ParameterError, ProcessingParameters
 
-    values = yaml.safe_load(Path(values_file).read_text(encoding="utf-8"))
+    try:
+        values = load_yaml_file(values_file)
+    except SetupFileError as exc:
+        _fail(str(exc), EXIT_PROBLEM)
     with surface_errors():
         user = ctx.require(Action.SAVE_PARAMETER_SET)
         author = parameter_set_author(user, author)

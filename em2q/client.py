@@ -100,6 +100,8 @@ def connect_store(settings: Settings) -> MetadataStore:
         password=settings.elasticsearch_password,
         api_key=settings.elasticsearch_api_key,
         index_prefix=settings.index_prefix,
+        request_timeout_s=settings.elasticsearch_timeout_s,
+        deadline_s=settings.elasticsearch_timeout_s,
     )
 
 

@@ -261,6 +261,7 @@ class MeasurementResults:
         window = self.parameters.params.ion_images
         if ppm is None:
             ppm = window.tolerance_ppm or DEFAULT_ION_IMAGE_PPM
+        ions.check_window(mz, ppm)  # IonImageError: inf, nan, ≤ 0 or absurd values
         if window.tolerance_ppm == ppm:
             try:
                 stored_mz, images = self.ion_images()

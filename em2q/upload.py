@@ -174,24 +174,33 @@ def _twins(store: MetadataStore, imzml_sha: str, ibd_sha: str) -> list[str]:
     return [m.id for m in page.hits if {imzml_sha, ibd_sha} <= {f.checksum for f in m.files or []}]
 
 
-def _earlier_twin(store: MetadataStore, mine: Stored, imzml_sha: str, ibd_sha: str) -> str | None:
-    """A twin registered before ``mine`` by a concurrent upload, if any.
+def _first_registered(store: MetadataStore, ids: list[str]) -> Stored | None:
+    """Of the measurements ``ids``, the one written first (the twin that stays registered).
 
-    Both uploads passed the duplicate check before either wrote its document. The index has
-    one shard, so (primary term, sequence number) orders the two writes: the later one sees
-    the earlier one (its write is refreshed) and withdraws; the earlier one never does.
+    The index has one shard, so (primary term, sequence number) orders the writes. A
+    concurrent upload of the same files withdraws when it finds an earlier twin, so only the
+    first one written is sure to stay: a refusal names it, not a twin about to withdraw.
     """
     schema = load_schema()
-    order = (mine.primary_term, mine.seq_no)
-    for twin in _twins(store, imzml_sha, ibd_sha):
-        if twin == mine.doc.id:
-            continue
+    found = []
+    for twin in ids:
         try:
-            other = store.get(schema.Measurement, twin)
+            found.append(store.get(schema.Measurement, twin))
         except DocumentNotFound:  # the twin has withdrawn since the search
             continue
-        if (other.primary_term, other.seq_no) < order:
-            return twin
+    return min(found, key=lambda s: (s.primary_term, s.seq_no), default=None)
+
+
+def _earlier_twin(store: MetadataStore, mine: Stored, imzml_sha: str, ibd_sha: str) -> str | None:
+    """The first-registered twin, when a concurrent upload registered it before ``mine``.
+
+    Both uploads passed the duplicate check before either wrote its document: the later one
+    sees the earlier one (its write is refreshed) and withdraws; the earlier one never does.
+    """
+    twins = [t for t in _twins(store, imzml_sha, ibd_sha) if t != mine.doc.id]
+    first = _first_registered(store, twins)
+    if first is not None and (first.primary_term, first.seq_no) < (mine.primary_term, mine.seq_no):
+        return first.doc.id
     return None
 
 
@@ -295,9 +304,9 @@ def upload_measurement(
         # (c): duplicates by content
         hashed = {path: _signature(path) for path in (imzml, ibd)}
         imzml_sha, ibd_sha = file_sha256(imzml), file_sha256(ibd)
-        existing = _twins(store, imzml_sha, ibd_sha)
-        if existing:
-            raise DuplicateUpload(existing[0], imzml_sha)
+        existing = _first_registered(store, _twins(store, imzml_sha, ibd_sha))
+        if existing is not None:
+            raise DuplicateUpload(existing.doc.id, imzml_sha)
         new_id = measurement_id or measurement_id_for(document["title"])
         if measurement_id is not None and store.exists(schema.Measurement, new_id):
             raise AlreadyExists("Measurement", new_id)

@@ -9,6 +9,7 @@ on all cores.
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import BinaryIO
 
@@ -23,6 +24,24 @@ class IonImageError(ValueError):
     """Ion-image inputs that cannot be used: bad window, coordinates outside the grid."""
 
 
+#: sane bounds of an ion-image window: MSI m/z axes end far below 100,000; a window wider than
+#: 1 % of its m/z is not an ion image any more
+MAX_MZ = 100_000.0
+MAX_TOLERANCE_PPM = 10_000.0
+
+
+def check_window(mz: float, tolerance_ppm: float) -> None:
+    """Refuse an m/z or ppm that is not a finite positive number within the bounds above
+    (``inf`` would return an image of everything, ``-5`` or ``nan`` an empty one)."""
+    for name, value, upper in (("m/z", mz, MAX_MZ), ("ppm", tolerance_ppm, MAX_TOLERANCE_PPM)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise IonImageError(f"{name} must be a number, got {value!r}") from None
+        if not (math.isfinite(number) and 0 < number <= upper):
+            raise IonImageError(f"{name} must be a finite number in (0, {upper:g}], got {value!r}")
+
+
 def mz_windows(
     mz_values: np.ndarray | list[float],
     tolerance_ppm: float | None = None,
@@ -30,6 +49,11 @@ def mz_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(lower, upper)`` m/z bounds of each window; give exactly one tolerance."""
     mz = np.atleast_1d(np.asarray(mz_values, dtype=np.float64))
+    if not np.all(np.isfinite(mz) & (mz > 0)):
+        raise IonImageError("m/z values must be finite numbers > 0")
+    for name, value in (("tolerance_ppm", tolerance_ppm), ("tolerance_da", tolerance_da)):
+        if value is not None and not math.isfinite(value):
+            raise IonImageError(f"{name} must be a finite number, got {value!r}")
     if (tolerance_ppm is None) == (tolerance_da is None):
         raise IonImageError("give exactly one of tolerance_ppm and tolerance_da")
     if tolerance_ppm is not None:

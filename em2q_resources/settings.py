@@ -60,6 +60,12 @@ class Settings:
     #: … or from requests carrying this shared secret in ``proxy_secret_header``
     proxy_secret: str | None = field(default=None, repr=False)
     proxy_secret_header: str = "X-EM2Q-Proxy-Secret"
+    #: seconds one Elasticsearch request may take before the store reports it unavailable
+    elasticsearch_timeout_s: float = 5.0
+    #: the web catalog's signing secret for CSRF tokens (None: a random one per process)
+    web_secret: str | None = field(default=None, repr=False)
+    #: origins besides the catalog's own that may post its forms (e.g. the proxy's public URL)
+    web_allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +103,11 @@ class Settings:
             trusted_proxies=_names(get("TRUSTED_PROXIES", None), ()),
             proxy_secret=get("PROXY_SECRET", None),
             proxy_secret_header=get("PROXY_SECRET_HEADER", defaults.proxy_secret_header),
+            elasticsearch_timeout_s=float(
+                get("ELASTICSEARCH_TIMEOUT_S", defaults.elasticsearch_timeout_s)
+            ),
+            web_secret=get("WEB_SECRET", None),
+            web_allowed_origins=_names(get("WEB_ALLOWED_ORIGINS", None), ()),
         )
 
     def with_overrides(self, **changes) -> Settings:

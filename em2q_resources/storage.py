@@ -8,6 +8,7 @@ from :meth:`StorageResource.url`, to hand to ``em2q_msi`` readers together with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -26,6 +27,29 @@ from em2q_resources.settings import Settings
 
 #: bytes per read/write when streaming a file into storage (≥ S3's 5 MiB multipart minimum)
 BLOCK_BYTES = 8 * 1024 * 1024
+
+
+#: how often a local write retries when a concurrent removal pruned the folder it made
+_VANISHED_RETRIES = 50
+
+
+def _in_folder(folder: Path, action: Callable[[], Any]) -> Any:
+    """``action()`` (which writes into ``folder``), with ``folder`` made first.
+
+    Another upload's removal prunes empty parents (``staging/``, ``measurements/``) and may do
+    so between our ``mkdir`` of the parent and of the child, or before we put a file in the
+    new folder: the folder is made again and the action retried, so concurrent uploads never
+    fail with ``FileNotFoundError`` on a folder the platform manages.
+    """
+    for attempt in range(_VANISHED_RETRIES + 1):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return action()
+        except (FileNotFoundError, FileExistsError) as exc:
+            # mkdir's "exists" check can see a parent pruned a moment later (EEXIST, not a dir)
+            vanished = not folder.is_dir() if isinstance(exc, FileNotFoundError) else True
+            if attempt == _VANISHED_RETRIES or not vanished:
+                raise  # not a vanished folder: e.g. the source is missing
 
 
 class StorageUnavailable(OSError):
@@ -80,6 +104,17 @@ def measurement_prefixes(measurement_id: str) -> tuple[str, str]:
 
 def _inside(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + "/")
+
+class StorageFull(StorageUnavailable):
+    """The storage has no room left (disk full, quota exceeded): nothing was kept."""
+
+
+class StorageReadOnly(StorageUnavailable):
+    """The storage refuses writes (read-only file system, no permission): nothing was kept."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -198,6 +233,23 @@ class StorageResource(dg.ConfigurableResource):
             yield
         except StorageUnavailable:
             raise
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull(
+                    f"storage {self.root} is full (no room to {what}): free some space or ask "
+                    f"an admin; nothing was kept ({exc.strerror})"
+                ) from exc
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise StorageReadOnly(
+                    f"storage {self.root} refuses writes (read-only or no permission) while "
+                    f"trying to {what}: ask an admin; nothing was kept ({exc.strerror})"
+                ) from exc
+            if isinstance(exc, _connection_errors()):
+                raise StorageUnavailable(
+                    f"storage {self.root} ({self.s3_endpoint_url or 'default endpoint'}) could "
+                    f"not be reached while trying to {what}: {exc}"
+                ) from exc
+            raise
         except _connection_errors() as exc:
             raise StorageUnavailable(
                 f"storage {self.root} ({self.s3_endpoint_url or 'default endpoint'}) could not "
@@ -264,6 +316,8 @@ class StorageResource(dg.ConfigurableResource):
         """An fsspec file object at ``key`` (parent folders made for writing)."""
         with self._reaching(f"open {key}"):
             fs, path = self.fs, self.path(key)
+            if ("w" in mode or "a" in mode) and isinstance(fs, LocalFileSystem):
+                return _in_folder(Path(path).parent, lambda: fs.open(path, mode, **kwargs))
             if "w" in mode or "a" in mode:
                 fs.makedirs(posixpath.dirname(path), exist_ok=True)
             return fs.open(path, mode, **kwargs)
@@ -284,7 +338,8 @@ class StorageResource(dg.ConfigurableResource):
         times faster) and ``None`` is returned.
         """
         if not checksum and isinstance(self.fs, LocalFileSystem):
-            self._copy_local(Path(local_path), Path(self.path(key)), progress)
+            with self._reaching(f"write {key}"):
+                self._copy_local(Path(local_path), Path(self.path(key)), progress)
             return None
         digest = hashlib.sha256()
         block_size = max(block_bytes, 5 * 1024 * 1024)
@@ -304,8 +359,10 @@ class StorageResource(dg.ConfigurableResource):
     def _copy_local(
         source: Path, target: Path, progress: Callable[[int], None] | None, step: int = 1 << 26
     ) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with source.open("rb", buffering=0) as src, target.open("wb", buffering=0) as dst:
+        with (
+            source.open("rb", buffering=0) as src,
+            _in_folder(target.parent, lambda: target.open("wb", buffering=0)) as dst,
+        ):
             kernel = hasattr(os, "copy_file_range")
             while True:
                 if kernel:
@@ -328,8 +385,7 @@ class StorageResource(dg.ConfigurableResource):
         with self._reaching(f"move {src_key} to {dst_key}"):
             fs, src, dst = self.fs, self.path(src_key), self.path(dst_key)
             if isinstance(fs, LocalFileSystem):
-                fs.makedirs(posixpath.dirname(dst), exist_ok=True)
-                Path(src).replace(dst)
+                _in_folder(Path(dst).parent, lambda: Path(src).replace(dst))
                 self._prune_empty_parents(src)
                 return
             if fs.isdir(src):

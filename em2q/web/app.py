@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,9 +37,12 @@ from em2q.results import MeasurementResults, ResultNotReady
 from em2q.upload import DuplicateUpload, InvalidUpload, UploadProblem, upload_measurement
 from em2q.web import catalog, plots
 from em2q.web.forms import problem_field, setup_form, setup_from_form
+from em2q.web.security import CSRFMiddleware, csrf_input, csrf_token
 from em2q.web.uploads import UploadFormError, receive_multipart
 from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
+from em2q_msi import ion_images as ions
+from em2q_msi.ion_images import IonImageError
 from em2q_msi.parameters import ParameterError, ProcessingParameters
 from em2q_msi.validation import validate
 from em2q_resources import lifecycle
@@ -62,7 +67,7 @@ from em2q_resources.metadata.schema import field_unit, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.parameters import DEFAULT_NAME
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource, StorageUnavailable, UnsafeKey
+from em2q_resources.storage import StorageFull, StorageResource, StorageUnavailable, UnsafeKey
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -91,12 +96,15 @@ def connect_store(settings: Settings) -> MetadataStore:
         password=settings.elasticsearch_password,
         api_key=settings.elasticsearch_api_key,
         index_prefix=settings.index_prefix,
+        request_timeout_s=settings.elasticsearch_timeout_s,
+        deadline_s=settings.elasticsearch_timeout_s,
     )
 
 
 def _safe_stem(filename: str) -> str:
-    stem = Path(filename or "upload").stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "upload"
+    """A file name's stem usable on any file system: ASCII letters, digits, ``._-``, ≤ 100."""
+    stem = Path(filename.replace("\x00", "") or "upload").stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:100] or "upload"
 
 
 def current_user(request: Request) -> User:
@@ -130,6 +138,8 @@ def create_app(
         by_step=_by_step,
         dagster_url=settings.dagster_url,
         Action=Action,
+        csrf_input=csrf_input,
+        csrf_token=csrf_token,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -171,12 +181,27 @@ def create_app(
         ((DagsterError,), 502, "Dagster refused"),
         ((NotFound, DocumentNotFound), 404, "Not found"),
         ((UploadFormError,), 400, "Not an upload this page can take"),
-        ((SchemaViolation,), 400, "Invalid input"),
+        ((SchemaViolation, IonImageError), 400, "Invalid input"),
         ((UnsafeKey,), 400, "Refused: outside the platform's storage"),
         ((DeletionRefused,), 409, "Delete refused"),
         ((StoreUnavailable, StorageUnavailable), 503, "A backend does not answer"),
+        ((StorageFull,), 507, "Storage is full"),
         ((MetadataError,), 409, "Refused by the metadata store"),
     ]
+
+    async def _cross_site(scope, receive, send, message: str) -> None:
+        response = refusal(
+            Request(scope, receive), 403, "Refused: not sent by this catalog", message
+        )
+        await response(scope, receive, send)
+
+    app.add_middleware(
+        CSRFMiddleware,
+        secret=settings.web_secret or secrets.token_urlsafe(32),
+        refuse=_cross_site,
+        allowed_origins=settings.web_allowed_origins,
+    )
+
     for kinds, status_code, title in refusals:
 
         async def _refuse(request: Request, exc: Exception, status_code=status_code, title=title):
@@ -209,10 +234,15 @@ def create_app(
         uploaded_to: str = "",
     ):
         require(user, Action.READ)
+        _check_query(q)
         active = request.query_params.getlist("f")
+        if len(active) > 100:
+            raise SchemaViolation("f", "at most 100 filters")
         if uploaded_from:
+            _check_date("uploaded_from", uploaded_from)
             active.append(f"uploaded_at>={uploaded_from}")
         if uploaded_to:
+            _check_date("uploaded_to", uploaded_to)
             active.append(f"uploaded_at<={uploaded_to}||/d")
         filters = catalog.parse_filters(active)
         order = [(sort[1:], True) if sort.startswith("-") else sort] if sort else []
@@ -384,7 +414,7 @@ def create_app(
                 sections["pixel_size"] = "{:g} × {:g}".format(*grid.pixel_size_um)
         except ResultNotReady as exc:
             waiting["tic"] = str(exc)
-        chosen_mz, mz_problem = _mz_list(mz)
+        chosen_mz, mz_problem = _mz_list(mz, ppm)
         if not chosen_mz and not mz_problem:
             try:
                 stored_mz, _ = results.ion_images()
@@ -588,6 +618,8 @@ def create_app(
         require(user, Action.READ)
         measurements = [m for m in request.query_params.getlist("m") if m]
         sets = [p for p in request.query_params.getlist("p") if p]
+        if len(measurements) > MAX_COMPARED or len(sets) > MAX_COMPARED:
+            raise SchemaViolation("m", f"compare at most {MAX_COMPARED} measurements or sets")
         if len(measurements) == 1 and len(sets) >= 2:
             columns = [(measurements[0], p) for p in sets]
         else:
@@ -609,7 +641,7 @@ def create_app(
             with contextlib.suppress(ResultNotReady):
                 entry["spectrum"] = results.mean_spectrum()
             compared.append(entry)
-        chosen_mz, mz_problem = _mz_list(mz)
+        chosen_mz, mz_problem = _mz_list(mz, ppm)
         spectra = [(c["label"], *c["spectrum"]) for c in compared if "spectrum" in c]
         figure_spectra = (
             plots.figure_json(plots.spectra_figure(spectra, "Mean spectra")) if spectra else ""
@@ -704,18 +736,57 @@ _SECTIONS = [
 ]  # fmt: skip
 
 
-def _mz_list(text: str) -> tuple[list[float], str | None]:
-    """``"760.58, 798.54"`` → m/z values; a problem message when one is not a positive number."""
+#: the most m/z values one page draws ion images for, and measurements one comparison shows
+MAX_MZ_VALUES = 12
+MAX_COMPARED = 8
+#: the longest catalog search text (characters, words): more words than Elasticsearch's
+#: clause limit allows are refused here, with the field named
+MAX_QUERY_CHARS = 1000
+MAX_QUERY_WORDS = 64
+_DATE_MATH = re.compile(r"^now(-\d{1,4}[dwMy])?(/[dwMy])?$")
+
+
+def _mz_list(text: str, ppm: float) -> tuple[list[float], str | None]:
+    """``"760.58, 798.54"`` → m/z values; a problem message when one is not a finite positive
+    m/z within bounds, the ppm is not, or there are more than :data:`MAX_MZ_VALUES`."""
+    try:
+        ions.check_window(1.0, ppm)
+    except ions.IonImageError as exc:
+        return [], str(exc)
+    items = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if len(items) > MAX_MZ_VALUES:
+        return [], f"at most {MAX_MZ_VALUES} m/z values at once, got {len(items)}"
     values = []
-    for item in filter(None, (part.strip() for part in text.replace(";", ",").split(","))):
+    for item in items:
         try:
             value = float(item)
         except ValueError:
-            return [], f"{item!r} is not an m/z value; give numbers separated by commas"
-        if not value > 0:
-            return [], f"m/z must be positive, got {item}"
+            return [], f"{item[:40]!r} is not an m/z value; give numbers separated by commas"
+        try:
+            ions.check_window(value, ppm)
+        except ions.IonImageError as exc:
+            return [], str(exc)
         values.append(value)
-    return values[:12], None
+    return values, None
+
+
+def _check_date(field: str, value: str) -> None:
+    """A catalog date bound: ``2024-05-31`` or Elasticsearch date math like ``now-7d/d``."""
+    if _DATE_MATH.match(value):
+        return
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise SchemaViolation(
+            field, f"expected a date like 2024-05-31 or now-7d/d, got {value[:40]!r}"
+        ) from None
+
+
+def _check_query(q: str) -> None:
+    if len(q) > MAX_QUERY_CHARS or len(q.split()) > MAX_QUERY_WORDS:
+        raise SchemaViolation(
+            "q", f"search with at most {MAX_QUERY_WORDS} words / {MAX_QUERY_CHARS} characters"
+        )
 
 
 def _flatten(value: Any, path: str) -> list[tuple[str, Any]]:

@@ -7,9 +7,11 @@ schema names (``Measurement.settings.polarity: …``) lands next to the input it
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from thriftpy2.thrift import TType
@@ -21,6 +23,9 @@ from em2q_resources.metadata.schema import field_unit, struct_fields
 _INTEGER_TYPES = {TType.BYTE, TType.I16, TType.I32, TType.I64}
 #: long free text gets a text area instead of a one-line input
 _TEXT_AREAS = {"description", "condition_detail"}
+#: the longest text one input takes (characters): a title, an id, a free-text description
+MAX_TEXT_CHARS = 1000
+MAX_TEXT_AREA_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -116,18 +121,33 @@ def _all_fields() -> list[tuple[FormGroup, FormField]]:
 
 
 def _parse(form_field: FormField, raw: str) -> Any:
+    limit = MAX_TEXT_AREA_CHARS if form_field.kind == "textarea" else MAX_TEXT_CHARS
+    if len(raw) > limit:
+        raise ValueError(f"at most {limit} characters, got {len(raw)}")
     if form_field.kind == "number":
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
+            raise ValueError(f"expected a number, got {raw[:40]!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {raw[:40]!r}")
+        return value
+    if form_field.kind == "date":
+        try:
+            (date if len(raw) <= 10 else datetime).fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"expected a date like 2024-05-31, got {raw[:40]!r}") from None
+        return raw
     if form_field.kind == "integer":
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise ValueError(f"expected a whole number, got {raw!r}") from None
+            raise ValueError(f"expected a whole number, got {raw[:40]!r}") from None
+        if abs(value) >= 2**63:
+            raise ValueError(f"{raw[:40]}… is too large")
+        return value
     if form_field.kind == "choice" and raw not in form_field.choices:
-        raise ValueError(f"{raw!r} is not one of {', '.join(form_field.choices)}")
+        raise ValueError(f"{raw[:40]!r} is not one of {', '.join(form_field.choices)}")
     if form_field.kind == "list":
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw

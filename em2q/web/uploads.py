@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import IO
 
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-#: limits on the non-file fields of the setup form
+#: limits on the non-file fields of the setup form, and on a file name
 MAX_FIELDS = 300
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FILENAME_CHARS = 255
 
 
 class UploadFormError(ValueError):
@@ -91,7 +93,14 @@ async def receive_multipart(request: Request, folder: Path, file_fields: set[str
                 if kind == "part":
                     _, disposition = parse_options_header(payload)
                     name = disposition.get(b"name", b"").decode("utf-8", "replace")
+                    if name in form.fields or name in form.files:
+                        raise UploadFormError(f"the field {name[:40]!r} is sent twice")
                     filename = disposition.get(b"filename")
+                    if filename is not None and len(filename) > MAX_FILENAME_CHARS:
+                        raise UploadFormError(
+                            f"the file name of {name[:40]!r} is longer than "
+                            f"{MAX_FILENAME_CHARS} characters; rename the file"
+                        )
                     value.clear()
                     if filename is not None:
                         if name not in file_fields:
@@ -118,6 +127,8 @@ async def receive_multipart(request: Request, folder: Path, file_fields: set[str
                     name = None
             events.clear()
         parser.finalize()
+    except MultipartParseError as exc:
+        raise UploadFormError(f"the form's multipart body is malformed: {exc}") from None
     finally:
         if sink is not None:
             sink.close()

@@ -19,11 +19,12 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
@@ -101,8 +102,11 @@ class MetadataStore:
         attempts: int = 4,
         backoff_s: float = 0.25,
         number_of_replicas: int = 0,
+        deadline_s: float | None = None,
     ) -> None:
         self.client = client
+        #: no retry starts once a call has taken this long (a frozen cluster: one timeout)
+        self.deadline_s = deadline_s
         self.prefix = index_prefix
         self.schema = schema or sch.load_schema()
         self.attempts = attempts
@@ -148,11 +152,15 @@ class MetadataStore:
                 if exc.meta.status not in _RETRYABLE_STATUS:
                     raise
                 error = exc
+            pause = self.backoff_s * 2 ** (attempt - 1)
+            spent = time.monotonic() - started + pause
+            if self.deadline_s is not None and spent >= self.deadline_s:
+                break
             if attempt < self.attempts:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(pause)
         elapsed = time.monotonic() - started
         raise StoreUnavailable(
-            f"Elasticsearch at {self.url} did not answer after {self.attempts} attempts over "
+            f"Elasticsearch at {self.url} did not answer after {attempt} attempt{'s' if attempt != 1 else ''} over "
             f"{elapsed:.1f}s: {error}. Is it running? Set EM2Q_ELASTICSEARCH_URL to the cluster."
         )
 
@@ -243,7 +251,7 @@ class MetadataStore:
         """Make recent writes visible to search (tests, catalog after bulk loads): of one
         entity's index, or of every index of this prefix."""
         index = self.alias(entity) if entity is not None else f"{self.prefix}-*"
-        self._call(lambda: self.client.indices.refresh(index=index))
+        self._call(lambda: self.client.indices.refresh(index=index, ignore_unavailable=True))
 
     def drop_all(self) -> None:
         """Delete every index and template of this prefix (tests, local reset)."""
@@ -275,10 +283,17 @@ class MetadataStore:
             )
         except ConflictError:
             raise AlreadyExists(entity.name, obj.id) from None
+        except ApiError as exc:
+            if exc.meta.status != 400:
+                raise
+            # a value the index cannot hold (a date it cannot parse, a term over 32 kB …)
+            raise SchemaViolation(entity.name, _query_problem(exc, "store")) from None
         return Stored(obj, answer["_seq_no"], answer["_primary_term"])
 
     def get(self, cls: type, doc_id: str) -> Stored:
         entity = self.schema.entity(cls)
+        if not doc_id:  # the client refuses an empty id before asking
+            raise DocumentNotFound(entity.name, doc_id)
         try:
             answer = self._call(lambda: self.client.get(index=self.alias(entity.name), id=doc_id))
         except NotFoundError:
@@ -288,6 +303,8 @@ class MetadataStore:
 
     def exists(self, cls: type, doc_id: str) -> bool:
         entity = self.schema.entity(cls)
+        if not doc_id:
+            return False
         return bool(
             self._call(lambda: self.client.exists(index=self.alias(entity.name), id=doc_id))
         )
@@ -354,6 +371,8 @@ class MetadataStore:
             if expected
             else {}
         )
+        if not doc_id:
+            raise DocumentNotFound(entity.name, doc_id)
         try:
             self._call(
                 lambda: self.client.delete(index=self.alias(entity.name), id=doc_id, **condition)
@@ -450,9 +469,16 @@ class MetadataStore:
                 return item
             if info.es_type in ("double", "long", "integer", "short", "byte"):
                 try:
-                    return float(item)
+                    number = float(item)
                 except (TypeError, ValueError):
                     raise SchemaViolation(path, f"expected a number, got {item!r}") from None
+                if not math.isfinite(number):
+                    raise SchemaViolation(path, f"expected a finite number, got {item!r}")
+                return number
+            if info.es_type == "date" and isinstance(item, str) and not _is_date(item):
+                raise SchemaViolation(
+                    path, f"expected a date like 2024-05-31 or now-7d/d, got {str(item)[:40]!r}"
+                )
             if info.es_type == "boolean" and not isinstance(item, bool):
                 raise SchemaViolation(path, f"expected true/false, got {item!r}")
             return item
@@ -546,7 +572,14 @@ class MetadataStore:
             body["aggs"] = self._facet_aggs(cls, facets)
         if page_token:
             body["search_after"] = _decode_token(page_token)
-        answer = self._call(lambda: self.client.search(index=self.alias(entity.name), **body))
+        try:
+            answer = self._call(lambda: self.client.search(index=self.alias(entity.name), **body))
+        except NotFoundError:  # a fresh cluster: nothing was ever written, nothing matches
+            return SearchPage([], 0, {}, None, page_token)
+        except ApiError as exc:
+            if exc.meta.status != 400:
+                raise
+            raise SchemaViolation("query", _query_problem(exc)) from None
         hits = answer["hits"]["hits"]
         docs = [sch.from_document(entity.cls, hit["_source"]) for hit in hits]
         total = answer["hits"]["total"]["value"]
@@ -677,11 +710,56 @@ def _encode_token(sort_values: list) -> str:
 def _decode_token(token: str) -> list:
     try:
         values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnicodeError):
         raise SchemaViolation("page_token", "not a token this store handed out") from None
-    if not isinstance(values, list):
+    if not isinstance(values, list) or not all(
+        isinstance(v, str | int | float | bool) or v is None for v in values
+    ):
         raise SchemaViolation("page_token", "not a token this store handed out")
     return values
+
+
+_DATE_MATH = re.compile(r"^now([+-]\d{1,5}[yMwdhHms])*(/[yMwdhHms])?$")
+
+
+def _is_date(text: str) -> bool:
+    """An ISO date or date-time, optionally with Elasticsearch date math after ``||``
+    (``2024-05-31||/d``), or date math from ``now`` (``now-7d/d``)."""
+    anchor, _, math_part = text.partition("||")
+    if math_part and not _DATE_MATH.match("now" + math_part):
+        return False
+    if _DATE_MATH.match(anchor):
+        return not math_part
+    try:
+        (date if len(anchor) <= 10 else datetime).fromisoformat(anchor)
+    except ValueError:
+        return False
+    return True
+
+
+def _query_problem(exc: ApiError, doing: str = "search") -> str:
+    """What Elasticsearch refused in a search (too many clauses, a date it cannot parse …),
+    as one line a user can act on."""
+    reasons: list[str] = []
+
+    def collect(error: Any) -> None:
+        if isinstance(error, dict):
+            for key in ("reason",):
+                if isinstance(error.get(key), str) and error[key] not in reasons:
+                    reasons.append(error[key])
+            for key in ("caused_by", "root_cause", "failed_shards"):
+                inner = error.get(key)
+                for item in inner if isinstance(inner, list) else [inner]:
+                    collect(
+                        item.get("reason") if isinstance(item, dict) and "shard" in item else item
+                    )
+
+    body = exc.body if isinstance(exc.body, dict) else {}
+    collect(body.get("error"))
+    text = "; ".join(r for r in reasons if r != "all shards failed")[:300] or str(exc.message)
+    if "maxClauseCount" in text or "too_many" in text.lower() or "too many" in text.lower():
+        return f"the {doing} is too large for the catalog (use fewer words or values): {text}"
+    return f"the catalog cannot {doing} this: {text}"
 
 
 def parameter_set_hash(values: Mapping[str, Mapping[str, Any]]) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from pyimzml.ImzMLParser import ImzMLParser, getionimage
 
 from em2q.results import MeasurementResults, ResultNotReady
-from em2q_msi.ion_images import ion_intensities
+from em2q_msi.ion_images import IonImageError, ion_intensities
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
@@ -148,3 +150,10 @@ def test_ion_images_from_window_byte_ranges_equal_those_from_whole_spectra(
     np.testing.assert_allclose(by_ranges, whole, rtol=1e-12)
     assert (by_ranges[:3].sum(axis=1) > 0).all() and not by_ranges[3].any()
     assert _window_sums_by_ranges(reader, [float(axis[4000])], 5e5) is None  # too wide: blocks
+
+
+@pytest.mark.parametrize("mz, ppm", [(math.inf, 10), (-5, 10), (math.nan, 10), (1e9, 10),
+                                     (760.5, 0), (760.5, -1), (760.5, math.nan), (760.5, math.inf)])  # fmt: skip
+def test_an_ion_image_of_a_non_finite_or_non_positive_window_is_refused(processed, mz, ppm):
+    with pytest.raises(IonImageError, match="must be a finite number"):
+        results(processed).ion_image(mz, ppm)

@@ -299,6 +299,41 @@ def test_concurrent_uploads_of_the_same_files_register_one(
     assert {key.split("/")[1] for key in folder_storage.find()} == {kept[0].id}
 
 
+def test_every_refusal_of_five_concurrent_same_file_uploads_names_the_registered_one(
+    upload, folder_storage, metadata_store, tmp_path
+):
+    """Five uploads of one pair meet during the copy, so all pass the duplicate check and all
+    register; four withdraw, and each refusal names the one that stays (not another twin
+    that is withdrawing at the same time)."""
+    workers = 5
+    barrier = threading.Barrier(workers, timeout=60)
+    outcomes: dict[int, object] = {}
+
+    def run(n: int) -> None:
+        met: list[bool] = []
+
+        def meet(_bytes: int) -> None:
+            if not met:
+                met.append(True)
+                barrier.wait()
+
+        try:
+            outcomes[n] = upload(copy_example(tmp_path / f"src{n}"), folder_storage, progress=meet)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    kept = [o for o in outcomes.values() if not isinstance(o, Exception)]
+    refused = [o for o in outcomes.values() if isinstance(o, DuplicateUpload)]
+    assert len(kept) == 1 and len(refused) == workers - 1, outcomes
+    assert {r.existing_id for r in refused} == {kept[0].id}
+    assert registered(metadata_store) == [kept[0].id]
+
+
 def test_a_taken_explicit_id_is_refused_and_the_existing_files_stay(
     upload, folder_storage, metadata_store, tmp_path
 ):

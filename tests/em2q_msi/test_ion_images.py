@@ -10,8 +10,10 @@ from PIL import Image
 
 from em2q_msi.ion_images import (
     IonImageError,
+    check_window,
     ion_images,
     ion_intensities,
+    mz_windows,
     png_bytes,
     to_png,
 )
@@ -113,3 +115,15 @@ def test_windows_beyond_the_ends_and_empty_spectra_sum_what_they_cover():
     np.testing.assert_array_equal(values[:, 1], [0, 0, 0, 0, 0])
     np.testing.assert_array_equal(values[:, 2], [0, 0, 24, 32, 0])
     np.testing.assert_array_equal(values, _naive(block, [50, 100, 200, 300, 900], [0.5] * 5))
+
+
+@pytest.mark.parametrize("mz", [float("inf"), -5.0, float("nan"), 0.0])
+def test_mz_windows_refuse_mz_values_that_are_not_finite_and_positive(mz):
+    with pytest.raises(IonImageError, match="finite numbers > 0"):
+        mz_windows([500.0, mz], tolerance_ppm=10)
+
+
+@pytest.mark.parametrize("ppm", [float("inf"), float("nan"), 0.0, -3.0, 1e6])
+def test_a_ppm_tolerance_that_is_not_finite_positive_and_bounded_is_refused(ppm):
+    with pytest.raises(IonImageError, match="ppm must be a finite number"):
+        check_window(760.5, ppm)

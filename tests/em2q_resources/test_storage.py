@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,61 @@ def test_folder_root_copies_in_the_kernel_without_checksum(tmp_path):
     assert storage.put_file(source, "m/data.ibd", progress=seen.append, checksum=False) is None
     assert sum(seen) == len(payload)
     assert (tmp_path / "storage" / "m" / "data.ibd").read_bytes() == payload
+
+
+def test_concurrent_uploads_on_a_folder_root_never_lose_their_staging_folder(tmp_path):
+    """Many uploads at once: each stages under ``staging/<id>/``, commits by a move and removes
+    its staging folder, whose pruning removes ``staging/`` when it is empty, exactly while
+    another upload creates ``staging/<its id>/`` under it. Every upload must still land."""
+    storage = StorageResource(root=str(tmp_path / "root"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 64)
+    rounds, workers = 30, 8
+    barrier = threading.Barrier(workers)
+
+    def upload(worker: int) -> list[str]:
+        failures = []
+        for n in range(rounds):
+            staging, committed = f"staging/{worker}-{n}", f"measurements/m{worker}-{n}"
+            if n % 10 == 0:
+                barrier.wait()  # line the workers up so their folders are made at the same time
+            try:
+                storage.put_file(source, f"{staging}/a.imzML", checksum=False)
+                storage.put_file(source, f"{staging}/a.ibd", checksum=worker % 2 == 0)
+                storage.move(f"{staging}/a.imzML", f"{committed}/a.imzML")
+                storage.move(f"{staging}/a.ibd", f"{committed}/a.ibd")
+                storage.remove(staging)
+                storage.remove(committed)  # a delete prunes measurements/ the same way
+            except OSError as exc:
+                failures.append(f"{worker}-{n}: {exc!r}")
+        return failures
+
+    with ThreadPoolExecutor(workers) as pool:
+        failures = [f for found in pool.map(upload, range(workers)) for f in found]
+    assert failures == []
+    assert storage.find() == []
+
+
+def test_a_staging_folder_pruned_between_two_mkdirs_is_made_again(tmp_path, monkeypatch):
+    """The exact interleaving of the race above, made to happen every time: right after this
+    upload creates ``staging/``, another upload's removal prunes it (empty) again."""
+    storage = StorageResource(root=str(tmp_path / "root"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    real_mkdir = os.mkdir
+    pruned: list[str] = []
+
+    def mkdir_then_pruned(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        if Path(path).name in ("staging", "measurements") and pruned.count(Path(path).name) < 2:
+            pruned.append(Path(path).name)
+            os.rmdir(path)  # what a concurrent upload's _prune_empty_parents does
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_pruned)
+    storage.put_file(source, "staging/u1/a.imzML", checksum=False)
+    storage.put_file(source, "staging/u1/a.ibd")
+    storage.move("staging/u1/a.imzML", "measurements/m1/a.imzML")
+    storage.move("staging/u1/a.ibd", "measurements/m1/a.ibd")
+    monkeypatch.undo()
+    assert sorted(pruned) == ["measurements", "measurements", "staging", "staging"]
+    assert storage.find() == ["measurements/m1/a.ibd", "measurements/m1/a.imzML"]

@@ -343,3 +343,17 @@ def test_unreachable_elasticsearch_fails_clearly_after_bounded_retries():
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:9 did not answer after 3 attempts"):
         store.get(S.Measurement, "m-1")
     assert time.monotonic() - started < 10
+
+
+def test_a_frozen_cluster_is_given_up_after_one_timeout_within_the_deadline():
+    """A listener that accepts and never answers (what a SIGSTOPped node looks like): with a
+    deadline no retry starts after the first request timed out."""
+    import socket
+
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        url = f"http://127.0.0.1:{frozen.getsockname()[1]}"
+        store = MetadataStore.connect(url, attempts=4, request_timeout_s=0.5, deadline_s=0.5)
+        with pytest.raises(StoreUnavailable, match="did not answer after 1 attempt over"):
+            store.get(S.Measurement, "m-1")

@@ -36,6 +36,14 @@ def setup_form_values(setup: dict, prefix: str = "") -> dict[str, str]:
     return values
 
 
+def with_csrf(test_client: TestClient) -> TestClient:
+    """A test client that sends the catalog's CSRF token like its pages do: the cookie from a
+    first response, repeated in the ``X-CSRF-Token`` header of every request."""
+    test_client.get("/static/em2q.css")
+    test_client.headers["X-CSRF-Token"] = test_client.cookies["em2q_csrf"]
+    return test_client
+
+
 @pytest.fixture
 def web_settings(metadata_store, elasticsearch_url, tmp_path) -> Settings:
     return Settings(
@@ -56,7 +64,7 @@ def storage(web_settings) -> StorageResource:
 def client(web_settings, metadata_store, storage):
     app = create_app(web_settings, store=metadata_store, storage=storage)
     with TestClient(app) as test_client:
-        yield test_client
+        yield with_csrf(test_client)
 
 
 @pytest.fixture
@@ -118,4 +126,4 @@ def processed(elasticsearch_url, tmp_path_factory):
 def processed_client(processed):
     settings, store, storage, _ = processed
     with TestClient(create_app(settings, store=store, storage=storage)) as test_client:
-        yield test_client
+        yield with_csrf(test_client)

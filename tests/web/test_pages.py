@@ -20,6 +20,7 @@ from tests.web.conftest import (
     EXAMPLE_IMZML,
     EXAMPLE_SETUP,
     setup_form_values,
+    with_csrf,
 )
 
 S = load_schema()
@@ -198,7 +199,7 @@ def test_compare_overlays_spectra_and_puts_ion_images_on_one_scale(processed_cli
 def header_auth_client(web_settings, metadata_store, storage):
     settings = web_settings.with_overrides(auth_mode="header", proxy_secret=PROXY_SECRET)
     with TestClient(create_app(settings, store=metadata_store, storage=storage)) as test_client:
-        yield test_client
+        yield with_csrf(test_client)
 
 
 PROXY_SECRET = "proxy-shared-secret"

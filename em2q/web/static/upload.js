@@ -26,6 +26,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const request = new XMLHttpRequest();
     request.open("POST", form.action);
     request.setRequestHeader("Accept", "application/json");
+    request.setRequestHeader("X-CSRF-Token", window.em2qCsrfToken());
     document.getElementById("progress").hidden = false;
     button.disabled = true;
     phase.textContent = "sending …";
