@@ -105,6 +105,7 @@ def measurement_prefixes(measurement_id: str) -> tuple[str, str]:
 def _inside(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + "/")
 
+
 class StorageFull(StorageUnavailable):
     """The storage has no room left (disk full, quota exceeded): nothing was kept."""
 

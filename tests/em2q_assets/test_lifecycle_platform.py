@@ -282,11 +282,11 @@ def recovered(platform: Platform, failed: Injected) -> dict[str, Status]:
         assert launched.returncode == 0, launched.stderr
     app = create_app(platform.settings, store=platform.store)
     with TestClient(app) as client:
-        retried = client.post(
-            f"/measurements/{STALLED}/runs",
-            data={"workflow": "standard", "parameter_set": "default"},
-            follow_redirects=False,
-        )
+        page = client.get(f"/measurements/{STALLED}").text
+        form = page[page.index('id="retry-form"') :]
+        fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form[: form.index("</form>")]))
+        assert set(fields) == {"csrf_token", "workflow", "parameter_set"}, fields
+        retried = client.post(f"/measurements/{STALLED}/runs", data=fields, follow_redirects=False)
     assert retried.status_code == 303, retried.text
     started = {
         m: lifecycle.status_of(platform.store.get(S.Measurement, m).doc) for m in failed.reasons
