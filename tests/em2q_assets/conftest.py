@@ -34,19 +34,21 @@ def remember_storage(settings: Settings) -> Settings:
     return settings
 
 
-def register_copy(store, folder: Path, stem: str, measurement_id: str, **setup_changes):
-    """Copy an example pair where an upload puts it, ``measurements/<id>/`` in the storage of
+def register_pair(
+    store, imzml: Path, ibd: Path, measurement_id: str, folder: Path, **setup_changes
+):
+    """Copy an imzML/ibd pair where an upload puts it, ``measurements/<id>/`` in the storage of
     the store's platform (``folder`` when none is known), and write its UPLOADED Measurement
-    document."""
+    document (the example setup, with ``setup_changes``)."""
     root = STORAGE_ROOTS.get(store.prefix)
     storage = StorageResource(root=root) if root else None
     if storage is not None:
         folder = Path(storage.path(f"measurements/{measurement_id}"))
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for suffix, role in ((".imzML", "IMZML"), (".ibd", "IBD")):
-        target = folder / f"{stem}{suffix}"
-        shutil.copyfile(EXAMPLES / f"{stem}{suffix}", target)
+    for source, role in ((imzml, "IMZML"), (ibd, "IBD")):
+        target = folder / source.name
+        shutil.copyfile(source, target)
         uri = storage.url(f"measurements/{measurement_id}/{target.name}") if storage else target
         files.append(
             {
@@ -61,6 +63,14 @@ def register_copy(store, folder: Path, stem: str, measurement_id: str, **setup_c
     doc = measurement_from_setup(setup, id=measurement_id, uploaded_at=utc_now(), files=files)
     store.create(doc, refresh=True)
     return doc
+
+
+def register_copy(store, folder: Path, stem: str, measurement_id: str, **setup_changes):
+    """:func:`register_pair` of an official example (``stem``: ``Example_Continuous`` …)."""
+    return register_pair(
+        store, EXAMPLES / f"{stem}.imzML", EXAMPLES / f"{stem}.ibd", measurement_id, folder,
+        **setup_changes,
+    )  # fmt: skip
 
 
 @pytest.fixture

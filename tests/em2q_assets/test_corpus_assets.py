@@ -4,21 +4,17 @@ spectra than chunks (empty chunks), zero-length, all-zero, one-value and 10**6-p
 
 from __future__ import annotations
 
-import shutil
-
 import dagster as dg
 import numpy as np
 import pytest
 
-from em2q.setup_file import measurement_from_setup, read_setup
 from em2q_assets.definitions import build_definitions
 from em2q_assets.partitions import chunk_keys
 from em2q_assets.storage_io import read_json, read_npy
-from em2q_resources.metadata.store import utc_now
-from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.settings import Settings
 from tests.corpus import build_corpus
 from tests.corpus.reference import reference_spectra
-from tests.em2q_assets.conftest import sha256
+from tests.em2q_assets.conftest import register_pair, remember_storage
 
 K = 8
 SPECTRA_LEVEL = ["spectra_chunks", "preprocessed_chunks"]
@@ -44,34 +40,20 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture
 def platform8(metadata_store, elasticsearch_url, tmp_path):
-    settings = Settings(
-        elasticsearch_url=elasticsearch_url,
-        index_prefix=metadata_store.prefix,
-        storage=str(tmp_path / "storage"),
-        cache_dir=tmp_path / "cache",
-        spectra_chunks=K,
+    settings = remember_storage(
+        Settings(
+            elasticsearch_url=elasticsearch_url,
+            index_prefix=metadata_store.prefix,
+            storage=str(tmp_path / "storage"),
+            cache_dir=tmp_path / "cache",
+            spectra_chunks=K,
+        )
     )
     return build_definitions(settings), dg.DagsterInstance.ephemeral(), metadata_store, tmp_path
 
 
 def register(store, corpus_file, folder, measurement_id):
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for source, role in ((corpus_file.imzml, "IMZML"), (corpus_file.ibd, "IBD")):
-        target = folder / source.name
-        shutil.copyfile(source, target)
-        files.append(
-            {
-                "role": role,
-                "uri": str(target),
-                "size_bytes": target.stat().st_size,
-                "checksum_type": "SHA256",
-                "checksum": sha256(target),
-            }
-        )
-    setup = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
-    doc = measurement_from_setup(setup, id=measurement_id, uploaded_at=utc_now(), files=files)
-    store.create(doc, refresh=True)
+    register_pair(store, corpus_file.imzml, corpus_file.ibd, measurement_id, folder)
 
 
 #: QC that passes whatever the data, so the assets after the blocking QC checks run too

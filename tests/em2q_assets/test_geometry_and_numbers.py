@@ -4,20 +4,17 @@ pyimzML's, QC counts only acquired pixels, and numbers that are not finite never
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from em2q.setup_file import measurement_from_setup, read_setup
 from em2q_assets.storage_io import read_npy
 from em2q_msi.parameters import ProcessingParameters
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.store import utc_now
-from em2q_resources.settings import PROJECT_ROOT
 from em2q_resources.storage import StorageResource
+from tests.em2q_assets.conftest import register_pair
 from tests.em2q_assets.test_assets import materialize_measurement
 from tests.fixtures.imzml_geometry import (
     ION_MZ,
@@ -35,21 +32,8 @@ S = load_schema()
 
 
 def register(store, imzml: Path, measurement_id: str):
-    """The UPLOADED Measurement document of a generated pair (as the upload would write it)."""
-    files = []
-    for path, role in ((imzml, "IMZML"), (imzml.with_suffix(".ibd"), "IBD")):
-        files.append(
-            {
-                "role": role,
-                "uri": str(path),
-                "size_bytes": path.stat().st_size,
-                "checksum_type": "SHA256",
-                "checksum": hashlib.sha256(path.read_bytes()).hexdigest(),
-            }
-        )
-    setup = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
-    doc = measurement_from_setup(setup, id=measurement_id, uploaded_at=utc_now(), files=files)
-    store.create(doc, refresh=True)
+    """The UPLOADED Measurement of a generated pair, its files where an upload puts them."""
+    register_pair(store, imzml, imzml.with_suffix(".ibd"), measurement_id, imzml.parent)
 
 
 def save_default_parameters(store) -> None:
