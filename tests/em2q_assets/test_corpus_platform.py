@@ -47,7 +47,7 @@ def uploaded(dagster_platform, corpus, tmp_path_factory):
     settings, store = dagster_platform.settings, dagster_platform.store
     storage = StorageResource(root=settings.storage)
     setup = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
-    for declared_by_the_file in ("pixel_size_x_um", "pixel_size_y_um", "mass_range"):
+    for declared_by_the_file in ("pixel_size_x_um", "pixel_size_y_um"):
         setup["settings"].pop(declared_by_the_file, None)
     cache = tmp_path_factory.mktemp("corpus-index")
     outcomes: dict[str, object] = {}

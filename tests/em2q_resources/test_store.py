@@ -65,7 +65,7 @@ def test_mapping_change_is_reindexed_and_the_alias_swapped(metadata_store, tmp_p
     metadata_store.bulk_put([measurement(S, i) for i in range(25)], refresh=True)
     idl = sch.IDL_PATH.read_text(encoding="utf-8").replace(
         "  16: optional list<string> tags,\n",
-        "  16: optional list<string> tags,\n  17: optional double ambient_humidity_percent,\n",
+        "  16: optional list<string> tags,\n  99: optional double ambient_humidity_percent,\n",
     )
     (tmp_path / "em2q.thrift").write_text(idl, encoding="utf-8")
     changed = load_schema(tmp_path / "em2q.thrift", module_name="em2q_migrated_thrift")

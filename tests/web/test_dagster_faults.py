@@ -57,7 +57,6 @@ def test_a_killed_daemon_gives_503_and_exit_3_records_nothing_and_recovers(
     )
     store = MetadataStore.connect(elasticsearch_url, index_prefix=settings.index_prefix)
     store.ensure_indices()
-    register_copy(store, tmp_path / "src", "Example_Continuous", "daemon-run")
     env = {
         "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
         "EM2Q_INDEX_PREFIX": settings.index_prefix,
@@ -70,6 +69,9 @@ def test_a_killed_daemon_gives_503_and_exit_3_records_nothing_and_recovers(
             dev = [p for p in psutil.process_iter(["cmdline"])
                    if p.info["cmdline"] and "dev" in p.info["cmdline"] and str(port) in p.info["cmdline"]]  # fmt: skip
             _kill_daemon(url, dev[0].pid)
+            # registered now, with the sensors' daemon gone: it stays UPLOADED unless a launch
+            # that failed wrote something
+            register_copy(store, tmp_path / "src", "Example_Continuous", "daemon-run")
             with TestClient(create_app(settings, store=store)) as client:
                 started = with_csrf(client).post(
                     "/measurements/daemon-run/runs",

@@ -18,7 +18,7 @@ from em2q_resources.auth import TokensFile
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.metadata.store import utc_now
-from tests.web.conftest import EXAMPLE_SETUP
+from tests.web.conftest import EXAMPLE_SETUP, with_csrf
 
 S = load_schema()
 JSON = {"Accept": "application/json"}
@@ -41,7 +41,7 @@ def proxied(web_settings, metadata_store, storage, tmp_path):
         auth_mode="header", trusted_proxies=("10.0.0.5",), tokens_file=tokens
     )
     with TestClient(create_app(settings, store=metadata_store, storage=storage)) as client:
-        yield client, token
+        yield with_csrf(client), token  # a page's own request: only the identity is forged
 
 
 def test_identity_headers_from_a_plain_client_are_refused_and_nothing_is_deleted(
@@ -72,9 +72,11 @@ def test_x_forwarded_for_does_not_make_a_client_the_trusted_proxy(
     _register(metadata_store, "kept-too")
     settings = web_settings.with_overrides(auth_mode="header", trusted_proxies=("10.0.0.5",))
     app = create_app(settings, store=metadata_store, storage=storage)
-    with serve_in_thread(app) as url:
-        headers = {**SPOOF, "X-Forwarded-For": "10.0.0.5", "X-Real-IP": "10.0.0.5", **JSON}
-        answer = httpx.post(f"{url}/measurements/kept-too/delete", headers=headers)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
+        client.get("/static/em2q.css")  # the CSRF cookie, as a page visit sets it
+        csrf = {"X-CSRF-Token": client.cookies["em2q_csrf"]}
+        headers = {**SPOOF, "X-Forwarded-For": "10.0.0.5", "X-Real-IP": "10.0.0.5", **JSON, **csrf}
+        answer = client.post("/measurements/kept-too/delete", headers=headers)
     assert answer.status_code == 401
     assert metadata_store.exists(S.Measurement, "kept-too")
 
