@@ -125,8 +125,8 @@ def _check_mass_range(document: dict, path: str) -> None:
         return
     if low < 0:
         raise SchemaViolation(f"{path}.min_mz", f"m/z cannot be negative, got {low}")
-    if not low < high:
-        raise SchemaViolation(path, f"min_mz {low} must be less than max_mz {high}")
+    if not low <= high:  # equal: a measurement of a single m/z value
+        raise SchemaViolation(path, f"min_mz {low} must not exceed max_mz {high}")
 
 
 #: checks across the fields of one struct, by struct name: ``(document, path)``, raising

@@ -196,8 +196,8 @@ def test_strings_are_stored_in_nfc():
     assert read.title == "M\u00fcnster \u00e9tude"
 
 
-@pytest.mark.parametrize(("low", "high"), [(900.0, -5.0), (500.0, 500.0), (-10.0, 100.0)])
-def test_a_mass_range_must_be_positive_and_increasing(low, high):
+@pytest.mark.parametrize(("low", "high"), [(900.0, -5.0), (500.0, 499.9), (-10.0, 100.0)])
+def test_a_mass_range_must_be_positive_and_not_decreasing(low, high):
     settings = measurement(SCHEMA, 1).settings
     settings.mass_range = SCHEMA.MassRange(min_mz=low, max_mz=high)
     with pytest.raises(SchemaViolation) as raised:
@@ -205,3 +205,9 @@ def test_a_mass_range_must_be_positive_and_increasing(low, high):
     assert raised.value.field.startswith("Measurement.settings.mass_range")
     with pytest.raises(SchemaViolation):
         sch.from_document(SCHEMA.MassRange, {"min_mz": low, "max_mz": high})
+
+
+def test_a_mass_range_of_a_single_mz_value_is_valid():
+    """A measurement of one m/z value (a file with one-point spectra) has min = max."""
+    document = sch.to_document(SCHEMA.MassRange(min_mz=500.0, max_mz=500.0))
+    assert sch.from_document(SCHEMA.MassRange, document).max_mz == 500.0
