@@ -60,9 +60,6 @@ __all__ = [
     "deletion_plan",
 ]
 
-#: bins of a mean spectrum computed from processed-mode raw data (as the workflow does)
-MEAN_SPECTRUM_BIN_PPM = 5.0
-
 
 def _claimed_user(signed_in: User, claimed: User) -> User:
     """``claimed`` when local mode lets the local user act as it (trying out what a technician
@@ -488,13 +485,7 @@ class Measurement:
         except ResultNotReady:
             pass
         reader = self.reader
-        if reader.mode == "continuous":
-            accumulator = MeanSpectrumAccumulator()
-        else:
-            low, high = reader.mz_range()
-            accumulator = MeanSpectrumAccumulator.binned(
-                low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM
-            )
+        accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
         for block in reader.iter_blocks():
             accumulator.add(block)
         return accumulator.result()

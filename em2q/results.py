@@ -1,7 +1,7 @@
 """A measurement's results for one parameter set, read back from storage: the one reader the
 web catalog, the notebook client and the CLI share.
 
-Results live where the assets wrote them (``em2q_assets.storage_io.result_key``):
+Results live where the assets wrote them (``em2q_resources.results_layout``):
 ``results/<measurement>/<asset>/<parameter hash16 or raw>/all/``, each folder with the asset's
 ``manifest.json`` (the URLs of what it wrote). A manifest exists only once the asset has been
 materialized for that measurement (and parameter set), so a missing one means "not processed
@@ -25,13 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from em2q_assets.storage_io import read_json, read_npy, result_key
 from em2q_msi import ion_images as ions
 from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
+from em2q_resources.results_layout import (
+    manifest_key,
+    read_json,
+    read_npy,
+    read_qc_report,
+    result_key,
+)
 from em2q_resources.storage import StorageResource, measurement_prefixes
 
 #: assets whose results depend on the parameter set (stored under its hash)
@@ -203,13 +209,18 @@ class MeasurementResults:
         """The parameter set resolved to its id and content hash (where its results live)."""
         return resolve_parameter_set(self.store, self.parameter_set_name)
 
+    def _digest(self, asset: str) -> str | None:
+        return self.parameters.content_hash if asset in PARAMETER_DEPENDENT_ASSETS else None
+
     def folder(self, asset: str) -> str:
-        digest = self.parameters.content_hash if asset in PARAMETER_DEPENDENT_ASSETS else None
-        return result_key(self.measurement_id, asset, digest, None)
+        return result_key(self.measurement_id, asset, self._digest(asset), None)
+
+    def manifest_key(self, asset: str) -> str:
+        return manifest_key(asset, self.measurement_id, None, self._digest(asset))
 
     def manifest(self, asset: str) -> dict:
         """What ``asset`` wrote for this measurement (and parameter set); ResultNotReady if not."""
-        url = self.storage.url(f"{self.folder(asset)}/manifest.json")
+        url = self.storage.url(self.manifest_key(asset))
         try:
             return read_json(self.storage, url)
         except FileNotFoundError:
@@ -220,15 +231,14 @@ class MeasurementResults:
         """Which results exist yet, per asset."""
         found = {}
         for asset in RESULT_ASSETS:
-            key = f"{self.folder(asset)}/manifest.json"
-            found[asset] = self.storage.exists(key)
+            found[asset] = self.storage.exists(self.manifest_key(asset))
         return found
 
     # ------------------------------------------------------------------ results
 
     def qc_report(self) -> dict:
         """The QC verdict (``ok``), each check with value and threshold, and the numbers behind."""
-        return read_json(self.storage, self.manifest("qc_report")["qc"])
+        return read_qc_report(self.storage, self.manifest("qc_report")["qc"])
 
     def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mz, mean intensity)`` over all spectra (processed data: on 5-ppm bins)."""

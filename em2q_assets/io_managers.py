@@ -1,8 +1,8 @@
 """``ManifestIOManager``: assets hand over small JSON manifests, big arrays stay in storage.
 
-Each asset writes its arrays and images itself (``storage_io``) and returns a manifest: the URLs
-of what it wrote plus the numbers people look at. The manifest is stored as ``manifest.json``
-in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
+Each asset writes its arrays and images itself (``em2q_resources.results_layout``) and returns
+a manifest: the URLs of what it wrote plus the numbers people look at. The manifest is stored
+at ``results_layout.manifest_key``, in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
 ``em2q/parameter_dependent``) put it under the parameter-set hash named in the manifest, so
 results of different parameter sets never overwrite each other. Reading them back, the hash is
 that of the consuming run's own parameter set (its ``parameter_set`` resource, as configured
@@ -16,18 +16,11 @@ from typing import Any
 import dagster as dg
 
 from em2q_assets.partitions import split_key
-from em2q_assets.storage_io import read_json, result_key, write_json
 from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.storage import StorageResource
 
 PARAMETER_DEPENDENT = "em2q/parameter_dependent"
-
-
-def manifest_key(
-    asset: str, measurement_id: str, chunk: int | None, parameter_hash: str | None
-) -> str:
-    """Where an asset partition's manifest lives (also read by ``python -m em2q_assets.step``)."""
-    return f"{result_key(measurement_id, asset, parameter_hash, chunk)}/manifest.json"
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):

@@ -7,7 +7,6 @@ import dagster as dg
 from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.partitions import measurement_partitions
 from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run
-from em2q_assets.storage_io import result_key
 from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
@@ -17,6 +16,7 @@ from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.results_layout import result_key
 from em2q_resources.storage import StorageResource, measurement_prefixes
 
 

@@ -6,8 +6,6 @@ not computed for that measurement, and the Measurement document becomes ``FAILED
 reason. When all pass, it becomes ``READY``.
 """
 
-from typing import Any
-
 import dagster as dg
 import numpy as np
 
@@ -21,8 +19,8 @@ from em2q_assets.provenance import (
     manifest_inputs,
     recorded_run,
 )
-from em2q_assets.storage_io import read_npy, result_key, write_json
 from em2q_msi.qc import (
+    build_qc_report,
     concatenate_metrics,
     lock_mass_errors_ppm,
     mean_spectrum_peaks,
@@ -31,6 +29,7 @@ from em2q_msi.qc import (
 from em2q_resources import lifecycle
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.results_layout import read_npy, result_key, write_qc_report
 from em2q_resources.storage import StorageResource
 
 QC_CHECKS = {
@@ -72,16 +71,8 @@ def assess_quality(
             errors = lock_mass_errors_ppm(peak_mz, qc.lock_masses, qc.lock_mass_search_ppm)
         grid = measurement_grid(inputs["raw_measurement"])
         summary = measurement_summary(metrics, grid, errors, qc)
-        report = {
-            **summary.to_dict(),
-            "measurement_id": measurement_id,
-            "parameter_set": parameters.id,
-            "per_spectrum_tic": [float(v) for v in metrics["tic"]],
-            "snr": _stats(metrics["snr"], "noise estimate 0, SNR not a number"),
-            "noise": _stats(metrics["noise"]),
-            "peaks_per_spectrum": _stats(metrics["n_peaks"]),
-        }
-        uri = write_json(storage, f"{folder}/qc.json", report)
+        about = {"measurement_id": measurement_id, "parameter_set": parameters.id}
+        uri = write_qc_report(storage, folder, build_qc_report(metrics, summary, about))
         record.wrote("qc", uri)
     failed = [c for c in summary.checks if c.passed is False]
     if failed:
@@ -165,27 +156,6 @@ def qc_report(
                 "detail": check.detail,
             },
         )
-
-
-def _stats(values: np.ndarray, not_finite: str = "not a number") -> dict[str, Any]:
-    """min, median and max over the finite values; values that are not finite numbers (e.g.
-    the SNR of a spectrum whose noise is 0) are left out, counted, and ``reason`` says why."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    out: dict[str, Any] = {"min": None, "median": None, "max": None}
-    if finite.size:
-        out = {
-            "min": float(finite.min()),
-            "median": float(np.median(finite)),
-            "max": float(finite.max()),
-        }
-    left_out = int(values.size - finite.size)
-    if values.size == 0:
-        out["reason"] = "no spectra"
-    elif left_out:
-        out["not_finite"] = left_out
-        out["reason"] = f"{left_out} of {values.size} spectra left out: {not_finite}"
-    return out
 
 
 def _fmt(value: float | None) -> str:

@@ -13,10 +13,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from em2q_resources.lifecycle import Kind, Reason
+from em2q_resources.lifecycle import MEASUREMENT_TAG, Kind, Reason
 
-#: run tag naming the measurement a run works on (sensors, workflows and backfills set it)
-MEASUREMENT_TAG = "em2q/measurement"
 PARTITION_TAG = "dagster/partition"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 #: a note ``run_step`` adds to an exception raised for one partition of a range run

@@ -25,7 +25,6 @@ from em2q_assets.adapters import Partition, run_step, step_context
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.partitions import by_measurement, spectra_partitions
 from em2q_assets.provenance import StepContext, StepResult, recorded_run
-from em2q_assets.storage_io import result_key, write_json, write_npy
 from em2q_msi.chunks import iter_chunk, write_measurement_chunk
 from em2q_msi.imzml import ImzML
 from em2q_msi.peaks import concatenate_peaks, preprocess_and_pick
@@ -39,10 +38,9 @@ from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.results_layout import result_key, write_json, write_npy
 from em2q_resources.storage import StorageResource
 
-#: bins of the mean spectrum of processed-mode data (ppm wide)
-MEAN_SPECTRUM_BIN_PPM = 5.0
 #: memory bound of one block read inside a chunk
 BLOCK_BYTES = 64 * 1024 * 1024
 #: spectra per block when reading a chunk back
@@ -50,12 +48,8 @@ CHUNK_BLOCK_SPECTRA = 2048
 
 
 def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
-    if raw["mode"] == "continuous":
-        return MeanSpectrumAccumulator()
-    low, high = raw["mz_range"]
-    return MeanSpectrumAccumulator.binned(
-        low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM
-    )
+    """The mean-spectrum set-up of the measurement ``raw_measurement`` describes."""
+    return MeanSpectrumAccumulator.for_measurement(raw["mode"], raw["mz_range"])
 
 
 #: ``launch(imzml_url, k, i, out_url) -> summary``: writes chunk i of K elsewhere (a subprocess

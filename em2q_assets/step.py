@@ -27,13 +27,12 @@ import dagster as dg
 
 from em2q_assets.adapters import Partition, Step
 from em2q_assets.definitions import build_definitions
-from em2q_assets.io_managers import PARAMETER_DEPENDENT, manifest_key
+from em2q_assets.io_managers import PARAMETER_DEPENDENT
 from em2q_assets.measurements import ingest
 from em2q_assets.partitions import SPECTRA_CHUNK
 from em2q_assets.provenance import StepContext, StepFailure, StepResult
 from em2q_assets.quality import assess_quality
 from em2q_assets.spectra import copy_chunk, preprocess_chunk
-from em2q_assets.storage_io import read_json, write_json
 from em2q_assets.summaries import average_spectrum, feature_matrix, ion_maps, tic_map
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.metadata.schema import (
@@ -42,6 +41,7 @@ from em2q_resources.metadata.schema import (
     check_versioned_identifier,
 )
 from em2q_resources.parameters import DEFAULT_NAME, resolve_parameter_set
+from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
 

@@ -17,7 +17,6 @@ from em2q_assets.provenance import (
     manifest_inputs,
     recorded_run,
 )
-from em2q_assets.storage_io import read_npy, result_key, write_bytes, write_json, write_npy
 from em2q_msi import ion_images as ions
 from em2q_msi.chunks import iter_chunk
 from em2q_msi.features import bin_peaks
@@ -25,6 +24,7 @@ from em2q_msi.peaks import PeakList, concatenate_peaks
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.qc import tic_image as make_tic_image
 from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.results_layout import read_npy, result_key, write_bytes, write_json, write_npy
 from em2q_resources.storage import StorageResource
 
 ALL_CHUNKS = {"partition_mapping": by_measurement()}

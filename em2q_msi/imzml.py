@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import re
-import uuid as uuid_module
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
@@ -43,6 +42,7 @@ from em2q_msi.errors import (
     ImzMLUnsupported,
 )
 from em2q_msi.spectra import SpectraBlock
+from em2q_msi.temporaries import write_atomic
 
 #: Bump when the cached index layout changes; old caches then count as stale.
 INDEX_VERSION = 1
@@ -1039,17 +1039,12 @@ def _load_cached_index(fs: fsspec.AbstractFileSystem, path: str, key: str) -> Sp
 
 
 def _store_index(fs: fsspec.AbstractFileSystem, path: str, key: str, index: SpectraIndex) -> bool:
+    """Cache the index at ``path`` (atomically: ``temporaries.write_atomic``); False when that
+    folder cannot be written (a read-only data folder), never an error."""
     buf = io.BytesIO()
     np.savez(buf, key=np.array(key), **{name: getattr(index, name) for name in index.FIELDS})
-    tmp = f"{path}.tmp-{uuid_module.uuid4().hex}"
     try:
-        parent = os.path.dirname(path)
-        if is_local(fs) and parent:
-            os.makedirs(parent, exist_ok=True)
-        fs.pipe_file(tmp, buf.getvalue())
-        fs.mv(tmp, path)
+        write_atomic(fs, path, buf.getvalue())
         return True
-    except (OSError, PermissionError, ValueError):
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
+    except (OSError, ValueError, NotImplementedError):  # PermissionError is an OSError
         return False

@@ -8,8 +8,9 @@ in file order (``concatenate_metrics``), mean-spectrum accumulators are merged
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ METRIC_NAMES = (
     "noise",
     "snr",
 )
+
+
+#: bins of the mean spectrum of processed-mode data (ppm wide)
+MEAN_SPECTRUM_BIN_PPM = 5.0
 
 
 class QCError(ValueError):
@@ -195,6 +200,19 @@ class MeanSpectrumAccumulator:
         edges = ppm_bin_edges(mz_min, mz_max, bin_ppm)
         centres = np.sqrt(edges[:-1] * edges[1:])
         return cls(edges=edges, mz=centres, total=np.zeros(centres.size), _kind="binned")
+
+    @classmethod
+    def for_measurement(
+        cls, mode: str, mz_range: tuple[float, float] | Sequence[float]
+    ) -> MeanSpectrumAccumulator:
+        """The one mean-spectrum set-up of the platform (asset, step CLI, notebook client):
+        continuous data on its own m/z axis; processed data on :data:`MEAN_SPECTRUM_BIN_PPM`
+        bins over the measurement's m/z range, widened by 1 ppm each side so its extreme
+        values fall inside."""
+        if mode == "continuous":
+            return cls()
+        low, high = (float(v) for v in mz_range)
+        return cls.binned(low * (1 - 1e-6), high * (1 + 1e-6), MEAN_SPECTRUM_BIN_PPM)
 
     def add(self, block: SpectraBlock) -> MeanSpectrumAccumulator:
         """Add a block's spectra (in place); returns self."""
@@ -480,3 +498,63 @@ def measurement_summary(
         )
     ok = all(c.passed for c in checks if c.passed is not None)
     return QCSummary(ok=ok, n_spectra=n, checks=tuple(checks), pixels=pixels)
+
+
+# -- qc.json: the one format of a QC report (asset ``qc_report`` and ``steps qc``) ----------
+def value_stats(values: np.ndarray, not_finite: str = "not a number") -> dict[str, Any]:
+    """min, median and max over the finite values; values that are not finite numbers (e.g.
+    the SNR of a spectrum whose noise is 0) are left out, counted, and ``reason`` says why."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    out: dict[str, Any] = {"min": None, "median": None, "max": None}
+    if finite.size:
+        out = {
+            "min": float(finite.min()),
+            "median": float(np.median(finite)),
+            "max": float(finite.max()),
+        }
+    left_out = int(values.size - finite.size)
+    if values.size == 0:
+        out["reason"] = "no spectra"
+    elif left_out:
+        out["not_finite"] = left_out
+        out["reason"] = f"{left_out} of {values.size} spectra left out: {not_finite}"
+    return out
+
+
+def build_qc_report(
+    metrics: Mapping[str, np.ndarray], summary: QCSummary, about: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The content of ``qc.json``: the verdict and its checks (``ok``, ``n_spectra``,
+    ``checks``, ``pixels``), the per-spectrum TIC in file order, SNR/noise/peak-count
+    statistics, and ``about``: what was assessed (the platform: ``measurement_id`` and
+    ``parameter_set``; the step CLI: ``source``, m/z range, ``parameters_digest``)."""
+    report: dict[str, Any] = {
+        **summary.to_dict(),
+        "per_spectrum_tic": [float(v) for v in metrics["tic"]],
+        "snr": value_stats(metrics["snr"], "noise estimate 0, SNR not a number"),
+        "noise": value_stats(metrics["noise"]),
+        "peaks_per_spectrum": value_stats(metrics["n_peaks"]),
+    }
+    clash = sorted(set(about) & set(report))
+    if clash:
+        raise QCError(f"qc.json: 'about' fields {clash} would overwrite the report's own")
+    return {**report, **about}
+
+
+def qc_report_bytes(report: Mapping[str, Any]) -> bytes:
+    """``qc.json``'s bytes: strict JSON, sorted keys (no NaN: ``finite_json``)."""
+    return finite_json.dumps(report, sort_keys=True, indent=1).encode()
+
+
+def parse_qc_report(data: bytes, where: str = "qc.json") -> dict[str, Any]:
+    """A ``qc.json`` read back; QCError naming ``where`` when it is not a QC report."""
+    try:
+        report = json.loads(data)
+    except ValueError as exc:
+        raise QCError(f"{where}: not JSON: {exc}") from exc
+    if not isinstance(report, dict) or not isinstance(report.get("ok"), bool):
+        raise QCError(f"{where}: not a QC report (no boolean 'ok')")
+    if not isinstance(report.get("checks"), list):
+        raise QCError(f"{where}: not a QC report (no list of 'checks')")
+    return report

@@ -10,8 +10,10 @@ Fixed contracts (people and scripts rely on them):
 
 * ``validate URL``: prints ``{"ok": true|false, "problems": [{"code": ..., "message": ...}]}``;
   exit 0 when valid, 1 when problems were found, 2 on usage errors.
-* ``qc URL --out OUTURL [--params JSON-or-file]``: writes ``qc.json`` (spectra count, m/z range,
-  total TIC, per-spectrum TIC in file order, noise/SNR summary, the QC verdict),
+* ``qc URL --out OUTURL [--params JSON-or-file]``: writes ``qc.json`` (the one format of
+  ``em2q_msi.qc.build_qc_report``, as the platform's ``qc_report`` asset writes it: the QC verdict
+  ``ok`` and its ``checks``, spectra count, per-spectrum TIC in file order, noise/SNR summary;
+  about the source: m/z range, total TIC),
   ``mean_spectrum.npz`` (``mz``, ``intensity``), ``tic_image.npy`` and ``tic_image.png`` under
   OUTURL, and prints a one-line summary.
 
@@ -38,6 +40,7 @@ import numpy as np
 from em2q_msi import finite_json
 from em2q_msi.errors import ChunkError, ImzMLError
 from em2q_msi.imzml import ImzML, split_url
+from em2q_msi.temporaries import write_atomic
 
 PIPES_ENV = "DAGSTER_PIPES_CONTEXT"
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -113,14 +116,9 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any]:
 
 
 def _write_bytes(out_url: str, name: str, data: bytes, storage_options: dict | None) -> str:
-    """Write ``data`` to ``<out_url>/<name>`` via a temporary key and a move (atomic)."""
+    """Write ``data`` to ``<out_url>/<name>`` atomically (``temporaries.write_atomic``)."""
     fs, path = split_url(out_url, storage_options)
-    fs.makedirs(path, exist_ok=True)
-    target = f"{path.rstrip('/')}/{name}"
-    tmp = f"{path.rstrip('/')}/.{name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    fs.pipe_file(tmp, data)
-    fs.mv(tmp, target)
-    return target
+    return write_atomic(fs, f"{path.rstrip('/')}/{name}", data)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -188,10 +186,7 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     started = time.perf_counter()
     reader = ImzML.open(args.url, storage_options=args.storage_options, cache_dir=args.cache_dir)
     mz_min, mz_max = reader.mz_range()
-    if reader.mode == "continuous":
-        accumulator = qc.MeanSpectrumAccumulator()
-    else:
-        accumulator = qc.MeanSpectrumAccumulator.binned(mz_min, mz_max)
+    accumulator = qc.MeanSpectrumAccumulator.for_measurement(reader.mode, (mz_min, mz_max))
     parts = []
     for block in reader.iter_blocks(block_bytes=args.block_mb << 20):
         parts.append(qc.spectrum_metrics(block, params))
@@ -209,38 +204,18 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         )
     summary = qc.measurement_summary(metrics, grid, lock_errors, params.qc)
     tic = metrics["tic"]
-
-    def stats(values: np.ndarray) -> dict[str, float | None]:
-        finite = values[np.isfinite(values)]
-        if finite.size == 0:
-            return {"median": None, "mean": None, "min": None, "max": None}
-        return {
-            "median": float(np.median(finite)),
-            "mean": float(finite.mean()),
-            "min": float(finite.min()),
-            "max": float(finite.max()),
-        }
-
-    report = {
+    about = {
         "source": args.url,
         "mode": reader.mode,
-        "n_spectra": reader.n_spectra,
         "mz_min": mz_min,
         "mz_max": mz_max,
         "total_tic": float(tic.sum()),
-        "tic": tic.tolist(),
-        "base_peak_mz": metrics["base_peak_mz"].tolist(),
-        "n_nonzero": stats(metrics["n_nonzero"].astype(np.float64)),
-        "n_peaks": stats(metrics["n_peaks"].astype(np.float64)),
-        "noise": stats(np.asarray(metrics["noise"], dtype=np.float64)),
-        "snr": stats(np.asarray(metrics["snr"], dtype=np.float64)),
-        "grid_shape": list(image.shape),
         "grid": grid.to_dict(),
         "parameters_digest": params.digest(),
-        "summary": summary.to_dict(),
     }
+    report = qc.build_qc_report(metrics, summary, about)
     out, so = args.out, args.storage_options
-    _write_bytes(out, "qc.json", json.dumps(_jsonable(report), allow_nan=False).encode(), so)
+    _write_bytes(out, "qc.json", qc.qc_report_bytes(report), so)
     buf = io.BytesIO()
     np.savez(buf, mz=mean_mz, intensity=mean_intensity)
     _write_bytes(out, "mean_spectrum.npz", buf.getvalue(), so)

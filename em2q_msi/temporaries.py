@@ -1,6 +1,6 @@
-"""Temporary files of atomic writes, and sweeping those a dead writer left behind.
+"""Atomic writes (:func:`write_atomic`), and sweeping the temporaries a dead writer left behind.
 
-Every result is written under a temporary name and moved into place, so readers never see half
+Every file of the platform (results, step outputs, the imzML index cache) is written under a temporary name and moved into place, so readers never see half
 a file. A writer killed in between (SIGKILL, a lost pod) leaves its temporary file; the next
 writer of the same folder removes it. A temporary name carries its writer's host and process id
 (``<name>.tmp-<host>-<pid>-<random>``), so a writer can tell at once that one from its own
@@ -19,6 +19,9 @@ import uuid
 from datetime import datetime
 
 import fsspec
+
+#: folders swept in this process already (filesystem id, folder): one ``ls`` per folder
+_swept: set[tuple[int, str]] = set()
 
 #: temporaries of another host older than this are orphans (seconds)
 ORPHAN_AGE_S = 3600.0
@@ -77,3 +80,27 @@ def sweep_orphans(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
                 fs.rm(path)
                 removed.append(path)
     return removed
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> str:
+    """Write ``data`` at ``path`` under a temporary name beside it, then move it into place, so
+    a reader never sees half a file; returns ``path``.
+
+    The one atomic writer of bytes: the first write into a folder in a process sweeps what a
+    killed writer left there, and a failed write removes its own temporary.
+    """
+    parent, _, name = path.rpartition("/")
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if (id(fs), parent) not in _swept:
+        sweep_orphans(fs, parent or ".")
+        _swept.add((id(fs), parent))
+    temporary = f"{parent}/{temporary_name(name)}" if parent else temporary_name(name)
+    try:
+        fs.pipe_file(temporary, data)
+        fs.mv(temporary, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(temporary)
+        raise
+    return path

@@ -52,6 +52,10 @@ class Status(StrEnum):
 
 FINAL = frozenset({Status.READY, Status.FAILED})
 
+#: run tag naming the measurement a run works on (launchers, sensors and backfills set it; the
+#: run-failure sensor reads it to know whose status a failed run ends)
+MEASUREMENT_TAG = "em2q/measurement"
+
 
 class Actor(StrEnum):
     """Who makes a transition."""

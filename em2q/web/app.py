@@ -39,7 +39,6 @@ from em2q.web import catalog, plots
 from em2q.web.forms import problem_field, setup_form, setup_from_form
 from em2q.web.security import CSRFMiddleware, csrf_input, csrf_token
 from em2q.web.uploads import UploadFormError, receive_multipart
-from em2q_assets.storage_io import read_bytes
 from em2q_assets.workflows import UnknownWorkflow, startable
 from em2q_msi import ion_images as ions
 from em2q_msi.ion_images import IonImageError
@@ -66,6 +65,7 @@ from em2q_resources.metadata import (
 from em2q_resources.metadata.schema import field_unit, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.parameters import DEFAULT_NAME
+from em2q_resources.results_layout import read_bytes
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageFull, StorageResource, StorageUnavailable, UnsafeKey
 

@@ -10,7 +10,7 @@ import pytest
 
 from em2q_assets.definitions import build_definitions
 from em2q_assets.partitions import chunk_keys
-from em2q_assets.storage_io import read_json, read_npy
+from em2q_resources.results_layout import read_json, read_npy
 from em2q_resources.settings import Settings
 from tests.corpus import build_corpus
 from tests.corpus.reference import reference_spectra

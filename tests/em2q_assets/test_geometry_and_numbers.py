@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from em2q_assets.storage_io import read_npy
 from em2q_msi.parameters import ProcessingParameters
 from em2q_resources.metadata import load_schema
+from em2q_resources.results_layout import read_npy
 from em2q_resources.storage import StorageResource
 from tests.em2q_assets.conftest import register_pair
 from tests.em2q_assets.test_assets import materialize_measurement

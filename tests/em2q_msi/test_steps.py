@@ -85,10 +85,10 @@ def test_qc_writes_its_outputs_with_tic_equal_to_pyimzml(
     report = json.loads((out / "qc.json").read_text(encoding="utf-8"))
     parser = ImzMLParser(example_processed)
     expected = [float(np.sum(parser.getspectrum(i)[1], dtype=np.float64)) for i in range(9)]
-    np.testing.assert_allclose(report["tic"], expected, rtol=1e-12)
+    np.testing.assert_allclose(report["per_spectrum_tic"], expected, rtol=1e-12)
     assert report["total_tic"] == pytest.approx(sum(expected), rel=1e-12)
     assert report["n_spectra"] == 9 and report["mz_min"] == pytest.approx(100.0833358)
-    assert {"noise", "snr", "summary"} <= set(report)
+    assert {"noise", "snr", "peaks_per_spectrum"} <= set(report)
     image = np.load(out / "tic_image.npy")
     assert image.shape == (3, 3)
     assert image[0, 1] == pytest.approx(expected[1])  # x=2, y=1
@@ -127,7 +127,9 @@ def test_qc_on_s3_writes_outputs_to_s3(small_continuous, s3_bucket, capsys):
     fs = fsspec.filesystem("s3", **options)
     report = json.loads(fs.cat_file(f"{bucket}/results/qc/qc.json"))
     here = ImzML.open(small_continuous).read_block(0, 12)
-    np.testing.assert_allclose(report["tic"], here.intensity.sum(axis=1, dtype=np.float64))
+    np.testing.assert_allclose(
+        report["per_spectrum_tic"], here.intensity.sum(axis=1, dtype=np.float64)
+    )
 
 
 def test_chunk_step_writes_chunk_i_of_k(small_processed, tmp_path, capsys):
