@@ -23,8 +23,8 @@ from elasticsearch import helpers
 from em2q_resources.elasticsearch_server import elasticsearch_url
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata import schema as sch
+from em2q_resources.metadata.synthetic import OPERATORS, ORGANISMS, WORDS, measurement
 from em2q_resources.settings import Settings
-from tests.fixtures.documents import OPERATORS, ORGANISMS, WORDS, measurement
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -51,7 +51,7 @@ def bench_preprocessing(n_side: int = N_SIDE) -> float:
 
     from em2q_msi.parameters import ProcessingParameters
     from em2q_msi.peaks import preprocess_and_pick
-    from tests.em2q_msi.processing_data import synthetic_continuous
+    from em2q_msi.synthetic import synthetic_continuous
 
     params = ProcessingParameters.from_dict(
         {
@@ -137,7 +137,7 @@ def bench_preprocessing(n_side: int = N_SIDE) -> float:
 def _write_processed(path: Path, n_side: int) -> np.ndarray:
     from pyimzml.ImzMLWriter import ImzMLWriter
 
-    from tests.em2q_msi.processing_data import synthetic_processed
+    from em2q_msi.synthetic import synthetic_processed
 
     with ImzMLWriter(str(path), mode="processed", mz_dtype=np.float64) as writer:
         for row in range(n_side):

@@ -206,9 +206,9 @@ class ChunkWriter:
             "files": files,
             **({"extra": self.extra} if self.extra else {}),
         }
-        tmp = _join(self.path, f".{META}.tmp-{self._token}")
-        self.fs.pipe_file(tmp, json.dumps(meta, indent=1).encode())
-        self.fs.mv(tmp, _join(self.path, META))
+        temporaries.write_atomic(
+            self.fs, _join(self.path, META), json.dumps(meta, indent=1).encode()
+        )
         return meta
 
     def abort(self) -> None:

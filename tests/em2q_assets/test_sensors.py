@@ -12,8 +12,8 @@ from em2q_assets.partitions import chunk_keys
 from em2q_assets.sensors import build_lifecycle_sensors, new_measurements
 from em2q_resources import lifecycle
 from em2q_resources.metadata import load_schema
+from em2q_resources.metadata.synthetic import measurement
 from tests.em2q_assets.conftest import CHUNKS, register_copy
-from tests.fixtures.documents import measurement
 
 S = load_schema()
 

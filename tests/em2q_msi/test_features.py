@@ -8,7 +8,7 @@ import pytest
 from em2q_msi.features import FeatureError, align_peaks, bin_peaks
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.peaks import PeakList, preprocess_and_pick
-from tests.em2q_msi.processing_data import synthetic_continuous
+from em2q_msi.synthetic import synthetic_continuous
 
 TRUE_MZ = np.array([150.0123, 305.5, 305.52, 612.3345, 899.9])  # 305.5/305.52: 65 ppm apart
 

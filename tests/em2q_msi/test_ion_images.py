@@ -18,13 +18,8 @@ from em2q_msi.ion_images import (
     to_png,
 )
 from em2q_msi.spectra import SpectraBlock
-from tests.em2q_msi.processing_data import (
-    CONTINUOUS,
-    PROCESSED,
-    example_block,
-    synthetic_continuous,
-    synthetic_processed,
-)
+from em2q_msi.synthetic import synthetic_continuous, synthetic_processed
+from tests.em2q_msi.processing_data import CONTINUOUS, PROCESSED, example_block
 
 MZ_VALUES = [150.0, 255.25, 329.06, 500.0, 799.9]
 

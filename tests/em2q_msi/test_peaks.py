@@ -15,12 +15,8 @@ from em2q_msi.peaks import (
 )
 from em2q_msi.preprocess import preprocess
 from em2q_msi.spectra import SpectraBlock
-from tests.em2q_msi.processing_data import (
-    CONTINUOUS,
-    PROCESSED,
-    example_block,
-    synthetic_continuous,
-)
+from em2q_msi.synthetic import synthetic_continuous
+from tests.em2q_msi.processing_data import CONTINUOUS, PROCESSED, example_block
 
 NO_NORMALISATION = ProcessingParameters.from_dict({"normalisation": {"method": "none"}})
 

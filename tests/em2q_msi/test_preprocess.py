@@ -16,12 +16,8 @@ from em2q_msi.parameters import (
 )
 from em2q_msi.preprocess import normalise, preprocess, remove_baseline, smooth
 from em2q_msi.spectra import SpectraBlock
-from tests.em2q_msi.processing_data import (
-    CONTINUOUS,
-    PROCESSED,
-    example_block,
-    synthetic_continuous,
-)
+from em2q_msi.synthetic import synthetic_continuous
+from tests.em2q_msi.processing_data import CONTINUOUS, PROCESSED, example_block
 
 # float32 intensities summed over a window: relative to the spectrum's largest value
 SMOOTHING_RTOL = 1e-5

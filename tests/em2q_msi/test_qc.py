@@ -21,13 +21,8 @@ from em2q_msi.qc import (
     tic_image,
 )
 from em2q_msi.spectra import SpectraBlock
-from tests.em2q_msi.processing_data import (
-    CONTINUOUS,
-    PROCESSED,
-    example_block,
-    read_with_pyimzml,
-    synthetic_continuous,
-)
+from em2q_msi.synthetic import synthetic_continuous
+from tests.em2q_msi.processing_data import CONTINUOUS, PROCESSED, example_block, read_with_pyimzml
 
 
 @pytest.fixture(scope="module")

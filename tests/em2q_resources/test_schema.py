@@ -6,7 +6,7 @@ import pytest
 
 from em2q_resources.metadata import schema as sch
 from em2q_resources.metadata.schema import SchemaViolation, load_schema
-from tests.fixtures.documents import measurement
+from em2q_resources.metadata.synthetic import measurement
 
 SCHEMA = load_schema()
 

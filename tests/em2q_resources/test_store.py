@@ -20,7 +20,7 @@ from em2q_resources.metadata import (
 )
 from em2q_resources.metadata import schema as sch
 from em2q_resources.metadata.store import parameter_values_to_dict
-from tests.fixtures.documents import measurement
+from em2q_resources.metadata.synthetic import measurement
 
 S = load_schema()
 

@@ -24,7 +24,7 @@ from em2q_resources.auth import Authenticator, Role, User
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import IDL_PATH, from_document, to_document
 from em2q_resources.metadata.store import parameter_values_to_dict
-from tests.fixtures.documents import measurement
+from em2q_resources.metadata.synthetic import measurement
 from tests.fixtures.metadata_service import running_server
 
 S = load_schema()

@@ -11,7 +11,7 @@ from thriftpy2.rpc import make_client
 
 from em2q_resources.auth import Authenticator, Role, User
 from em2q_resources.metadata import MetadataStore, load_schema
-from tests.fixtures.documents import measurement
+from em2q_resources.metadata.synthetic import measurement
 from tests.fixtures.metadata_service import running_server
 
 S = load_schema()

@@ -19,7 +19,7 @@ from thriftpy2.thrift import TApplicationException
 
 from em2q_resources.metadata import MetadataStore, SchemaViolation, load_schema
 from em2q_resources.metadata.service import make_server
-from tests.fixtures.documents import measurement
+from em2q_resources.metadata.synthetic import measurement
 from tests.fixtures.metadata_service import running_server
 
 S = load_schema()
