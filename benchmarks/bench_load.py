@@ -35,6 +35,7 @@ import numpy as np
 from em2q.setup_file import read_setup
 from em2q.upload import file_sha256
 from em2q.web import create_app
+from em2q.web.forms import setup_form_values
 from em2q.web.server import serve_in_thread
 from em2q_msi.synthetic import write_imzml
 from em2q_resources.elasticsearch_server import elasticsearch_url
@@ -44,18 +45,6 @@ from em2q_resources.storage import StorageResource
 
 SETUP = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
 WORDS = ["kidney", "mouse", "brain", "POSITIVE", "orbitrap", "tissue", "lipid", "example"]
-
-
-def form_values(setup: dict, prefix: str = "") -> dict[str, str]:
-    values: dict[str, str] = {}
-    for key, value in setup.items():
-        if isinstance(value, dict):
-            values.update(form_values(value, f"{prefix}{key}."))
-        elif isinstance(value, list):
-            values[f"{prefix}{key}"] = ", ".join(map(str, value))
-        else:
-            values[f"{prefix}{key}"] = str(value)
-    return values
 
 
 def browser(url: str) -> httpx.Client:
@@ -72,7 +61,7 @@ def upload(url: str, imzml: Path, title: str) -> tuple[int, float, dict]:
         started = time.perf_counter()
         answer = client.post(
             "/upload",
-            data={**form_values(SETUP), "title": title},
+            data={**setup_form_values(SETUP), "title": title},
             files={"imzml": (imzml.name, xml), "ibd": (imzml.with_suffix(".ibd").name, ibd)},
         )
         elapsed = time.perf_counter() - started

@@ -193,6 +193,20 @@ def setup_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, 
     return document, problems
 
 
+def setup_form_values(setup: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The flat ``{dotted path: text}`` the upload form sends for a setup document (the inverse
+    of :func:`setup_from_form`; scripts and load tests fill the form with it)."""
+    values: dict[str, str] = {}
+    for key, value in setup.items():
+        if isinstance(value, Mapping):
+            values.update(setup_form_values(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            values[f"{prefix}{key}"] = ", ".join(map(str, value))
+        else:
+            values[f"{prefix}{key}"] = str(value)
+    return values
+
+
 def form_path(schema_path: str) -> str:
     """``Measurement.settings.polarity`` → ``settings.polarity`` (the input's name)."""
     return re.sub(r"\[\d+\]", "", schema_path.removeprefix("Measurement."))

@@ -12,6 +12,7 @@ from em2q.dev import EXAMPLES_DIR
 from em2q.setup_file import read_setup
 from em2q.upload import upload_measurement
 from em2q.web import create_app
+from em2q.web.forms import setup_form_values  # noqa: F401  (the tests import it from here)
 from em2q.web.server import serve_in_thread
 from em2q_resources.metadata import MetadataStore
 from em2q_resources.settings import PROJECT_ROOT, Settings
@@ -21,19 +22,6 @@ from tests.fixtures.dagster import materialize_measurement
 EXAMPLE_SETUP = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
 EXAMPLE_IMZML = EXAMPLES_DIR / "Example_Continuous.imzML"
 EXAMPLE_IBD = EXAMPLES_DIR / "Example_Continuous.ibd"
-
-
-def setup_form_values(setup: dict, prefix: str = "") -> dict[str, str]:
-    """A setup document as the flat ``{dotted path: text}`` the upload form sends."""
-    values: dict[str, str] = {}
-    for key, value in setup.items():
-        if isinstance(value, dict):
-            values.update(setup_form_values(value, f"{prefix}{key}."))
-        elif isinstance(value, list):
-            values[f"{prefix}{key}"] = ", ".join(map(str, value))
-        else:
-            values[f"{prefix}{key}"] = str(value)
-    return values
 
 
 def with_csrf(test_client: TestClient) -> TestClient:
