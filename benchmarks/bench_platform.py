@@ -50,7 +50,8 @@ def plain(imzml: str, cache_dir: Path) -> float:
     params = ProcessingParameters.defaults()
     assert validate(imzml).ok
     reader = ImzML.open(imzml, cache_dir=str(cache_dir))
-    accumulator, parts = MeanSpectrumAccumulator(), []
+    accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+    parts = []
     for block in reader.iter_blocks(block_bytes=64 * 1024 * 1024):
         accumulator.add(block)
         parts.append(spectrum_metrics(block, params))
