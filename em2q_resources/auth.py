@@ -38,6 +38,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+import fsspec
+
+from em2q_msi.temporaries import sweep_orphans, temporary_name
 from em2q_resources.settings import Settings
 
 __all__ = [
@@ -273,7 +276,10 @@ class TokensFile:
         import yaml
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        # not ``write_atomic``: the scratch file is created 0600 (the hashes are never readable
+        # by others), but it is named and swept like every other temporary
+        sweep_orphans(fsspec.filesystem("file"), str(self.path.parent))
+        scratch = self.path.with_name(temporary_name(self.path.name))
         text = yaml.safe_dump({"tokens": [r.to_dict() for r in records]}, sort_keys=False)
         descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

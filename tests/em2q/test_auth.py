@@ -195,3 +195,21 @@ def test_a_revoked_token_stops_working_without_a_restart(tmp_path):
     assert [r.id for r in TokensFile(tokens).revoke(record.id)] == [record.id]
     with pytest.raises(Unauthenticated, match="not recognised"):
         auth.user_for_token(token)
+
+
+def test_a_killed_tokens_writers_scratch_file_is_swept_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from em2q_msi import temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, encoding="utf-8", check=True)  # fmt: skip
+    scratch = (
+        tmp_path / f".tokens.yaml{temporaries.MARK}{temporaries._HOST}-{int(dead.stdout)}-ab12"
+    )
+    scratch.write_text("tokens: [half", encoding="utf-8")
+
+    TokensFile(tmp_path / "tokens.yaml").add("ada", "admin")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.yaml"]
