@@ -20,12 +20,12 @@ from em2q_assets.provenance import (
     recorded_run,
 )
 from em2q_msi.qc import (
-    build_qc_report,
     concatenate_metrics,
     lock_mass_errors_ppm,
     mean_spectrum_peaks,
     measurement_summary,
 )
+from em2q_msi.qc_report import build_qc_report
 from em2q_resources import lifecycle
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource, ResolvedParameters

@@ -11,7 +11,7 @@ Fixed contracts (people and scripts rely on them):
 * ``validate URL``: prints ``{"ok": true|false, "problems": [{"code": ..., "message": ...}]}``;
   exit 0 when valid, 1 when problems were found, 2 on usage errors.
 * ``qc URL --out OUTURL [--params JSON-or-file]``: writes ``qc.json`` (the one format of
-  ``em2q_msi.qc.build_qc_report``, as the platform's ``qc_report`` asset writes it: the QC verdict
+  ``em2q_msi.qc_report``, as the platform's ``qc_report`` asset writes it: the QC verdict
   ``ok`` and its ``checks``, spectra count, per-spectrum TIC in file order, noise/SNR summary;
   about the source: m/z range, total TIC),
   ``mean_spectrum.npz`` (``mz``, ``intensity``), ``tic_image.npy`` and ``tic_image.png`` under
@@ -175,7 +175,7 @@ def run_chunk(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     """QC over all spectra, streamed block by block so memory stays one block."""
-    from em2q_msi import qc
+    from em2q_msi import qc, qc_report
     from em2q_msi.facts import pixel_grid
     from em2q_msi.parameters import ParameterError, ProcessingParameters
 
@@ -213,9 +213,9 @@ def run_qc(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "grid": grid.to_dict(),
         "parameters_digest": params.digest(),
     }
-    report = qc.build_qc_report(metrics, summary, about)
+    report = qc_report.build_qc_report(metrics, summary, about)
     out, so = args.out, args.storage_options
-    _write_bytes(out, "qc.json", qc.qc_report_bytes(report), so)
+    _write_bytes(out, "qc.json", qc_report.qc_report_bytes(report), so)
     buf = io.BytesIO()
     np.savez(buf, mz=mean_mz, intensity=mean_intensity)
     _write_bytes(out, "mean_spectrum.npz", buf.getvalue(), so)

@@ -21,7 +21,7 @@ import fsspec
 import numpy as np
 
 from em2q_msi import finite_json
-from em2q_msi.qc import parse_qc_report, qc_report_bytes
+from em2q_msi.qc_report import parse_qc_report, qc_report_bytes
 from em2q_msi.temporaries import write_atomic
 from em2q_resources.storage import StorageResource
 

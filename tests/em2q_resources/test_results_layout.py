@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from em2q_msi.qc import QCError, build_qc_report, measurement_summary
+from em2q_msi.qc import QCError, measurement_summary
+from em2q_msi.qc_report import build_qc_report
 from em2q_msi.temporaries import MARK
 from em2q_resources import results_layout as layout
 from em2q_resources.storage import StorageResource
