@@ -1,7 +1,8 @@
 """``qc_report``: is the measurement good enough to analyse further?
 
 Each QC check of the parameter set (TIC coverage, median SNR, empty-pixel fraction, lock-mass
-accuracy) is a blocking Dagster asset check: when one fails, the peak table and ion images are
+accuracy; declared with the asset in ``em2q_resources.catalog``) is a blocking Dagster asset
+check: when one fails, the peak table and ion images are
 not computed for that measurement, and the Measurement document becomes ``FAILED`` with the
 reason. When all pass, it becomes ``READY``.
 """
