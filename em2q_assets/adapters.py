@@ -92,26 +92,10 @@ def chunk_workers(count: int) -> int:
 
 
 def run_step(
-    context: dg.AssetExecutionContext,
-    step: Step,
-    step_context_: StepContext,
-    *,
-    inputs: Mapping[str, Any],
-    parameters: ResolvedParameters | None = None,
-    chunk_count: int | None = None,
-    chunk_inputs: tuple[str, ...] = (),
+    context: dg.AssetExecutionContext, step: Step, step_context_: StepContext, **options: Any
 ) -> dg.Output:
-    """Run ``step`` for every partition of this execution (chunks side by side): its Output.
-
-    ``chunk_inputs`` name inputs that come per chunk (a range run hands them over as
-    ``{chunk: manifest}``, a single-partition run as the manifest itself).
-    """
-    return output_of(
-        run_partitions(
-            context, step, step_context_, inputs=inputs, parameters=parameters,
-            chunk_count=chunk_count, chunk_inputs=chunk_inputs,
-        )
-    )  # fmt: skip
+    """The Output of :func:`run_partitions` (same arguments)."""
+    return output_of(run_partitions(context, step, step_context_, **options))
 
 
 def run_partitions(
@@ -124,8 +108,13 @@ def run_partitions(
     chunk_count: int | None = None,
     chunk_inputs: tuple[str, ...] = (),
 ) -> list[tuple[Partition, StepResult]]:
-    """Each partition of this execution with its step's result (see :func:`run_step`); a
-    :class:`StepFailed` becomes a ``dg.Failure`` carrying its message and metadata."""
+    """Run ``step`` for every partition of this execution (chunks side by side): each
+    partition with its result. A :class:`StepFailed` becomes a ``dg.Failure`` carrying its
+    message and metadata.
+
+    ``chunk_inputs`` name inputs that come per chunk (a range run hands them over as
+    ``{chunk: manifest}``, a single-partition run as the manifest itself).
+    """
     partitions = partitions_of(context, chunk_count)
 
     def one(partition: Partition) -> StepResult:

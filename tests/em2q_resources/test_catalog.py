@@ -218,13 +218,17 @@ def test_a_new_declaration_appears_in_both_argo_templates():
     assert "ion_ratio_images" in containers["em2q-reprocess"]
 
 
-def test_the_step_cli_runs_a_new_declaration_on_its_upstream_manifest(metadata_store, tmp_path):
-    settings = Settings(
-        elasticsearch_url=metadata_store.url,
-        index_prefix=metadata_store.prefix,
+def settings_of(store, tmp_path) -> Settings:
+    return Settings(
+        elasticsearch_url=store.url,
+        index_prefix=store.prefix,
         storage=str(tmp_path / "storage"),
         spectra_chunks=CHUNKS,
     )
+
+
+def test_the_step_cli_runs_a_new_declaration_on_its_upstream_manifest(metadata_store, tmp_path):
+    settings = settings_of(metadata_store, tmp_path)
     storage = StorageResource.from_settings(settings)
     digest = resolve_parameter_set(metadata_store).content_hash
     write_json(storage, manifest_key("ion_images", "m1", None, digest), {"mz": [300.0, 150.0]})
@@ -237,12 +241,7 @@ def test_the_step_cli_runs_a_new_declaration_on_its_upstream_manifest(metadata_s
 
 
 def test_the_step_cli_names_the_missing_upstream_of_a_new_declaration(metadata_store, tmp_path):
-    settings = Settings(
-        elasticsearch_url=metadata_store.url,
-        index_prefix=metadata_store.prefix,
-        storage=str(tmp_path / "storage"),
-        spectra_chunks=CHUNKS,
-    )
+    settings = settings_of(metadata_store, tmp_path)
     with pytest.raises(StepFailed, match=r"needs what is not materialized yet: ion_images \("):
         step_cli.run("ion_ratio_images", "m1", settings=settings, catalog=WITH_RATIOS)
 
