@@ -1,5 +1,6 @@
 """The Dagster asset graph as Argo ``WorkflowTemplate`` s, built with Hera from the definitions
-themselves (asset keys, dependencies, partitions, op tags), so the two cannot drift apart.
+themselves (asset keys, dependencies, partitions, op tags), which are built from the asset
+catalogue (``em2q_resources.catalog``), so the three cannot drift apart.
 
 Per asset, one container template runs the same image and the same entry point as a Dagster
 step, ``python -m em2q_assets.step <asset> --measurement M [--chunk I] --parameter-set P

@@ -34,8 +34,8 @@ from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable, Workf
 from em2q.filters import FilterSyntaxError, parse_filters
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
-from em2q_assets import workflows as wf
 from em2q_resources import lifecycle
+from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
 from em2q_resources.metadata import (

@@ -34,13 +34,13 @@ from em2q.dagster_api import DagsterAPI, WorkflowStatus
 from em2q.filters import keyword_filters, parse_filters
 from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady, measurement_grid, open_raw
-from em2q_assets import workflows as wf
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
 from em2q_resources import lifecycle
+from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document

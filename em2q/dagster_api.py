@@ -32,12 +32,12 @@ from urllib.parse import quote
 
 import httpx
 
-from em2q_assets.workflows import WorkflowDefinition, require_startable
 from em2q_resources import lifecycle
 from em2q_resources.auth import User
 from em2q_resources.lifecycle import MEASUREMENT_TAG
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.parameters import PARAMETER_SET_TAG, resolve_parameter_set
+from em2q_resources.workflows import WorkflowDefinition, require_startable
 
 WORKFLOW_TAG = "em2q/workflow"
 USER_TAG = "em2q/user"

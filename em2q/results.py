@@ -29,6 +29,7 @@ from em2q_msi import ion_images as ions
 from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
+from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
 from em2q_resources.results_layout import (
@@ -40,12 +41,6 @@ from em2q_resources.results_layout import (
 )
 from em2q_resources.storage import StorageResource, measurement_prefixes
 
-#: assets whose results depend on the parameter set (stored under its hash)
-PARAMETER_DEPENDENT_ASSETS = frozenset(
-    {"preprocessed_chunks", "qc_report", "peak_table", "ion_images"}
-)
-#: measurement-level results a page or notebook shows
-RESULT_ASSETS = ("raw_measurement", "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images")  # fmt: skip
 #: window of an ion image when neither the caller nor the parameter set names one
 DEFAULT_ION_IMAGE_PPM = 10.0
 

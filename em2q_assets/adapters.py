@@ -1,16 +1,21 @@
-"""Running the platform's steps inside Dagster assets.
+"""Running the platform's steps inside Dagster assets, every asset built from its catalogue
+declaration (:mod:`em2q_resources.catalog`) by :func:`build_asset`.
 
-Each asset's work is a plain function ``step(context, partition, inputs, parameters) ->
+Each asset's work is a plain function ``<asset>(step, partition, inputs, parameters) ->
 StepResult`` (see :mod:`em2q_assets.provenance`), so that the same function runs in a Dagster
 run, an Argo container or a shell (``python -m em2q_assets.step``). This module turns a Dagster
 execution context into a :class:`StepContext`, runs every chunk of a partition range in one
 step (spectra-level assets use ``BackfillPolicy.single_run``: one run per measurement instead
-of one per chunk), and turns results into ``Output`` s with the UI's inline images.
+of one per chunk), and turns results into ``Output`` s with the UI's inline images and into
+asset check results.
 """
 
 import base64
+import functools
+import importlib
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +23,18 @@ from typing import Any
 import dagster as dg
 
 from em2q_assets.io_managers import PARAMETER_DEPENDENT
-from em2q_assets.partitions import chunk_keys, split_key
-from em2q_assets.provenance import Image, StepContext, StepFailure, StepResult
+from em2q_assets.k8s import k8s_op_tags
+from em2q_assets.partitions import (
+    by_measurement,
+    chunk_keys,
+    measurement_partitions,
+    spectra_partitions,
+    split_key,
+)
+from em2q_assets.provenance import Image, StepContext, StepResult
 from em2q_assets.run_failures import PARTITION_NOTE
+from em2q_msi.errors import StepFailed
+from em2q_resources.catalog import CATALOG, AssetSpec, Automation, Catalog, InvalidCatalog
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.storage import StorageResource
@@ -78,6 +92,13 @@ def chunk_workers(count: int) -> int:
 
 
 def run_step(
+    context: dg.AssetExecutionContext, step: Step, step_context_: StepContext, **options: Any
+) -> dg.Output:
+    """The Output of :func:`run_partitions` (same arguments)."""
+    return output_of(run_partitions(context, step, step_context_, **options))
+
+
+def run_partitions(
     context: dg.AssetExecutionContext,
     step: Step,
     step_context_: StepContext,
@@ -86,8 +107,10 @@ def run_step(
     parameters: ResolvedParameters | None = None,
     chunk_count: int | None = None,
     chunk_inputs: tuple[str, ...] = (),
-) -> dg.Output:
-    """Run ``step`` for every partition of this execution; chunks run side by side.
+) -> list[tuple[Partition, StepResult]]:
+    """Run ``step`` for every partition of this execution (chunks side by side): each
+    partition with its result. A :class:`StepFailed` becomes a ``dg.Failure`` carrying its
+    message and metadata.
 
     ``chunk_inputs`` name inputs that come per chunk (a range run hands them over as
     ``{chunk: manifest}``, a single-partition run as the manifest itself).
@@ -111,17 +134,22 @@ def run_step(
         else:
             with ThreadPoolExecutor(chunk_workers(len(partitions))) as pool:
                 results = list(pool.map(one, partitions))
-    except StepFailure as failure:
+    except StepFailed as failure:
         raise dg.Failure(description=str(failure), metadata=failure.metadata) from failure
-    if len(results) == 1:
-        result = results[0]
+    return list(zip(partitions, results, strict=True))
+
+
+def output_of(done: Sequence[tuple[Partition, StepResult]]) -> dg.Output:
+    """One partition: its manifest; a range: ``{chunk: manifest}`` with merged numbers."""
+    if len(done) == 1:
+        result = done[0][1]
         version = dg.DataVersion(result.data_version) if result.data_version else None
         return dg.Output(
             result.manifest, metadata=ui_metadata(result.metadata), data_version=version
         )
     return dg.Output(
-        {p.chunk: r.manifest for p, r in zip(partitions, results, strict=True)},
-        metadata=ui_metadata(merge_metadata([r.metadata for r in results])),
+        {p.chunk: r.manifest for p, r in done},
+        metadata=ui_metadata(merge_metadata([r.metadata for _, r in done])),
     )
 
 
@@ -152,33 +180,148 @@ def markdown_png(png: bytes, caption: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{encoded})")
 
 
-def step_asset(
-    step: Step,
-    *,
-    name: str,
-    ins: Mapping[str, dg.AssetIn],
-    parameter_dependent: bool = False,
-    **asset_arguments: Any,
-) -> dg.AssetsDefinition:
-    """A measurement-level asset whose work is ``step``: inputs as declared in ``ins``, the
-    ``metadata`` and ``storage`` resources, and the run's parameter set when it depends on one."""
-    resources = {"metadata", "storage"} | ({"parameter_set"} if parameter_dependent else set())
+def step_function(spec: AssetSpec) -> Step:
+    """The step function of a catalogue declaration: ``<step_module>.<asset name>``."""
+    module = importlib.import_module(spec.step_module)
+    step = getattr(module, spec.name, None)
+    if not callable(step):
+        raise InvalidCatalog(
+            f"asset {spec.name!r}: {spec.step_module} has no step function {spec.name}"
+            "(step, partition, inputs, parameters); the function is named after the asset"
+        )
+    return step
 
-    @dg.asset(
-        name=name,
-        ins=dict(ins),
-        required_resource_keys=resources,
-        metadata={PARAMETER_DEPENDENT: True} if parameter_dependent else None,
-        **asset_arguments,
-    )
-    def _asset(context: dg.AssetExecutionContext, **inputs: Any) -> dg.Output:
-        found = context.resources
-        return run_step(
-            context,
-            step,
-            step_context(context, found.metadata, found.storage),
-            inputs=inputs,
-            parameters=found.parameter_set.resolve() if parameter_dependent else None,
+
+def automation_condition(automation: Automation) -> dg.AutomationCondition | None:
+    if automation is Automation.EAGER:
+        return dg.AutomationCondition.eager()
+    if automation is Automation.AFTER_CHECKS:
+        return (
+            dg.AutomationCondition.eager()
+            & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        )
+    return None
+
+
+def check_results(result: StepResult) -> Iterator[dg.AssetCheckResult]:
+    """The step's evaluated checks (``em2q_msi.qc`` results); a check without a verdict
+    (``passed is None``, e.g. no lock masses set) passes."""
+    for check in result.checks:
+        yield dg.AssetCheckResult(
+            check_name=check.name,
+            passed=check.passed is not False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "value": format_number(check.value),
+                "threshold": f"{check.comparison} {check.threshold}",
+                "detail": check.detail,
+            },
         )
 
+
+def format_number(value: float | None) -> str:
+    """A check's value as people read it: 4 significant digits, ``n/a`` when not a number."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def build_asset(
+    spec: AssetSpec,
+    catalog: Catalog,
+    chunk_partitions: dg.MultiPartitionsDefinition,
+) -> dg.AssetsDefinition:
+    """The Dagster asset of one catalogue declaration.
+
+    Inputs are the declared upstream assets' manifests (an input across partitionings reads
+    every chunk of the measurement); resources are ``metadata`` and ``storage``, plus
+    ``parameter_set`` for a parameter-dependent asset and ``step_launcher`` for a step that
+    can be launched; the op carries the step kind's k8s tags; checks are blocking asset checks.
+    """
+    step = step_function(spec)
+    ins: dict[str, dg.AssetIn] = {}
+    chunk_inputs: list[str] = []
+    for name in spec.inputs:
+        if catalog.asset(name).chunked != spec.chunked:
+            ins[name] = dg.AssetIn(partition_mapping=by_measurement())
+        else:
+            ins[name] = dg.AssetIn()
+            if spec.chunked:
+                chunk_inputs.append(name)
+    resources = {"metadata", "storage"}
+    if spec.parameter_dependent:
+        resources.add("parameter_set")
+    if spec.launched_step:
+        resources.add("step_launcher")
+    chunk_count = len(chunk_keys_of(chunk_partitions)) if spec.chunked else None
+
+    @dg.asset(
+        name=spec.name,
+        ins=ins,
+        deps=list(spec.after) or None,
+        required_resource_keys=resources,
+        partitions_def=chunk_partitions if spec.chunked else measurement_partitions,
+        group_name=spec.group,
+        kinds=set(spec.tools),
+        code_version=spec.code_version,
+        metadata={PARAMETER_DEPENDENT: True} if spec.parameter_dependent else None,
+        automation_condition=automation_condition(spec.automation),
+        check_specs=[
+            dg.AssetCheckSpec(
+                c.name, asset=spec.name, description=c.description, blocking=c.blocking
+            )
+            for c in spec.checks
+        ]
+        or None,  # fmt: skip
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.chunked else None,
+        op_tags=k8s_op_tags(spec.kind),
+        description=spec.description.format(chunk_count=chunk_count),
+    )
+    def _asset(context: dg.AssetExecutionContext, **inputs: Any):
+        found = context.resources
+        run = step
+        if spec.launched_step and found.step_launcher.launches_steps:
+            run = functools.partial(step, launch=launcher(context, spec, found))
+        done = run_partitions(
+            context,
+            run,
+            step_context(context, found.metadata, found.storage),
+            inputs=inputs,
+            parameters=found.parameter_set.resolve() if spec.parameter_dependent else None,
+            chunk_count=chunk_count,
+            chunk_inputs=tuple(chunk_inputs),
+        )
+        yield output_of(done)
+        if spec.checks:
+            for _, result in done:
+                yield from check_results(result)
+
     return _asset
+
+
+#: ``launch(arguments) -> summary``: the asset's ``em2q_msi.steps`` command run elsewhere (a
+#: subprocess or a pod) with these arguments; returns the step's JSON summary
+Launch = Callable[[Sequence[str]], dict]
+
+
+def launcher(context: dg.AssetExecutionContext, spec: AssetSpec, resources: Any) -> Launch:
+    def launch(arguments: Sequence[str]) -> dict:
+        return resources.step_launcher.run_step(
+            context, spec.launched_step, list(arguments), kind=spec.kind,
+            storage_options=resources.storage.storage_options,
+        )  # fmt: skip
+
+    return launch
+
+
+def chunk_keys_of(partitions: dg.MultiPartitionsDefinition) -> list[str]:
+    return [
+        key
+        for d in partitions.partitions_defs
+        if d.name != measurement_partitions.name
+        for key in d.partitions_def.get_partition_keys()
+    ]
+
+
+def build_assets(chunk_count: int, catalog: Catalog = CATALOG) -> list[dg.AssetsDefinition]:
+    """Every asset of ``catalog``, upstream first; spectra-level ones in ``chunk_count`` chunks."""
+    chunk_partitions = spectra_partitions(chunk_count)
+    return [build_asset(spec, catalog, chunk_partitions) for spec in catalog]

@@ -1,14 +1,16 @@
-"""The one ``Definitions`` of the EM²Q code location, composed from settings."""
+"""The one ``Definitions`` of the EM²Q code location, composed from settings and the asset
+catalogue (:mod:`em2q_resources.catalog`): every asset is built from its declaration."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from em2q_assets import measurements, quality, sensors, summaries
+from em2q_assets import sensors
+from em2q_assets.adapters import build_assets
 from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
-from em2q_assets.k8s import run_executor, with_k8s_config
-from em2q_assets.spectra import build_spectra_assets
+from em2q_assets.k8s import run_executor
+from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameters import ParameterSetResource
@@ -18,7 +20,10 @@ from em2q_resources.storage import StorageResource
 DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+def build_definitions(
+    settings: Settings | None = None, catalog: Catalog = CATALOG
+) -> dg.Definitions:
+    """The code location: ``catalog`` 's assets, the sensors, resources and executor."""
     settings = settings or Settings.from_env()
     metadata = MetadataStoreResource(
         url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL,
@@ -31,27 +36,20 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
-    chunk_assets = build_spectra_assets(settings.spectra_chunks)
+    assets = build_assets(settings.spectra_chunks, catalog)
+    chunk_assets = [a for a, spec in zip(assets, catalog, strict=True) if spec.chunked]
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
         # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
-        assets=with_k8s_config(
-            [
-                measurements.raw_measurement,
-                *chunk_assets,
-                summaries.mean_spectrum,
-                summaries.tic_image,
-                summaries.peak_table,
-                summaries.ion_images,
-                quality.qc_report,
-            ]
-        ),
+        assets=assets,
         sensors=[
-            sensors.new_measurements,
-            sensors.build_ingested_measurements_sensor(chunk_assets, settings.spectra_chunks),
+            sensors.build_new_measurements_sensor(catalog.ingest),
+            sensors.build_ingested_measurements_sensor(
+                catalog.ingest, chunk_assets, settings.spectra_chunks
+            ),
             *sensors.build_lifecycle_sensors(settings.dagster_url, settings.stalled_after_s),
             external_materializations,
             dg.AutomationConditionSensorDefinition(

@@ -3,7 +3,7 @@
 Each asset writes its arrays and images itself (``em2q_resources.results_layout``) and returns
 a manifest: the URLs of what it wrote plus the numbers people look at. The manifest is stored
 at ``results_layout.manifest_key``, in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
-``em2q/parameter_dependent``) put it under the parameter-set hash named in the manifest, so
+``em2q/parameter_dependent``, set from the asset catalogue's declaration) put it under the parameter-set hash named in the manifest, so
 results of different parameter sets never overwrite each other. Reading them back, the hash is
 that of the consuming run's own parameter set (its ``parameter_set`` resource, as configured
 for that run in the launchpad).
@@ -20,6 +20,7 @@ from em2q_resources.parameters import ParameterSetResource
 from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.storage import StorageResource
 
+#: definition metadata of an asset the catalogue declares parameter-dependent
 PARAMETER_DEPENDENT = "em2q/parameter_dependent"
 
 

@@ -1,6 +1,7 @@
 """Kubernetes sizing of every asset step, from the one table in ``em2q_resources.launcher``.
 
-Each asset's op carries a ``dagster-k8s/config`` tag with its step kind's requests and limits,
+Each asset's step kind is declared in the asset catalogue (``em2q_resources.catalog``); each
+asset's op carries a ``dagster-k8s/config`` tag with its step kind's requests and limits,
 so the ``k8s_job_executor`` (:func:`k8s_run_executor`) gives each step pod what the step needs;
 ``argo_bridge`` reads the same tags for its container templates, and a ``PipesK8sClient`` pod
 started through the step launcher uses the same table row. The tags are harmless elsewhere:
@@ -10,10 +11,11 @@ the default in-process executor ignores them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import dagster as dg
 
+from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.launcher import StepLauncherResource, step_resources
 
 #: the op tag dagster-k8s reads (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY; not imported
@@ -21,25 +23,16 @@ from em2q_resources.launcher import StepLauncherResource, step_resources
 USER_DEFINED_K8S_CONFIG_KEY = "dagster-k8s/config"
 #: op tag naming the asset's step kind (a row of ``launcher.STEP_RESOURCES``)
 STEP_KIND_TAG = "em2q/step-kind"
-#: the step kind of each asset; an asset missing here runs as DEFAULT_STEP_KIND
-ASSET_STEP_KINDS: Mapping[str, str] = {
-    "raw_measurement": "ingest",
-    "spectra_chunks": "chunk",
-    "preprocessed_chunks": "preprocess",
-    "mean_spectrum": "summary",
-    "tic_image": "summary",
-    "peak_table": "summary",
-    "ion_images": "summary",
-    "qc_report": "qc",
-}
+#: the step kind of an asset the catalogue does not declare
 DEFAULT_STEP_KIND = "summary"
 #: Argo retries of a step whose asset has no Dagster RetryPolicy: system errors only (pod
 #: evicted, node lost), as the assets themselves do not retry a failed computation
 STEP_RETRY_LIMIT = 2
 
 
-def step_kind(asset_name: str) -> str:
-    return ASSET_STEP_KINDS.get(asset_name, DEFAULT_STEP_KIND)
+def step_kind(asset_name: str, catalog: Catalog = CATALOG) -> str:
+    """The catalogue's step kind of an asset (``DEFAULT_STEP_KIND`` for one it lacks)."""
+    return catalog.step_kinds.get(asset_name, DEFAULT_STEP_KIND)
 
 
 def k8s_config(kind: str) -> dict:
@@ -52,34 +45,6 @@ def k8s_config(kind: str) -> dict:
 
 def k8s_op_tags(kind: str) -> dict[str, str]:
     return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(kind)), STEP_KIND_TAG: kind}
-
-
-def with_k8s_config(assets: Iterable) -> list:
-    """The asset definitions, each op tagged with its step kind's ``dagster-k8s/config``.
-
-    The tags are merged into the ops in place: Dagster has no public way to add op tags to a
-    built asset, and a rebuilt copy would clash with sensors that target the original object
-    (``new_measurements`` → ``raw_measurement``). Tags an asset sets itself
-    (``@dg.asset(op_tags=k8s_op_tags("chunk"))``) win, so this is idempotent.
-    """
-    out = list(assets)
-    for item in out:
-        if not isinstance(item, dg.AssetsDefinition) or not isinstance(
-            item.node_def, dg.OpDefinition
-        ):
-            continue
-        names = {key.path[-1] for key in item.keys}
-        kinds = {step_kind(name) for name in names}
-        if len(kinds) != 1:
-            raise ValueError(
-                f"assets {sorted(names)} share one op but have step kinds {sorted(kinds)}: "
-                "give them one kind in em2q_assets.k8s.ASSET_STEP_KINDS"
-            )
-        op = item.node_def
-        merged = {**k8s_op_tags(kinds.pop()), **op.tags}
-        if merged != dict(op.tags):
-            op._tags = merged  # see the docstring: no public setter
-    return out
 
 
 def op_resources(tags: Mapping[str, str]) -> dict | None:

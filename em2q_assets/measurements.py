@@ -4,16 +4,15 @@ import hashlib
 
 import dagster as dg
 
-from em2q_assets.adapters import Partition, run_step, step_context
-from em2q_assets.partitions import measurement_partitions
-from em2q_assets.provenance import StepContext, StepFailure, StepResult, recorded_run
+from em2q_assets.adapters import Partition
+from em2q_assets.provenance import StepContext, StepResult, recorded_run
+from em2q_msi.errors import StepFailed
 from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources import lifecycle
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.metadata.store import utc_now
 from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.results_layout import result_key
@@ -28,7 +27,7 @@ def imzml_uri(measurement, storage: StorageResource) -> tuple[str, str]:
         if stored.role == schema.FileRole.IMZML:
             uploads, _ = measurement_prefixes(measurement.id)
             return storage.checked_url(stored.uri, within=uploads), stored.checksum
-    raise StepFailure(f"measurement {measurement.id} has no imzML file on record")
+    raise StepFailed(f"measurement {measurement.id} has no imzML file on record")
 
 
 def measurement_grid(raw_manifest: dict) -> PixelGrid:
@@ -39,7 +38,7 @@ def measurement_grid(raw_manifest: dict) -> PixelGrid:
     return PixelGrid.coerce(raw_manifest["grid_shape"])
 
 
-def ingest(
+def raw_measurement(
     step: StepContext,
     partition: Partition,
     inputs: dict,
@@ -79,7 +78,7 @@ def ingest(
                 ),
                 actor=lifecycle.Actor.STEP,
             )
-            raise StepFailure(
+            raise StepFailed(
                 f"{measurement_id} failed validation: {reason}",
                 metadata={"problems": [p.to_dict() for p in report.problems]},
             )
@@ -127,18 +126,3 @@ def ingest(
         },
         data_version=hashlib.sha256(f"{checksum}".encode()).hexdigest()[:24],
     )
-
-
-@dg.asset(
-    partitions_def=measurement_partitions,
-    group_name="ingest",
-    kinds={"imzml", "elasticsearch"},
-    code_version="2",
-    description="The uploaded imzML/ibd pair, validated; its facts written to the catalog.",
-)
-def raw_measurement(
-    context: dg.AssetExecutionContext,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-) -> dg.Output[dict]:
-    return run_step(context, ingest, step_context(context, metadata, storage), inputs={})

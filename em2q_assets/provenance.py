@@ -77,14 +77,6 @@ class StepResult:
     checks: list[Any] = field(default_factory=list)
 
 
-class StepFailure(Exception):
-    """A step refused its input (e.g. a measurement that fails validation)."""
-
-    def __init__(self, message: str, metadata: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.metadata = metadata or {}
-
-
 def utc_timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

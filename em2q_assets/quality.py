@@ -1,18 +1,14 @@
 """``qc_report``: is the measurement good enough to analyse further?
 
 Each QC check of the parameter set (TIC coverage, median SNR, empty-pixel fraction, lock-mass
-accuracy) is a blocking Dagster asset check: when one fails, the peak table and ion images are
+accuracy; declared with the asset in ``em2q_resources.catalog``) is a blocking Dagster asset
+check: when one fails, the peak table and ion images are
 not computed for that measurement, and the Measurement document becomes ``FAILED`` with the
 reason. When all pass, it becomes ``READY``.
 """
 
-import dagster as dg
-import numpy as np
-
-from em2q_assets.adapters import Partition, partitions_of, step_context
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.adapters import Partition, format_number
 from em2q_assets.measurements import measurement_grid
-from em2q_assets.partitions import by_measurement, measurement_partitions
 from em2q_assets.provenance import (
     StepContext,
     StepResult,
@@ -27,21 +23,11 @@ from em2q_msi.qc import (
 )
 from em2q_msi.qc_report import build_qc_report
 from em2q_resources import lifecycle
-from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.results_layout import read_npy, result_key, write_qc_report
-from em2q_resources.storage import StorageResource
-
-QC_CHECKS = {
-    "tic_coverage": "Fraction of spectra with a TIC of at least a share of the median TIC.",
-    "median_snr": "Median over spectra of the base-peak signal-to-noise ratio.",
-    "empty_pixel_fraction": "Share of acquired pixels whose spectrum is empty (pixels outside "
-    "the scanned area are not acquired, not empty).",
-    "lock_mass_error_ppm": "Largest ppm error of the lock masses (passes when none are set).",
-}
 
 
-def assess_quality(
+def qc_report(
     step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
 ) -> StepResult:
     """The QC verdict; moves the measurement to READY, or FAILED with the failed checks."""
@@ -113,50 +99,4 @@ def assess_quality(
     )
 
 
-@dg.asset(
-    partitions_def=measurement_partitions,
-    ins={"preprocessed_chunks": dg.AssetIn(partition_mapping=by_measurement())},
-    group_name="quality",
-    kinds={"numpy"},
-    code_version="1",
-    metadata={PARAMETER_DEPENDENT: True},
-    automation_condition=dg.AutomationCondition.eager(),
-    check_specs=[
-        dg.AssetCheckSpec(name, asset="qc_report", description=text, blocking=True)
-        for name, text in QC_CHECKS.items()
-    ],
-    description="QC verdict with the numbers behind it; blocking checks gate further analysis.",
-)
-def qc_report(
-    context: dg.AssetExecutionContext,
-    raw_measurement: dict,
-    preprocessed_chunks: dict,
-    mean_spectrum: dict,
-    metadata: MetadataStoreResource,
-    storage: StorageResource,
-    parameter_set: ParameterSetResource,
-):
-    step = step_context(context, metadata, storage)
-    partition = partitions_of(context, None)[0]
-    inputs = {
-        "raw_measurement": raw_measurement,
-        "preprocessed_chunks": preprocessed_chunks,
-        "mean_spectrum": mean_spectrum,
-    }
-    result = assess_quality(step, partition, inputs, parameter_set.resolve())
-    yield dg.Output(result.manifest, metadata=result.metadata)
-    for check in result.checks:
-        yield dg.AssetCheckResult(
-            check_name=check.name,
-            passed=check.passed is not False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "value": _fmt(check.value),
-                "threshold": f"{check.comparison} {check.threshold}",
-                "detail": check.detail,
-            },
-        )
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
+_fmt = format_number

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from em2q_assets.measurements import raw_measurement
 from em2q_assets.partitions import chunk_keys, measurement_partitions
 from em2q_assets.run_failures import (
     MEASUREMENT_TAG,
@@ -18,6 +17,7 @@ from em2q_assets.run_failures import (
     run_failure_reason,
 )
 from em2q_resources import lifecycle
+from em2q_resources.catalog import INGEST_ASSET
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 
@@ -28,15 +28,28 @@ VISIBILITY_LAG = timedelta(seconds=1)
 BATCH = 100
 
 
-@dg.sensor(
-    target=[raw_measurement],
-    minimum_interval_seconds=1,  # the daemon evaluates sensors at most every 5 s anyway
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers UPLOADED measurements as partitions and starts their ingest run.",
-)
-def new_measurements(
+def build_new_measurements_sensor(ingest_asset: str) -> dg.SensorDefinition:
+    """Registers each new upload as a partition and requests ``ingest_asset`` for it."""
+
+    @dg.sensor(
+        name="new_measurements",
+        target=[dg.AssetKey(ingest_asset)],
+        minimum_interval_seconds=1,  # the daemon evaluates sensors at most every 5 s anyway
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers UPLOADED measurements as partitions and starts their ingest run.",
+    )
+    def new_measurements(
+        context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
+    ) -> dg.SensorResult:
+        return register_uploads(context, metadata)
+
+    return new_measurements
+
+
+def register_uploads(
     context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
 ) -> dg.SensorResult:
+    """New uploads become partitions, each with one ingest run request."""
     schema = load_schema()
     store = metadata.get_store()
     settled = datetime.now(UTC) - VISIBILITY_LAG
@@ -80,7 +93,7 @@ BACKFILL_TAG = "dagster/backfill"
 
 
 def build_ingested_measurements_sensor(
-    chunk_assets: list[dg.AssetsDefinition], chunk_count: int
+    ingest_asset: str, chunk_assets: list[dg.AssetsDefinition], chunk_count: int
 ) -> dg.SensorDefinition:
     """After each ingest, one run for every chunk of that measurement (a partition range)."""
     first, last = chunk_keys(chunk_count)[0], chunk_keys(chunk_count)[-1]
@@ -95,7 +108,7 @@ def build_ingested_measurements_sensor(
     def ingested_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         found = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(
-                asset_key=raw_measurement.key,
+                asset_key=dg.AssetKey(ingest_asset),
                 after_storage_id=int(context.cursor) if context.cursor else None,
             ),
             limit=BATCH,
@@ -221,3 +234,8 @@ def build_lifecycle_sensors(dagster_url: str, stalled_after_s: float) -> list:
         return dg.SkipReason(f"marked stalled: {', '.join(failed) or 'none'}")
 
     return [failed_measurement_runs, stalled_measurements]
+
+
+#: the sensor of the platform's catalogue (``build_definitions`` builds its own from the
+#: catalogue it is given)
+new_measurements = build_new_measurements_sensor(INGEST_ASSET)

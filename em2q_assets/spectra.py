@@ -12,18 +12,13 @@ request for a partition range into a backfill, and the backfill daemon works on 
 cycle). A single chunk can still be materialized on demand.
 """
 
-import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable
 
-import dagster as dg
 import numpy as np
 
-from em2q_assets.adapters import Partition, run_step, step_context
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
-from em2q_assets.partitions import by_measurement, spectra_partitions
+from em2q_assets.adapters import Launch, Partition
 from em2q_assets.provenance import StepContext, StepResult, recorded_run
 from em2q_msi.chunks import iter_chunk, write_measurement_chunk
 from em2q_msi.imzml import ImzML
@@ -34,12 +29,9 @@ from em2q_msi.qc import (
     spectrum_metrics,
     total_ion_current,
 )
-from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.results_layout import result_key, write_json, write_npy
-from em2q_resources.storage import StorageResource
 
 #: memory bound of one block read inside a chunk
 BLOCK_BYTES = 64 * 1024 * 1024
@@ -52,23 +44,19 @@ def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
     return MeanSpectrumAccumulator.for_measurement(raw["mode"], raw["mz_range"])
 
 
-#: ``launch(imzml_url, k, i, out_url) -> summary``: writes chunk i of K elsewhere (a subprocess
-#: or a pod running ``python -m em2q_msi.steps chunk``) and returns the step's summary
-ChunkLauncher = Callable[[str, int, int, str], dict]
-
-
-def copy_chunk(
+def spectra_chunks(
     step: StepContext,
     partition: Partition,
     inputs: dict,
     parameters: ResolvedParameters | None = None,
     *,
-    launch: ChunkLauncher | None = None,
+    launch: Launch | None = None,
 ) -> StepResult:
     """Chunk i of K of the raw spectra in the chunk format, with its TIC and mean sums.
 
     In process, the sums are gathered while the chunk is written; with ``launch`` the chunk is
-    written by the launched step and the sums are read back from it.
+    written elsewhere (a subprocess or a pod running ``python -m em2q_msi.steps chunk``) and
+    the sums are read back from it.
     """
     raw = inputs["raw_measurement"]
     measurement_id, chunk, chunk_count = (
@@ -104,7 +92,8 @@ def copy_chunk(
                 block_bytes=BLOCK_BYTES,
             )
         else:
-            meta = launch(raw["imzml_uri"], chunk_count, chunk, out)
+            arguments = [raw["imzml_uri"], "--k", str(chunk_count), "--index", str(chunk)]
+            meta = launch([*arguments, "--out", out])
             start, stop = meta["first_index"], meta["first_index"] + meta["n_spectra"]
             for block in iter_chunk(out, CHUNK_BLOCK_SPECTRA, storage.storage_options):
                 summarise(block)
@@ -151,7 +140,7 @@ def copy_chunk(
     )
 
 
-def preprocess_chunk(
+def preprocessed_chunks(
     step: StepContext,
     partition: Partition,
     inputs: dict,
@@ -211,74 +200,6 @@ def preprocess_chunk(
         },
         data_version=_digest(spectra, parameters.content_hash),
     )
-
-
-def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
-    partitions = spectra_partitions(chunk_count)
-
-    @dg.asset(
-        partitions_def=partitions,
-        ins={"raw_measurement": dg.AssetIn(partition_mapping=by_measurement())},
-        group_name="spectra",
-        kinds={"numpy"},
-        code_version="1",
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        description=f"Chunk i of {chunk_count} of the raw spectra, with its TIC and mean sums.",
-    )
-    def spectra_chunks(
-        context: dg.AssetExecutionContext,
-        raw_measurement: dict,
-        metadata: MetadataStoreResource,
-        storage: StorageResource,
-        step_launcher: StepLauncherResource,
-    ) -> dg.Output[dict]:
-        step = copy_chunk
-        if step_launcher.launches_steps:
-
-            def launch(imzml_url: str, k: int, i: int, out: str) -> dict:
-                arguments = [imzml_url, "--k", str(k), "--index", str(i), "--out", out]
-                return step_launcher.run_step(
-                    context, "chunk", arguments, kind="chunk",
-                    storage_options=storage.storage_options,
-                )  # fmt: skip
-
-            step = functools.partial(copy_chunk, launch=launch)
-        return run_step(
-            context,
-            step,
-            step_context(context, metadata, storage),
-            inputs={"raw_measurement": raw_measurement},
-            chunk_count=chunk_count,
-        )
-
-    @dg.asset(
-        partitions_def=partitions,
-        group_name="spectra",
-        kinds={"numpy", "numba"},
-        code_version="1",
-        metadata={PARAMETER_DEPENDENT: True},
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        description="Smoothed, baseline-corrected spectra's peaks and QC metrics per spectrum, "
-        "for the run's parameter set.",
-    )
-    def preprocessed_chunks(
-        context: dg.AssetExecutionContext,
-        spectra_chunks: dict,
-        metadata: MetadataStoreResource,
-        storage: StorageResource,
-        parameter_set: ParameterSetResource,
-    ) -> dg.Output[dict]:
-        return run_step(
-            context,
-            preprocess_chunk,
-            step_context(context, metadata, storage),
-            inputs={"spectra_chunks": spectra_chunks},
-            parameters=parameter_set.resolve(),
-            chunk_count=chunk_count,
-            chunk_inputs=("spectra_chunks",),
-        )
-
-    return [spectra_chunks, preprocessed_chunks]
 
 
 def _digest(*parts) -> str:

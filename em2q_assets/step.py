@@ -6,7 +6,8 @@ asset runs, reading its upstream manifests from storage where Dagster's IO manag
 writing the same result paths, the same manifest and the same ``WorkflowRun`` document (engine
 ``ARGO`` or ``LOCAL``, run id of the caller's choosing), so the catalog cannot tell the two
 apart. Which inputs an asset reads, whether it is per chunk and whether it depends on the
-parameter set all come from the Dagster definitions, not from a second list.
+parameter set all come from the asset catalogue (``em2q_resources.catalog``), as the Dagster
+definitions do, not from a second list.
 
 Settings (Elasticsearch, storage, K chunks) come from the ``EM2Q_*`` environment. Prints one
 line of JSON (asset, partition, manifest). Exit status: 0 done, 1 the step failed on its input
@@ -23,17 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dagster as dg
-
-from em2q_assets.adapters import Partition, Step
-from em2q_assets.definitions import build_definitions
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
-from em2q_assets.measurements import ingest
-from em2q_assets.partitions import SPECTRA_CHUNK
-from em2q_assets.provenance import StepContext, StepFailure, StepResult
-from em2q_assets.quality import assess_quality
-from em2q_assets.spectra import copy_chunk, preprocess_chunk
-from em2q_assets.summaries import average_spectrum, feature_matrix, ion_maps, tic_map
+from em2q_assets.adapters import Partition, Step, step_function
+from em2q_assets.provenance import StepContext, StepResult
+from em2q_msi.errors import StepFailed
+from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.metadata.schema import (
     InvalidIdentifier,
@@ -48,17 +42,10 @@ from em2q_resources.storage import StorageResource
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ENGINES = ("ARGO", "LOCAL")
 
-#: the function behind each asset (a test checks that every asset of the definitions has one)
-STEPS: dict[str, Step] = {
-    "raw_measurement": ingest,
-    "spectra_chunks": copy_chunk,
-    "preprocessed_chunks": preprocess_chunk,
-    "mean_spectrum": average_spectrum,
-    "tic_image": tic_map,
-    "qc_report": assess_quality,
-    "peak_table": feature_matrix,
-    "ion_images": ion_maps,
-}
+
+def steps(catalog: Catalog = CATALOG) -> dict[str, Step]:
+    """The step function of each asset of ``catalog``."""
+    return {spec.name: step_function(spec) for spec in catalog}
 
 
 class UsageError(Exception):
@@ -67,36 +54,25 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class AssetShape:
-    """What the definitions say about one asset: per chunk?, parameter set?, its inputs."""
+    """What the catalogue says about one asset: per chunk?, parameter set?, its inputs."""
 
     name: str
     chunk_count: int | None
     parameter_dependent: bool
-    inputs: dict[str, str]  # input name → upstream asset name
+    inputs: tuple[str, ...]  # upstream asset names (each input is named after its asset)
 
 
-def asset_shapes(defs: dg.Definitions) -> dict[str, AssetShape]:
-    shapes = {}
-    for assets_def in defs.resolve_asset_graph().assets_defs:
-        if not assets_def.is_executable:
-            continue
-        name = assets_def.key.path[-1]
-        partitions = assets_def.partitions_def
-        chunk_count = None
-        if isinstance(partitions, dg.MultiPartitionsDefinition):
-            dimension = next(d for d in partitions.partitions_defs if d.name == SPECTRA_CHUNK)
-            chunk_count = len(dimension.partitions_def.get_partition_keys())
-        metadata = assets_def.metadata_by_key.get(assets_def.key, {})
-        shapes[name] = AssetShape(
-            name=name,
-            chunk_count=chunk_count,
-            parameter_dependent=bool(metadata.get(PARAMETER_DEPENDENT)),
-            inputs={
-                input_name: key.path[-1]
-                for input_name, key in assets_def.keys_by_input_name.items()
-            },
+def asset_shapes(catalog: Catalog, chunk_count: int) -> dict[str, AssetShape]:
+    """Each asset of ``catalog`` as this command runs it, spectra in ``chunk_count`` chunks."""
+    return {
+        spec.name: AssetShape(
+            name=spec.name,
+            chunk_count=chunk_count if spec.chunked else None,
+            parameter_dependent=spec.parameter_dependent,
+            inputs=spec.inputs,
         )
-    return shapes
+        for spec in catalog
+    }
 
 
 def run(
@@ -108,14 +84,15 @@ def run(
     run_id: str | None = None,
     engine: str = "LOCAL",
     settings: Settings | None = None,
+    catalog: Catalog = CATALOG,
 ) -> StepResult:
     """Materialize one partition of ``asset`` as the Dagster asset would. An id outside the
     schema's grammar raises ``InvalidIdentifier`` before anything is read or written."""
     check_identifier(measurement_id, "--measurement")
     check_versioned_identifier(parameter_set, "--parameter-set")
     settings = settings or Settings.from_env()
-    shapes = asset_shapes(build_definitions(settings))
-    if asset not in shapes or asset not in STEPS:
+    shapes = asset_shapes(catalog, settings.spectra_chunks)
+    if asset not in shapes:
         raise UsageError(f"unknown asset {asset!r}; one of: {', '.join(sorted(shapes))}")
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; one of: {', '.join(ENGINES)}")
@@ -153,20 +130,20 @@ def run(
             return None
 
     inputs: dict[str, Any] = {}
-    for input_name, upstream in shape.inputs.items():
+    for upstream in shape.inputs:
         upstream_chunks = shapes[upstream].chunk_count
         if upstream_chunks is None:
-            inputs[input_name] = manifest_of(upstream, None)
+            inputs[upstream] = manifest_of(upstream, None)
         elif chunk is not None:
-            inputs[input_name] = manifest_of(upstream, chunk)
+            inputs[upstream] = manifest_of(upstream, chunk)
         else:
-            inputs[input_name] = {i: manifest_of(upstream, i) for i in range(upstream_chunks)}
+            inputs[upstream] = {i: manifest_of(upstream, i) for i in range(upstream_chunks)}
     if missing:
-        raise StepFailure(
+        raise StepFailed(
             f"{asset} of {measurement_id} needs what is not materialized yet: "
             f"{'; '.join(missing)} — run those steps first"
         )
-    result = STEPS[asset](
+    result = step_function(catalog.asset(asset))(
         step, partition, inputs, parameters if shape.parameter_dependent else None
     )
     digest = parameters.content_hash if shape.parameter_dependent else None
@@ -209,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidIdentifier as error:
         print(f"error: invalid input: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except StepFailure as failure:
+    except StepFailed as failure:
         print(json.dumps({"asset": args.asset, "error": str(failure)}))
         print(f"error: {failure}", file=sys.stderr)
         return EXIT_FAILED

@@ -1,15 +1,14 @@
 """Measurement-level results read from all chunks of one measurement: the mean spectrum, the
-TIC image, the peak table (feature matrix) and ion images, with plots shown in the Dagster UI."""
+TIC image, the peak table (features × spectra) and ion images, with plots shown in the Dagster
+UI. Each step function is named after its asset (declared in ``em2q_resources.catalog``)."""
 
 import io
 import time
 
-import dagster as dg
 import numpy as np
 
-from em2q_assets.adapters import Partition, step_asset
+from em2q_assets.adapters import Partition
 from em2q_assets.measurements import measurement_grid
-from em2q_assets.partitions import by_measurement, measurement_partitions
 from em2q_assets.provenance import (
     Image,
     StepContext,
@@ -27,7 +26,6 @@ from em2q_resources.parameters import ResolvedParameters
 from em2q_resources.results_layout import read_npy, result_key, write_bytes, write_json, write_npy
 from em2q_resources.storage import StorageResource
 
-ALL_CHUNKS = {"partition_mapping": by_measurement()}
 #: ion images made when the parameter set names no m/z: the most frequent features
 DEFAULT_ION_IMAGE_COUNT = 6
 
@@ -61,7 +59,7 @@ def _chunk_arrays(storage: StorageResource, manifests: dict, prefix: str) -> lis
     ]
 
 
-def average_spectrum(
+def mean_spectrum(
     step: StepContext, partition: Partition, inputs: dict, parameters=None
 ) -> StepResult:
     """The mean of all raw spectra, merged from the chunks' running sums."""
@@ -96,20 +94,7 @@ def average_spectrum(
     )
 
 
-mean_spectrum = step_asset(
-    average_spectrum,
-    name="mean_spectrum",
-    ins={"raw_measurement": dg.AssetIn(), "spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
-    partitions_def=measurement_partitions,
-    group_name="results",
-    kinds={"numpy"},
-    code_version="1",
-    automation_condition=dg.AutomationCondition.eager(),
-    description="Mean of all raw spectra (processed data: on 5-ppm bins).",
-)
-
-
-def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=None) -> StepResult:
+def tic_image(step: StepContext, partition: Partition, inputs: dict, parameters=None) -> StepResult:
     """Total ion current per pixel, from the chunks' TIC vectors and coordinates."""
     measurement_id, storage = partition.measurement_id, step.storage
     chunks = inputs["spectra_chunks"]
@@ -145,19 +130,6 @@ def tic_map(step: StepContext, partition: Partition, inputs: dict, parameters=No
     )
 
 
-tic_image = step_asset(
-    tic_map,
-    name="tic_image",
-    ins={"raw_measurement": dg.AssetIn(), "spectra_chunks": dg.AssetIn(**ALL_CHUNKS)},
-    partitions_def=measurement_partitions,
-    group_name="results",
-    kinds={"numpy"},
-    code_version="2",
-    automation_condition=dg.AutomationCondition.eager(),
-    description="Total ion current per pixel, as an array and an image.",
-)
-
-
 def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:
     parts = []
     for arrays in _chunk_arrays(storage, manifests, "peaks_"):
@@ -175,7 +147,7 @@ def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:
     return concatenate_peaks(parts)
 
 
-def feature_matrix(
+def peak_table(
     step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
 ) -> StepResult:
     """Peaks of all spectra binned into features: the feature × spectrum matrix."""
@@ -225,23 +197,7 @@ def feature_matrix(
     )
 
 
-peak_table = step_asset(
-    feature_matrix,
-    name="peak_table",
-    ins={"preprocessed_chunks": dg.AssetIn(**ALL_CHUNKS)},
-    parameter_dependent=True,
-    deps=["qc_report"],
-    partitions_def=measurement_partitions,
-    group_name="results",
-    kinds={"numpy", "scipy"},
-    code_version="1",
-    automation_condition=dg.AutomationCondition.eager()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-    description="Peaks of all spectra binned into features: the feature × spectrum matrix.",
-)
-
-
-def ion_maps(
+def ion_images(
     step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
 ) -> StepResult:
     """Ion images of the parameter set's m/z list, else of the most frequent features."""
@@ -300,22 +256,3 @@ def ion_maps(
             **shown,
         },
     )
-
-
-ion_images = step_asset(
-    ion_maps,
-    name="ion_images",
-    ins={
-        "raw_measurement": dg.AssetIn(),
-        "spectra_chunks": dg.AssetIn(**ALL_CHUNKS),
-        "peak_table": dg.AssetIn(),
-    },
-    parameter_dependent=True,
-    partitions_def=measurement_partitions,
-    group_name="results",
-    kinds={"numpy"},
-    code_version="2",
-    automation_condition=dg.AutomationCondition.eager()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-    description="Ion images of the parameter set's m/z list (else the most frequent features).",
-)

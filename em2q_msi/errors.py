@@ -7,6 +7,9 @@ technician can act on it without reading code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ImzMLError(Exception):
     """Base class: something is wrong with an imzML/ibd pair or with how it is read."""
@@ -117,3 +120,34 @@ class ImzMLValidationError(ImzMLError):
     def __init__(self, message: str, problems: list | None = None) -> None:
         super().__init__(message)
         self.problems = list(problems or [])
+
+
+class StepFailed(Exception):
+    """A step of the platform refused its input or reported a failure: the one error of a
+    step, whether it ran in the run's process (a measurement that fails validation) or was
+    launched (``python -m em2q_msi.steps`` reported ``"ok": false``).
+
+    ``metadata``: numbers or problems shown with the failed step; ``summary``: the launched
+    step's own JSON report, when it was launched.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        summary: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.metadata = dict(metadata or {})
+        self.summary = dict(summary or {})
+
+    @classmethod
+    def from_summary(cls, step: str, summary: Mapping[str, Any]) -> StepFailed:
+        """The failure a launched ``em2q_msi.steps`` step reported in its JSON summary."""
+        error = summary.get("error") or {}
+        return cls(
+            f"em2q_msi.steps {step} failed ({error.get('code', 'unknown')}): "
+            f"{error.get('message', 'no message; see the step log above')}",
+            summary=summary,
+        )

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from em2q_msi.errors import StepFailed
 from em2q_resources.settings import Settings
 
 if TYPE_CHECKING:  # the Kubernetes client takes seconds to import; local steps never need it
@@ -84,18 +85,6 @@ class UnknownStepKind(ValueError):
 
 class NoKubernetesCluster(RuntimeError):
     """Kubernetes mode, but neither in-cluster nor kubeconfig credentials are available."""
-
-
-class StepFailed(Exception):
-    """The step ran and reported a failure (its JSON summary had ``"ok": false``)."""
-
-    def __init__(self, step: str, summary: Mapping[str, Any]):
-        error = summary.get("error") or {}
-        self.summary = dict(summary)
-        super().__init__(
-            f"em2q_msi.steps {step} failed ({error.get('code', 'unknown')}): "
-            f"{error.get('message', 'no message; see the step log above')}"
-        )
 
 
 def step_resources(kind: str) -> dict[str, dict[str, str]]:
@@ -262,7 +251,7 @@ class StepLauncherResource(dg.ConfigurableResource):
         else:
             summary = self._run_subprocess(context, step, args, storage_options)
         if summary.get("ok") is False:
-            raise StepFailed(step, summary)
+            raise StepFailed.from_summary(step, summary)
         return summary
 
     def _run_subprocess(self, context, step, args, storage_options) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from argo_bridge.export import task_dependencies
 PLACEHOLDER = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 
 
-class StepFailed(AssertionError):
+class ContainerExited(AssertionError):
     """A container exited non-zero."""
 
 
@@ -78,7 +78,9 @@ class LocalWorkflow:
                 local, env=dict(self.env), capture_output=True, text=True, encoding="utf-8"
             )
             if done.returncode != 0:
-                raise StepFailed(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
+                raise ContainerExited(
+                    f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}"
+                )
             return
         tasks = {t["name"]: t for t in template["dag"]["tasks"]}
         sorter = TopologicalSorter(task_dependencies(template))

@@ -8,13 +8,13 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
 from em2q.client import Catalog, ParameterSet
-from em2q_assets.workflows import WorkflowNotPublished
 from em2q_msi.parameters import ParameterError
 from em2q_msi.preprocess import preprocess
 from em2q_resources import lifecycle
 from em2q_resources.auth import Forbidden, Role, TokensFile, Unauthenticated, User
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
+from em2q_resources.workflows import WorkflowNotPublished
 from tests.em2q_assets.conftest import EXAMPLES, register_copy
 from tests.fixtures.dagster import materialize_measurement
 

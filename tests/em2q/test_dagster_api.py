@@ -8,10 +8,10 @@ import pytest
 
 from em2q.dagster_api import PARAMETER_SET_TAG, DagsterAPI
 from em2q_assets.definitions import build_definitions
-from em2q_assets.workflows import WORKFLOWS, UnknownWorkflow, WorkflowNotPublished, publish
 from em2q_resources.auth import Forbidden, Role, User
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.settings import Settings
+from em2q_resources.workflows import WORKFLOWS, UnknownWorkflow, WorkflowNotPublished, publish
 from tests.em2q_assets.conftest import register_copy
 from tests.fixtures.dagster import CHUNKS
 

@@ -25,7 +25,8 @@ from dagster_k8s.job import (
 )
 from dagster_k8s.pipes import PipesK8sPodLogsMessageReader, get_pod_name
 
-from em2q_assets.k8s import ASSET_STEP_KINDS, STEP_KIND_TAG, executor_config
+from em2q_assets.k8s import STEP_KIND_TAG, executor_config
+from em2q_resources.catalog import STEP_KINDS
 from em2q_resources.launcher import (
     NoKubernetesCluster,
     StepFailed,
@@ -308,7 +309,7 @@ def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environme
         )
         document = serialised(body)
         assert_valid_kubernetes(document)
-        kind = ASSET_STEP_KINDS[step_key]
+        kind = STEP_KINDS[step_key]
         pod_spec = document["spec"]["template"]["spec"]
         (container,) = pod_spec["containers"]
         assert container["resources"] == step_resources(kind), step_key
@@ -322,7 +323,7 @@ def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environme
         assert pod_labels_["dagster/op"] == step_key
         assert pod_labels_["app.kubernetes.io/name"] == "em2q"
         seen.add(step_key)
-    assert seen == set(ASSET_STEP_KINDS)  # every asset of the definitions has a kind
+    assert seen == set(STEP_KINDS)  # every asset of the definitions has a kind
 
 
 def test_the_op_tag_is_the_one_dagster_k8s_reads():

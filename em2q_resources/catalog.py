@@ -1,0 +1,331 @@
+"""The asset catalogue: every asset of the platform, declared once.
+
+One :class:`AssetSpec` per asset says what the rest of the platform needs to know about it:
+the module holding its step function (named after the asset), its step kind (the pod size, a
+row of ``em2q_resources.launcher.STEP_RESOURCES``), its partitioning, its upstream assets,
+whether it depends on the parameter set, its QC checks, and whether it is a result people
+look at. Everything else that names assets is derived from here: the Dagster definitions
+(``em2q_assets.definitions.build_definitions``), the step CLI (``python -m em2q_assets.step``),
+the k8s op tags, the Argo WorkflowTemplates, the workflows (:mod:`em2q_resources.workflows`)
+and the results reader (``em2q.results``).
+
+Adding an asset is one :class:`AssetSpec` here plus its step function (docs/admin-guide.md).
+
+Dagster-free on purpose (standard library only): the client, the CLI and the web read the
+catalogue without importing Dagster; the step functions are named, not imported, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Partitioning(StrEnum):
+    """How an asset is partitioned (``em2q_assets.partitions``)."""
+
+    #: one partition per measurement
+    MEASUREMENT = "measurement"
+    #: one partition per ``measurement × spectra_chunk`` (chunk i of K of the spectra)
+    SPECTRA_CHUNK = "spectra_chunk"
+
+
+class Automation(StrEnum):
+    """When Dagster materializes an asset by itself."""
+
+    #: never by itself: a sensor (new upload, finished ingest) or a person starts it
+    ON_REQUEST = "on_request"
+    #: as soon as its upstream assets are materialized
+    EAGER = "eager"
+    #: eagerly, and only when every blocking check upstream passed (QC gates the analysis)
+    AFTER_CHECKS = "after_checks"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check the step evaluates on its own result (a Dagster asset check)."""
+
+    name: str
+    description: str
+    #: a failed blocking check stops the assets downstream
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One asset of the platform, as every table that names assets needs it."""
+
+    name: str
+    #: module holding the step function ``<name>(step, partition, inputs, parameters)``
+    step_module: str
+    #: step kind: the pod size (a row of ``em2q_resources.launcher.STEP_RESOURCES``)
+    kind: str
+    description: str
+    #: Dagster asset group
+    group: str
+    partitioning: Partitioning = Partitioning.MEASUREMENT
+    #: upstream assets whose manifests the step reads (each an input named after the asset)
+    inputs: tuple[str, ...] = ()
+    #: upstream assets it waits for without reading them
+    after: tuple[str, ...] = ()
+    #: results stored per parameter set (under its hash), made with the run's parameter set
+    parameter_dependent: bool = False
+    checks: tuple[Check, ...] = ()
+    #: a measurement-level result the results reader (web, notebook, CLI) lists
+    result: bool = False
+    automation: Automation = Automation.ON_REQUEST
+    #: bumped when the step's output changes for the same input (Dagster's code version)
+    code_version: str = "1"
+    #: libraries shown as the asset's kinds in the Dagster UI
+    tools: tuple[str, ...] = ("numpy",)
+    #: the ``em2q_msi.steps`` command that can run the step in a process (or pod) of its own
+    #: through the ``step_launcher`` resource; ``None``: it always runs in the run's process
+    launched_step: str | None = None
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every asset this one depends on: inputs, then the ones it only waits for."""
+        return self.inputs + self.after
+
+    @property
+    def step_function(self) -> str:
+        """``module:function`` of the step (the function is named after the asset)."""
+        return f"{self.step_module}:{self.name}"
+
+    @property
+    def chunked(self) -> bool:
+        return self.partitioning is Partitioning.SPECTRA_CHUNK
+
+
+class UnknownAsset(KeyError):
+    """An asset name the catalogue does not declare."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"no asset {name!r}; the catalogue declares {', '.join(known)}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class InvalidCatalog(ValueError):
+    """A catalogue whose declarations contradict each other (raised when it is built)."""
+
+
+class Catalog:
+    """The declared assets, upstream first, with the tables derived from them."""
+
+    def __init__(self, assets: Iterable[AssetSpec]) -> None:
+        self._assets: dict[str, AssetSpec] = {}
+        for spec in assets:
+            if spec.name in self._assets:
+                raise InvalidCatalog(f"asset {spec.name!r} is declared twice")
+            unknown = [u for u in spec.upstream if u not in self._assets]
+            if unknown:
+                raise InvalidCatalog(
+                    f"asset {spec.name!r} depends on {', '.join(unknown)}, which must be "
+                    "declared before it (upstream first)"
+                )
+            if not spec.parameter_dependent and any(
+                self._assets[u].parameter_dependent for u in spec.upstream
+            ):
+                raise InvalidCatalog(
+                    f"asset {spec.name!r} depends on a parameter-dependent asset, so it is "
+                    "parameter-dependent too: declare parameter_dependent=True"
+                )
+            if spec.result and spec.chunked:
+                raise InvalidCatalog(f"asset {spec.name!r}: results are per measurement")
+            self._assets[spec.name] = spec
+        roots = [spec.name for spec in self if not spec.upstream]
+        if len(roots) != 1:
+            raise InvalidCatalog(
+                f"one asset without upstream (what an upload starts) is needed, found {roots}"
+            )
+
+    def __iter__(self) -> Iterator[AssetSpec]:
+        return iter(self._assets.values())
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._assets
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every asset name, upstream first."""
+        return tuple(self._assets)
+
+    def asset(self, name: str) -> AssetSpec:
+        try:
+            return self._assets[name]
+        except KeyError:
+            raise UnknownAsset(name, self._assets) from None
+
+    def with_asset(self, spec: AssetSpec) -> Catalog:
+        """A new catalogue with ``spec`` added after the others."""
+        return Catalog([*self, spec])
+
+    @property
+    def ingest(self) -> str:
+        """The one asset without upstream: what a new upload starts."""
+        return next(spec.name for spec in self if not spec.upstream)
+
+    @property
+    def step_kinds(self) -> Mapping[str, str]:
+        """``{asset: step kind}``: the k8s op tags and the Argo container sizes."""
+        return {spec.name: spec.kind for spec in self}
+
+    @property
+    def parameter_dependent(self) -> frozenset[str]:
+        """Assets whose results depend on the parameter set (stored under its hash)."""
+        return frozenset(spec.name for spec in self if spec.parameter_dependent)
+
+    @property
+    def results(self) -> tuple[str, ...]:
+        """Measurement-level results a page or notebook shows, upstream first."""
+        return tuple(spec.name for spec in self if spec.result)
+
+    def with_upstream(self, name: str) -> tuple[str, ...]:
+        """``name`` and every asset it depends on, directly or not, upstream first."""
+        wanted = {name}
+        for spec in reversed(list(self)):
+            if spec.name in wanted:
+                wanted.update(spec.upstream)
+        self.asset(name)
+        return tuple(n for n in self._assets if n in wanted)
+
+    def downstream_of(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` and every asset that depends on one of them, upstream first."""
+        found = set(names)
+        for spec in self:
+            if found.intersection(spec.upstream):
+                found.add(spec.name)
+        return tuple(n for n in self._assets if n in found)
+
+
+#: the QC checks of ``qc_report``: blocking, so a failed one stops the analysis
+QC_CHECKS = (
+    Check("tic_coverage", "Fraction of spectra with a TIC of at least a share of the median TIC."),
+    Check("median_snr", "Median over spectra of the base-peak signal-to-noise ratio."),
+    Check(
+        "empty_pixel_fraction",
+        "Share of acquired pixels whose spectrum is empty (pixels outside the scanned area are "
+        "not acquired, not empty).",
+    ),
+    Check(
+        "lock_mass_error_ppm",
+        "Largest ppm error of the lock masses (passes when none are set).",
+    ),
+)
+
+CATALOG = Catalog(
+    [
+        AssetSpec(
+            "raw_measurement",
+            step_module="em2q_assets.measurements",
+            kind="ingest",
+            group="ingest",
+            tools=("imzml", "elasticsearch"),
+            code_version="2",
+            result=True,
+            description="The uploaded imzML/ibd pair, validated; its facts written to the catalog.",
+        ),
+        AssetSpec(
+            "spectra_chunks",
+            step_module="em2q_assets.spectra",
+            kind="chunk",
+            group="spectra",
+            partitioning=Partitioning.SPECTRA_CHUNK,
+            inputs=("raw_measurement",),
+            launched_step="chunk",
+            description="Chunk i of {chunk_count} of the raw spectra, with its TIC and mean sums.",
+        ),
+        AssetSpec(
+            "preprocessed_chunks",
+            step_module="em2q_assets.spectra",
+            kind="preprocess",
+            group="spectra",
+            partitioning=Partitioning.SPECTRA_CHUNK,
+            inputs=("spectra_chunks",),
+            parameter_dependent=True,
+            tools=("numpy", "numba"),
+            description="Smoothed, baseline-corrected spectra's peaks and QC metrics per "
+            "spectrum, for the run's parameter set.",
+        ),
+        AssetSpec(
+            "mean_spectrum",
+            step_module="em2q_assets.summaries",
+            kind="summary",
+            group="results",
+            inputs=("raw_measurement", "spectra_chunks"),
+            automation=Automation.EAGER,
+            result=True,
+            description="Mean of all raw spectra (processed data: on 5-ppm bins).",
+        ),
+        AssetSpec(
+            "tic_image",
+            step_module="em2q_assets.summaries",
+            kind="summary",
+            group="results",
+            inputs=("raw_measurement", "spectra_chunks"),
+            automation=Automation.EAGER,
+            code_version="2",
+            result=True,
+            description="Total ion current per pixel, as an array and an image.",
+        ),
+        AssetSpec(
+            "qc_report",
+            step_module="em2q_assets.quality",
+            kind="qc",
+            group="quality",
+            inputs=("raw_measurement", "preprocessed_chunks", "mean_spectrum"),
+            parameter_dependent=True,
+            checks=QC_CHECKS,
+            automation=Automation.EAGER,
+            result=True,
+            description="QC verdict with the numbers behind it; blocking checks gate further "
+            "analysis.",
+        ),
+        AssetSpec(
+            "peak_table",
+            step_module="em2q_assets.summaries",
+            kind="summary",
+            group="results",
+            inputs=("preprocessed_chunks",),
+            after=("qc_report",),
+            parameter_dependent=True,
+            automation=Automation.AFTER_CHECKS,
+            tools=("numpy", "scipy"),
+            result=True,
+            description="Peaks of all spectra binned into features: the feature × spectrum matrix.",
+        ),
+        AssetSpec(
+            "ion_images",
+            step_module="em2q_assets.summaries",
+            kind="summary",
+            group="results",
+            inputs=("raw_measurement", "spectra_chunks", "peak_table"),
+            parameter_dependent=True,
+            automation=Automation.AFTER_CHECKS,
+            code_version="2",
+            result=True,
+            description="Ion images of the parameter set's m/z list (else the most frequent "
+            "features).",
+        ),
+    ]
+)
+
+#: the asset a new upload starts (the new-measurements sensor's target)
+INGEST_ASSET: str = CATALOG.ingest
+#: ``{asset: step kind}``
+STEP_KINDS: Mapping[str, str] = CATALOG.step_kinds
+#: assets whose results are stored per parameter set
+PARAMETER_DEPENDENT_ASSETS: frozenset[str] = CATALOG.parameter_dependent
+#: measurement-level results a page or notebook shows, upstream first
+RESULT_ASSETS: tuple[str, ...] = CATALOG.results
+
+
+def asset(name: str) -> AssetSpec:
+    """The declaration of one asset of :data:`CATALOG` (:class:`UnknownAsset` otherwise)."""
+    return CATALOG.asset(name)
