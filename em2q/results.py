@@ -31,7 +31,7 @@ from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
-from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
+from em2q_resources.parameter_sets import DEFAULT_NAME, ResolvedParameters, resolve
 from em2q_resources.storage import StorageResource, measurement_prefixes
 
 #: assets whose results depend on the parameter set (stored under its hash)
@@ -201,7 +201,7 @@ class MeasurementResults:
     @functools.cached_property
     def parameters(self) -> ResolvedParameters:
         """The parameter set resolved to its id and content hash (where its results live)."""
-        return resolve_parameter_set(self.store, self.parameter_set_name)
+        return resolve(self.store, self.parameter_set_name)
 
     def folder(self, asset: str) -> str:
         digest = self.parameters.content_hash if asset in PARAMETER_DEPENDENT_ASSETS else None

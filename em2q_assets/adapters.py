@@ -22,11 +22,8 @@ from em2q_assets.partitions import chunk_keys, split_key
 from em2q_assets.provenance import Image, StepContext, StepFailure, StepResult
 from em2q_assets.run_failures import PARTITION_NOTE
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.storage import StorageResource
-
-#: how many chunks of one measurement a step works on at once (numba kernels release the GIL)
-CHUNK_WORKERS_ENV = "EM2Q_CHUNK_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -72,9 +69,10 @@ def partitions_of(context: dg.AssetExecutionContext, chunk_count: int | None) ->
     return found
 
 
-def chunk_workers(count: int) -> int:
-    configured = os.environ.get(CHUNK_WORKERS_ENV)
-    return max(1, min(count, int(configured) if configured else os.cpu_count() or 1))
+def chunk_workers(count: int, configured: int | None = None) -> int:
+    """How many chunks of one measurement a step works on at once (numba kernels release the
+    GIL): ``configured`` (``Settings.chunk_workers``), else the CPU count."""
+    return max(1, min(count, configured or os.cpu_count() or 1))
 
 
 def run_step(
@@ -86,6 +84,7 @@ def run_step(
     parameters: ResolvedParameters | None = None,
     chunk_count: int | None = None,
     chunk_inputs: tuple[str, ...] = (),
+    workers: int | None = None,
 ) -> dg.Output:
     """Run ``step`` for every partition of this execution; chunks run side by side.
 
@@ -109,7 +108,7 @@ def run_step(
         if len(partitions) == 1:
             results = [one(partitions[0])]
         else:
-            with ThreadPoolExecutor(chunk_workers(len(partitions))) as pool:
+            with ThreadPoolExecutor(chunk_workers(len(partitions), workers)) as pool:
                 results = list(pool.map(one, partitions))
     except StepFailure as failure:
         raise dg.Failure(description=str(failure), metadata=failure.metadata) from failure

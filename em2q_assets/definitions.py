@@ -9,29 +9,26 @@ from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
 from em2q_assets.k8s import run_executor, with_k8s_config
 from em2q_assets.spectra import build_spectra_assets
+from em2q_resources.connections import open_storage
 from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameter_sets import ParameterSetResource
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource
 
 DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    metadata = MetadataStoreResource(
-        url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL,
-        index_prefix=settings.index_prefix,
-        username=settings.elasticsearch_username,
-        password=settings.elasticsearch_password,
-        api_key=settings.elasticsearch_api_key,
+    # loading the definitions needs no cluster (`dagster definitions validate`)
+    metadata = MetadataStoreResource.from_settings(
+        settings, url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL
     )
-    storage = StorageResource.from_settings(settings)
+    storage = open_storage(settings)
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
-    chunk_assets = build_spectra_assets(settings.spectra_chunks)
+    chunk_assets = build_spectra_assets(settings.spectra_chunks, settings.chunk_workers)
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
@@ -66,7 +63,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "storage": storage,
             "parameter_set": parameter_set,
             "step_launcher": step_launcher,
-            "io_manager": ManifestIOManager(storage=storage),
+            "io_manager": ManifestIOManager(storage=storage, parameter_set=parameter_set),
         },
     )
 

@@ -30,7 +30,7 @@ from em2q_msi.qc import (
 )
 from em2q_resources import lifecycle
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.parameter_sets import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 QC_CHECKS = {

@@ -38,7 +38,7 @@ from em2q_msi.qc import (
 from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource, ResolvedParameters
+from em2q_resources.parameter_sets import ParameterSetResource, ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 #: bins of the mean spectrum of processed-mode data (ppm wide)
@@ -219,7 +219,10 @@ def preprocess_chunk(
     )
 
 
-def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
+def build_spectra_assets(
+    chunk_count: int, chunk_workers: int | None = None
+) -> list[dg.AssetsDefinition]:
+    """The chunked assets; ``chunk_workers`` chunks of a range run side by side (None: CPUs)."""
     partitions = spectra_partitions(chunk_count)
 
     @dg.asset(
@@ -255,6 +258,7 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
             step_context(context, metadata, storage),
             inputs={"raw_measurement": raw_measurement},
             chunk_count=chunk_count,
+            workers=chunk_workers,
         )
 
     @dg.asset(
@@ -282,6 +286,7 @@ def build_spectra_assets(chunk_count: int) -> list[dg.AssetsDefinition]:
             parameters=parameter_set.resolve(),
             chunk_count=chunk_count,
             chunk_inputs=("spectra_chunks",),
+            workers=chunk_workers,
         )
 
     return [spectra_chunks, preprocessed_chunks]

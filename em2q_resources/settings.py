@@ -42,6 +42,8 @@ class Settings:
     s3_endpoint_url: str | None = None
     #: K of "chunk i of K": spectra-level partitions per measurement
     spectra_chunks: int = 8
+    #: chunks of one measurement processed side by side in a run (None: the CPU count)
+    chunk_workers: int | None = None
     #: the Dagster webserver the CLI, client and web catalog launch runs through (GraphQL)
     dagster_url: str = "http://127.0.0.1:3000"
     #: a measurement not READY/FAILED with no queued or running run for this long is FAILED
@@ -92,6 +94,7 @@ class Settings:
             env_secrets=_names(get("ENV_SECRETS", None), defaults.env_secrets),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
+            chunk_workers=int(get("CHUNK_WORKERS", 0)) or None,
             dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
             stalled_after_s=float(get("STALLED_AFTER_S", defaults.stalled_after_s)),
             auth_mode=get("AUTH_MODE", defaults.auth_mode),
