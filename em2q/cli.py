@@ -115,13 +115,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="machine-read
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--token",
-    envvar="EM2Q_TOKEN",
     default=None,
     help="API token (EM2Q_AUTH_MODE=token); also read from EM2Q_TOKEN",
 )
 @click.pass_context
 def main(click_context: click.Context, token: str | None) -> None:
-    click_context.ensure_object(Context).token = token
+    context = click_context.ensure_object(Context)
+    context.token = token or context.settings.api_token
 
 
 main.help = (

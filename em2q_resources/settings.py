@@ -55,6 +55,8 @@ class Settings:
     local_user: str = "local"
     local_role: str = "admin"
     tokens_file: Path | None = None
+    #: the API token the CLI signs in with when ``--token`` is not given (``EM2Q_TOKEN``)
+    api_token: str | None = field(default=None, repr=False)
     user_header: str = "X-Forwarded-User"
     role_header: str = "X-Forwarded-Role"
     #: header mode believes the identity headers only from these peers (addresses or CIDRs) …
@@ -101,6 +103,7 @@ class Settings:
             local_user=get("LOCAL_USER", env.get("USER") or defaults.local_user),
             local_role=get("LOCAL_ROLE", defaults.local_role),
             tokens_file=Path(get("TOKENS_FILE", "")) if get("TOKENS_FILE", None) else None,
+            api_token=get("TOKEN", None),
             user_header=get("USER_HEADER", defaults.user_header),
             role_header=get("ROLE_HEADER", defaults.role_header),
             trusted_proxies=_names(get("TRUSTED_PROXIES", None), ()),
