@@ -294,9 +294,7 @@ def params_show(ctx: Context, name_or_id: str, as_json: bool) -> None:
     with surface_errors():
         ctx.require(Action.READ)
         saved = ctx.store.get_parameter_set(name_or_id)
-    doc = to_document(saved)
-    doc["values"] = ps.values_from_documents(saved.values)
-    click.echo(json.dumps(doc, indent=None if as_json else 2))
+    click.echo(json.dumps(ps.describe(saved), indent=None if as_json else 2))
 
 
 @params.command("save")
@@ -332,9 +330,7 @@ def params_save(
             _fail(f"invalid parameters in {values_file}: {exc}", EXIT_PROBLEM)
         saved = ps.save(ctx.store, name, values, author=author, comment=comment)
     if as_json:
-        doc = to_document(saved)
-        doc["values"] = ps.values_from_documents(saved.values)
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps(ps.describe(saved)))
     else:
         click.echo(saved.id)
 

@@ -20,6 +20,7 @@ effective values share one content hash, hence one result folder.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from pydantic import Field, PrivateAttr
 from em2q_msi.parameters import ParameterError, ProcessingParameters
 from em2q_resources.metadata.errors import AlreadyExists, DocumentNotFound, VersionConflict
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.metadata.schema import Schema, SchemaViolation
+from em2q_resources.metadata.schema import Schema, SchemaViolation, to_document
 from em2q_resources.metadata.store import PARAMETER_SET_NAME, MetadataStore, utc_now
 
 #: the team's default set, saved from the processing core's defaults at set-up
@@ -157,6 +158,15 @@ def saved_hash(saved: Any) -> str:
     return content_hash(values_from_documents(saved.values))
 
 
+def describe(saved: Any) -> dict[str, Any]:
+    """A saved set as JSON for people (``params show``, the web page): its fields, ``values``
+    as ``{step: {name: value}}`` and ``content_hash`` the one hash its results are filed under."""
+    doc = to_document(saved)
+    doc["values"] = values_from_documents(saved.values)
+    doc["content_hash"] = content_hash(doc["values"])
+    return doc
+
+
 # ---------------------------------------------------------------------- save, resolve, seed
 
 
@@ -272,18 +282,34 @@ class ParameterSetResource(dg.ConfigurableResource):
         f"empty: the run tag {PARAMETER_SET_TAG!r}, else {DEFAULT_NAME!r}",
     )
     _run_tag: str | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
     _resolved: ResolvedParameters | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         run = context.run
         self._run_tag = run.tags.get(PARAMETER_SET_TAG) if run is not None else None
+        self._run_id = run.run_id if run is not None else None
 
     @property
     def chosen(self) -> str:
         return self.name or self._run_tag or DEFAULT_NAME
 
     def resolve(self) -> ResolvedParameters:
-        """Resolved once per run, so every step of the run uses the same version."""
+        """Resolved once per run and process, so every step of the run and the IO manager (which
+        holds its own copy of this resource) use the same version, even if a new version of
+        the name is saved meanwhile."""
         if self._resolved is None:
-            self._resolved = resolve(self.metadata.get_store(), self.chosen)
+            key = (self._run_id, self.chosen)
+            resolved = _RESOLVED_BY_RUN.get(key) if self._run_id else None
+            if resolved is None:
+                resolved = resolve(self.metadata.get_store(), self.chosen)
+                if self._run_id:
+                    _RESOLVED_BY_RUN[key] = resolved
+                    while len(_RESOLVED_BY_RUN) > 64:
+                        _RESOLVED_BY_RUN.popitem(last=False)
+            self._resolved = resolved
         return self._resolved
+
+
+#: (run id, chosen name) -> the set a run resolved, for the copies of the resource in one process
+_RESOLVED_BY_RUN: OrderedDict[tuple[str | None, str], ResolvedParameters] = OrderedDict()

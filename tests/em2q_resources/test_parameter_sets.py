@@ -113,6 +113,9 @@ def test_a_set_saved_under_an_older_hash_resolves_under_the_one_hash(metadata_st
     )  # fmt: skip
     metadata_store.create(old)
     assert ps.resolve(metadata_store, "legacy").content_hash == ps.content_hash(values)
+    assert ps.describe(metadata_store.get_parameter_set("legacy@v1"))["content_hash"] == (
+        ps.content_hash(values)
+    )  # what `params show` and the web page show: the hash the results are filed under
     assert ps.save(metadata_store, "legacy", values, author="bob").id == "legacy@v1"
 
 
