@@ -152,10 +152,14 @@ def values_from_documents(value_list: Iterable[Any]) -> dict[str, dict[str, Any]
     return out
 
 
-def saved_hash(saved: Any) -> str:
+def saved_hash(saved: Any) -> str | None:
     """The content hash of a saved set, recomputed from its values (sets saved before the one
-    hash carry another one in their ``content_hash`` field; see docs/processing.md)."""
-    return content_hash(values_from_documents(saved.values))
+    hash carry another one in their ``content_hash`` field; see docs/processing.md); ``None``
+    for a set saved before every surface checked values, that no step can use."""
+    try:
+        return content_hash(values_from_documents(saved.values))
+    except InvalidParameterSet:
+        return None
 
 
 def describe(saved: Any) -> dict[str, Any]:
@@ -163,7 +167,7 @@ def describe(saved: Any) -> dict[str, Any]:
     as ``{step: {name: value}}`` and ``content_hash`` the one hash its results are filed under."""
     doc = to_document(saved)
     doc["values"] = values_from_documents(saved.values)
-    doc["content_hash"] = content_hash(doc["values"])
+    doc["content_hash"] = saved_hash(saved) or doc["content_hash"]
     return doc
 
 
@@ -199,7 +203,7 @@ def save(
     for _ in range(16):
         existing = store.parameter_sets(name)
         for saved in existing:
-            if saved.content_hash == digest or saved_hash(saved) == digest:
+            if saved_hash(saved) == digest:
                 return saved
         version = max((s.version for s in existing), default=0) + 1
         parameter_set = store.schema.ParameterSet(

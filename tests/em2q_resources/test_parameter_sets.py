@@ -119,6 +119,23 @@ def test_a_set_saved_under_an_older_hash_resolves_under_the_one_hash(metadata_st
     assert ps.save(metadata_store, "legacy", values, author="bob").id == "legacy@v1"
 
 
+def test_a_name_holding_an_unusable_legacy_set_still_takes_new_versions(metadata_store):
+    unusable = S.ParameterSet(
+        id="old@v1",
+        name="old",
+        version=1,
+        author="ada",
+        created_at="2026-01-01T00:00:00Z",
+        values=ps.values_to_documents({"qc": {"min_snr": 2}}, S),
+        content_hash="cd" * 32,
+    )  # saved before every surface checked values
+    metadata_store.create(unusable)
+    assert ps.describe(metadata_store.get_parameter_set("old@v1"))["content_hash"] == "cd" * 32
+    with pytest.raises(ps.InvalidParameterSet, match="qc.min_snr"):
+        ps.resolve(metadata_store, "old")
+    assert ps.save(metadata_store, "old", {"qc": {"min_median_snr": 2}}, author="a").id == "old@v2"
+
+
 @pytest.fixture
 def bare_store(elasticsearch_url):
     """Indices only: a store nobody has set up."""
