@@ -23,18 +23,13 @@ from typing import Any
 import click
 
 from argo_bridge.cli import export_argo
-from em2q.client import (
-    DeletionRefused,
-    NoCatalog,
-    connect_store,
-    delete_measurement,
-    deletion_plan,
-)
+from em2q.client import DeletionRefused, delete_measurement, deletion_plan
+from em2q.connect import connect
 from em2q.dagster_api import DagsterAPI, DagsterError, DagsterUnavailable, WorkflowStatus
 from em2q.filters import FilterSyntaxError, parse_filters
-from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady
 from em2q_resources import lifecycle
+from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.elasticsearch_server import ElasticsearchSetupError
@@ -47,7 +42,6 @@ from em2q_resources.metadata import (
     load_schema,
 )
 from em2q_resources.metadata.schema import to_document
-from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.policy import parameter_set_author
 from em2q_resources.settings import Settings
 from em2q_resources.storage import UnsafeKey
@@ -73,7 +67,9 @@ def surface_errors() -> Iterator[None]:
         _fail(f"refused: {exc}", EXIT_PROBLEM)
     except (DocumentNotFound, ResultNotReady, wf.UnknownWorkflow) as exc:
         _fail(str(exc), EXIT_PROBLEM)
-    except (StoreUnavailable, ElasticsearchSetupError, NoCatalog, DagsterUnavailable) as exc:
+    except ps.InvalidParameterSet as exc:
+        _fail(f"invalid parameters: {exc}", EXIT_PROBLEM)
+    except (StoreUnavailable, ElasticsearchSetupError, DagsterUnavailable) as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
     except (MetadataError, DagsterError) as exc:
         _fail(str(exc), EXIT_PROBLEM)
@@ -82,15 +78,13 @@ def surface_errors() -> Iterator[None]:
 class Context:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
+        self.connections = connect(self.settings)
         self.token: str | None = None
-        self._store: MetadataStore | None = None
         self._user: User | None = None
 
     @property
     def store(self) -> MetadataStore:
-        if self._store is None:
-            self._store = connect_store(self.settings)
-        return self._store
+        return self.connections.store
 
     @property
     def user(self) -> User:
@@ -108,12 +102,10 @@ class Context:
         return require(self.user, action)
 
     def storage(self):
-        from em2q_resources.storage import StorageResource
-
-        return StorageResource.from_settings(self.settings)
+        return self.connections.storage
 
     def dagster(self) -> DagsterAPI:
-        return DagsterAPI(self.settings.dagster_url, store=self.store)
+        return self.connections.dagster
 
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
@@ -123,13 +115,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="machine-read
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--token",
-    envvar="EM2Q_TOKEN",
     default=None,
     help="API token (EM2Q_AUTH_MODE=token); also read from EM2Q_TOKEN",
 )
 @click.pass_context
 def main(click_context: click.Context, token: str | None) -> None:
-    click_context.ensure_object(Context).token = token
+    context = click_context.ensure_object(Context)
+    context.token = token or context.settings.api_token
 
 
 main.help = (
@@ -302,9 +294,7 @@ def params_show(ctx: Context, name_or_id: str, as_json: bool) -> None:
     with surface_errors():
         ctx.require(Action.READ)
         saved = ctx.store.get_parameter_set(name_or_id)
-    doc = to_document(saved)
-    doc["values"] = parameter_values_to_dict(saved.values)
-    click.echo(json.dumps(doc, indent=None if as_json else 2))
+    click.echo(json.dumps(ps.describe(saved), indent=None if as_json else 2))
 
 
 @params.command("save")
@@ -326,7 +316,6 @@ def params_save(
     values a new version; saved versions never change. Scientists and admins only.
     """
     from em2q.setup_file import SetupFileError, load_yaml_file
-    from em2q_msi.parameters import ParameterError, ProcessingParameters
 
     try:
         values = load_yaml_file(values_file)
@@ -336,14 +325,12 @@ def params_save(
         user = ctx.require(Action.SAVE_PARAMETER_SET)
         author = parameter_set_author(user, author)
         try:
-            ProcessingParameters.from_dict(values or {})
-        except (ParameterError, TypeError, AttributeError) as exc:
+            ps.validate(values)
+        except ps.InvalidParameterSet as exc:
             _fail(f"invalid parameters in {values_file}: {exc}", EXIT_PROBLEM)
-        saved = ctx.store.save_parameter_set(name, values, author=author, comment=comment)
+        saved = ps.save(ctx.store, name, values, author=author, comment=comment)
     if as_json:
-        doc = to_document(saved)
-        doc["values"] = parameter_values_to_dict(saved.values)
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps(ps.describe(saved)))
     else:
         click.echo(saved.id)
 
@@ -354,11 +341,12 @@ def params_save(
 @json_option
 @pass_context
 def params_diff(ctx: Context, first: str, second: str, as_json: bool) -> None:
-    """Show the values that differ between two parameter sets."""
+    """Show the values that differ between two parameter sets (as the steps run them: a name
+    one set leaves out counts with its default)."""
     with surface_errors():
         ctx.require(Action.READ)
-        a = parameter_values_to_dict(ctx.store.get_parameter_set(first).values)
-        b = parameter_values_to_dict(ctx.store.get_parameter_set(second).values)
+        a = ps.normalise(ps.values_from_documents(ctx.store.get_parameter_set(first).values))
+        b = ps.normalise(ps.values_from_documents(ctx.store.get_parameter_set(second).values))
     changes = []
     for step in sorted(set(a) | set(b)):
         for name in sorted(set(a.get(step, {})) | set(b.get(step, {}))):
@@ -796,6 +784,12 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
     started for as long as this command runs.
     """
     from em2q_resources.auth import Authenticator
+    from em2q_resources.connections import (
+        SERVER_REQUEST_TIMEOUT_S,
+        dev_url_file,
+        open_metadata_store,
+        set_up_metadata_store,
+    )
     from em2q_resources.elasticsearch_server import elasticsearch_url
     from em2q_resources.metadata.service import serve
 
@@ -806,14 +800,10 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
             elasticsearch_url=recorded.read_text(encoding="utf-8").strip()
         )
     with surface_errors(), elasticsearch_url(settings) as url:
-        store = MetadataStore.connect(
-            url,
-            username=settings.elasticsearch_username,
-            password=settings.elasticsearch_password,
-            api_key=settings.elasticsearch_api_key,
-            index_prefix=settings.index_prefix,
-        )
-        store.ensure_indices()
+        settings = settings.with_overrides(elasticsearch_url=url)
+        store = open_metadata_store(settings, request_timeout_s=SERVER_REQUEST_TIMEOUT_S)
+        connections = connect(settings, store=store)  # a server's store: longer timeouts
+        set_up_metadata_store(connections.store)
 
         def ready(server) -> None:
             click.echo(
@@ -823,8 +813,8 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
             )
 
         serve(
-            store, host, port, ready=ready, authenticator=Authenticator.from_settings(settings),
-            storage=ctx.storage(),
+            connections.store, host, port, ready=ready,
+            authenticator=Authenticator.from_settings(settings), storage=connections.storage,
         )  # fmt: skip
 
 

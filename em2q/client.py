@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from em2q.connect import Connections, connect
 from em2q.dagster_api import DagsterAPI, WorkflowStatus
 from em2q.filters import keyword_filters, parse_filters
-from em2q.platform import dev_url_file
 from em2q.results import MeasurementResults, ResultNotReady, measurement_grid, open_raw
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
@@ -40,11 +40,12 @@ from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
 from em2q_resources import lifecycle
+from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
+from em2q_resources.connections import NoElasticsearch as NoCatalog
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
-from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource, measurement_prefixes
 
@@ -71,35 +72,6 @@ def _claimed_user(signed_in: User, claimed: User) -> User:
             f"you are {signed_in}; Catalog(user=…) may not act with the {claimed.role} role"
         )
     return claimed
-
-
-class NoCatalog(RuntimeError):
-    """No Elasticsearch to talk to."""
-
-
-def cluster_url(settings: Settings) -> str:
-    """EM2Q_ELASTICSEARCH_URL, else the cluster a running ``em2q dev`` recorded."""
-    if settings.elasticsearch_url:
-        return settings.elasticsearch_url
-    recorded = dev_url_file(settings)
-    if recorded.exists():
-        return recorded.read_text(encoding="utf-8").strip()
-    raise NoCatalog(
-        "no Elasticsearch to talk to: run `make run` (it starts one) in another terminal, "
-        "or set EM2Q_ELASTICSEARCH_URL"
-    )
-
-
-def connect_store(settings: Settings) -> MetadataStore:
-    return MetadataStore.connect(
-        cluster_url(settings),
-        username=settings.elasticsearch_username,
-        password=settings.elasticsearch_password,
-        api_key=settings.elasticsearch_api_key,
-        index_prefix=settings.index_prefix,
-        request_timeout_s=settings.elasticsearch_timeout_s,
-        deadline_s=settings.elasticsearch_timeout_s,
-    )
 
 
 def measurement_row(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,8 +119,9 @@ class Catalog:
         storage: StorageResource | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.store = store or connect_store(self.settings)
-        self.storage = storage or StorageResource.from_settings(self.settings)
+        self.connections: Connections = connect(self.settings, store=store, storage=storage)
+        self.store = self.connections.store
+        self.storage = self.connections.storage
         authenticator = Authenticator.from_settings(self.settings)
         if user is not None and authenticator.mode != "local":
             raise Unauthenticated(
@@ -177,7 +150,7 @@ class Catalog:
         return self.settings.cache_dir / "imzml-index"
 
     def dagster(self) -> DagsterAPI:
-        return DagsterAPI(self.settings.dagster_url, store=self.store)
+        return self.connections.dagster
 
     # ------------------------------------------------------------------ search
 
@@ -255,13 +228,9 @@ class Catalog:
         columns = ["id", "name", "version", "author", "created_at", "comment", "content_hash"]
         return pd.DataFrame(rows, columns=columns).set_index("id")
 
-    def parameter_set(self, name_or_id: str = "default") -> ParameterSet:
+    def parameter_set(self, name_or_id: str = ps.DEFAULT_NAME) -> ParameterSet:
         require(self.user, Action.READ)
-        if name_or_id == "default":
-            from em2q_resources.parameters import resolve_parameter_set
-
-            return ParameterSet(resolve_parameter_set(self.store).id, self)
-        return ParameterSet(self.store.get_parameter_set(name_or_id), self)
+        return ParameterSet(ps.resolve(self.store, name_or_id).id, self)
 
     # ------------------------------------------------------------------ workflows
 
@@ -295,13 +264,14 @@ class ParameterSet:
         self.author: str = saved.author
         self.created_at: str = saved.created_at
         self.comment: str | None = saved.comment
-        self.content_hash: str = saved.content_hash
-        self.values: dict[str, dict[str, Any]] = parameter_values_to_dict(saved.values)
+        self.values: dict[str, dict[str, Any]] = ps.values_from_documents(saved.values)
+        #: the one hash (over the normalised values): its results' folder
+        self.content_hash: str = ps.content_hash(self.values)
 
     @property
     def params(self) -> ProcessingParameters:
         """The values as the processing core's parameters (defaults filled in)."""
-        return ProcessingParameters.from_dict(self.values)
+        return ps.validate(self.values)
 
     def __repr__(self) -> str:
         return f"ParameterSet({self.id!r}, by {self.author}, {self.comment!r})"
@@ -322,12 +292,7 @@ class ParameterSet:
         admins). The same values as a saved version return that version; never overwrites."""
         catalog = catalog or Catalog.current()
         require(catalog.user, Action.SAVE_PARAMETER_SET)
-        if isinstance(values, ProcessingParameters):
-            values = values.to_dict()
-        ProcessingParameters.from_dict(dict(values))  # refuse what the steps cannot use
-        saved = catalog.store.save_parameter_set(
-            name, values, author=catalog.user.name, comment=comment
-        )
+        saved = ps.save(catalog.store, name, values, author=catalog.user.name, comment=comment)
         return cls(saved, catalog)
 
     @classmethod

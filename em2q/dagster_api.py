@@ -36,7 +36,7 @@ from em2q_resources import lifecycle
 from em2q_resources.auth import User
 from em2q_resources.lifecycle import MEASUREMENT_TAG
 from em2q_resources.metadata import MetadataStore, load_schema
-from em2q_resources.parameters import PARAMETER_SET_TAG, resolve_parameter_set
+from em2q_resources.parameter_sets import DEFAULT_NAME, PARAMETER_SET_TAG, resolve
 from em2q_resources.workflows import WorkflowDefinition, require_startable
 
 WORKFLOW_TAG = "em2q/workflow"
@@ -293,7 +293,7 @@ class DagsterAPI:
             raise ValueError("DagsterAPI(store=...) is needed to launch: it checks roles")
         definition: WorkflowDefinition = require_startable(self.store, workflow, user)
         self.store.get(load_schema().Measurement, measurement_id)
-        resolved = resolve_parameter_set(self.store, parameter_set or "default")
+        resolved = resolve(self.store, parameter_set or DEFAULT_NAME)
         self.ensure_partition(measurement_id)
         tags = {
             PARAMETER_SET_TAG: resolved.id,

@@ -1,8 +1,8 @@
 """``em2q dev`` / ``make run``: the platform on one machine with its embedded defaults.
 
-Starts (or reuses) Elasticsearch, creates the indices, uploads the example measurements into
-the configured storage (as `em2q upload` would), saves the default parameter set and shows the
-catalog.
+Starts (or reuses) Elasticsearch, sets the store up (indices, the ``default`` parameter set:
+:func:`em2q_resources.connections.set_up_metadata_store`), uploads the example measurements into
+the configured storage (as `em2q upload` would) and shows the catalog.
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from em2q.platform import LOOPBACK, dagster_dev, dagster_home, dev_url_file
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
-from em2q_msi.parameters import ProcessingParameters
+from em2q_resources.connections import (
+    SERVER_REQUEST_TIMEOUT_S,
+    open_metadata_store,
+    open_storage,
+    set_up_metadata_store,
+)
 from em2q_resources.elasticsearch_server import LocalElasticsearch
 from em2q_resources.metadata import AlreadyExists, MetadataStore, load_schema
 from em2q_resources.settings import PROJECT_ROOT, Settings
-from em2q_resources.storage import StorageResource
 
 EXAMPLES_DIR = PROJECT_ROOT.parent / "shared" / "data" / "imzml"
 EXAMPLE_SETUP = PROJECT_ROOT / "examples" / "setup.yaml"
@@ -34,8 +38,8 @@ def example_id(imzml: Path) -> str:
 
 def load_examples(store: MetadataStore, settings: Settings, examples_dir: Path) -> list[str]:
     """Upload every example imzML into ``settings.storage`` (idempotent: files uploaded on an
-    earlier start are recognised by checksum) and save the default parameter set."""
-    storage = StorageResource.from_settings(settings)
+    earlier start are recognised by checksum)."""
+    storage = open_storage(settings)
     setup = read_setup(EXAMPLE_SETUP)
     cache_dir = settings.cache_dir / "imzml-index"
     registered = []
@@ -56,8 +60,6 @@ def load_examples(store: MetadataStore, settings: Settings, examples_dir: Path) 
             registered.append(exc.existing_id)
         except AlreadyExists:  # the id is taken (by an earlier version of the example)
             registered.append(example_id(imzml))
-    defaults = ProcessingParameters.defaults().to_dict()
-    store.save_parameter_set("default", defaults, author="em2q", comment="the team's default")
     store.refresh()
     return registered
 
@@ -107,8 +109,8 @@ def run_dev(
             url_file.write_text(url, encoding="utf-8")
             stack.callback(url_file.unlink, missing_ok=True)
         click.echo(f"Elasticsearch: {url}")
-        store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
-        store.ensure_indices()
+        store = open_metadata_store(settings, url=url, request_timeout_s=SERVER_REQUEST_TIMEOUT_S)
+        set_up_metadata_store(store)
         if not once:
             click.echo("starting the Dagster webserver and daemon …")
             ui = stack.enter_context(dagster_dev(settings, url, port=port))

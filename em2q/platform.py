@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from em2q_resources.connections import dev_url_file as dev_url_file  # re-exported
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
 #: where the local platform listens: the Dagster webserver (UI and GraphQL: launch, re-execute,
@@ -43,11 +44,6 @@ telemetry:
 
 class PlatformError(RuntimeError):
     """The local Dagster deployment did not start."""
-
-
-def dev_url_file(settings: Settings) -> Path:
-    """Where a running ``em2q dev`` records its Elasticsearch URL for other commands."""
-    return settings.cache_dir / "dev-elasticsearch.url"
 
 
 def dagster_home(settings: Settings) -> Path:

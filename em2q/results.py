@@ -31,7 +31,7 @@ from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
 from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
-from em2q_resources.parameters import DEFAULT_NAME, ResolvedParameters, resolve_parameter_set
+from em2q_resources.parameter_sets import DEFAULT_NAME, ResolvedParameters, resolve
 from em2q_resources.results_layout import (
     manifest_key,
     read_json,
@@ -202,7 +202,7 @@ class MeasurementResults:
     @functools.cached_property
     def parameters(self) -> ResolvedParameters:
         """The parameter set resolved to its id and content hash (where its results live)."""
-        return resolve_parameter_set(self.store, self.parameter_set_name)
+        return resolve(self.store, self.parameter_set_name)
 
     def _digest(self, asset: str) -> str | None:
         return self.parameters.content_hash if asset in PARAMETER_DEPENDENT_ASSETS else None

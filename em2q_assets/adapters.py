@@ -36,11 +36,8 @@ from em2q_assets.run_failures import PARTITION_NOTE
 from em2q_msi.errors import StepFailed
 from em2q_resources.catalog import CATALOG, AssetSpec, Automation, Catalog, InvalidCatalog
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.storage import StorageResource
-
-#: how many chunks of one measurement a step works on at once (numba kernels release the GIL)
-CHUNK_WORKERS_ENV = "EM2Q_CHUNK_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -86,9 +83,10 @@ def partitions_of(context: dg.AssetExecutionContext, chunk_count: int | None) ->
     return found
 
 
-def chunk_workers(count: int) -> int:
-    configured = os.environ.get(CHUNK_WORKERS_ENV)
-    return max(1, min(count, int(configured) if configured else os.cpu_count() or 1))
+def chunk_workers(count: int, configured: int | None = None) -> int:
+    """How many chunks of one measurement a step works on at once (numba kernels release the
+    GIL): ``configured`` (``Settings.chunk_workers``), else the CPU count."""
+    return max(1, min(count, configured or os.cpu_count() or 1))
 
 
 def run_step(
@@ -107,6 +105,7 @@ def run_partitions(
     parameters: ResolvedParameters | None = None,
     chunk_count: int | None = None,
     chunk_inputs: tuple[str, ...] = (),
+    workers: int | None = None,
 ) -> list[tuple[Partition, StepResult]]:
     """Run ``step`` for every partition of this execution (chunks side by side): each
     partition with its result. A :class:`StepFailed` becomes a ``dg.Failure`` carrying its
@@ -132,7 +131,7 @@ def run_partitions(
         if len(partitions) == 1:
             results = [one(partitions[0])]
         else:
-            with ThreadPoolExecutor(chunk_workers(len(partitions))) as pool:
+            with ThreadPoolExecutor(chunk_workers(len(partitions), workers)) as pool:
                 results = list(pool.map(one, partitions))
     except StepFailed as failure:
         raise dg.Failure(description=str(failure), metadata=failure.metadata) from failure
@@ -228,6 +227,7 @@ def build_asset(
     spec: AssetSpec,
     catalog: Catalog,
     chunk_partitions: dg.MultiPartitionsDefinition,
+    workers: int | None = None,
 ) -> dg.AssetsDefinition:
     """The Dagster asset of one catalogue declaration.
 
@@ -288,6 +288,7 @@ def build_asset(
             parameters=found.parameter_set.resolve() if spec.parameter_dependent else None,
             chunk_count=chunk_count,
             chunk_inputs=tuple(chunk_inputs),
+            workers=workers,
         )
         yield output_of(done)
         if spec.checks:
@@ -321,7 +322,10 @@ def chunk_keys_of(partitions: dg.MultiPartitionsDefinition) -> list[str]:
     ]
 
 
-def build_assets(chunk_count: int, catalog: Catalog = CATALOG) -> list[dg.AssetsDefinition]:
-    """Every asset of ``catalog``, upstream first; spectra-level ones in ``chunk_count`` chunks."""
+def build_assets(
+    chunk_count: int, catalog: Catalog = CATALOG, chunk_workers: int | None = None
+) -> list[dg.AssetsDefinition]:
+    """Every asset of ``catalog``, upstream first; spectra-level ones in ``chunk_count`` chunks,
+    ``chunk_workers`` of a range run side by side (None: the CPU count)."""
     chunk_partitions = spectra_partitions(chunk_count)
-    return [build_asset(spec, catalog, chunk_partitions) for spec in catalog]
+    return [build_asset(spec, catalog, chunk_partitions, chunk_workers) for spec in catalog]

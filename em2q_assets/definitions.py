@@ -11,11 +11,11 @@ from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
 from em2q_assets.k8s import run_executor
 from em2q_resources.catalog import CATALOG, Catalog
+from em2q_resources.connections import open_storage
 from em2q_resources.launcher import StepLauncherResource
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameter_sets import ParameterSetResource
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource
 
 DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"
 
@@ -25,18 +25,15 @@ def build_definitions(
 ) -> dg.Definitions:
     """The code location: ``catalog`` 's assets, the sensors, resources and executor."""
     settings = settings or Settings.from_env()
-    metadata = MetadataStoreResource(
-        url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL,
-        index_prefix=settings.index_prefix,
-        username=settings.elasticsearch_username,
-        password=settings.elasticsearch_password,
-        api_key=settings.elasticsearch_api_key,
+    # loading the definitions needs no cluster (`dagster definitions validate`)
+    metadata = MetadataStoreResource.from_settings(
+        settings, url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL
     )
-    storage = StorageResource.from_settings(settings)
+    storage = open_storage(settings)
     # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
     parameter_set = ParameterSetResource(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
-    assets = build_assets(settings.spectra_chunks, catalog)
+    assets = build_assets(settings.spectra_chunks, catalog, settings.chunk_workers)
     chunk_assets = [a for a, spec in zip(assets, catalog, strict=True) if spec.chunked]
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
@@ -64,7 +61,7 @@ def build_definitions(
             "storage": storage,
             "parameter_set": parameter_set,
             "step_launcher": step_launcher,
-            "io_manager": ManifestIOManager(storage=storage),
+            "io_manager": ManifestIOManager(storage=storage, parameter_set=parameter_set),
         },
     )
 

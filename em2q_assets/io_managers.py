@@ -5,8 +5,8 @@ a manifest: the URLs of what it wrote plus the numbers people look at. The manif
 at ``results_layout.manifest_key``, in the asset's content-addressed result folder; parameter-dependent assets (definition metadata
 ``em2q/parameter_dependent``, set from the asset catalogue's declaration) put it under the parameter-set hash named in the manifest, so
 results of different parameter sets never overwrite each other. Reading them back, the hash is
-that of the consuming run's own parameter set (its ``parameter_set`` resource, as configured
-for that run in the launchpad).
+that of the consuming run's own parameter set (the ``parameter_set`` resource this IO manager
+declares as a field, as configured for that run in the launchpad).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from em2q_assets.partitions import split_key
-from em2q_resources.parameters import ParameterSetResource
+from em2q_resources.parameter_sets import ParameterSetResource
 from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.storage import StorageResource
 
@@ -26,6 +26,8 @@ PARAMETER_DEPENDENT = "em2q/parameter_dependent"
 
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
+    #: the run's parameter set: the hash parameter-dependent inputs are read under
+    parameter_set: ParameterSetResource
 
     @staticmethod
     def _key(asset: str, partition_key: Any, parameter_hash: str | None) -> str:
@@ -60,8 +62,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         dependent = None
         if (upstream.definition_metadata or {}).get(PARAMETER_DEPENDENT):
-            parameter_set: ParameterSetResource = context.step_context.resources.parameter_set
-            dependent = parameter_set.resolve().content_hash
+            dependent = self.parameter_set.resolve().content_hash
         asset = context.asset_key.path[-1]
         keys = context.asset_partition_keys if context.has_asset_partitions else []
         downstream_multi = context.has_partition_key and isinstance(

@@ -19,7 +19,7 @@ from typing import Any
 import em2q_msi
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.store import utc_now
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.storage import StorageResource
 
 CODE_VERSION = getattr(em2q_msi, "__version__", "0.1.0")

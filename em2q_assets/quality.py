@@ -23,7 +23,7 @@ from em2q_msi.qc import (
 )
 from em2q_msi.qc_report import build_qc_report
 from em2q_resources import lifecycle
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import read_npy, result_key, write_qc_report
 
 

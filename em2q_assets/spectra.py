@@ -30,7 +30,7 @@ from em2q_msi.qc import (
     total_ion_current,
 )
 from em2q_resources.metadata import load_schema
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import result_key, write_json, write_npy
 
 #: memory bound of one block read inside a chunk

@@ -34,7 +34,7 @@ from em2q_resources.metadata.schema import (
     check_identifier,
     check_versioned_identifier,
 )
-from em2q_resources.parameters import DEFAULT_NAME, resolve_parameter_set
+from em2q_resources.parameter_sets import DEFAULT_NAME, resolve
 from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
@@ -114,7 +114,7 @@ def run(
         run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
         engine=engine,
     )
-    parameters = resolve_parameter_set(store, parameter_set)
+    parameters = resolve(store, parameter_set)
     partition = Partition(measurement_id, chunk, shape.chunk_count)
 
     missing: list[str] = []

@@ -22,7 +22,7 @@ from em2q_msi.features import bin_peaks
 from em2q_msi.peaks import PeakList, concatenate_peaks
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.qc import tic_image as make_tic_image
-from em2q_resources.parameters import ResolvedParameters
+from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import read_npy, result_key, write_bytes, write_json, write_npy
 from em2q_resources.storage import StorageResource
 

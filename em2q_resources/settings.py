@@ -42,6 +42,8 @@ class Settings:
     s3_endpoint_url: str | None = None
     #: K of "chunk i of K": spectra-level partitions per measurement
     spectra_chunks: int = 8
+    #: chunks of one measurement processed side by side in a run (None: the CPU count)
+    chunk_workers: int | None = None
     #: the Dagster webserver the CLI, client and web catalog launch runs through (GraphQL)
     dagster_url: str = "http://127.0.0.1:3000"
     #: a measurement not READY/FAILED with no queued or running run for this long is FAILED
@@ -53,6 +55,8 @@ class Settings:
     local_user: str = "local"
     local_role: str = "admin"
     tokens_file: Path | None = None
+    #: the API token the CLI signs in with when ``--token`` is not given (``EM2Q_TOKEN``)
+    api_token: str | None = field(default=None, repr=False)
     user_header: str = "X-Forwarded-User"
     role_header: str = "X-Forwarded-Role"
     #: header mode believes the identity headers only from these peers (addresses or CIDRs) …
@@ -92,12 +96,14 @@ class Settings:
             env_secrets=_names(get("ENV_SECRETS", None), defaults.env_secrets),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
+            chunk_workers=int(get("CHUNK_WORKERS", 0)) or None,
             dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
             stalled_after_s=float(get("STALLED_AFTER_S", defaults.stalled_after_s)),
             auth_mode=get("AUTH_MODE", defaults.auth_mode),
             local_user=get("LOCAL_USER", env.get("USER") or defaults.local_user),
             local_role=get("LOCAL_ROLE", defaults.local_role),
             tokens_file=Path(get("TOKENS_FILE", "")) if get("TOKENS_FILE", None) else None,
+            api_token=get("TOKEN", None),
             user_header=get("USER_HEADER", defaults.user_header),
             role_header=get("ROLE_HEADER", defaults.role_header),
             trusted_proxies=_names(get("TRUSTED_PROXIES", None), ()),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.elasticsearch_server import elasticsearch_url as _elasticsearch_url
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
@@ -32,8 +33,9 @@ def elasticsearch_url(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture
 def metadata_store(elasticsearch_url: str) -> Iterator[MetadataStore]:
-    """A store on fresh indices with a prefix of its own, dropped afterwards."""
+    """A store set up as the platform sets one up (fresh indices with a prefix of their own, the
+    ``default`` parameter set), dropped afterwards."""
     store = MetadataStore.connect(elasticsearch_url, index_prefix=f"test-{uuid.uuid4().hex[:8]}")
-    store.ensure_indices()
+    set_up_metadata_store(store)
     yield store
     store.drop_all()

@@ -5,6 +5,11 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from em2q_resources.connections import (
+    SERVER_REQUEST_TIMEOUT_S,
+    elasticsearch_url,
+    open_metadata_store,
+)
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
 
@@ -20,13 +25,9 @@ class MetadataStoreResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> MetadataStoreResource:
-        chosen = url or settings.elasticsearch_url
-        if not chosen:
-            raise ValueError(
-                "no Elasticsearch URL: set EM2Q_ELASTICSEARCH_URL or start one locally"
-            )
+        """``url``, else the settings' cluster (or a running ``em2q dev``'s)."""
         return cls(
-            url=chosen,
+            url=url or elasticsearch_url(settings),
             index_prefix=settings.index_prefix,
             username=settings.elasticsearch_username,
             password=settings.elasticsearch_password,
@@ -34,10 +35,11 @@ class MetadataStoreResource(dg.ConfigurableResource):
         )
 
     def get_store(self) -> MetadataStore:
-        return MetadataStore.connect(
-            self.url,
-            username=self.username,
-            password=self.password,
-            api_key=self.api_key,
+        settings = Settings(
+            elasticsearch_url=self.url,
+            elasticsearch_username=self.username,
+            elasticsearch_password=self.password,
+            elasticsearch_api_key=self.api_key,
             index_prefix=self.index_prefix,
         )
+        return open_metadata_store(settings, request_timeout_s=SERVER_REQUEST_TIMEOUT_S)

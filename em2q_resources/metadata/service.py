@@ -40,8 +40,7 @@ from thriftpy2.server import TThreadedServer
 from thriftpy2.thrift import TApplicationException, TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TServerSocket, TTransportException
 
-from em2q_msi.parameters import ParameterError, ProcessingParameters
-from em2q_resources import policy
+from em2q_resources import parameter_sets, policy
 from em2q_resources.auth import Action, Authenticator, AuthError, User, require
 from em2q_resources.metadata.errors import (
     DocumentNotFound,
@@ -50,7 +49,7 @@ from em2q_resources.metadata.errors import (
     VersionConflict,
 )
 from em2q_resources.metadata.schema import SchemaViolation, check_identifier, validate
-from em2q_resources.metadata.store import MetadataStore, parameter_values_to_dict, utc_now
+from em2q_resources.metadata.store import MetadataStore, utc_now
 from em2q_resources.storage import StorageResource, UnsafeKey
 
 logger = logging.getLogger(__name__)
@@ -112,8 +111,9 @@ class MetadataServiceHandler:
             mapped = s.InvalidDocument(field=exc.field, message=exc.message)
         elif isinstance(exc, UnsafeKey):
             mapped = s.InvalidDocument(field="uri", message=str(exc))
-        elif isinstance(exc, ParameterError):
-            mapped = s.InvalidDocument(field="values", message=str(exc))
+        elif isinstance(exc, parameter_sets.InvalidParameterSet):
+            field = exc.field if exc.field == "values" else f"values.{exc.field}"
+            mapped = s.InvalidDocument(field=field, message=str(exc))
         elif isinstance(exc, DocumentNotFound):
             mapped = s.NotFound(entity=exc.entity, id=exc.doc_id)
         elif isinstance(exc, VersionConflict):
@@ -253,9 +253,11 @@ class MetadataServiceHandler:
                     f"{value.step}.{value.name}: set exactly one of number, text, numbers "
                     f"(got {', '.join(given) or 'none'})",
                 )
-        as_dict = parameter_values_to_dict(values)
-        ProcessingParameters.from_dict(as_dict)  # the same refusals as the CLI and the client
-        return self.store.save_parameter_set(name, as_dict, author=author, comment=comment or None)
+        as_dict = parameter_sets.values_from_documents(values)
+        # the one check, the one hash: InvalidParameterSet becomes InvalidDocument naming it
+        return parameter_sets.save(
+            self.store, name, as_dict, author=author, comment=comment or None
+        )
 
     @_thrift_errors
     def getParameterSet(self, id: str) -> Any:

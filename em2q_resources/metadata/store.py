@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -642,39 +641,11 @@ class MetadataStore:
         author: str,
         comment: str | None = None,
     ) -> Any:
-        """Save values under ``name``: the same content returns the saved set, new content a new version.
+        """Validate, hash and save a parameter set: :func:`em2q_resources.parameter_sets.save`
+        (the one home of those rules; this method is a shortcut for callers holding a store)."""
+        from em2q_resources import parameter_sets
 
-        Saved sets are never changed; concurrent saves of the same name get distinct versions.
-        """
-        if not PARAMETER_SET_NAME.match(name or ""):
-            raise SchemaViolation(
-                "ParameterSet.name",
-                f"{name!r} is not a valid name (letters, digits, '_', '.', '-'; at most 128)",
-            )
-        value_list = parameter_values_from_dict(values, self.schema)
-        digest = parameter_set_hash(values)
-        for _ in range(16):
-            existing = self.parameter_sets(name)
-            for saved in existing:
-                if saved.content_hash == digest:
-                    return saved
-            version = max((s.version for s in existing), default=0) + 1
-            parameter_set = self.schema.ParameterSet(
-                id=f"{name}@v{version}",
-                name=name,
-                version=version,
-                author=author,
-                created_at=utc_now(),
-                comment=comment,
-                values=value_list,
-                content_hash=digest,
-            )
-            try:
-                self.create(parameter_set)
-                return parameter_set
-            except AlreadyExists:
-                continue  # someone saved this version at the same moment; look again
-        raise VersionConflict("ParameterSet", name, "too many concurrent saves")
+        return parameter_sets.save(self, name, values, author=author, comment=comment)
 
     def parameter_sets(self, name: str) -> list[Any]:
         """Every saved version of ``name``, oldest first (real-time reads, no refresh needed)."""
@@ -762,71 +733,9 @@ def _query_problem(exc: ApiError, doing: str = "search") -> str:
     return f"the catalog cannot {doing} this: {text}"
 
 
-def parameter_set_hash(values: Mapping[str, Mapping[str, Any]]) -> str:
-    """SHA-256 of the canonical JSON of the values: equal content, equal hash."""
-    normalised = {
-        step: {name: _normalise_value(v) for name, v in params.items() if v is not None}
-        for step, params in values.items()
-    }
-    return hashlib.sha256(sch.canonical_json(normalised).encode()).hexdigest()
-
-
-def _normalise_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [float(v) for v in value]
-    return value
-
-
-def parameter_values_from_dict(
-    values: Mapping[str, Mapping[str, Any]], schema: Schema
-) -> list[Any]:
-    """``{step: {name: value}}`` as the schema's list of ``ParameterValue`` (searchable, nested)."""
-    if not isinstance(values, Mapping) or not values:
-        raise SchemaViolation(
-            "ParameterSet.values", "expected {step: {name: value}} with at least one step"
-        )
-    out = []
-    for step, params in sorted(values.items()):
-        if not isinstance(params, Mapping):
-            raise SchemaViolation(f"ParameterSet.values.{step}", "expected {name: value}")
-        for name, value in sorted(params.items()):
-            if value is None:
-                continue  # "not set": the step's default applies
-            path = f"ParameterSet.values.{step}.{name}"
-            item = schema.ParameterValue(step=step, name=name)
-            if isinstance(value, bool):
-                item.text = "true" if value else "false"
-            elif isinstance(value, int | float):
-                item.number = float(value)
-            elif isinstance(value, str):
-                item.text = value
-            elif isinstance(value, list | tuple) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value
-            ):
-                item.numbers = [float(v) for v in value]
-            else:
-                raise SchemaViolation(
-                    path, f"expected a number, text or list of numbers, got {value!r}"
-                )
-            out.append(item)
-    return out
-
-
 def parameter_values_to_dict(value_list: Iterable[Any]) -> dict[str, dict[str, Any]]:
-    """The inverse of :func:`parameter_values_from_dict` (booleans come back as bools)."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in value_list:
-        if item.numbers is not None:
-            value: Any = list(item.numbers)
-        elif item.number is not None:
-            value = item.number
-        elif item.text in ("true", "false"):
-            value = item.text == "true"
-        else:
-            value = item.text
-        out.setdefault(item.step, {})[item.name] = value
-    return out
+    """Retired: :func:`em2q_resources.parameter_sets.values_from_documents` (kept until the web
+    catalog imports it from there)."""
+    from em2q_resources.parameter_sets import values_from_documents
+
+    return values_from_documents(value_list)

@@ -12,6 +12,7 @@ import pytest
 
 from argo_bridge.export import export_workflow_templates
 from em2q_assets.partitions import chunk_keys
+from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
@@ -106,7 +107,7 @@ def result_files(root) -> dict[str, bytes]:
 @pytest.fixture
 def second_store(elasticsearch_url):
     store = MetadataStore.connect(elasticsearch_url, index_prefix=f"test-{uuid.uuid4().hex[:8]}")
-    store.ensure_indices()
+    set_up_metadata_store(store)
     yield store
     store.drop_all()
 

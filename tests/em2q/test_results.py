@@ -22,11 +22,12 @@ S = load_schema()
 @pytest.fixture(scope="module")
 def processed(elasticsearch_url, tmp_path_factory):
     """The continuous example, processed in process with the default parameter set."""
+    from em2q_resources.connections import set_up_metadata_store
     from em2q_resources.metadata import MetadataStore
 
     root = tmp_path_factory.mktemp("results")
     store = MetadataStore.connect(elasticsearch_url, index_prefix=f"test-results-{root.name[-6:]}")
-    store.ensure_indices()
+    set_up_metadata_store(store)
     settings = Settings(
         elasticsearch_url=elasticsearch_url,
         index_prefix=store.prefix,

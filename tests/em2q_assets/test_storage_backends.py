@@ -39,7 +39,12 @@ def test_uploaded_measurement_is_processed_on_s3_storage(platform, s3_endpoint, 
     )
     results = materialize_measurement(
         defs, instance, "on-s3",
-        resources={"storage": storage, "io_manager": ManifestIOManager(storage=storage)},
+        resources={
+            "storage": storage,
+            "io_manager": ManifestIOManager(
+                storage=storage, parameter_set=defs.resources["parameter_set"]
+            ),
+        },
     )  # fmt: skip
     assert all(r.success for r in results)
     manifest = results[-1].output_for_node("qc_report")

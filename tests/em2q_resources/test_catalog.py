@@ -36,7 +36,7 @@ from em2q_resources.catalog import (
     asset,
 )
 from em2q_resources.launcher import STEP_RESOURCES
-from em2q_resources.parameters import resolve_parameter_set
+from em2q_resources.parameter_sets import resolve as resolve_parameter_set
 from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource

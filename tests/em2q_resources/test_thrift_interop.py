@@ -23,8 +23,8 @@ import pytest
 from em2q_resources.auth import Authenticator, Role, User
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import IDL_PATH, from_document, to_document
-from em2q_resources.metadata.store import parameter_values_to_dict
 from em2q_resources.metadata.synthetic import measurement
+from em2q_resources.parameter_sets import values_from_documents
 from tests.fixtures.metadata_service import running_server
 
 S = load_schema()
@@ -211,7 +211,7 @@ def test_parameter_set_saved_twice_from_node_keeps_its_id(node, store):
     assert other["ok"]["id"] == "node-lipids@v2"
     saved = store.get_parameter_set("node-lipids@v1")
     assert saved.content_hash == first["ok"]["content_hash"]
-    assert parameter_values_to_dict(saved.values) == {
+    assert values_from_documents(saved.values) == {
         "peak_picking": {"snr_threshold": 3.0},
         "smoothing": {"method": "savgol"},
         "ion_images": {"mz": [100.5, 200.25]},

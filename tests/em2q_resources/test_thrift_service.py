@@ -207,6 +207,30 @@ def test_parameter_value_with_two_kinds_of_value_is_refused(client):
     assert raised.value.field == "ParameterSet.name"
 
 
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (S.ParameterValue(step="peak_picking", name="snr", number=3.0), "values.peak_picking.snr"),
+        (
+            S.ParameterValue(step="smoothing", name="window_points", number=8.0),
+            "values.smoothing.window_points",
+        ),
+        (
+            S.ParameterValue(step="peak_picking", name="snr_threshold", text="high"),
+            "values.peak_picking.snr_threshold",
+        ),
+        (S.ParameterValue(step="peaks", name="snr_threshold", number=3.0), "values.peaks"),
+    ],
+)
+def test_parameter_set_no_step_can_use_is_refused_naming_the_value(client, value, field):
+    name = f"unusable-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(S.InvalidDocument) as raised:
+        client.saveParameterSet(name, [value], "Ada", None)
+    assert raised.value.field == field
+    assert raised.value.message.startswith(field.removeprefix("values.") + ": ")
+    assert client.listParameterSets(name) == []  # nothing was stored
+
+
 def test_recorded_workflow_runs_are_listed_per_measurement(client):
     def run(i: int, status):
         return S.WorkflowRun(

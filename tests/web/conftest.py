@@ -14,6 +14,7 @@ from em2q.upload import upload_measurement
 from em2q.web import create_app
 from em2q.web.forms import setup_form_values  # noqa: F401  (the tests import it from here)
 from em2q.web.server import serve_in_thread
+from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.metadata import MetadataStore
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
@@ -97,7 +98,7 @@ def processed(elasticsearch_url, tmp_path_factory):
         spectra_chunks=2,
     )
     store = MetadataStore.connect(elasticsearch_url, index_prefix=settings.index_prefix)
-    store.ensure_indices()
+    set_up_metadata_store(store)
     storage = StorageResource.from_settings(settings)
     measurement = upload_measurement(
         EXAMPLE_IMZML, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,

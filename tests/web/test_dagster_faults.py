@@ -17,6 +17,7 @@ from em2q.dagster_api import DagsterAPI
 from em2q.platform import dagster_dev
 from em2q.web import create_app
 from em2q.web.server import free_port
+from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.settings import Settings
@@ -56,7 +57,7 @@ def test_a_killed_daemon_gives_503_and_exit_3_records_nothing_and_recovers(
         dagster_url=f"http://127.0.0.1:{port}",
     )
     store = MetadataStore.connect(elasticsearch_url, index_prefix=settings.index_prefix)
-    store.ensure_indices()
+    set_up_metadata_store(store)
     env = {
         "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
         "EM2Q_INDEX_PREFIX": settings.index_prefix,
