@@ -797,7 +797,7 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
     """
     from em2q_resources.auth import Authenticator
     from em2q_resources.elasticsearch_server import elasticsearch_url
-    from em2q_resources.metadata.service import serve
+    from em2q.thrift_service import serve
 
     settings = ctx.settings
     recorded = dev_url_file(settings)  # serve the cluster of a running `em2q dev`, if any
