@@ -783,6 +783,7 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
     EM2Q_ELASTICSEARCH_URL, else the one a running `em2q dev` uses, else a local Elasticsearch
     started for as long as this command runs.
     """
+    from em2q.thrift_service import serve
     from em2q_resources.auth import Authenticator
     from em2q_resources.connections import (
         SERVER_REQUEST_TIMEOUT_S,
@@ -791,7 +792,6 @@ def metadata_serve(ctx: Context, host: str, port: int) -> None:
         set_up_metadata_store,
     )
     from em2q_resources.elasticsearch_server import elasticsearch_url
-    from em2q_resources.metadata.service import serve
 
     settings = ctx.settings
     recorded = dev_url_file(settings)  # serve the cluster of a running `em2q dev`, if any

@@ -1,8 +1,11 @@
-"""The experimental-setup form, generated from the Thrift schema (``Measurement`` minus the
-fields the platform fills in), and the setup document read back from a submitted form.
+"""The catalog's forms read back into values, each field checked where it is typed.
 
-Every field of the form is a dotted schema path (``settings.polarity``), so a problem the
-schema names (``Measurement.settings.polarity: …``) lands next to the input it is about.
+* The experimental-setup form, generated from the Thrift schema (``Measurement`` minus the
+  fields the platform fills in). Every field is a dotted schema path (``settings.polarity``),
+  so a problem the schema names (``Measurement.settings.polarity: …``) lands next to its input.
+* The parameter-set editor: one input per parameter the processing core knows
+  (``value:<step>.<name>``).
+* The m/z values of ion images (``760.58, 798.54``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 from thriftpy2.thrift import TType
 
 from em2q.setup_file import PLATFORM_FIELDS, measurement_from_setup
+from em2q_msi import ion_images as ions
+from em2q_msi.parameters import ProcessingParameters
 from em2q_resources.metadata import SchemaViolation, load_schema
 from em2q_resources.metadata.schema import field_unit, struct_fields
 
@@ -219,3 +224,85 @@ def problem_field(message: str) -> tuple[str | None, str]:
     if sep and head.startswith("Measurement."):
         return form_path(head), rest
     return None, message
+
+
+# ---------------------------------------------------------------- the parameter-set editor
+
+
+def parameter_rows(values: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every parameter the processing core knows (its defaults), with ``values`` filled in:
+    ``[{step, name, kind (number|numbers|text), text}]``."""
+    rows = []
+    for step, defaults in ProcessingParameters.defaults().to_dict().items():
+        for name, default in defaults.items():
+            value = values.get(step, {}).get(name, default)
+            if isinstance(default, list):
+                kind, text = "numbers", ", ".join(f"{v:g}" for v in value or [])
+            elif isinstance(default, str):
+                kind, text = "text", str(value)
+            else:
+                kind, text = "number", "" if value is None else f"{value:g}"
+            rows.append({"step": step, "name": name, "kind": kind, "text": text})
+    return rows
+
+
+def by_step(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Editor rows grouped by step, in processing order (Jinja's groupby would sort them)."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        steps.setdefault(row["step"], []).append(row)
+    return list(steps.items())
+
+
+def parameter_values(rows: list[dict[str, Any]], form: Any) -> tuple[dict, dict[str, str]]:
+    """``{step: {name: value}}`` from the editor's inputs, and ``{step.name: problem}``."""
+    values: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for row in rows:
+        key = f"{row['step']}.{row['name']}"
+        text = str(form.get(f"value:{key}") or "").strip()
+        try:
+            if row["kind"] == "numbers":
+                value: Any = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+            elif row["kind"] == "number":
+                value = float(text) if text else None
+            else:
+                value = text or None
+        except ValueError:
+            errors[key] = (
+                f"expected {'numbers separated by commas' if row['kind'] == 'numbers' else 'a number'}, got {text!r}"
+            )
+            continue
+        if value is not None:
+            values.setdefault(row["step"], {})[row["name"]] = value
+    return values, errors
+
+
+# ---------------------------------------------------------------- ion images' m/z values
+
+#: the most m/z values one page draws ion images for
+MAX_MZ_VALUES = 12
+
+
+def mz_list(text: str, ppm: float) -> tuple[list[float], str | None]:
+    """``"760.58, 798.54"`` → m/z values; a problem message when one is not a finite positive
+    m/z within bounds, the ppm is not, or there are more than :data:`MAX_MZ_VALUES`."""
+    try:
+        ions.check_window(1.0, ppm)
+    except ions.IonImageError as exc:
+        return [], str(exc)
+    items = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if len(items) > MAX_MZ_VALUES:
+        return [], f"at most {MAX_MZ_VALUES} m/z values at once, got {len(items)}"
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            return [], f"{item[:40]!r} is not an m/z value; give numbers separated by commas"
+        try:
+            ions.check_window(value, ppm)
+        except ions.IonImageError as exc:
+            return [], str(exc)
+        values.append(value)
+    return values, None

@@ -34,9 +34,10 @@ from urllib.parse import parse_qsl, urlsplit
 from itsdangerous import BadSignature, URLSafeSerializer
 from jinja2 import pass_context
 from markupsafe import Markup, escape
-from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
+
+from em2q.web.uploads import multipart_parser
 
 COOKIE_NAME = "em2q_csrf"
 HEADER_NAME = "x-csrf-token"
@@ -223,47 +224,25 @@ async def _token_from_multipart(
 ) -> str | None:
     """The ``csrf_token`` part of a multipart body, which must come before any file part (the
     token is the form's first input), so a gigabyte upload is never buffered here."""
-    state: dict[str, Any] = {"disposition": b"", "field": None, "value": bytearray()}
-    header_name: list[bytes] = []
+    state: dict[str, Any] = {"field": None, "value": bytearray()}
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.append(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        if b"".join(header_name).lower() == b"content-disposition":
-            state["disposition"] += data[start:end]
-
-    def on_header_end() -> None:
-        header_name.clear()
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state["disposition"])
+    def on_part(disposition_header: bytes) -> None:
+        _, disposition = parse_options_header(disposition_header)
         if b"filename" in disposition:
             raise _FileFirst
         state["field"] = disposition.get(b"name")
         state["value"].clear()
-        state["disposition"] = b""
 
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
+    def on_data(data: bytes) -> None:
+        state["value"] += data
         if len(state["value"]) > MAX_TOKEN_SEARCH_BYTES:
             raise _FileFirst
 
-    def on_part_end() -> None:
+    def on_end() -> None:
         if state["field"] == FORM_FIELD.encode():
             raise _TokenFound(bytes(state["value"]).decode("latin-1"))
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    parser = multipart_parser(boundary, on_part, on_data, on_end)
     more, size = True, 0
     try:
         while more and size <= MAX_TOKEN_SEARCH_BYTES:

@@ -7,6 +7,7 @@ and copied again. Form fields are small and kept in memory, within limits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -49,39 +50,11 @@ async def receive_multipart(request: Request, folder: Path, file_fields: set[str
         raise UploadFormError("expected a multipart/form-data request (the upload form)")
     form = ReceivedForm()
     events: list[tuple[str, bytes]] = []
-    headers: dict[bytes, bytes] = {}
-    name_buffer: list[bytes] = []
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        name_buffer.append(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = b"".join(name_buffer).lower()
-        headers[key] = headers.get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        name_buffer.clear()
-
-    def on_headers_finished() -> None:
-        events.append(("part", headers.get(b"content-disposition", b"")))
-        headers.clear()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        events.append(("data", data[start:end]))
-
-    def on_part_end() -> None:
-        events.append(("end", b""))
-
-    parser = MultipartParser(
+    parser = multipart_parser(
         boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
+        on_part=lambda disposition: events.append(("part", disposition)),
+        on_data=lambda data: events.append(("data", data)),
+        on_end=lambda: events.append(("end", b"")),
     )
     name: str | None = None
     sink: IO[bytes] | None = None
@@ -133,3 +106,46 @@ async def receive_multipart(request: Request, folder: Path, file_fields: set[str
         if sink is not None:
             sink.close()
     return form
+
+
+def multipart_parser(
+    boundary: bytes,
+    on_part: Callable[[bytes], None],
+    on_data: Callable[[bytes], None],
+    on_end: Callable[[], None],
+) -> MultipartParser:
+    """A streaming parser of a multipart body: ``on_part(content-disposition header)`` as a
+    part starts, ``on_data(bytes)`` for each piece of its content, ``on_end()`` as it ends.
+    What a callback raises leaves ``parser.write``, which stops reading there."""
+    headers: dict[bytes, bytes] = {}
+    name_buffer: list[bytes] = []
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        name_buffer.append(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = b"".join(name_buffer).lower()
+        headers[key] = headers.get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        name_buffer.clear()
+
+    def on_headers_finished() -> None:
+        disposition = headers.get(b"content-disposition", b"")
+        headers.clear()
+        on_part(disposition)
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        on_data(data[start:end])
+
+    return MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_end,
+        },
+    )

@@ -731,11 +731,3 @@ def _query_problem(exc: ApiError, doing: str = "search") -> str:
     if "maxClauseCount" in text or "too_many" in text.lower() or "too many" in text.lower():
         return f"the {doing} is too large for the catalog (use fewer words or values): {text}"
     return f"the catalog cannot {doing} this: {text}"
-
-
-def parameter_values_to_dict(value_list: Iterable[Any]) -> dict[str, dict[str, Any]]:
-    """Retired: :func:`em2q_resources.parameter_sets.values_from_documents` (kept until the web
-    catalog imports it from there)."""
-    from em2q_resources.parameter_sets import values_from_documents
-
-    return values_from_documents(value_list)

@@ -37,10 +37,9 @@ from em2q.dagster_api import DagsterAPI
 from em2q.platform import dagster_dev, dagster_home
 from em2q.setup_file import measurement_from_setup, read_setup
 from em2q.web import create_app
-from em2q_assets.run_failures import MEASUREMENT_TAG
 from em2q_msi.parameters import ProcessingParameters
 from em2q_resources import lifecycle
-from em2q_resources.lifecycle import Action, Kind, Status
+from em2q_resources.lifecycle import MEASUREMENT_TAG, Action, Kind, Status
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.settings import PROJECT_ROOT, Settings

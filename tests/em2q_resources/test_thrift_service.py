@@ -17,8 +17,8 @@ import pytest
 from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TApplicationException
 
+from em2q.thrift_service import make_server
 from em2q_resources.metadata import MetadataStore, SchemaViolation, load_schema
-from em2q_resources.metadata.service import make_server
 from em2q_resources.metadata.synthetic import measurement
 from tests.fixtures.metadata_service import running_server
 
