@@ -30,6 +30,7 @@ from em2q.web.uploads import UploadFormError
 from em2q_msi.ion_images import IonImageError
 from em2q_resources.auth import Authenticator, AuthError, Unauthenticated
 from em2q_resources.metadata import (
+    CredentialsRefused,
     DocumentNotFound,
     MetadataError,
     MetadataStore,
@@ -53,7 +54,11 @@ REFUSALS: list[tuple[tuple[type[Exception], ...], int, str]] = [
     ((SchemaViolation, IonImageError), 400, "Invalid input"),
     ((UnsafeKey,), 400, "Refused: outside the platform's storage"),
     ((DeletionRefused,), 409, "Delete refused"),
-    ((StoreUnavailable, NoCatalog, StorageUnavailable), 503, "A backend does not answer"),
+    (
+        (StoreUnavailable, NoCatalog, StorageUnavailable, CredentialsRefused),
+        503,
+        "A backend does not answer",
+    ),
     ((StorageFull,), 507, "Storage is full"),
     ((MetadataError,), 409, "Refused by the metadata store"),
 ]

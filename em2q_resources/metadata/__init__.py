@@ -2,6 +2,7 @@
 
 from em2q_resources.metadata.errors import (
     AlreadyExists,
+    CredentialsRefused,
     DocumentNotFound,
     ImmutableDocument,
     MetadataError,
@@ -14,6 +15,7 @@ from em2q_resources.metadata.store import BulkResult, MetadataStore, SearchPage,
 __all__ = [
     "AlreadyExists",
     "BulkResult",
+    "CredentialsRefused",
     "DocumentNotFound",
     "ImmutableDocument",
     "MetadataError",

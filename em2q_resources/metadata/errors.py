@@ -6,6 +6,7 @@ from em2q_resources.metadata.schema import SchemaViolation
 
 __all__ = [
     "AlreadyExists",
+    "CredentialsRefused",
     "DocumentNotFound",
     "ImmutableDocument",
     "MetadataError",
@@ -49,3 +50,8 @@ class ImmutableDocument(MetadataError):
 
 class StoreUnavailable(MetadataError):
     """Elasticsearch could not be reached after bounded retries."""
+
+
+class CredentialsRefused(MetadataError):
+    """Elasticsearch refused the platform's credentials (401) or their rights (403): a setting
+    to fix (``EM2Q_ELASTICSEARCH_USERNAME``/``_PASSWORD`` or ``_API_KEY``), not a retry."""

@@ -33,6 +33,7 @@ from elasticsearch import ConnectionTimeout as ESConnectionTimeout
 from em2q_resources.metadata import schema as sch
 from em2q_resources.metadata.errors import (
     AlreadyExists,
+    CredentialsRefused,
     DocumentNotFound,
     ImmutableDocument,
     StoreUnavailable,
@@ -148,6 +149,8 @@ class MetadataStore:
             except (ESConnectionError, ESConnectionTimeout) as exc:
                 error: Exception = exc
             except ApiError as exc:
+                if exc.meta.status in (401, 403):
+                    raise CredentialsRefused(_credentials_problem(self.url, exc)) from exc
                 if exc.meta.status not in _RETRYABLE_STATUS:
                     raise
                 error = exc
@@ -706,6 +709,18 @@ def _is_date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _credentials_problem(url: str, exc: ApiError) -> str:
+    reason = exc.message
+    if isinstance(exc.body, dict) and isinstance(exc.body.get("error"), dict):
+        reason = exc.body["error"].get("reason") or reason
+    what = "refused the credentials" if exc.meta.status == 401 else "refused this user"
+    return (
+        f"Elasticsearch at {url} {what} ({exc.meta.status}: {reason}). Set "
+        "EM2Q_ELASTICSEARCH_USERNAME and EM2Q_ELASTICSEARCH_PASSWORD, or EM2Q_ELASTICSEARCH_API_KEY, "
+        "to an account of that cluster with rights on the EM2Q indices."
+    )
 
 
 def _query_problem(exc: ApiError, doing: str = "search") -> str:

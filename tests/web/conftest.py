@@ -76,8 +76,11 @@ def browser():
         pytest.fail("chromium and chromedriver are needed: run `make browser`")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    # WebGL through the software renderer (SwiftShader): the spectra are WebGL plots, and
+    # without it Plotly covers them with its "no WebGL" notice, which takes the mouse's drags
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-gpu"):  # fmt: skip
+                     "--window-size=1400,1000", "--disable-gpu", "--use-angle=swiftshader",
+                     "--enable-unsafe-swiftshader"):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(30)
@@ -116,3 +119,46 @@ def processed_client(processed):
     settings, store, storage, _ = processed
     with TestClient(create_app(settings, store=store, storage=storage)) as test_client:
         yield with_csrf(test_client)
+
+
+#: a parameter set whose results differ from the default's: a higher peak-picking bar (fewer
+#: peaks per spectrum) and a lower QC bar for the median SNR (its threshold shows on the page)
+STRICT_PEAKS = "strict-peaks"
+STRICT_PEAKS_VALUES = {"peak_picking": {"snr_threshold": 10}, "qc": {"min_median_snr": 2}}
+
+
+@pytest.fixture(scope="session")
+def processed_two_sets(processed):
+    """``processed``, its measurement also processed under :data:`STRICT_PEAKS`."""
+    settings, store, _, measurement_id = processed
+    store.save_parameter_set(STRICT_PEAKS, STRICT_PEAKS_VALUES, author="ada")
+    results = materialize_measurement(settings, measurement_id, parameter_set=STRICT_PEAKS)
+    assert all(r.success for r in results), "the example did not process under strict-peaks"
+    store.refresh()
+    return processed
+
+
+#: the grids of the two small measurements processed beside the example (``three_processed``)
+SMALL_GRIDS = {"small-2x2": (2, 2), "small-3x2": (3, 2)}
+
+
+@pytest.fixture(scope="session")
+def three_processed(processed, tmp_path_factory) -> list[str]:
+    """The example and two small synthetic measurements of other sizes, all processed with the
+    default set: their ids, the example first."""
+    from em2q_msi.synthetic import write_imzml
+
+    settings, store, storage, measurement_id = processed
+    root = tmp_path_factory.mktemp("three")
+    ids = [measurement_id]
+    for seed, (name, (n_x, n_y)) in enumerate(SMALL_GRIDS.items(), start=11):
+        imzml = write_imzml(root / name, n_x=n_x, n_y=n_y, seed=seed)
+        upload_measurement(
+            imzml, setup=EXAMPLE_SETUP, store=store, storage=storage, progress=False,
+            measurement_id=name,
+        )  # fmt: skip
+        results = materialize_measurement(settings, name)
+        assert results[0].success, f"{name} was not ingested"
+        ids.append(name)
+    store.refresh()
+    return ids

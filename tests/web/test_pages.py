@@ -19,6 +19,8 @@ from tests.web.conftest import (
     EXAMPLE_IBD,
     EXAMPLE_IMZML,
     EXAMPLE_SETUP,
+    SMALL_GRIDS,
+    STRICT_PEAKS,
     setup_form_values,
     with_csrf,
 )
@@ -178,21 +180,53 @@ def test_measurement_page_shows_qc_numbers_tic_spectrum_ion_images_and_runs(
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
 
-def test_compare_overlays_spectra_and_puts_ion_images_on_one_scale(processed_client, processed):
-    measurement_id = processed[3]
+def compare_row(page: str, header: str) -> list[str]:
+    """The cells of one row of the compare page's QC table, as text."""
+    row = re.search(rf"<tr><th>{re.escape(header)}</th>(.*?)</tr>", page, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", c).split()) for c in cells]
+
+
+def compare_figure(page: str, name: str) -> dict:
+    return json.loads(re.search(rf'id="{name}-figure">(.*?)</script>', page, re.S).group(1))
+
+
+def test_compare_one_measurement_under_two_sets_shows_where_their_results_differ(
+    processed_client, processed_two_sets
+):
+    measurement_id = processed_two_sets[3]
     page = processed_client.get(
         "/compare",
-        params={"m": measurement_id, "p": ["default", "default@v1"], "mz": "329", "ppm": 300},
+        params={"m": measurement_id, "p": ["default", STRICT_PEAKS], "mz": "329", "ppm": 300},
     ).text
-    assert page.count(f'href="/measurements/{measurement_id}?p=default@v1"') == 2
-    spectra = json.loads(
-        re.search(r'id="compare-spectra-figure">(.*?)</script>', page, re.S).group(1)
-    )
-    assert len(spectra["data"]) == 2
-    images = json.loads(
-        re.search(r'id="compare-images-figure">(.*?)</script>', page, re.S).group(1)
-    )
+    header = re.search(r'<table class="plain" id="compare-qc">\s*<thead>(.*?)</thead>', page, re.S)
+    columns = re.findall(r'<a href="/measurements/([^"?]+)\?p=([^"]+)"', header.group(1))
+    assert columns == [(measurement_id, "default@v1"), (measurement_id, f"{STRICT_PEAKS}@v1")]
+    # each column shows its own set's results: the QC bar it was judged by …
+    default_snr, strict_snr = compare_row(page, "median snr")
+    assert "&gt;= 10.0" in default_snr and "&gt;= 2.0" in strict_snr
+    # … and its own peaks: SNR ≥ 10 keeps fewer per spectrum than the default SNR ≥ 3
+    default_peaks, strict_peaks = map(float, compare_row(page, "median peaks per spectrum"))
+    assert 0 < strict_peaks < default_peaks
+    spectra = compare_figure(page, "compare-spectra")
+    assert [trace["name"] for trace in spectra["data"]] == [
+        f"{measurement_id} · default@v1",
+        f"{measurement_id} · {STRICT_PEAKS}@v1",
+    ]
+    images = compare_figure(page, "compare-images")
     assert len(images["data"]) == 2 and {d["coloraxis"] for d in images["data"]} == {"coloraxis"}
+
+
+def test_compare_three_measurements_puts_each_in_its_own_column(processed_client, three_processed):
+    page = processed_client.get("/compare", params={"m": three_processed}).text
+    header = re.search(r'<table class="plain" id="compare-qc">\s*<thead>(.*?)</thead>', page, re.S)
+    columns = re.findall(r'<a href="/measurements/([^"?]+)\?p=([^"]+)"', header.group(1))
+    assert columns == [(m, "default@v1") for m in three_processed]
+    assert compare_row(page, "spectra") == ["9", *(str(x * y) for x, y in SMALL_GRIDS.values())]
+    spectra = compare_figure(page, "compare-spectra")
+    assert [trace["name"] for trace in spectra["data"]] == [
+        f"{m} · default@v1" for m in three_processed
+    ]
 
 
 @pytest.fixture
