@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,10 @@ from em2q_msi.spectra import SpectraBlock
 FORMAT = "em2q-spectra-chunk"
 VERSION = 1
 META = "meta.json"
+#: CPython 3.11 may fail parsing Python literals in two threads at once ("AST constructor
+#: recursion depth mismatch", gh-106905); a .npy header is such a literal, and the chunks of a
+#: range run are read side by side, so headers are parsed one at a time
+_HEADER_LOCK = threading.Lock()
 
 
 def stored_dtype(dtype: np.dtype | type) -> np.dtype:
@@ -331,7 +336,8 @@ class _Npy:
             if version == (1, 0)
             else np.lib.format.read_array_header_2_0
         )
-        shape, fortran, dtype = read_header(f)
+        with _HEADER_LOCK:
+            shape, fortran, dtype = read_header(f)
         if fortran or list(shape) != expect["shape"] or dtype.str != expect["dtype"]:
             raise ChunkCorrupt(f"{path}: header {dtype.str} {shape} does not match {META}")
         self.header_bytes = f.tell()
@@ -344,7 +350,11 @@ class _Npy:
     def rows(self, start: int, stop: int) -> np.ndarray:
         n = max(0, stop - start)
         if self.local:
-            mm = np.load(self.path, mmap_mode="r")
+            if n == 0 or not self.shape or self.shape[0] == 0:
+                return np.empty((0, *self.shape[1:]), self.dtype)
+            # the header is parsed already: map the rows at its offset, no second parse
+            mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.header_bytes,
+                           shape=self.shape)  # fmt: skip
             out = np.array(mm[start:stop])
             del mm
             return out
