@@ -30,8 +30,10 @@ def build_definitions(
         settings, url=settings.elasticsearch_url or DEFAULT_ELASTICSEARCH_URL
     )
     storage = open_storage(settings)
-    # chosen per run in the launchpad: resources.parameter_set.config.name (default: "default")
-    parameter_set = ParameterSetResource(metadata=metadata)
+    # configured at launch, so the IO manager's field and the steps' resource are one instance:
+    # a set chosen in the launchpad (resources.parameter_set.config.name) is the hash both the
+    # steps write under and the IO manager reads under
+    parameter_set = ParameterSetResource.configure_at_launch(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
     assets = build_assets(settings.spectra_chunks, catalog, settings.chunk_workers)
     chunk_assets = [a for a, spec in zip(assets, catalog, strict=True) if spec.chunked]

@@ -9,7 +9,8 @@ that of the consuming run's own parameter set (the ``parameter_set`` resource th
 declares as a field, as configured for that run in the launchpad).
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: Dagster must see the resource types of the fields to
+# bind the IO manager's parameter_set to the run's (configured-at-launch) one
 
 from typing import Any
 
