@@ -770,6 +770,22 @@ def web(ctx: Context, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
+@main.command("setup")
+@pass_context
+def setup(ctx: Context) -> None:
+    """Set the metadata store up: create or upgrade the indices from the Thrift IDL and save the
+    processing core's defaults as parameter set `default` if none is saved (admins; safe to run
+    again, e.g. as a deployment's post-install step). `em2q dev` and `em2q metadata-serve` do it
+    themselves."""
+    from em2q_resources.connections import set_up_metadata_store
+
+    with surface_errors():
+        require(ctx.user, Action.PUBLISH_WORKFLOW)
+        set_up_metadata_store(ctx.store)
+        saved = ps.resolve(ctx.store, ps.DEFAULT_NAME)
+    click.echo(f"indices {ctx.settings.index_prefix}-* ready; parameter set {saved.id} in use")
+
+
 @main.command("metadata-serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=9090, show_default=True, help="TCP port (0: any free port)")

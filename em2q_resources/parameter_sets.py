@@ -59,8 +59,8 @@ class DefaultNotSeeded(DocumentNotFound):
     def __init__(self) -> None:
         super().__init__("ParameterSet", DEFAULT_NAME)
         self.args = (
-            f"parameter set {DEFAULT_NAME!r} not found: set the store up first (`em2q dev`, "
-            f"`em2q metadata-serve`), or save one with `em2q params save {DEFAULT_NAME} VALUES`",
+            f"parameter set {DEFAULT_NAME!r} not found: set the store up first (`em2q setup`; "
+            f"`em2q dev` and `em2q metadata-serve` do it), or save one with `em2q params save {DEFAULT_NAME} VALUES`",
         )
 
 

@@ -113,6 +113,21 @@ def test_params_show_prints_the_newest_version_or_the_one_named(cli_env, tmp_pat
     assert "nope" in missing.output
 
 
+def test_setup_creates_the_catalog_and_seeds_default_once_for_admins_only(cli_env):
+    before = run(cli_env, "params", "show", "default")
+    assert before.exit_code == 1 and "'default' not found" in before.output  # a read seeds nothing
+    refused = run(as_role(cli_env, "scientist"), "setup")
+    assert refused.exit_code == 4
+    first = run(cli_env, "setup")
+    assert first.exit_code == 0, first.output
+    assert "default@v1" in first.output
+    again = run(cli_env, "setup")
+    assert again.exit_code == 0 and "default@v1" in again.output
+    store = MetadataStore.connect(cli_env["EM2Q_ELASTICSEARCH_URL"],
+                                  index_prefix=cli_env["EM2Q_INDEX_PREFIX"])  # fmt: skip
+    assert [s.id for s in store.parameter_sets("default")] == ["default@v1"]
+
+
 def test_unreachable_elasticsearch_exits_3(tmp_path):
     env = {"EM2Q_ELASTICSEARCH_URL": "http://127.0.0.1:9", "EM2Q_CACHE_DIR": str(tmp_path)}
     result = CliRunner().invoke(main, ["show", "x"], env=env)
