@@ -92,7 +92,7 @@ helm: $(HELM)
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
 test: elasticsearch interop browser helm
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=40
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
