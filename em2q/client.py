@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,10 +44,13 @@ from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
 from em2q_resources.connections import NoElasticsearch as NoCatalog
-from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
+from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource, measurement_prefixes
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 __all__ = [
     "Catalog",

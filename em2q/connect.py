@@ -3,19 +3,22 @@
 The CLI, the notebook client, the web catalog and the Thrift service each call
 :func:`connect` and use ``.store`` (the metadata store), ``.storage`` (measurements and
 results) and ``.dagster`` (the webserver's GraphQL API). Nothing is opened until it is first
-used, so a command that needs only the storage never waits for Elasticsearch; what is opened
-is kept, so one surface holds one store.
+used, so a command that needs only the storage never waits for Elasticsearch (nor imports
+Dagster to search the catalog); what is opened is kept, so one surface holds one store.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from em2q.dagster_api import DagsterAPI
 from em2q_resources.connections import open_metadata_store, open_storage
-from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from em2q.dagster_api import DagsterAPI
+    from em2q_resources.metadata.store import MetadataStore
+    from em2q_resources.storage import StorageResource
 
 
 class Connections:
@@ -46,6 +49,8 @@ class Connections:
     @cached_property
     def dagster(self) -> DagsterAPI:
         """Launches and follows workflows through ``EM2Q_DAGSTER_URL``."""
+        from em2q.dagster_api import DagsterAPI
+
         return DagsterAPI(self.settings.dagster_url, store=self.store)
 
     def __repr__(self) -> str:

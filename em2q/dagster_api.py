@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -35,9 +35,12 @@ import httpx
 from em2q_resources import lifecycle
 from em2q_resources.auth import User
 from em2q_resources.lifecycle import MEASUREMENT_TAG
-from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.metadata import load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, PARAMETER_SET_TAG, resolve
 from em2q_resources.workflows import WorkflowDefinition, require_startable
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 WORKFLOW_TAG = "em2q/workflow"
 USER_TAG = "em2q/user"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,8 +25,11 @@ from em2q_resources.connections import (
     set_up_metadata_store,
 )
 from em2q_resources.elasticsearch_server import LocalElasticsearch
-from em2q_resources.metadata import AlreadyExists, MetadataStore, load_schema
+from em2q_resources.metadata import AlreadyExists, load_schema
 from em2q_resources.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 EXAMPLES_DIR = PROJECT_ROOT.parent / "shared" / "data" / "imzml"
 EXAMPLE_SETUP = PROJECT_ROOT / "examples" / "setup.yaml"

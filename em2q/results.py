@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
 from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
-from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
+from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, ResolvedParameters, resolve
 from em2q_resources.results_layout import (
     manifest_key,
@@ -40,6 +40,9 @@ from em2q_resources.results_layout import (
     result_key,
 )
 from em2q_resources.storage import StorageResource, measurement_prefixes
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 #: window of an ion image when neither the caller nor the parameter set names one
 DEFAULT_ION_IMAGE_PPM = 10.0

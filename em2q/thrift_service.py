@@ -33,7 +33,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.server import TThreadedServer
@@ -48,9 +48,11 @@ from em2q_resources.metadata.errors import (
     StoreUnavailable,
     VersionConflict,
 )
-from em2q_resources.metadata.schema import SchemaViolation, check_identifier, validate
-from em2q_resources.metadata.store import MetadataStore, utc_now
+from em2q_resources.metadata.schema import SchemaViolation, check_identifier, utc_now, validate
 from em2q_resources.storage import StorageResource, UnsafeKey
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from em2q.setup_file import PLATFORM_FIELDS, SetupFileError, measurement_from_setup, read_setup
 from em2q_msi.facts import grid_facts, measurement_facts, pixel_grid
@@ -29,15 +29,15 @@ from em2q_msi.validation import validate
 from em2q_resources.metadata import (
     AlreadyExists,
     DocumentNotFound,
-    MetadataStore,
     SchemaViolation,
-    Stored,
     StoreUnavailable,
     load_schema,
 )
-from em2q_resources.metadata.schema import InvalidIdentifier, check_identifier
-from em2q_resources.metadata.store import utc_now
-from em2q_resources.storage import StorageResource
+from em2q_resources.metadata.schema import InvalidIdentifier, check_identifier, utc_now
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore, Stored
+    from em2q_resources.storage import StorageResource
 
 __all__ = [
     "DuplicateUpload",
@@ -251,8 +251,8 @@ def upload_measurement(
     *,
     ibd_path: str | Path | None = None,
     setup: dict[str, Any] | str | Path,
-    store: MetadataStore,
-    storage: StorageResource,
+    store: MetadataStore | Callable[[], MetadataStore],
+    storage: StorageResource | Callable[[], StorageResource],
     operator: str | None = None,
     progress: bool | Callable[[int], None] = True,
     measurement_id: str | None = None,
@@ -265,6 +265,8 @@ def upload_measurement(
     one it names. ``progress``: a tqdm bar on stderr (``True``), none (``False``) or a callable
     receiving byte counts. ``measurement_id`` picks the id (default ``<title slug>-<8 hex>``).
     ``uploaded_by`` is the signed-in user who registers it (the owner the policy checks).
+    ``store`` and ``storage`` may be given as functions that open them: they are called only
+    once the files are valid, so a refused upload never waits for a backend (nor imports one).
     ``cache_dir`` holds the imzML index caches (default: a scratch folder), so nothing is
     written beside the source files or into storage except the pair itself.
 
@@ -302,6 +304,8 @@ def upload_measurement(
             raise InvalidUpload(problems)
 
         # (c): duplicates by content
+        store = store() if callable(store) else store
+        storage = storage() if callable(storage) else storage
         hashed = {path: _signature(path) for path in (imzml, ibd)}
         imzml_sha, ibd_sha = file_sha256(imzml), file_sha256(ibd)
         existing = _first_registered(store, _twins(store, imzml_sha, ibd_sha))

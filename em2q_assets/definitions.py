@@ -13,8 +13,7 @@ from em2q_assets.k8s import run_executor
 from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.connections import open_storage
 from em2q_resources.launcher import StepLauncherResource
-from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameter_sets import ParameterSetResource
+from em2q_resources.metadata.resource import MetadataStoreResource, ParameterSetResource
 from em2q_resources.settings import Settings
 
 DEFAULT_ELASTICSEARCH_URL = "http://127.0.0.1:9200"

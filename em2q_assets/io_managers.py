@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 
 from em2q_assets.partitions import split_key
-from em2q_resources.parameter_sets import ParameterSetResource
+from em2q_resources.metadata.resource import ParameterSetResource
 from em2q_resources.results_layout import manifest_key, read_json, write_json
 from em2q_resources.storage import StorageResource
 

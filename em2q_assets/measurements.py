@@ -13,7 +13,7 @@ from em2q_msi.imzml import ImzML
 from em2q_msi.validation import validate
 from em2q_resources import lifecycle
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata.schema import utc_now
 from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import result_key
 from em2q_resources.storage import StorageResource, measurement_prefixes

@@ -14,13 +14,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import em2q_msi
-from em2q_resources.metadata import MetadataStore, load_schema
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata import load_schema
+from em2q_resources.metadata.schema import utc_now
 from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 CODE_VERSION = getattr(em2q_msi, "__version__", "0.1.0")
 

@@ -10,11 +10,14 @@ within ``tolerance_ppm``), so chunks processed separately get the same rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from em2q_msi.peaks import PeakList
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 class FeatureError(ValueError):
@@ -53,6 +56,8 @@ def _check_tolerance(tolerance_ppm: float) -> None:
 def _table(
     peaks: PeakList, feature: np.ndarray, keep: np.ndarray, mz: np.ndarray, min_frequency: float
 ) -> FeatureTable:
+    import scipy.sparse as sp  # half a second to import; only the peak-table step needs it
+
     n_spectra = len(peaks)
     spectrum = peaks.spectrum_index()[keep]
     values = np.asarray(peaks.intensity, dtype=np.float64)[keep]

@@ -15,7 +15,6 @@ from typing import BinaryIO
 
 import numpy as np
 
-from em2q_msi import _kernels as K
 from em2q_msi.geometry import GeometryError, PixelGrid
 from em2q_msi.spectra import SpectraBlock
 
@@ -77,6 +76,8 @@ def ion_intensities(
 
     Without a tolerance, 10 ppm is used.
     """
+    from em2q_msi import _kernels as K  # numba: loaded when a kernel first runs
+
     if tolerance_ppm is None and tolerance_da is None:
         tolerance_ppm = 10.0
     lower, upper = mz_windows(mz_values, tolerance_ppm, tolerance_da)

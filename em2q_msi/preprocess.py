@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from em2q_msi import _kernels as K
 from em2q_msi.parameters import (
     BaselineParameters,
     NormalisationParameters,
@@ -76,6 +75,8 @@ class _ChainResult:
 
 
 def _config(chain: _Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from em2q_msi import _kernels as K  # numba: loaded when a kernel first runs
+
     sm, bl, nm, pp = chain.smoothing, chain.baseline, chain.normalisation, chain.peak_picking
     smooth_mode = K.SMOOTH_NONE
     coeffs = np.ones(1, np.float32)
@@ -126,6 +127,8 @@ def _run_chain(
     kernels release the GIL): a thread slowed by another process on its core simply takes fewer
     batches, where a static split would wait for it. Batches also bound the peak buffers' memory.
     """
+    from em2q_msi import _kernels as K  # numba: loaded when a kernel first runs
+
     cfg_i, cfg_f, coeffs, edges = _config(chain)
     pick = chain.peak_picking is not None
     mz = np.ascontiguousarray(block.mz, dtype=np.float64)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from em2q_msi import _kernels as K
 from em2q_msi import finite_json
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.ion_images import ion_images
@@ -59,6 +58,8 @@ def spectrum_metrics(
     units) and ``snr`` (the highest peak SNR, 0 without peaks, NaN where the noise estimate is 0:
     an SNR over zero noise is not a number, e.g. count data whose positive values are equal).
     """
+    from em2q_msi import _kernels as K  # numba: loaded when a kernel first runs
+
     params = params or ProcessingParameters()
     n = len(block)
     if block.offsets is None:
@@ -111,6 +112,8 @@ def spectrum_metrics(
 def total_ion_current(block: SpectraBlock) -> np.ndarray:
     """Per-spectrum TIC, exactly as ``spectrum_metrics`` computes it (correctly rounded float64
     sums), without the preprocessing chain: for TIC images of raw chunks."""
+    from em2q_msi import _kernels as K  # numba: loaded when a kernel first runs
+
     n = len(block)
     tic = np.zeros(n, np.float64)
     if block.offsets is None:

@@ -10,11 +10,14 @@ everywhere. :func:`set_up_metadata_store` is the platform's set-up: indices, the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from em2q_resources.metadata.errors import StoreUnavailable
-from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
-from em2q_resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
+    from em2q_resources.storage import StorageResource
 
 #: request timeout of a store that sets indices up, writes in bulk or serves other programs
 #: (the Dagster steps, `em2q dev`, the Thrift service); a person's surface uses
@@ -58,6 +61,8 @@ def open_metadata_store(
     Timeouts default to ``settings.elasticsearch_timeout_s`` (a surface answers a person);
     Dagster steps pass their own, longer ones.
     """
+    from em2q_resources.metadata.store import MetadataStore
+
     timeout_s = settings.elasticsearch_timeout_s
     return MetadataStore.connect(
         url or elasticsearch_url(settings),
@@ -72,6 +77,8 @@ def open_metadata_store(
 
 def open_storage(settings: Settings) -> StorageResource:
     """Where measurements and results live (a folder or an fsspec URL such as ``s3://…``)."""
+    from em2q_resources.storage import StorageResource  # Dagster: only when storage is used
+
     return StorageResource.from_settings(settings)
 
 

@@ -35,11 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from em2q_resources.metadata import MetadataStore, VersionConflict, load_schema
-from em2q_resources.metadata.schema import to_document
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata import VersionConflict, load_schema
+from em2q_resources.metadata.schema import to_document, utc_now
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 
 class Status(StrEnum):

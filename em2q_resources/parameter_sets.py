@@ -16,25 +16,27 @@ effective values share one content hash, hence one result folder.
   recomputed from the values, so results are always filed under the hash of what ran.
 * :func:`seed_default` saves the processing core's defaults as ``default`` once, at set-up
   (:func:`em2q_resources.connections.set_up_metadata_store`); reading never writes.
+
+Dagster-free: a run reads its set through ``ParameterSetResource``
+(:mod:`em2q_resources.metadata.resource`), which calls :func:`resolve`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import dagster as dg
-from pydantic import Field, PrivateAttr
+from typing import TYPE_CHECKING, Any
 
 from em2q_msi.parameters import ParameterError, ProcessingParameters
 from em2q_resources.metadata.errors import AlreadyExists, DocumentNotFound, VersionConflict
-from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.metadata.schema import Schema, SchemaViolation, to_document
-from em2q_resources.metadata.store import PARAMETER_SET_NAME, MetadataStore, utc_now
+from em2q_resources.metadata.schema import Schema, SchemaViolation, to_document, utc_now
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 #: the team's default set, saved from the processing core's defaults at set-up
+PARAMETER_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_NAME = "default"
 
 #: run tag naming the parameter set (set by workflows launched from the CLI, web or notebook;
@@ -273,47 +275,3 @@ def seed_default(store: MetadataStore) -> Any:
 
 
 # ---------------------------------------------------------------------- Dagster resource
-
-
-class ParameterSetResource(dg.ConfigurableResource):
-    """The parameter set of a run: the configured name, else the run's ``em2q/parameter_set``
-    tag, else the team's ``default`` (pick another in the launchpad's resource config)."""
-
-    metadata: MetadataStoreResource
-    name: str | None = Field(
-        default=None,
-        description="parameter set name (newest version) or name@vN; "
-        f"empty: the run tag {PARAMETER_SET_TAG!r}, else {DEFAULT_NAME!r}",
-    )
-    _run_tag: str | None = PrivateAttr(default=None)
-    _run_id: str | None = PrivateAttr(default=None)
-    _resolved: ResolvedParameters | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        run = context.run
-        self._run_tag = run.tags.get(PARAMETER_SET_TAG) if run is not None else None
-        self._run_id = run.run_id if run is not None else None
-
-    @property
-    def chosen(self) -> str:
-        return self.name or self._run_tag or DEFAULT_NAME
-
-    def resolve(self) -> ResolvedParameters:
-        """Resolved once per run and process, so every step of the run and the IO manager (which
-        holds its own copy of this resource) use the same version, even if a new version of
-        the name is saved meanwhile."""
-        if self._resolved is None:
-            key = (self._run_id, self.chosen)
-            resolved = _RESOLVED_BY_RUN.get(key) if self._run_id else None
-            if resolved is None:
-                resolved = resolve(self.metadata.get_store(), self.chosen)
-                if self._run_id:
-                    _RESOLVED_BY_RUN[key] = resolved
-                    while len(_RESOLVED_BY_RUN) > 64:
-                        _RESOLVED_BY_RUN.popitem(last=False)
-            self._resolved = resolved
-        return self._resolved
-
-
-#: (run id, chosen name) -> the set a run resolved, for the copies of the resource in one process
-_RESOLVED_BY_RUN: OrderedDict[tuple[str | None, str], ResolvedParameters] = OrderedDict()

@@ -13,12 +13,15 @@ every chunk ``M|i``; the parameter set travels as the run tag ``em2q/parameter_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from em2q_resources.auth import Action, AuthError, Role, User, require
 from em2q_resources.catalog import CATALOG, Catalog
-from em2q_resources.metadata import DocumentNotFound, MetadataStore, load_schema
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.metadata.schema import utc_now
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import MetadataStore
 
 #: the asset whose verdict ends the ``qc`` workflow
 QC_ASSET = "qc_report"

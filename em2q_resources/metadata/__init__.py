@@ -1,4 +1,10 @@
-"""EM²Q metadata: the Thrift-derived schema and the Elasticsearch store."""
+"""EM²Q metadata: the Thrift-derived schema and the Elasticsearch store.
+
+The store's names load on first use (PEP 562): importing the Elasticsearch client costs about a
+second, which a CLI's ``--help`` or a Dagster run that never opens the store should not pay.
+"""
+
+from typing import TYPE_CHECKING
 
 from em2q_resources.metadata.errors import (
     AlreadyExists,
@@ -10,7 +16,20 @@ from em2q_resources.metadata.errors import (
     VersionConflict,
 )
 from em2q_resources.metadata.schema import SchemaViolation, load_schema
-from em2q_resources.metadata.store import BulkResult, MetadataStore, SearchPage, Stored
+
+if TYPE_CHECKING:
+    from em2q_resources.metadata.store import BulkResult, MetadataStore, SearchPage, Stored
+
+_STORE_NAMES = frozenset({"BulkResult", "MetadataStore", "SearchPage", "Stored"})
+
+
+def __getattr__(name: str):
+    if name in _STORE_NAMES:
+        from em2q_resources.metadata import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AlreadyExists",

@@ -20,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +30,12 @@ import thriftpy2
 from thriftpy2.thrift import TType
 
 IDL_PATH = Path(__file__).resolve().parents[2] / "thrift" / "em2q.thrift"
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with milliseconds, the format every date field uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 _INTEGER_RANGES = {
     TType.BYTE: (-(2**7), 2**7 - 1),

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
@@ -43,13 +43,7 @@ from em2q_resources.metadata.schema import FieldInfo, Schema, SchemaViolation
 
 T = TypeVar("T")
 
-PARAMETER_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _RETRYABLE_STATUS = {429, 502, 503, 504}
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC timestamp with milliseconds, the format every date field uses."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from em2q.setup_file import measurement_from_setup, read_setup
 from em2q_assets.definitions import build_definitions
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata.schema import utc_now
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
 

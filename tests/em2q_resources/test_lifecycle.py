@@ -11,7 +11,7 @@ from em2q.setup_file import measurement_from_setup, read_setup
 from em2q_resources import lifecycle
 from em2q_resources.lifecycle import Action, Actor, IllegalTransition, Kind, Reason, Status
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata.schema import utc_now
 from em2q_resources.settings import PROJECT_ROOT
 
 S = load_schema()

@@ -16,8 +16,7 @@ from em2q.web import create_app
 from em2q.web.server import serve_in_thread
 from em2q_resources.auth import TokensFile
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.schema import to_document
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata.schema import to_document, utc_now
 from tests.web.conftest import EXAMPLE_SETUP, with_csrf
 
 S = load_schema()

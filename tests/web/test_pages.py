@@ -14,7 +14,7 @@ from em2q.setup_file import measurement_from_setup
 from em2q.upload import file_sha256
 from em2q.web import create_app
 from em2q_resources.metadata import load_schema
-from em2q_resources.metadata.store import utc_now
+from em2q_resources.metadata.schema import utc_now
 from tests.web.conftest import (
     EXAMPLE_IBD,
     EXAMPLE_IMZML,
