@@ -34,7 +34,7 @@ def loaded_by(args: list[str], env: dict[str, str], tmp_path: Path) -> dict:
     completed = subprocess.run(
         [sys.executable, "-c", _PROBE, *args],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
         cwd=Path(__file__).resolve().parents[2],

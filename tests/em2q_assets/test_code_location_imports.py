@@ -26,7 +26,7 @@ def test_loading_the_code_location_imports_no_step_library(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-c", _PROBE],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
