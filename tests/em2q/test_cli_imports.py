@@ -71,3 +71,15 @@ def test_refused_upload_opens_no_backend(env, tmp_path):
     setup = Path(__file__).resolve().parents[2] / "examples" / "setup.yaml"
     result = loaded_by(["upload", str(broken), "--setup", str(setup)], env, tmp_path)
     assert result == {"exit": 1, "loaded": []}
+
+
+def test_every_surfaced_error_is_defined_where_the_exit_code_table_says():
+    """The table names classes by module, so a class moved elsewhere would silently lose its
+    exit code: each entry must name an exception class its module defines."""
+    import importlib
+
+    from em2q.cli.base import _EXIT_CODES
+
+    for module_name, class_name, _, _ in _EXIT_CODES:
+        kind = getattr(importlib.import_module(module_name), class_name, None)
+        assert isinstance(kind, type) and issubclass(kind, Exception), (module_name, class_name)
