@@ -246,7 +246,7 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
             measurement = upload_measurement(
                 imzml, ibd_path=ibd, setup=setup_file, store=ctx.store, storage=storage,
                 operator=operator, progress=True, uploaded_by=ctx.user.name,
-                cache_dir=ctx.settings.cache_dir / "imzml-index",
+                cache_dir=ctx.settings.cache_dir / "imzml-index", dagster=ctx.dagster(),
             )  # fmt: skip
     except UploadError as exc:
         _fail(str(exc), EXIT_PROBLEM)
