@@ -386,7 +386,7 @@ def request_ingest(dagster: DagsterAPI, measurement_id: str) -> str | None:
 
     try:
         return dagster.request_ingest(measurement_id)
-    except (DagsterUnavailable, DagsterError) as exc:
+    except (DagsterUnavailable, DagsterError, ValueError) as exc:  # ValueError: not JSON
         print(
             f"warning: {measurement_id} is uploaded; Dagster did not take its ingest run ({exc}), "
             "the new_measurements sensor starts it once Dagster runs",
