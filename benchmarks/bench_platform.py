@@ -45,6 +45,7 @@ from em2q_msi.qc import (
 )
 from em2q_msi.synthetic import write_imzml
 from em2q_msi.validation import validate
+from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.elasticsearch_server import elasticsearch_url
 from em2q_resources.metadata import MetadataStore, load_schema
 from em2q_resources.settings import PROJECT_ROOT, Settings
@@ -100,7 +101,7 @@ def platform(imzml: str, work: Path, chunks: int, url: str, log: Path | None = N
     )
     store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
     store.drop_all()
-    store.ensure_indices()
+    set_up_metadata_store(store)  # indices and the default parameter set
     with dagster_dev(settings, url, port=free_port(), log_path=log) as ui, DagsterAPI(ui) as api:
         api.repository()  # the webserver has loaded the code location
         time.sleep(5)  # and the daemon has settled: an idle platform

@@ -84,7 +84,7 @@ def handoffs(
         if span.started is not None:
             events.append((f"{span.stage} run started (code location loaded)", span.started))
         if span.ended is not None and span.ended <= ready + 60:
-            events.append((f"{span.stage} run ended", span.ended))
+            events.append((f"{span.stage} run ended ({span.status})", span.ended))
     events.append(("READY", ready))
     events.sort(key=lambda e: e[1])
     timeline, before = [], upload_started
