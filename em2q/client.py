@@ -205,6 +205,7 @@ class Catalog:
         kwargs.setdefault("progress", False)
         kwargs.setdefault("cache_dir", self.cache_dir)
         kwargs["uploaded_by"] = self.user.name
+        kwargs.setdefault("dagster", self.dagster())  # the ingest run starts at once
         doc = upload_measurement(
             imzml, setup=setup, store=self.store, storage=self.storage, **kwargs
         )

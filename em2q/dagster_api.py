@@ -34,7 +34,8 @@ import httpx
 
 from em2q_resources import lifecycle
 from em2q_resources.auth import User
-from em2q_resources.lifecycle import MEASUREMENT_TAG
+from em2q_resources.catalog import INGEST_ASSET
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 from em2q_resources.metadata import load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, PARAMETER_SET_TAG, resolve
 from em2q_resources.workflows import WorkflowDefinition, require_startable
@@ -51,6 +52,10 @@ MEASUREMENT_DIMENSION = "measurement"
 #: backfill statuses after which nothing more happens
 FINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 FINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+#: how long an upload waits for Dagster to accept its ingest run; shorter than the
+#: new_measurements sensor's lag (em2q_assets.sensors.VISIBILITY_LAG), so the safety net never
+#: requests a second one while an upload's request is still on its way
+INGEST_REQUEST_TIMEOUT_S = 4.0
 
 
 class DagsterUnavailable(ConnectionError):
@@ -163,6 +168,18 @@ query ($id: String!) {
   }
 }"""
 
+_LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
 _CANCEL_BACKFILL = """
 mutation ($id: String!) {
   cancelPartitionBackfill(backfillId: $id) {
@@ -196,10 +213,13 @@ class DagsterAPI:
 
     # ------------------------------------------------------------------ plumbing
 
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
+    def graphql(
+        self, query: str, variables: dict | None = None, *, timeout_s: float | None = None
+    ) -> dict:
+        extra = {} if timeout_s is None else {"timeout": timeout_s}
         try:
             answer = self._http.post(
-                f"{self.url}/graphql", json={"query": query, "variables": variables or {}}
+                f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, **extra
             )
         except httpx.HTTPError as exc:
             raise DagsterUnavailable(
@@ -213,10 +233,10 @@ class DagsterAPI:
             raise DagsterError("; ".join(e.get("message", str(e)) for e in body["errors"]))
         return body["data"]
 
-    def repository(self) -> dict[str, str]:
+    def repository(self, *, timeout_s: float | None = None) -> dict[str, str]:
         """The selector of the code location's repository (there is one: em2q's)."""
         if self._repository is None:
-            found = self.graphql(_REPOSITORIES)["repositoriesOrError"]
+            found = self.graphql(_REPOSITORIES, timeout_s=timeout_s)["repositoriesOrError"]
             if found["__typename"] != "RepositoryConnection" or not found["nodes"]:
                 raise DagsterError(
                     f"no code location loaded at {self.url}: {found.get('message', found)}"
@@ -241,6 +261,43 @@ class DagsterAPI:
             "DuplicateDynamicPartitionError",
         ):
             raise DagsterError(f"adding partition {measurement_id!r}: {answer}")
+
+    def request_ingest(
+        self, measurement_id: str, *, timeout_s: float = INGEST_REQUEST_TIMEOUT_S
+    ) -> str:
+        """Start the ingest run of a just-uploaded measurement (the first stage of its
+        processing, ``em2q_assets.sensors``); returns the run id.
+
+        The run is tagged ``em2q/measurement`` and ``em2q/stage=ingest``: the
+        ``new_measurements`` sensor, the safety net for an upload whose request did not arrive,
+        sees the tags and does not request a second one. Raises :class:`DagsterUnavailable` or
+        :class:`DagsterError` when Dagster did not take it (the sensor then does, seconds later).
+        """
+        repository = self.repository(timeout_s=timeout_s)
+        answer = self.graphql(
+            _ADD_PARTITION,
+            {"repo": repository, "name": MEASUREMENT_DIMENSION, "key": measurement_id},
+            timeout_s=timeout_s,
+        )["addDynamicPartition"]
+        if answer["__typename"] not in (
+            "AddDynamicPartitionSuccess",
+            "DuplicateDynamicPartitionError",
+        ):
+            raise DagsterError(f"adding partition {measurement_id!r}: {answer}")
+        tags = {"dagster/partition": measurement_id, MEASUREMENT_TAG: measurement_id,
+                STAGE_TAG: "ingest"}  # fmt: skip
+        params = {
+            "selector": {
+                **repository,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": [INGEST_ASSET]}],
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        launched = self.graphql(_LAUNCH_RUN, {"params": params}, timeout_s=timeout_s)["launchRun"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise DagsterError(f"Dagster refused the ingest run of {measurement_id!r}: {launched}")
+        return launched["run"]["runId"]
 
     def partitions_by_asset(
         self, assets: Iterable[str], measurement_id: str

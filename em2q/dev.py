@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from em2q.dagster_api import DagsterAPI
 from em2q.platform import LOOPBACK, dagster_dev, dagster_home, dev_url_file
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
@@ -40,9 +41,15 @@ def example_id(imzml: Path) -> str:
     return imzml.stem.lower().replace("_", "-")
 
 
-def load_examples(store: MetadataStore, settings: Settings, examples_dir: Path) -> list[str]:
+def load_examples(
+    store: MetadataStore,
+    settings: Settings,
+    examples_dir: Path,
+    dagster: DagsterAPI | None = None,
+) -> list[str]:
     """Upload every example imzML into ``settings.storage`` (idempotent: files uploaded on an
-    earlier start are recognised by checksum)."""
+    earlier start are recognised by checksum); each new one requests its ingest run from
+    ``dagster`` at once."""
     storage = open_storage(settings)
     setup = read_setup(EXAMPLE_SETUP)
     cache_dir = settings.cache_dir / "imzml-index"
@@ -58,6 +65,7 @@ def load_examples(store: MetadataStore, settings: Settings, examples_dir: Path) 
                 progress=False,
                 measurement_id=example_id(imzml),
                 cache_dir=cache_dir,
+                dagster=dagster,
             )
             registered.append(measurement.id)
         except DuplicateUpload as exc:  # uploaded on an earlier start
@@ -95,8 +103,8 @@ def run_dev(
 ) -> None:
     """Elasticsearch, then (unless ``once``) the Dagster webserver and daemon, then the examples.
 
-    The examples are uploaded after Dagster is up, so the ``new_measurements`` sensor picks them
-    up and the asset graph materializes their partitions within a minute or two.
+    The examples are uploaded after Dagster is up; each upload requests its ingest run, and the
+    sensors request each next stage the moment the one before has done its work.
     """
     examples_dir = examples_dir or EXAMPLES_DIR
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop Elasticsearch and Dagster cleanly
@@ -128,13 +136,14 @@ def run_dev(
             catalog = create_app(web_settings, store=store)
             web = stack.enter_context(serve_in_thread(catalog, host=LOOPBACK, port=web_port))
             click.echo(f"Web catalog: {web} (upload, search, results, compare, start workflows)")
-        registered = load_examples(store, settings, examples_dir)
+        dagster = None if once else stack.enter_context(DagsterAPI(ui))
+        registered = load_examples(store, settings, examples_dir, dagster)
         click.echo(f"registered {len(registered)} example measurements from {examples_dir}")
         show_catalog(store)
         if once:
             return
         click.echo(
-            "running; the sensor processes new uploads (`em2q upload DATA.imzML --setup "
+            "running; new uploads are processed at once (`em2q upload DATA.imzML --setup "
             "setup.yaml` in another terminal), `em2q search` shows the catalog. Ctrl-C stops."
         )
         with contextlib.suppress(KeyboardInterrupt):

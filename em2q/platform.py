@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from em2q_resources.connections import dev_url_file as dev_url_file  # re-exported
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
 #: where the local platform listens: the Dagster webserver (UI and GraphQL: launch, re-execute,
@@ -27,19 +29,45 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
   config:
+    # EM2Q_MAX_CONCURRENT_RUNS, EM2Q_RUNS_PER_MEASUREMENT, EM2Q_RUNS_PER_STAGE
     max_concurrent_runs: {max_concurrent_runs}
-    # look for queued runs every second (default 5 s): each stage of a measurement's
-    # processing is a run, so this wait adds up
+    tag_concurrency_limits: {tag_limits}
+    # look for queued runs every second (the smallest Dagster takes; default 5 s): each stage
+    # of a measurement's processing is a run, so this wait adds up
     dequeue_interval_seconds: 1
+    dequeue_use_threads: true
+    dequeue_num_workers: 4
+# sensors side by side: the chain's hand-offs (new_measurements, ingested_measurements,
+# chunked_measurements) do not wait behind the watchdog's queries. Dagster's sensor loop itself
+# runs every 5 s (fixed), so a sensor hand-off costs 0-5 s; the upload requests its ingest run
+# itself (em2q.dagster_api.DagsterAPI.request_ingest)
+sensors:
+  use_threads: true
+  num_workers: 4
 # a run whose process died or that never started is marked failed (the code server reports a
 # dead run process; monitoring catches runs stuck starting), so the run-failure sensor sees it
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
-  poll_interval_seconds: 5
+  # a dead run is minutes of nobody's time: every 10 s is quick enough (idle cost)
+  poll_interval_seconds: 10
 telemetry:
   enabled: false
 """
+
+
+def dagster_yaml(settings: Settings, max_concurrent_runs: int | None = None) -> str:
+    """The instance settings of the local platform, run queue limits from ``settings``."""
+    limits = [
+        {"key": MEASUREMENT_TAG, "value": {"applyLimitPerUniqueValue": True},
+         "limit": settings.runs_per_measurement},
+        *({"key": STAGE_TAG, "value": stage, "limit": count}
+          for stage, count in settings.runs_per_stage),
+    ]  # fmt: skip
+    return DAGSTER_YAML.format(
+        max_concurrent_runs=max_concurrent_runs or settings.max_concurrent_runs,
+        tag_limits=json.dumps(limits),  # JSON is YAML
+    )
 
 
 class PlatformError(RuntimeError):
@@ -90,15 +118,17 @@ def dagster_dev(
     elasticsearch_url: str,
     *,
     port: int = 3000,
-    max_concurrent_runs: int = 2,
+    max_concurrent_runs: int | None = None,
     log_path: Path | None = None,
     timeout_s: float = 180.0,
 ) -> Iterator[str]:
-    """Run ``dagster dev`` (webserver + daemon) until the block ends; yields the UI's URL."""
+    """Run ``dagster dev`` (webserver + daemon) until the block ends; yields the UI's URL.
+
+    ``max_concurrent_runs`` overrides ``settings.max_concurrent_runs``."""
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(
-        DAGSTER_YAML.format(max_concurrent_runs=max_concurrent_runs), encoding="utf-8"
+        dagster_yaml(settings, max_concurrent_runs), encoding="utf-8"
     )
     log_path = log_path or home / "dagster-dev.log"
     command = [

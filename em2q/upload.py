@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from em2q_resources.metadata.store import MetadataStore, Stored
     from em2q_resources.storage import StorageResource
 
+if TYPE_CHECKING:
+    from em2q.dagster_api import DagsterAPI
+
 __all__ = [
     "DuplicateUpload",
     "InvalidUpload",
@@ -258,6 +261,7 @@ def upload_measurement(
     measurement_id: str | None = None,
     cache_dir: str | Path | None = None,
     uploaded_by: str | None = None,
+    dagster: DagsterAPI | Callable[[], DagsterAPI] | None = None,
 ) -> Any:
     """Validate, copy and register one imzML/ibd pair; returns the stored ``Measurement``.
 
@@ -265,10 +269,13 @@ def upload_measurement(
     one it names. ``progress``: a tqdm bar on stderr (``True``), none (``False``) or a callable
     receiving byte counts. ``measurement_id`` picks the id (default ``<title slug>-<8 hex>``).
     ``uploaded_by`` is the signed-in user who registers it (the owner the policy checks).
-    ``store`` and ``storage`` may be given as functions that open them: they are called only
+    ``store``, ``storage`` and ``dagster`` may be given as functions that open them: they are called only
     once the files are valid, so a refused upload never waits for a backend (nor imports one).
     ``cache_dir`` holds the imzML index caches (default: a scratch folder), so nothing is
-    written beside the source files or into storage except the pair itself.
+    written beside the source files or into storage except the pair itself. ``dagster``: the
+    webserver the upload asks for the measurement's ingest run right away
+    (:meth:`~em2q.dagster_api.DagsterAPI.request_ingest`); without it, or when Dagster does not
+    answer, the ``new_measurements`` sensor requests it seconds later.
 
     Raises :class:`InvalidUpload` (every setup and file problem), :class:`DuplicateUpload`,
     ``AlreadyExists`` (an explicit id is taken), ``StoreUnavailable`` /
@@ -371,7 +378,25 @@ def upload_measurement(
             store.delete(schema.Measurement, new_id, expected=stored)
             _discard(storage, committed)
             raise DuplicateUpload(earlier, imzml_sha)
+        if dagster is not None:
+            request_ingest(dagster() if callable(dagster) else dagster, new_id)
         return measurement
+
+
+def request_ingest(dagster: DagsterAPI, measurement_id: str) -> str | None:
+    """Ask Dagster for the ingest run of a registered upload; its run id, or ``None`` (with a
+    warning on stderr) when Dagster did not take it: the upload stands, the sensor follows up."""
+    from em2q.dagster_api import DagsterError, DagsterUnavailable
+
+    try:
+        return dagster.request_ingest(measurement_id)
+    except (DagsterUnavailable, DagsterError, ValueError) as exc:  # ValueError: not JSON
+        print(
+            f"warning: {measurement_id} is uploaded; Dagster did not take its ingest run ({exc}), "
+            "the new_measurements sensor starts it once Dagster runs",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _discard(storage: StorageResource, *keys: str) -> None:

@@ -36,6 +36,7 @@ def build_definitions(
     step_launcher = StepLauncherResource.from_settings(settings)
     assets = build_assets(settings.spectra_chunks, catalog, settings.chunk_workers)
     chunk_assets = [a for a, spec in zip(assets, catalog, strict=True) if spec.chunked]
+    chunk_specs = [spec for spec in catalog if spec.chunked]
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
@@ -48,13 +49,21 @@ def build_definitions(
             sensors.build_ingested_measurements_sensor(
                 catalog.ingest, chunk_assets, settings.spectra_chunks
             ),
+            sensors.build_chunked_measurements_sensor(
+                chunk_specs[-1].name,
+                [s.name for s in catalog if not s.chunked and s.name != catalog.ingest],
+            ),
             *sensors.build_lifecycle_sensors(settings.dagster_url, settings.stalled_after_s),
             external_materializations,
+            # stopped by default: the chain's sensors request each stage the moment the one
+            # before has done its work (em2q_assets.sensors); the eager conditions would request
+            # the measurement-level assets a second time. An admin who wants a person's UI run
+            # of an upstream asset propagated downstream starts it (docs/admin-guide.md).
             dg.AutomationConditionSensorDefinition(
                 "em2q_automation",
                 target=dg.AssetSelection.all(),
-                minimum_interval_seconds=1,
-                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=30,
+                default_status=dg.DefaultSensorStatus.STOPPED,
             ),
         ],
         resources={

@@ -1,5 +1,22 @@
-"""Sensors: new uploads start processing; a failed run marks its measurements ``FAILED`` with
-the root error; a watchdog fails measurements nothing runs for (all through the lifecycle)."""
+"""Sensors: the processing chain of a measurement, run by run; a failed run marks its
+measurements ``FAILED`` with the root error; a watchdog fails measurements nothing runs for (all
+through the lifecycle).
+
+The chain is three runs, each requested the moment the one before it has done its work:
+
+1. ``ingest`` (the catalogue's ingest asset): the upload asks Dagster for it itself over GraphQL
+   (``em2q.dagster_api.DagsterAPI.request_ingest``); ``new_measurements`` is the safety net for
+   an upload whose request did not arrive (Dagster down), and never requests a second one;
+2. ``chunks`` (every chunk of the spectra-level assets, one run): ``ingested_measurements``;
+3. ``measurement`` (every measurement-level asset, QC verdict included, one run; a failed
+   blocking QC check stops the analysis after it inside the run): ``chunked_measurements``.
+
+Each run carries ``em2q/measurement`` and ``em2q/stage`` tags (the run queue's concurrency
+limits read them, ``em2q.platform``). Dagster's sensor daemon evaluates sensors in a fixed
+5-second loop (``dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME``, not configurable), so a
+sensor hand-off costs 0–5 s; the automation sensor (``em2q_automation``) is stopped by default,
+because its eager conditions would request the same measurement-level assets a second time.
+"""
 
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,14 +35,29 @@ from em2q_assets.run_failures import (
 )
 from em2q_resources import lifecycle
 from em2q_resources.catalog import INGEST_ASSET
+from em2q_resources.lifecycle import STAGE_TAG
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
+from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 
 #: uploads younger than this may still be on their way into Elasticsearch (stamped, not yet
-#: indexed); the sensor refreshes the index and only moves its cursor past older ones, so none
-#: is skipped
-VISIBILITY_LAG = timedelta(seconds=1)
+#: indexed) or their upload may still be requesting their ingest run (the GraphQL request
+#: gives up after ``em2q.dagster_api.INGEST_REQUEST_TIMEOUT_S``); the sensor refreshes the index
+#: and only moves its cursor past older ones, so none is skipped and none is requested twice
+VISIBILITY_LAG = timedelta(seconds=5)
 BATCH = 100
+
+#: stages of a measurement's processing chain (the ``em2q/stage`` run tag)
+INGEST, CHUNKS, MEASUREMENT = "ingest", "chunks", "measurement"
+
+
+def ingest_requested(instance: dg.DagsterInstance, measurement_id: str) -> bool:
+    """Whether an ingest run of the measurement exists (any status): the upload requested it."""
+    return bool(
+        instance.get_run_records(
+            dg.RunsFilter(tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: INGEST}), limit=1
+        )
+    )
 
 
 def build_new_measurements_sensor(ingest_asset: str) -> dg.SensorDefinition:
@@ -36,7 +68,8 @@ def build_new_measurements_sensor(ingest_asset: str) -> dg.SensorDefinition:
         target=[dg.AssetKey(ingest_asset)],
         minimum_interval_seconds=1,  # the daemon evaluates sensors at most every 5 s anyway
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers UPLOADED measurements as partitions and starts their ingest run.",
+        description="Safety net: registers UPLOADED measurements as partitions and starts their "
+        "ingest run when the upload could not request it itself.",
     )
     def new_measurements(
         context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
@@ -49,7 +82,8 @@ def build_new_measurements_sensor(ingest_asset: str) -> dg.SensorDefinition:
 def register_uploads(
     context: dg.SensorEvaluationContext, metadata: MetadataStoreResource
 ) -> dg.SensorResult:
-    """New uploads become partitions, each with one ingest run request."""
+    """New uploads become partitions, each with one ingest run request unless its upload
+    requested one already (a run tagged with the measurement and the ``ingest`` stage)."""
     schema = load_schema()
     store = metadata.get_store()
     settled = datetime.now(UTC) - VISIBILITY_LAG
@@ -68,19 +102,24 @@ def register_uploads(
         return dg.SensorResult(skip_reason="no new uploads")
     ids = [m.id for m in page.hits]
     known = set(context.instance.get_dynamic_partitions(measurement_partitions.name))
+    wanted = []
     for measurement_id in ids:
         try:
             lifecycle.register(store, measurement_id)
         except lifecycle.IllegalTransition as exc:  # a person started it already
             context.log.info(str(exc))
+        if ingest_requested(context.instance, measurement_id):
+            context.log.info(f"{measurement_id}: its upload requested the ingest run already")
+        else:
+            wanted.append(measurement_id)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=f"ingest:{measurement_id}",
                 partition_key=measurement_id,
-                tags={MEASUREMENT_TAG: measurement_id},
+                tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: INGEST},
             )
-            for measurement_id in ids
+            for measurement_id in wanted
         ],
         dynamic_partitions_requests=[
             measurement_partitions.build_add_request([i for i in ids if i not in known])
@@ -128,6 +167,7 @@ def build_ingested_measurements_sensor(
                     asset_selection=[a.key for a in chunk_assets],
                     tags={
                         MEASUREMENT_TAG: measurement_id,
+                        STAGE_TAG: CHUNKS,
                         RANGE_START: f"{measurement_id}|{first}",
                         RANGE_END: f"{measurement_id}|{last}",
                     },
@@ -136,6 +176,54 @@ def build_ingested_measurements_sensor(
         return dg.SensorResult(run_requests=requests, cursor=str(found.records[-1].storage_id))
 
     return ingested_measurements
+
+
+def build_chunked_measurements_sensor(
+    last_chunk_asset: str, measurement_assets: list[str]
+) -> dg.SensorDefinition:
+    """When a chain's ``chunks`` run has materialized ``last_chunk_asset``, one run of every
+    measurement-level asset of that measurement (the QC verdict and the analysis after it)."""
+
+    @dg.sensor(
+        name="chunked_measurements",
+        target=[dg.AssetKey(a) for a in measurement_assets],
+        minimum_interval_seconds=1,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests one run of the measurement-level assets (mean spectrum, TIC, QC, "
+        "peaks, ion images) when a measurement's chunks run has done its chunks.",
+    )
+    def chunked_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(last_chunk_asset),
+                after_storage_id=int(context.cursor) if context.cursor else None,
+            ),
+            limit=BATCH,
+            ascending=True,
+        )
+        if not found.records:
+            return dg.SensorResult(skip_reason="no new chunks")
+        requests: dict[str, dg.RunRequest] = {}
+        for record in found.records:
+            if record.run_id in requests:
+                continue  # the K chunks of one run: one request
+            run = context.instance.get_run_by_id(record.run_id)
+            if run is None or run.tags.get(STAGE_TAG) != CHUNKS:
+                continue  # a backfill or a person's run: not a step of the chain
+            measurement_id = run.tags[MEASUREMENT_TAG]
+            parameter_set = {k: v for k, v in run.tags.items() if k == PARAMETER_SET_TAG}
+            requests[record.run_id] = dg.RunRequest(
+                # the run's key: a range run's K records may arrive over two ticks
+                run_key=f"{MEASUREMENT}:{measurement_id}:{record.run_id}",
+                partition_key=measurement_id,
+                asset_selection=[dg.AssetKey(a) for a in measurement_assets],
+                tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: MEASUREMENT, **parameter_set},
+            )
+        return dg.SensorResult(
+            run_requests=list(requests.values()), cursor=str(found.records[-1].storage_id)
+        )
+
+    return chunked_measurements
 
 
 def last_recorded_step(store, measurement_id: str) -> float:
@@ -189,7 +277,9 @@ def build_lifecycle_sensors(dagster_url: str, stalled_after_s: float) -> list:
 
     @dg.sensor(
         name="stalled_measurements",
-        minimum_interval_seconds=5,
+        # a stall is minutes (EM2Q_STALLED_AFTER_S): checking twice a minute is plenty, and
+        # each check queries Elasticsearch and the run storage (idle cost)
+        minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Fails measurements that are not READY/FAILED and had no queued or running "
         f"run for {stalled_after_s:g} s (EM2Q_STALLED_AFTER_S).",

@@ -57,6 +57,10 @@ FINAL = frozenset({Status.READY, Status.FAILED})
 #: run tag naming the measurement a run works on (launchers, sensors and backfills set it; the
 #: run-failure sensor reads it to know whose status a failed run ends)
 MEASUREMENT_TAG = "em2q/measurement"
+#: run tag naming the stage of a measurement's processing chain a run is (``ingest``, ``chunks``,
+#: ``measurement``): the upload and the sensors request each next stage by it, and a run queue
+#: limit per stage (``Settings.runs_per_stage``) reads it
+STAGE_TAG = "em2q/stage"
 
 
 class Actor(StrEnum):

@@ -49,6 +49,12 @@ class Settings:
     #: a measurement not READY/FAILED with no queued or running run for this long is FAILED
     #: as stalled by the watchdog sensor (em2q_assets.sensors); longer than a backfill's start
     stalled_after_s: float = 300.0
+    #: the local platform's run queue (em2q.platform): runs at once in all, per measurement
+    #: (its chain is sequential, so 1 costs nothing and keeps a re-run from racing the chain)
+    #: and per stage of the chain (``ingest``, ``chunks``, ``measurement``; ``chunks=2``)
+    max_concurrent_runs: int = 4
+    runs_per_measurement: int = 1
+    runs_per_stage: tuple[tuple[str, int], ...] = ()
     #: who is asking (em2q_resources.auth): local (one local user), token (API tokens from
     #: ``tokens_file``) or header (a trusted reverse proxy's user/role headers)
     auth_mode: str = "local"
@@ -99,6 +105,9 @@ class Settings:
             chunk_workers=int(get("CHUNK_WORKERS", 0)) or None,
             dagster_url=get("DAGSTER_URL", defaults.dagster_url).rstrip("/"),
             stalled_after_s=float(get("STALLED_AFTER_S", defaults.stalled_after_s)),
+            max_concurrent_runs=int(get("MAX_CONCURRENT_RUNS", defaults.max_concurrent_runs)),
+            runs_per_measurement=int(get("RUNS_PER_MEASUREMENT", defaults.runs_per_measurement)),
+            runs_per_stage=_limits(get("RUNS_PER_STAGE", None)),
             auth_mode=get("AUTH_MODE", defaults.auth_mode),
             local_user=get("LOCAL_USER", env.get("USER") or defaults.local_user),
             local_role=get("LOCAL_ROLE", defaults.local_role),
@@ -125,3 +134,18 @@ def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     if text is None:
         return default
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _limits(text: str | None) -> tuple[tuple[str, int], ...]:
+    """``chunks=2,measurement=3`` → ``(("chunks", 2), ("measurement", 3))``."""
+    if not text:
+        return ()
+    limits = []
+    for item in text.split(","):
+        name, _, count = item.partition("=")
+        if not name.strip() or not count.strip().isdigit():
+            raise ValueError(
+                f"EM2Q_RUNS_PER_STAGE: {item.strip()!r} is not STAGE=COUNT (e.g. chunks=2)"
+            )
+        limits.append((name.strip(), int(count)))
+    return tuple(limits)

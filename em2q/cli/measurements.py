@@ -127,7 +127,8 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
         with surface_errors():
             measurement = upload_measurement(
                 imzml, ibd_path=ibd, setup=setup_file,
-                store=lambda: ctx.store, storage=ctx.storage,  # opened once the files are valid
+                store=lambda: ctx.store, storage=ctx.storage, dagster=ctx.dagster,  # opened once
+                # the files are valid; the upload then requests its own ingest run
                 operator=operator, progress=True, uploaded_by=ctx.user.name,
                 cache_dir=ctx.settings.cache_dir / "imzml-index",
             )  # fmt: skip

@@ -122,3 +122,52 @@ def test_ui_links_point_at_runs_backfills_and_asset_partitions(api):
     assert api.ui_url_for_asset("spectra_chunks", "m1|0").endswith(
         "/assets/spectra_chunks?view=partitions&partition=m1%7C0"
     )
+
+
+_RUNS_OF = """
+query ($measurement: String!) {
+  runsOrError(filter: {tags: [{key: "em2q/measurement", value: $measurement}]}) {
+    ... on Runs { results { runId tags { key value } } }
+  }
+}"""
+
+
+def test_an_upload_starts_its_own_ingest_run_and_the_sensor_does_not_start_a_second(
+    dagster_platform, tmp_path
+):
+    import dagster as dg
+
+    from em2q.platform import dagster_home
+    from em2q.setup_file import read_setup
+    from em2q.upload import upload_measurement
+    from em2q_assets.sensors import VISIBILITY_LAG, new_measurements
+    from em2q_resources.settings import PROJECT_ROOT
+    from em2q_resources.storage import StorageResource
+    from tests.em2q_assets.conftest import EXAMPLES
+
+    settings = dagster_platform.settings
+    with DagsterAPI(dagster_platform.url) as api:
+        measurement = upload_measurement(
+            EXAMPLES / "Example_Processed.imzML", setup=read_setup(PROJECT_ROOT / "examples" /
+            "setup.yaml"), store=dagster_platform.store, storage=StorageResource(
+            root=settings.storage), progress=False, cache_dir=tmp_path, dagster=api,
+        )  # fmt: skip
+
+    def runs() -> list[dict[str, str]]:
+        found = dagster_platform.graphql(_RUNS_OF, {"measurement": measurement.id})
+        return [{t["key"]: t["value"] for t in r["tags"]} for r in found["runsOrError"]["results"]]
+
+    (tags,) = runs()  # launched by the upload itself, with the sensors stopped
+    assert tags["em2q/stage"] == "ingest"
+    assert tags["dagster/partition"] == measurement.id
+    assert "dagster/sensor_name" not in tags
+
+    # the safety net's tick once the upload has settled: the run is there, no second request
+    time.sleep(VISIBILITY_LAG.total_seconds() + 0.5)
+    instance = dg.DagsterInstance.from_config(str(dagster_home(settings)))
+    metadata = build_definitions(settings).resources["metadata"]
+    result = new_measurements(
+        dg.build_sensor_context(instance=instance, resources={"metadata": metadata})
+    )
+    assert measurement.id not in {r.partition_key for r in result.run_requests or []}
+    assert len(runs()) == 1

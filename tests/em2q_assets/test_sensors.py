@@ -11,6 +11,7 @@ import dagster as dg
 from em2q_assets.partitions import chunk_keys
 from em2q_assets.sensors import build_lifecycle_sensors, new_measurements
 from em2q_resources import lifecycle
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.synthetic import measurement
 from tests.em2q_assets.conftest import CHUNKS, register_copy
@@ -166,3 +167,55 @@ def test_the_watchdog_counts_a_step_recorded_outside_dagster_as_activity(platfor
     )  # fmt: skip
     stalled_sensor(defs)(instance)
     assert status_of(store, busy) == "PROCESSING"
+
+
+def test_the_safety_net_does_not_request_an_ingest_its_upload_requested_already(platform):
+    defs, instance, store, _ = platform
+    launched, lost = upload(store, 10, minutes_ago=5), upload(store, 11, minutes_ago=4)
+
+    @dg.asset(name="stand_in_for_the_ingest")
+    def stand_in() -> None:
+        """A run with the tags of the one ``DagsterAPI.request_ingest`` launches."""
+
+    assert dg.materialize(
+        [stand_in], instance=instance, tags={MEASUREMENT_TAG: launched, STAGE_TAG: "ingest"}
+    ).success
+    result, _ = evaluate(defs, instance)
+    # the upload whose request was lost gets its run; the other is only registered
+    assert [r.partition_key for r in result.run_requests] == [lost]
+    assert result.run_requests[0].tags[STAGE_TAG] == "ingest"
+    assert status_of(store, launched) == "REGISTERED"
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == [launched, lost]
+
+
+def test_a_chunks_run_of_the_chain_gets_one_run_of_the_measurement_level_assets(platform):
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "a", "Example_Continuous", "chain")
+    instance.add_dynamic_partitions("measurement", ["chain"])
+    assets = list(defs.assets)
+    assert dg.materialize(
+        assets, selection=["raw_measurement"], partition_key="chain", instance=instance,
+        resources=defs.resources,
+    ).success  # fmt: skip
+    chunks = defs.get_sensor_def("ingested_measurements")(
+        dg.build_sensor_context(instance=instance)
+    ).run_requests[0]
+    assert chunks.tags[STAGE_TAG] == "chunks"
+    for tags in (chunks.tags, {**chunks.tags, STAGE_TAG: "by-hand"}):  # the chain's, a person's
+        assert dg.materialize(
+            assets, selection=[k.path[-1] for k in chunks.asset_selection], instance=instance,
+            resources=defs.resources, tags=tags,
+        ).success  # fmt: skip
+
+    sensor = defs.get_sensor_def("chunked_measurements")
+    result = sensor(dg.build_sensor_context(instance=instance))
+    (request,) = (
+        result.run_requests
+    )  # one for the chain's run with its K chunks, none for the other
+    assert request.partition_key == "chain"
+    assert request.tags == {MEASUREMENT_TAG: "chain", STAGE_TAG: "measurement"}
+    assert {k.path[-1] for k in request.asset_selection} == {
+        "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images",
+    }  # fmt: skip
+    assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests

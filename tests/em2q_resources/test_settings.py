@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
 PACKAGES = ("em2q", "em2q_msi", "em2q_resources", "em2q_assets", "argo_bridge")
@@ -81,3 +83,8 @@ def test_chunk_workers_and_the_cli_token_come_from_settings():
     assert (settings.chunk_workers, settings.api_token) == (3, "em2q_secret")
     assert "em2q_secret" not in repr(settings)
     assert (Settings.from_env({}).chunk_workers, Settings.from_env({}).api_token) == (None, None)
+
+
+def test_a_stage_limit_that_is_not_stage_equals_count_is_refused_by_name():
+    with pytest.raises(ValueError, match="EM2Q_RUNS_PER_STAGE: 'chunks:2'"):
+        Settings.from_env({"EM2Q_RUNS_PER_STAGE": "chunks:2"})

@@ -78,6 +78,7 @@ async def upload_submit(request: Request, user: CurrentUser, connections: Backen
                         progress=False,
                         cache_dir=cache_dir,
                         uploaded_by=user.name,
+                        dagster=connections.dagster,
                     )
                 except InvalidUpload as exc:
                     problems = exc.problems

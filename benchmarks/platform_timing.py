@@ -1,0 +1,140 @@
+"""Where a measurement's time goes on the real platform: its runs' hand-offs and the idle cost.
+
+Shared by ``bench_platform`` and ``bench_burst``. The run records come from the platform's own
+Dagster instance (``DAGSTER_HOME`` of ``em2q dev``): when each run was requested (created),
+dequeued and launched (``RUN_STARTING``), running with its code location loaded (``RUN_START``)
+and ended; the upload's and READY's times come from the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: a K8sRunLauncher deployment pays a pod per run instead of a local process: schedule, pull or
+#: start the image, import Dagster (docs/scaling.md, "When chunk fan-out moves inside one run")
+K8S_POD_START_S = (10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """One Dagster run of a measurement (POSIX seconds)."""
+
+    run_id: str
+    stage: str
+    status: str
+    created: float
+    launched: float | None
+    started: float | None
+    ended: float | None
+
+    @property
+    def queued_s(self) -> float | None:
+        """Requested → dequeued and launched (the run queue: limits, dequeue interval)."""
+        return None if self.launched is None else self.launched - self.created
+
+    @property
+    def start_s(self) -> float | None:
+        """Launched → running (a new process imports the code location)."""
+        if self.launched is None or self.started is None:
+            return None
+        return self.started - self.launched
+
+
+def run_spans(dagster_home: Path, measurement_id: str) -> list[RunSpan]:
+    """The runs tagged with ``measurement_id``, in the order they were requested."""
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    spans = []
+    for record in instance.get_run_records(dg.RunsFilter(tags={MEASUREMENT_TAG: measurement_id})):
+        run = record.dagster_run
+        starting = instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.RUN_STARTING, limit=1
+        ).records
+        spans.append(
+            RunSpan(
+                run.run_id,
+                run.tags.get(STAGE_TAG) or run.tags.get("dagster/backfill", "other"),
+                run.status.value,
+                record.create_timestamp.timestamp(),
+                starting[0].timestamp if starting else None,
+                record.start_time,
+                record.end_time,
+            )
+        )
+    return sorted(spans, key=lambda s: s.created)
+
+
+def handoffs(
+    upload_started: float, uploaded: float, spans: list[RunSpan], ready: float
+) -> list[tuple[str, float, float]]:
+    """``(event, at s after the upload started, s since the event before)``: the timeline of
+    one measurement from upload to READY."""
+    events = [("upload started", upload_started), ("upload accepted (registered)", uploaded)]
+    for span in spans:
+        events.append((f"{span.stage} run requested", span.created))
+        if span.launched is not None:
+            events.append((f"{span.stage} run dequeued + launched", span.launched))
+        if span.started is not None:
+            events.append((f"{span.stage} run started (code location loaded)", span.started))
+        if span.ended is not None and span.ended <= ready + 60:
+            events.append((f"{span.stage} run ended ({span.status})", span.ended))
+    events.append(("READY", ready))
+    events.sort(key=lambda e: e[1])
+    timeline, before = [], upload_started
+    for name, at in events:
+        timeline.append((name, at - upload_started, at - before))
+        before = at
+    return timeline
+
+
+def print_handoffs(timeline: list[tuple[str, float, float]]) -> None:
+    for name, at, delta in timeline:
+        print(f"    {at:7.2f} s  (+{delta:5.2f} s)  {name}")
+
+
+def platform_processes(dagster_home: Path) -> list:
+    """Every process of the local platform: ``dagster dev``, webserver, daemon, code server and
+    run processes all carry its ``DAGSTER_HOME``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("DAGSTER_HOME") == str(dagster_home):
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def idle_cpu(dagster_home: Path, seconds: float) -> tuple[float, int]:
+    """``(CPU seconds per second, process count)`` of the idle platform over ``seconds``."""
+    import psutil
+
+    def cpu(processes: list) -> dict[int, float]:
+        used = {}
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                used[process.pid] = times.user + times.system
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        return used
+
+    processes = platform_processes(dagster_home)
+    before, started = cpu(processes), time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = cpu(processes), time.monotonic() - started
+    used = sum(after[pid] - before[pid] for pid in after if pid in before)
+    return used / elapsed, len(processes)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
