@@ -16,6 +16,7 @@ from em2q_assets.provenance import (
     manifest_inputs,
     recorded_run,
 )
+from em2q_assets.spectra import BLOCK_BYTES
 from em2q_msi import ion_images as ions
 from em2q_msi.chunks import iter_chunk
 from em2q_msi.features import bin_peaks
@@ -214,7 +215,10 @@ def ion_images(
         manifest_inputs(record, "spectra_chunks", chunks)
         intensity_parts, coordinate_parts = [], []
         for _, manifest in sorted(chunks.items()):
-            for block in iter_chunk(manifest["outputs"]["spectra"], 4096, storage.storage_options):
+            spectra = manifest["outputs"]["spectra"]
+            for block in iter_chunk(
+                spectra, None, storage.storage_options, block_bytes=BLOCK_BYTES
+            ):
                 intensity_parts.append(
                     ions.ion_intensities(
                         block, mz_values, settings.tolerance_ppm, settings.tolerance_da

@@ -393,13 +393,33 @@ def read_chunk(
     )
 
 
+def rows_for_bytes(meta: dict[str, Any], block_bytes: int) -> int:
+    """How many spectra of a chunk make about ``block_bytes`` of stored data (m/z and
+    intensities), so a block's memory is the same for 100 or 10,000 peaks per spectrum."""
+    n = max(1, int(meta["n_spectra"]))
+    stored = sum(int(meta["files"][name]["bytes"]) for name in ("intensity", "mz"))
+    if meta["layout"] == "continuous":  # the shared m/z axis is read with every block
+        stored -= int(meta["files"]["mz"]["bytes"])
+    return max(1, int(block_bytes * n // max(1, stored)))
+
+
 def iter_chunk(
-    url: str, rows_per_block: int, storage_options: dict | None = None
+    url: str,
+    rows_per_block: int | None = None,
+    storage_options: dict | None = None,
+    *,
+    block_bytes: int | None = None,
 ) -> Iterator[SpectraBlock]:
-    """The chunk in blocks of ``rows_per_block`` spectra, for bounded memory. An empty chunk
-    (K > number of spectra) is one block of zero spectra, so every step that maps blocks gives
-    its empty result (with the chunk's m/z axis and dtypes) instead of nothing."""
-    n = int(chunk_meta(url, storage_options)["n_spectra"])
+    """The chunk in blocks of ``rows_per_block`` spectra, or of about ``block_bytes`` of data,
+    for bounded memory. An empty chunk (K > number of spectra) is one block of zero spectra, so
+    every step that maps blocks gives its empty result (with the chunk's m/z axis and dtypes)
+    instead of nothing."""
+    meta = chunk_meta(url, storage_options)
+    n = int(meta["n_spectra"])
+    if rows_per_block is None:
+        if block_bytes is None:
+            raise ValueError("give rows_per_block or block_bytes")
+        rows_per_block = rows_for_bytes(meta, block_bytes)
     if n == 0:
         yield read_chunk(url, 0, 0, storage_options)
         return

@@ -17,6 +17,7 @@ from em2q_msi.chunks import (
     iter_chunk,
     read_chunk,
     write_chunk,
+    write_measurement_chunk,
 )
 from em2q_msi.errors import ChunkCorrupt, ChunkNotFound
 from em2q_msi.imzml import ImzML
@@ -114,6 +115,24 @@ def test_streamed_writer_equals_one_block(small_processed, tmp_path):
     assert_blocks_equal(read_chunk(str(tmp_path / "c")), whole)
     blocks = list(iter_chunk(str(tmp_path / "c"), 4))
     assert [b.first_index for b in blocks] == [0, 4, 8]
+
+
+def test_blocks_read_back_by_bytes_hold_about_that_many_bytes(small_processed, tmp_path):
+    """Memory of a chunk step is bounded by bytes, whatever the peaks per spectrum: blocks of
+    ``block_bytes`` cover the chunk in order, each at most that much stored data (or one
+    spectrum, when a single spectrum is bigger)."""
+    reader = ImzML.open(small_processed)
+    whole = reader.read_block(0, reader.n_spectra)
+    write_measurement_chunk(reader, 1, 0, str(tmp_path / "c"))
+    per_value = whole.mz.itemsize + whole.intensity.itemsize
+    budget = 3 * int(whole.offsets[-1]) * per_value // reader.n_spectra  # about 3 spectra
+    blocks = list(iter_chunk(str(tmp_path / "c"), block_bytes=budget))
+    assert len(blocks) > 1
+    assert [b.first_index for b in blocks] == list(np.cumsum([0, *map(len, blocks[:-1])]))
+    assert sum(map(len, blocks)) == reader.n_spectra
+    for block in blocks:
+        assert len(block) == 1 or (block.mz.nbytes + block.intensity.nbytes) <= 2 * budget
+    assert np.array_equal(np.concatenate([b.intensity for b in blocks]), whole.intensity)
 
 
 def test_unfinished_write_is_invisible(small_processed, tmp_path):
