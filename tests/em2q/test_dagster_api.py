@@ -135,20 +135,25 @@ query ($measurement: String!) {
 def test_an_upload_starts_its_own_ingest_run_and_the_sensor_does_not_start_a_second(
     dagster_platform, tmp_path
 ):
+    import uuid
+
     import dagster as dg
 
     from em2q.platform import dagster_home
     from em2q.setup_file import read_setup
     from em2q.upload import upload_measurement
     from em2q_assets.sensors import VISIBILITY_LAG, new_measurements
+    from em2q_msi.synthetic import write_imzml
     from em2q_resources.settings import PROJECT_ROOT
     from em2q_resources.storage import StorageResource
-    from tests.em2q_assets.conftest import EXAMPLES
 
     settings = dagster_platform.settings
+    # files of its own: the session's platform already holds the examples, and a second upload
+    # of the same bytes is refused as a duplicate
+    own_file = write_imzml(tmp_path / "own", mode="processed", seed=uuid.uuid4().int % 2**31)
     with DagsterAPI(dagster_platform.url) as api:
         measurement = upload_measurement(
-            EXAMPLES / "Example_Processed.imzML", setup=read_setup(PROJECT_ROOT / "examples" /
+            own_file, setup=read_setup(PROJECT_ROOT / "examples" /
             "setup.yaml"), store=dagster_platform.store, storage=StorageResource(
             root=settings.storage), progress=False, cache_dir=tmp_path, dagster=api,
         )  # fmt: skip
