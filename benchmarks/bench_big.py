@@ -30,14 +30,13 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.bench_platform import free_port, timestamp
+from benchmarks.bench_platform import free_port, fresh_platform, timestamp
 from em2q.platform import dagster_dev, dagster_home
 from em2q.setup_file import read_setup
 from em2q.upload import upload_measurement
 from em2q_msi.synthetic import write_imzml
-from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.elasticsearch_server import elasticsearch_url
-from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.metadata import load_schema
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
 
@@ -148,16 +147,7 @@ def plain_call(imzml: Path, cache: Path) -> dict:
 
 def platform(imzml: Path, work: Path, url: str, chunks: int) -> dict:
     schema = load_schema()
-    settings = Settings(
-        elasticsearch_url=url,
-        index_prefix="bench-big",
-        storage=str(work / "storage"),
-        cache_dir=work / "cache",
-        spectra_chunks=chunks,
-    )
-    store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
-    store.drop_all()
-    set_up_metadata_store(store)  # indices and the default parameter set, as `em2q setup`
+    settings, store = fresh_platform(url, work, "bench-big", chunks)
     sampler = PeakSampler(dagster_home(settings))
     with dagster_dev(settings, url, port=free_port()):
         sampler.start()

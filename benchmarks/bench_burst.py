@@ -25,23 +25,23 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.bench_platform import free_port, plain
+from benchmarks.bench_platform import free_port, fresh_platform, plain
 from benchmarks.platform_timing import cores, idle_cpu, run_spans
 from em2q.dagster_api import DagsterAPI
 from em2q.platform import dagster_dev, dagster_home
 from em2q.setup_file import read_setup
 from em2q.upload import upload_measurement
 from em2q_msi.synthetic import write_imzml
-from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.elasticsearch_server import elasticsearch_url
-from em2q_resources.metadata import MetadataStore, load_schema
+from em2q_resources.lifecycle import Stage
+from em2q_resources.metadata import load_schema
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
 
 SMALL = (24, 16, 2_000)
 MEDIUM = (100, 100, 20_000)
-#: the stages of a measurement's chain, one run each (em2q_assets.sensors)
-STAGES = ("ingest", "chunks", "measurement")
+#: the stages of a measurement's chain, one run each
+STAGES = tuple(Stage)
 
 
 def generate(folder: Path, count: int, shape: tuple[int, int, int], name: str) -> list[str]:
@@ -55,17 +55,7 @@ def generate(folder: Path, count: int, shape: tuple[int, int, int], name: str) -
 def burst(files: list[str], work: Path, url: str, idle_s: float) -> dict:
     """Upload ``files`` at once to a fresh local platform; READY times and run spans."""
     schema = load_schema()
-    base = Settings.from_env()
-    settings = base.with_overrides(
-        elasticsearch_url=url,
-        index_prefix="bench-burst",
-        storage=str(work / "storage"),
-        cache_dir=work / "cache",
-        spectra_chunks=2,
-    )
-    store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
-    store.drop_all()
-    set_up_metadata_store(store)  # indices and the default parameter set
+    settings, store = fresh_platform(url, work, "bench-burst", chunks=2)
     setup = read_setup(PROJECT_ROOT / "examples" / "setup.yaml")
     home = dagster_home(settings)
     with dagster_dev(settings, url, port=free_port()) as ui:

@@ -90,18 +90,28 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def platform(imzml: str, work: Path, chunks: int, url: str, log: Path | None = None) -> dict:
-    schema = load_schema()
-    settings = Settings(
+def fresh_platform(
+    url: str, work: Path, prefix: str, chunks: int
+) -> tuple[Settings, MetadataStore]:
+    """Settings of a local platform under ``work`` (the rest, e.g. the run queue limits, from
+    the ``EM2Q_*`` environment) and its emptied, set-up metadata store (indices and the default
+    parameter set, as ``em2q setup``)."""
+    settings = Settings.from_env().with_overrides(
         elasticsearch_url=url,
-        index_prefix="bench-platform",
+        index_prefix=prefix,
         storage=str(work / "storage"),
         cache_dir=work / "cache",
         spectra_chunks=chunks,
     )
-    store = MetadataStore.connect(url, index_prefix=settings.index_prefix)
+    store = MetadataStore.connect(url, index_prefix=prefix)
     store.drop_all()
-    set_up_metadata_store(store)  # indices and the default parameter set
+    set_up_metadata_store(store)
+    return settings, store
+
+
+def platform(imzml: str, work: Path, chunks: int, url: str, log: Path | None = None) -> dict:
+    schema = load_schema()
+    settings, store = fresh_platform(url, work, "bench-platform", chunks)
     with dagster_dev(settings, url, port=free_port(), log_path=log) as ui, DagsterAPI(ui) as api:
         api.repository()  # the webserver has loaded the code location
         time.sleep(5)  # and the daemon has settled: an idle platform

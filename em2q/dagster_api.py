@@ -35,7 +35,7 @@ import httpx
 from em2q_resources import lifecycle
 from em2q_resources.auth import User
 from em2q_resources.catalog import INGEST_ASSET
-from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.metadata import load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, PARAMETER_SET_TAG, resolve
 from em2q_resources.workflows import WorkflowDefinition, require_startable
@@ -285,7 +285,7 @@ class DagsterAPI:
         ):
             raise DagsterError(f"adding partition {measurement_id!r}: {answer}")
         tags = {"dagster/partition": measurement_id, MEASUREMENT_TAG: measurement_id,
-                STAGE_TAG: "ingest"}  # fmt: skip
+                STAGE_TAG: Stage.INGEST.value}  # fmt: skip
         params = {
             "selector": {
                 **repository,

@@ -35,7 +35,7 @@ from em2q_assets.run_failures import (
 )
 from em2q_resources import lifecycle
 from em2q_resources.catalog import INGEST_ASSET
-from em2q_resources.lifecycle import STAGE_TAG
+from em2q_resources.lifecycle import STAGE_TAG, Stage
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameter_sets import PARAMETER_SET_TAG
@@ -47,16 +47,29 @@ from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 VISIBILITY_LAG = timedelta(seconds=5)
 BATCH = 100
 
-#: stages of a measurement's processing chain (the ``em2q/stage`` run tag)
-INGEST, CHUNKS, MEASUREMENT = "ingest", "chunks", "measurement"
-
 
 def ingest_requested(instance: dg.DagsterInstance, measurement_id: str) -> bool:
     """Whether an ingest run of the measurement exists (any status): the upload requested it."""
     return bool(
         instance.get_run_records(
-            dg.RunsFilter(tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: INGEST}), limit=1
+            dg.RunsFilter(tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: Stage.INGEST.value}),
+            limit=1,
         )
+    )
+
+
+def materializations_since_cursor(
+    context: dg.SensorEvaluationContext, asset: str
+) -> dg.EventRecordsResult:
+    """The next ``BATCH`` materializations of ``asset`` after the sensor's cursor, oldest first
+    (the cursor is the storage id of the last one handled)."""
+    return context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset),
+            after_storage_id=int(context.cursor) if context.cursor else None,
+        ),
+        limit=BATCH,
+        ascending=True,
     )
 
 
@@ -117,7 +130,7 @@ def register_uploads(
             dg.RunRequest(
                 run_key=f"ingest:{measurement_id}",
                 partition_key=measurement_id,
-                tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: INGEST},
+                tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: Stage.INGEST.value},
             )
             for measurement_id in wanted
         ],
@@ -145,14 +158,7 @@ def build_ingested_measurements_sensor(
         description="Requests one run for all spectra chunks of a newly ingested measurement.",
     )
     def ingested_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        found = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(ingest_asset),
-                after_storage_id=int(context.cursor) if context.cursor else None,
-            ),
-            limit=BATCH,
-            ascending=True,
-        )
+        found = materializations_since_cursor(context, ingest_asset)
         if not found.records:
             return dg.SensorResult(skip_reason="no new ingests")
         requests = []
@@ -167,7 +173,7 @@ def build_ingested_measurements_sensor(
                     asset_selection=[a.key for a in chunk_assets],
                     tags={
                         MEASUREMENT_TAG: measurement_id,
-                        STAGE_TAG: CHUNKS,
+                        STAGE_TAG: Stage.CHUNKS.value,
                         RANGE_START: f"{measurement_id}|{first}",
                         RANGE_END: f"{measurement_id}|{last}",
                     },
@@ -193,14 +199,7 @@ def build_chunked_measurements_sensor(
         "peaks, ion images) when a measurement's chunks run has done its chunks.",
     )
     def chunked_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        found = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(last_chunk_asset),
-                after_storage_id=int(context.cursor) if context.cursor else None,
-            ),
-            limit=BATCH,
-            ascending=True,
-        )
+        found = materializations_since_cursor(context, last_chunk_asset)
         if not found.records:
             return dg.SensorResult(skip_reason="no new chunks")
         requests: dict[str, dg.RunRequest] = {}
@@ -208,16 +207,20 @@ def build_chunked_measurements_sensor(
             if record.run_id in requests:
                 continue  # the K chunks of one run: one request
             run = context.instance.get_run_by_id(record.run_id)
-            if run is None or run.tags.get(STAGE_TAG) != CHUNKS:
+            if run is None or run.tags.get(STAGE_TAG) != Stage.CHUNKS:
                 continue  # a backfill or a person's run: not a step of the chain
             measurement_id = run.tags[MEASUREMENT_TAG]
             parameter_set = {k: v for k, v in run.tags.items() if k == PARAMETER_SET_TAG}
             requests[record.run_id] = dg.RunRequest(
                 # the run's key: a range run's K records may arrive over two ticks
-                run_key=f"{MEASUREMENT}:{measurement_id}:{record.run_id}",
+                run_key=f"{Stage.MEASUREMENT}:{measurement_id}:{record.run_id}",
                 partition_key=measurement_id,
                 asset_selection=[dg.AssetKey(a) for a in measurement_assets],
-                tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: MEASUREMENT, **parameter_set},
+                tags={
+                    MEASUREMENT_TAG: measurement_id,
+                    STAGE_TAG: Stage.MEASUREMENT.value,
+                    **parameter_set,
+                },
             )
         return dg.SensorResult(
             run_requests=list(requests.values()), cursor=str(found.records[-1].storage_id)

@@ -63,6 +63,14 @@ MEASUREMENT_TAG = "em2q/measurement"
 STAGE_TAG = "em2q/stage"
 
 
+class Stage(StrEnum):
+    """The runs of a measurement's processing chain, in order (values of ``STAGE_TAG``)."""
+
+    INGEST = "ingest"
+    CHUNKS = "chunks"
+    MEASUREMENT = "measurement"
+
+
 class Actor(StrEnum):
     """Who makes a transition."""
 
