@@ -329,6 +329,7 @@ class ProcessingParameters:
 
 STUDY_NORMALISATIONS = ("tic", "rms", "median", "reference_peak", "none")
 STUDY_TESTS = ("welch", "mann_whitney")
+STUDY_TRANSFORMS = ("log2", "none")
 CONTRAST_SEPARATOR = " vs "
 
 
@@ -348,8 +349,10 @@ class StudyParameters(_Step):
     square of them), ``median`` (their median), ``reference_peak`` (the intensity within
     ``reference_mz`` ± ``reference_tolerance_ppm``: an internal standard) or ``none``.
     ``test``: ``welch`` (Welch's t-test) or ``mann_whitney`` (two-sided, exact for small groups)
-    on measurement-level means; p-values are corrected by Benjamini–Hochberg and a feature is
-    significant at q ≤ ``max_q``. ``contrasts``: ``"numerator vs denominator"`` group pairs (fold
+    on measurement-level means, after ``transform``: ``log2`` (of the mean plus half the study's
+    smallest positive mean, so absent features stay finite; multiplicative changes and noise
+    become additive, as in proteomics and metabolomics tools) or ``none``; p-values are
+    corrected by Benjamini–Hochberg and a feature is significant at q ≤ ``max_q``. ``contrasts``: ``"numerator vs denominator"`` group pairs (fold
     change = numerator / denominator); empty means every later group vs the first (sorted).
     ``drift_tolerance_ppm``: when the reference is rebuilt (a measurement added), an existing
     feature that moves more than this marks the existing alignments stale.
@@ -363,6 +366,7 @@ class StudyParameters(_Step):
     reference_mz: float | None = None
     reference_tolerance_ppm: float = 10.0
     test: str = "welch"
+    transform: str = "log2"
     max_q: float = 0.05
     contrasts: tuple[str, ...] = ()
     drift_tolerance_ppm: float = 2.0
@@ -407,6 +411,7 @@ class StudyParameters(_Step):
             low_inclusive=False,
         )
         _check_choice(self.step, "test", self.test, STUDY_TESTS)
+        _check_choice(self.step, "transform", self.transform, STUDY_TRANSFORMS)
         _check_range(self.step, "max_q", self.max_q, low=0.0, high=1.0, low_inclusive=False)
         for i, contrast in enumerate(self.contrasts):
             parts = [p.strip() for p in contrast.split(CONTRAST_SEPARATOR)]

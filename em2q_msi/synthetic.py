@@ -193,7 +193,9 @@ class SyntheticStudyTruth:
     ``scaling`` (n_measurements,) the factor every intensity of a measurement was multiplied by
     (instrument sensitivity, the thing normalisation must remove); ``mass_shift_ppm``
     (n_measurements,) each measurement's calibration error; ``level`` (n_measurements,
-    n_features) the measurement's true expected intensity per pixel before ``scaling``.
+    n_features) the measurement's true expected intensity per pixel before ``scaling``;
+    ``internal_standard_mz`` the m/z of a spiked standard at a constant level in every pixel
+    (``None``: none), not one of the features.
     """
 
     feature_mz: np.ndarray
@@ -203,6 +205,8 @@ class SyntheticStudyTruth:
     scaling: np.ndarray
     mass_shift_ppm: np.ndarray
     level: np.ndarray
+    internal_standard_mz: float | None = None
+    internal_standard_level: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ class SyntheticStudy:
     detection_probability: float
     mass_jitter_ppm: float
     pixel_cv: float
+    pixel_common_cv: float
     mz_range: tuple[float, float]
     seed: int
 
@@ -228,26 +233,36 @@ class SyntheticStudy:
 
         Each pixel holds each planted feature with probability ``detection_probability``, at
         ``feature_mz × (1 + (mass_shift_ppm + jitter) 1e-6)`` with intensity ``scaling × level ×
-        lognormal(pixel_cv)``, plus ``noise_peaks_per_pixel`` peaks at uniform random m/z with
+        pixel factor × lognormal(pixel_cv)`` (the pixel factor, lognormal(``pixel_common_cv``),
+        is shared by all the pixel's peaks: its ionisation), plus the internal standard if any
+        (always detected), plus ``noise_peaks_per_pixel`` peaks at uniform random m/z with
         exponential intensities (mean: the lowest feature level / 4, times ``scaling``).
         ``snr`` is the intensity over that noise mean. Pixels are generated ``block_pixels`` at
         a time, so memory stays at a block's worth beyond the result.
         """
         truth = self.truth
         rng = np.random.default_rng([self.seed, 1, i])
-        n_features = truth.feature_mz.size
+        feature_mz, level = truth.feature_mz, truth.level[i]
+        if truth.internal_standard_mz is not None:
+            feature_mz = np.append(feature_mz, truth.internal_standard_mz)
+            level = np.append(level, truth.internal_standard_level)
+        n_features = feature_mz.size
         noise_mean = float(truth.level.min()) / 4.0 * float(truth.scaling[i])
         sigma = np.sqrt(np.log1p(self.pixel_cv**2))
+        common = np.sqrt(np.log1p(self.pixel_common_cv**2))
         mz_parts, intensity_parts, counts = [], [], []
         for start in range(0, self.n_pixels, block_pixels):
             n = min(block_pixels, self.n_pixels - start)
             present = rng.random((n, n_features)) < self.detection_probability
+            if truth.internal_standard_mz is not None:
+                present[:, -1] = True
             ppm = truth.mass_shift_ppm[i] + self.mass_jitter_ppm * rng.standard_normal(
                 (n, n_features)
             )
-            mz = truth.feature_mz * (1.0 + ppm * 1e-6)
+            mz = feature_mz * (1.0 + ppm * 1e-6)
             factor = rng.lognormal(-0.5 * sigma**2, sigma, (n, n_features))
-            intensity = truth.level[i] * truth.scaling[i] * factor
+            factor *= rng.lognormal(-0.5 * common**2, common, (n, 1))
+            intensity = level * truth.scaling[i] * factor
             mz = np.where(present, mz, np.inf)
             noise_mz = rng.uniform(*self.mz_range, (n, self.noise_peaks_per_pixel))
             noise_intensity = rng.exponential(noise_mean, (n, self.noise_peaks_per_pixel))
@@ -284,7 +299,7 @@ def synthetic_study(
     n_replicates: int = 3,
     n_features: int = 200,
     n_changed: int = 20,
-    fold: float = 3.0,
+    fold: float = 4.0,
     n_pixels: int = 100,
     noise_peaks_per_pixel: int = 20,
     max_mass_shift_ppm: float = 2.0,
@@ -292,6 +307,8 @@ def synthetic_study(
     scaling_range: tuple[float, float] = (0.5, 2.0),
     replicate_cv: float = 0.1,
     pixel_cv: float = 0.3,
+    pixel_common_cv: float = 0.3,
+    internal_standard_mz: float | None = None,
     detection_probability: float = 0.95,
     min_separation_ppm: float = 100.0,
     mz_range: tuple[float, float] = (100.0, 1000.0),
@@ -305,9 +322,11 @@ def synthetic_study(
     any, lie halfway on the log scale). Each measurement has its own calibration error (uniform
     within ± ``max_mass_shift_ppm``), its own intensity scaling (log-uniform within
     ``scaling_range``) and biological variation (lognormal, ``replicate_cv`` per feature); each
-    pixel adds lognormal variation (``pixel_cv``), per-peak m/z jitter (``mass_jitter_ppm``,
-    standard deviation), missed detections and noise peaks. Small by default (6 measurements ×
-    100 pixels), so tests run in well under a second.
+    pixel adds lognormal variation (``pixel_common_cv`` shared by its peaks, ``pixel_cv`` per
+    peak), per-peak m/z jitter (``mass_jitter_ppm``, standard deviation), missed detections and
+    noise peaks. ``internal_standard_mz``: a standard spiked into every pixel at the median
+    feature level (the features keep ``min_separation_ppm`` from it too). Small by default (6 measurements × 100 pixels), so tests run in well under a
+    second.
     """
     if n_changed > n_features:
         raise ValueError(f"n_changed ({n_changed}) exceeds n_features ({n_features})")
@@ -317,14 +336,18 @@ def synthetic_study(
     lo, hi = np.log(mz_range[0]), np.log(mz_range[1])
     margin = 0.01 * (hi - lo)
     step = min_separation_ppm * 1e-6
-    free = (hi - lo - 2 * margin) - n_features * step
+    hole = 2 * step if internal_standard_mz is not None else 0.0
+    free = (hi - lo - 2 * margin) - n_features * step - hole
     if free <= 0:
         raise ValueError(
             f"{n_features} features {min_separation_ppm} ppm apart do not fit in m/z {mz_range}"
         )
-    log_mz = (
-        lo + margin + np.sort(rng.uniform(0.0, free, n_features)) + np.arange(n_features) * step
-    )
+    offsets = np.sort(rng.uniform(0.0, free, n_features)) + np.arange(n_features) * step
+    log_mz = lo + margin + offsets
+    if internal_standard_mz is not None:  # features keep min_separation_ppm from the standard
+        if not mz_range[0] < internal_standard_mz < mz_range[1]:
+            raise ValueError(f"internal_standard_mz {internal_standard_mz} is outside {mz_range}")
+        log_mz[log_mz >= np.log(internal_standard_mz) - step] += hole
     feature_mz = np.exp(log_mz)
     base = np.exp(rng.uniform(np.log(100.0), np.log(10_000.0), n_features))
     changed = np.zeros(n_features, bool)
@@ -341,6 +364,7 @@ def synthetic_study(
     level = base * planted_fold ** position[:, None] * biological
     scaling = np.exp(rng.uniform(*np.log(scaling_range), n_measurements))
     shift = rng.uniform(-max_mass_shift_ppm, max_mass_shift_ppm, n_measurements)
+    standard_level = float(np.median(base)) if internal_standard_mz is not None else 0.0
     truth = SyntheticStudyTruth(
         feature_mz=feature_mz,
         changed=changed,
@@ -349,6 +373,8 @@ def synthetic_study(
         scaling=scaling,
         mass_shift_ppm=shift,
         level=level,
+        internal_standard_mz=internal_standard_mz,
+        internal_standard_level=standard_level,
     )
     names = tuple(f"{g}-r{i % n_replicates + 1}" for i, g in enumerate(groups))
     return SyntheticStudy(
@@ -359,6 +385,7 @@ def synthetic_study(
         detection_probability=detection_probability,
         mass_jitter_ppm=mass_jitter_ppm,
         pixel_cv=pixel_cv,
+        pixel_common_cv=pixel_common_cv,
         mz_range=mz_range,
         seed=seed,
     )
