@@ -3,6 +3,9 @@ and brute-force reference implementations of the clustering, alignment and FDR s
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -24,8 +27,22 @@ def _nearest_within(axis: np.ndarray, mz: np.ndarray, ppm: float) -> np.ndarray:
     return out
 
 
-def _run(data: SyntheticStudy, params: StudyParameters):
-    """The whole core on a synthetic study: reference, aligned means, comparison."""
+@functools.lru_cache(maxsize=8)
+def _synthetic(seed: int, standard: bool = False, **kwargs) -> SyntheticStudy:
+    """Synthetic studies shared by the tests (made once per module run)."""
+    return synthetic_study(
+        seed=seed, internal_standard_mz=STANDARD_MZ if standard else None, **kwargs
+    )
+
+
+_PREPARED: dict = {}
+
+
+def _prepared(data: SyntheticStudy, params: StudyParameters):
+    """A synthetic study's pixel peaks and reference (computed once per study and settings)."""
+    key = (id(data), params)
+    if key in _PREPARED:
+        return _PREPARED[key][1:]
     peaks = [data.measurement(i) for i in range(len(data))]
     own = [
         study.measurement_peaks(
@@ -36,6 +53,13 @@ def _run(data: SyntheticStudy, params: StudyParameters):
     reference = study.reference_peaks(
         [m.mz for m in own], params.tolerance_ppm, params.min_frequency
     )
+    _PREPARED[key] = (data, peaks, reference)
+    return peaks, reference
+
+
+def _run(data: SyntheticStudy, params: StudyParameters):
+    """The whole core on a synthetic study: reference, aligned means, comparison."""
+    peaks, reference = _prepared(data, replace(params, normalisation="none", reference_mz=None))
     means = np.array(
         [
             study.measurement_means(
@@ -55,7 +79,7 @@ def _run(data: SyntheticStudy, params: StudyParameters):
 
 
 def test_reference_recovers_every_planted_feature_within_3_ppm_and_nothing_else():
-    data = synthetic_study(seed=0)
+    data = _synthetic(0)
     params = StudyParameters()
     reference, _, _ = _run(data, params)
     match = _nearest_within(reference.mz, data.truth.feature_mz, 3.0)
@@ -204,8 +228,8 @@ def test_alignment_accepts_pixels_whose_peaks_are_not_sorted():
 )
 def test_normalisation_removes_the_planted_per_measurement_scaling(params):
     # The same study generated without the scaling (identical random draws otherwise).
-    scaled = synthetic_study(seed=5, internal_standard_mz=STANDARD_MZ, scaling_range=(0.25, 4.0))
-    unscaled = synthetic_study(seed=5, internal_standard_mz=STANDARD_MZ, scaling_range=(1.0, 1.0))
+    scaled = _synthetic(5, standard=True, scaling_range=(0.25, 4.0))
+    unscaled = _synthetic(5, standard=True, scaling_range=(1.0, 1.0))
     assert np.ptp(np.log2(scaled.truth.scaling)) > 1.0  # the scaling is there to remove
     _, with_scaling, _ = _run(scaled, params)
     _, without_scaling, _ = _run(unscaled, params)
@@ -214,8 +238,8 @@ def test_normalisation_removes_the_planted_per_measurement_scaling(params):
 
 def test_without_normalisation_the_planted_scaling_stays():
     params = StudyParameters(normalisation="none")
-    scaled = synthetic_study(seed=5, scaling_range=(0.25, 4.0))
-    unscaled = synthetic_study(seed=5, scaling_range=(1.0, 1.0))
+    scaled = _synthetic(5, scaling_range=(0.25, 4.0))
+    unscaled = _synthetic(5, scaling_range=(1.0, 1.0))
     _, with_scaling, _ = _run(scaled, params)
     _, without_scaling, _ = _run(unscaled, params)
     np.testing.assert_allclose(
@@ -291,7 +315,7 @@ def test_study_parameters_round_trip_and_refuse_a_malformed_contrast():
 
 
 def test_comparison_finds_the_planted_changes_with_recall_and_fdr_on_target():
-    data = synthetic_study(seed=0, internal_standard_mz=STANDARD_MZ)
+    data = _synthetic(0, standard=True)
     params = StudyParameters(normalisation="reference_peak", reference_mz=STANDARD_MZ)
     reference, _, comparison = _run(data, params)
     (contrast,) = comparison.contrasts
@@ -313,7 +337,7 @@ def test_comparison_finds_the_planted_changes_with_recall_and_fdr_on_target():
 def test_mann_whitney_cannot_reach_significance_with_three_replicates_per_group():
     # The smallest two-sided exact p-value of 3 vs 3 is 2 / C(6, 3) = 0.1: a property of the
     # design that the comparison reports as it is, rather than treating pixels as replicates.
-    data = synthetic_study(seed=0, internal_standard_mz=STANDARD_MZ)
+    data = _synthetic(0, standard=True)
     params = StudyParameters(
         normalisation="reference_peak", reference_mz=STANDARD_MZ, test="mann_whitney"
     )
@@ -364,7 +388,7 @@ def test_a_contrast_naming_an_unknown_group_is_refused_naming_it():
 
 
 def test_pca_separates_the_groups_and_its_variances_are_the_covariance_eigenvalues():
-    data = synthetic_study(seed=0, internal_standard_mz=STANDARD_MZ)
+    data = _synthetic(0, standard=True)
     params = StudyParameters(normalisation="reference_peak", reference_mz=STANDARD_MZ)
     _, means, _ = _run(data, params)
     result = study.pca(means, n_components=2)
