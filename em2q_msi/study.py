@@ -91,12 +91,12 @@ def _check_peaks(mz: np.ndarray, intensity: np.ndarray, offsets: np.ndarray) -> 
         raise StudyError(f"m/z values must be > 0, found {mz.min()!r}")
 
 
-def _window_sums(occupied: np.ndarray, cumulative: list[np.ndarray], at: np.ndarray) -> list:
-    """Sums over bins ``at ± WINDOW_BINS`` of per-bin values given on the ``occupied`` bins only
-    (as cumulative sums with a leading 0): the sparse form of a moving sum."""
-    lower = np.searchsorted(occupied, at - WINDOW_BINS, side="left")
-    upper = np.searchsorted(occupied, at + WINDOW_BINS, side="right")
-    return [c[upper] - c[lower] for c in cumulative]
+def _moving_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over bins ``i ± WINDOW_BINS`` of each bin (zeros beyond the ends)."""
+    width = 2 * WINDOW_BINS + 1
+    padded = np.concatenate((np.zeros(WINDOW_BINS + 1), values, np.zeros(WINDOW_BINS)))
+    cumulative = np.cumsum(padded)
+    return cumulative[width:] - cumulative[:-width]
 
 
 def measurement_peaks(
@@ -132,22 +132,12 @@ def measurement_peaks(
         intensity_sum += np.bincount(
             index, weights=intensity[start : start + _BLOCK_PEAKS], minlength=n_bins
         )
-    # The moving sum is evaluated where it can be non-zero: around the occupied bins.
-    occupied = np.flatnonzero(counts)
-    cumulative = [
-        np.concatenate(([0.0], np.cumsum(values[occupied])))
-        for values in (counts, mz_sum, intensity_sum)
-    ]
-    candidates = np.unique(occupied[:, None] + np.arange(-WINDOW_BINS, WINDOW_BINS + 1))
-    candidates = candidates[(candidates >= 0) & (candidates < n_bins)]
-    (window,) = _window_sums(occupied, cumulative[:1], candidates)
-    (left,) = _window_sums(occupied, cumulative[:1], candidates - 1)
-    (right,) = _window_sums(occupied, cumulative[:1], candidates + 1)
-    left[candidates == 0] = -1.0
-    right[candidates == n_bins - 1] = -1.0
+    window = _moving_sum(counts)
     threshold = max(min_pixel_frequency * n_pixels, 1.0)
-    peak = (window >= threshold) & (window > left) & (window >= right)
-    maxima, window = candidates[peak], window[peak]
+    left = np.concatenate(([-1.0], window[:-1]))
+    right = np.concatenate((window[1:], [-1.0]))
+    maxima = np.flatnonzero((window >= threshold) & (window > left) & (window >= right))
+    window = window[maxima]
     # Of maxima closer than the tolerance, keep the most frequent (repeat: chains of three).
     while maxima.size > 1:
         close = np.diff(maxima) < BINS_PER_TOLERANCE
@@ -160,7 +150,9 @@ def measurement_peaks(
         maxima, window = maxima[~drop], window[~drop]
     if maxima.size == 0:
         return empty
-    count, window_mz, window_intensity = _window_sums(occupied, cumulative, maxima)
+    count = window
+    window_mz = _moving_sum(mz_sum)[maxima]
+    window_intensity = _moving_sum(intensity_sum)[maxima]
     return MeasurementPeaks(
         mz=window_mz / count,
         frequency=count / max(n_pixels, 1),
@@ -265,16 +257,25 @@ class ReferenceChange:
 
 def _nearest(axis: np.ndarray, mz: np.ndarray, tolerance_ppm: float) -> np.ndarray:
     """Index of the nearest value of the ascending ``axis`` within ``tolerance_ppm`` of each
-    ``mz`` (of the axis value), −1 where there is none; ties go to the lower m/z."""
+    ``mz`` (of the axis value), −1 where there is none; ties go to the lower m/z.
+
+    One ``searchsorted`` per value: each feature's window ``axis ± tolerance``, cut at the
+    midpoints between neighbours so the windows do not overlap, gives ascending edges
+    ``[lo_0, hi_0, lo_1, hi_1, ...]`` (``hi`` nudged up one ulp to be inclusive); a value lies
+    in a window exactly when it falls after an odd number of edges.
+    """
     if axis.size == 0:
         return np.full(mz.size, -1, np.int64)
-    right = np.searchsorted(axis, mz)
-    np.minimum(right, axis.size - 1, out=right)
-    left = np.maximum(right - 1, 0)
-    take_left = np.abs(mz - axis[left]) <= np.abs(axis[right] - mz)
-    nearest = np.where(take_left, left, right)
-    within = np.abs(axis[nearest] - mz) <= axis[nearest] * (tolerance_ppm * 1e-6)
-    return np.where(within, nearest, -1)
+    half = axis * (tolerance_ppm * 1e-6)
+    lo, hi = axis - half, axis + half
+    middle = 0.5 * (axis[:-1] + axis[1:])
+    hi[:-1] = np.minimum(hi[:-1], middle)
+    hi = np.nextafter(hi, np.inf)
+    lo[1:] = np.maximum(lo[1:], hi[:-1])
+    edges = np.empty(2 * axis.size)
+    edges[0::2], edges[1::2] = lo, hi
+    position = np.searchsorted(edges, mz, side="right")
+    return np.where(position & 1 == 1, position >> 1, -1)
 
 
 def reference_change(
