@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from em2q_msi.peaks import PeakList
 from em2q_msi.spectra import SpectraBlock
+
+if TYPE_CHECKING:  # peaks imports the numba kernels: only the study generator needs it
+    from em2q_msi.peaks import PeakList
 
 
 def pixel_coordinates(n_x: int, n_y: int, n_z: int | None = None) -> Iterator[tuple[int, ...]]:
@@ -240,6 +243,8 @@ class SyntheticStudy:
         ``snr`` is the intensity over that noise mean. Pixels are generated ``block_pixels`` at
         a time, so memory stays at a block's worth beyond the result.
         """
+        from em2q_msi.peaks import PeakList
+
         truth = self.truth
         rng = np.random.default_rng([self.seed, 1, i])
         feature_mz, level = truth.feature_mz, truth.level[i]
