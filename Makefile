@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,23 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 	@chromium --version
+
+## The study benchmark's peer tool (benchmarks/bench_study.py): R with Debian's MALDIquant
+## (binPeaks + intensityMatrix). Not part of `make test`; the benchmark skips that column without it.
+maldiquant:
+	@{ command -v Rscript >/dev/null 2>&1 && Rscript -e 'library(MALDIquant)' >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: R/MALDIquant are missing and this is not root (no sudo either):" \
+	    "run 'apt-get update && apt-get install -y r-base-core r-cran-maldiquant' as root, then make again" >&2; \
+	    exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: no Rscript with MALDIquant and no" \
+	    "apt-get: install R and the MALDIquant package (CRAN) with your package manager" >&2; exit 1; }; \
+	  echo "installing Debian's r-base-core and r-cran-maldiquant (apt-get)"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    r-base-core r-cran-maldiquant; }
+	@Rscript -e 'cat("MALDIquant", as.character(packageVersion("MALDIquant")), "\n")'
 
 $(NODE_MODULES): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "error: npm (Node.js 18+) is needed" \

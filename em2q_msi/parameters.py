@@ -325,3 +325,113 @@ class ProcessingParameters:
         """SHA-256 of the canonical JSON form: the content hash results are stored under."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+STUDY_NORMALISATIONS = ("tic", "rms", "median", "reference_peak", "none")
+STUDY_TESTS = ("welch", "mann_whitney")
+STUDY_TRANSFORMS = ("log2", "none")
+CONTRAST_SEPARATOR = " vs "
+
+
+@dataclass(frozen=True)
+class StudyParameters(_Step):
+    """How a study's measurements are put on one feature axis and compared (``em2q_msi.study``).
+
+    Not part of ``ProcessingParameters`` (whose hash names every stored result): a study's
+    parameters are their own set, validated the same way, with their own ``digest``.
+
+    ``tolerance_ppm``: peaks closer than this (relative to the lower m/z) form one feature, in a
+    measurement's peak list, in the reference and when pixels are aligned to it.
+    ``min_pixel_frequency``: a measurement's peak list keeps features found in at least this
+    fraction (0–1) of its pixels. ``min_frequency``: the reference keeps features found in at
+    least this fraction (0–1) of the measurements. ``normalisation`` of each pixel before the
+    measurement-level means: ``tic`` (sum of the pixel's peak intensities), ``rms`` (root mean
+    square of them), ``median`` (their median), ``reference_peak`` (the intensity within
+    ``reference_mz`` ± ``reference_tolerance_ppm``: an internal standard) or ``none``.
+    ``test``: ``welch`` (Welch's t-test) or ``mann_whitney`` (two-sided, exact for small groups)
+    on measurement-level means, after ``transform``: ``log2`` (of the mean plus half the study's
+    smallest positive mean, so absent features stay finite; multiplicative changes and noise
+    become additive, as in proteomics and metabolomics tools) or ``none``; p-values are
+    corrected by Benjamini–Hochberg and a feature is significant at q ≤ ``max_q``. ``contrasts``: ``"numerator vs denominator"`` group pairs (fold
+    change = numerator / denominator); empty means every later group vs the first (sorted).
+    ``drift_tolerance_ppm``: when the reference is rebuilt (a measurement added), an existing
+    feature that moves more than this marks the existing alignments stale.
+    """
+
+    step: ClassVar[str] = "study"
+    tolerance_ppm: float = 10.0
+    min_pixel_frequency: float = 0.05
+    min_frequency: float = 0.5
+    normalisation: str = "tic"
+    reference_mz: float | None = None
+    reference_tolerance_ppm: float = 10.0
+    test: str = "welch"
+    transform: str = "log2"
+    max_q: float = 0.05
+    contrasts: tuple[str, ...] = ()
+    drift_tolerance_ppm: float = 2.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudyParameters:
+        contrasts = values.get("contrasts", []) if isinstance(values, dict) else []
+        if not isinstance(contrasts, list | tuple):
+            raise _fail(
+                cls.step,
+                "contrasts",
+                f"expected a list of 'numerator{CONTRAST_SEPARATOR}denominator' strings, "
+                f"got {contrasts!r}",
+            )
+        return super().from_dict(values)
+
+    def _validate(self) -> None:
+        _check_range(self.step, "tolerance_ppm", self.tolerance_ppm, low=0.0, low_inclusive=False)
+        for name in ("min_pixel_frequency", "min_frequency"):
+            _check_range(self.step, name, getattr(self, name), low=0.0, high=1.0)
+        _check_choice(self.step, "normalisation", self.normalisation, STUDY_NORMALISATIONS)
+        if self.normalisation == "reference_peak":
+            if self.reference_mz is None:
+                raise _fail(
+                    self.step,
+                    "reference_mz",
+                    "required with normalisation 'reference_peak': the internal standard's m/z",
+                )
+            _check_range(self.step, "reference_mz", self.reference_mz, low=0.0, low_inclusive=False)
+        elif self.reference_mz is not None:
+            raise _fail(
+                self.step,
+                "reference_mz",
+                f"only used with normalisation 'reference_peak' (normalisation is "
+                f"{self.normalisation!r}); leave it null",
+            )
+        _check_range(
+            self.step,
+            "reference_tolerance_ppm",
+            self.reference_tolerance_ppm,
+            low=0.0,
+            low_inclusive=False,
+        )
+        _check_choice(self.step, "test", self.test, STUDY_TESTS)
+        _check_choice(self.step, "transform", self.transform, STUDY_TRANSFORMS)
+        _check_range(self.step, "max_q", self.max_q, low=0.0, high=1.0, low_inclusive=False)
+        for i, contrast in enumerate(self.contrasts):
+            parts = [p.strip() for p in contrast.split(CONTRAST_SEPARATOR)]
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                raise _fail(
+                    self.step,
+                    f"contrasts[{i}]",
+                    f"expected 'numerator{CONTRAST_SEPARATOR}denominator' with two different "
+                    f"groups, got {contrast!r}",
+                )
+        _check_range(
+            self.step, "drift_tolerance_ppm", self.drift_tolerance_ppm, low=0.0, low_inclusive=False
+        )
+
+    def contrast_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The contrasts as ``(numerator, denominator)`` group pairs."""
+        pairs = (tuple(c.split(CONTRAST_SEPARATOR)) for c in self.contrasts)
+        return tuple((a.strip(), b.strip()) for a, b in pairs)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form, like ``ProcessingParameters.digest``."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

@@ -3,7 +3,9 @@
 * imzML datasets written with pyimzml's ``ImzMLWriter`` (:func:`write_imzml`): written by an
   independent implementation, so reading them back checks this reader against another one;
 * spectra blocks with known truth (:func:`synthetic_continuous`: Gaussian peaks of known m/z
-  and height on a baseline with noise; :func:`synthetic_processed`), for the processing steps.
+  and height on a baseline with noise; :func:`synthetic_processed`), for the processing steps;
+* a study of centroided measurements in groups with planted differences, mass shifts and
+  intensity scaling (:func:`synthetic_study`), for the study comparison.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from em2q_msi.spectra import SpectraBlock
+
+if TYPE_CHECKING:  # peaks imports the numba kernels: only the study generator needs it
+    from em2q_msi.peaks import PeakList
 
 
 def pixel_coordinates(n_x: int, n_y: int, n_z: int | None = None) -> Iterator[tuple[int, ...]]:
@@ -177,4 +183,214 @@ def synthetic_processed(
         intensity.reshape(-1),
         offsets,
         grid_coordinates(n_spectra, nx or n_spectra),
+    )
+
+
+@dataclass(frozen=True)
+class SyntheticStudyTruth:
+    """What a synthetic study was made from, to score the study comparison against.
+
+    ``feature_mz`` (n_features,) the planted m/z, ascending; ``changed`` (n_features,) bool;
+    ``fold`` (n_features,) the planted ratio of the last group's level to the first group's
+    (1 where unchanged); ``groups`` (n_measurements,) each measurement's group label;
+    ``scaling`` (n_measurements,) the factor every intensity of a measurement was multiplied by
+    (instrument sensitivity, the thing normalisation must remove); ``mass_shift_ppm``
+    (n_measurements,) each measurement's calibration error; ``level`` (n_measurements,
+    n_features) the measurement's true expected intensity per pixel before ``scaling``;
+    ``internal_standard_mz`` the m/z of a spiked standard at a constant level in every pixel
+    (``None``: none), not one of the features.
+    """
+
+    feature_mz: np.ndarray
+    changed: np.ndarray
+    fold: np.ndarray
+    groups: np.ndarray
+    scaling: np.ndarray
+    mass_shift_ppm: np.ndarray
+    level: np.ndarray
+    internal_standard_mz: float | None = None
+    internal_standard_level: float = 0.0
+
+
+@dataclass(frozen=True)
+class SyntheticStudy:
+    """A study of centroided MSI measurements with known truth; measurements are generated on
+    demand (:meth:`measurement`), each from its own seed, so a benchmark never holds them all."""
+
+    truth: SyntheticStudyTruth
+    names: tuple[str, ...]
+    n_pixels: int
+    noise_peaks_per_pixel: int
+    detection_probability: float
+    mass_jitter_ppm: float
+    pixel_cv: float
+    pixel_common_cv: float
+    mz_range: tuple[float, float]
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def measurement(self, i: int, block_pixels: int = 1_000) -> PeakList:
+        """Measurement ``i``'s pixel peak lists (CSR layout, m/z ascending within each pixel).
+
+        Each pixel holds each planted feature with probability ``detection_probability``, at
+        ``feature_mz × (1 + (mass_shift_ppm + jitter) 1e-6)`` with intensity ``scaling × level ×
+        pixel factor × lognormal(pixel_cv)`` (the pixel factor, lognormal(``pixel_common_cv``),
+        is shared by all the pixel's peaks: its ionisation), plus the internal standard if any
+        (always detected), plus ``noise_peaks_per_pixel`` peaks at uniform random m/z with
+        exponential intensities (mean: the lowest feature level / 4, times ``scaling``).
+        ``snr`` is the intensity over that noise mean. Pixels are generated ``block_pixels`` at
+        a time, so memory stays at a block's worth beyond the result.
+        """
+        from em2q_msi.peaks import PeakList
+
+        truth = self.truth
+        rng = np.random.default_rng([self.seed, 1, i])
+        feature_mz, level = truth.feature_mz, truth.level[i]
+        if truth.internal_standard_mz is not None:
+            feature_mz = np.append(feature_mz, truth.internal_standard_mz)
+            level = np.append(level, truth.internal_standard_level)
+        n_features = feature_mz.size
+        noise_mean = float(truth.level.min()) / 4.0 * float(truth.scaling[i])
+        sigma = np.sqrt(np.log1p(self.pixel_cv**2))
+        common = np.sqrt(np.log1p(self.pixel_common_cv**2))
+        mz_parts, intensity_parts, counts = [], [], []
+        for start in range(0, self.n_pixels, block_pixels):
+            n = min(block_pixels, self.n_pixels - start)
+            present = rng.random((n, n_features)) < self.detection_probability
+            if truth.internal_standard_mz is not None:
+                present[:, -1] = True
+            ppm = truth.mass_shift_ppm[i] + self.mass_jitter_ppm * rng.standard_normal(
+                (n, n_features)
+            )
+            mz = feature_mz * (1.0 + ppm * 1e-6)
+            factor = rng.lognormal(-0.5 * sigma**2, sigma, (n, n_features))
+            factor *= rng.lognormal(-0.5 * common**2, common, (n, 1))
+            intensity = level * truth.scaling[i] * factor
+            mz = np.where(present, mz, np.inf)
+            noise_mz = rng.uniform(*self.mz_range, (n, self.noise_peaks_per_pixel))
+            noise_intensity = rng.exponential(noise_mean, (n, self.noise_peaks_per_pixel))
+            mz = np.concatenate([mz, noise_mz], axis=1)
+            intensity = np.concatenate([intensity, noise_intensity], axis=1)
+            order = np.argsort(mz, axis=1)
+            mz = np.take_along_axis(mz, order, axis=1)
+            intensity = np.take_along_axis(intensity, order, axis=1)
+            keep = np.isfinite(mz)
+            mz_parts.append(mz[keep])
+            intensity_parts.append(intensity[keep].astype(np.float32))
+            counts.append(keep.sum(axis=1))
+        offsets = np.zeros(self.n_pixels + 1, np.int64)
+        np.cumsum(np.concatenate(counts), out=offsets[1:])
+        intensity = np.concatenate(intensity_parts)
+        nx = int(np.ceil(np.sqrt(self.n_pixels)))
+        return PeakList(
+            mz=np.concatenate(mz_parts),
+            intensity=intensity,
+            snr=(intensity / np.float32(noise_mean)).astype(np.float32),
+            offsets=offsets,
+            noise=np.full(self.n_pixels, noise_mean),
+            coordinates=grid_coordinates(self.n_pixels, nx),
+        )
+
+    def measurements(self) -> Iterator[PeakList]:
+        """Every measurement in order (generated one at a time)."""
+        for i in range(len(self)):
+            yield self.measurement(i)
+
+
+def synthetic_study(
+    n_groups: int = 2,
+    n_replicates: int = 3,
+    n_features: int = 200,
+    n_changed: int = 20,
+    fold: float = 4.0,
+    n_pixels: int = 100,
+    noise_peaks_per_pixel: int = 20,
+    max_mass_shift_ppm: float = 2.0,
+    mass_jitter_ppm: float = 1.0,
+    scaling_range: tuple[float, float] = (0.5, 2.0),
+    replicate_cv: float = 0.1,
+    pixel_cv: float = 0.3,
+    pixel_common_cv: float = 0.3,
+    internal_standard_mz: float | None = None,
+    detection_probability: float = 0.95,
+    min_separation_ppm: float = 100.0,
+    mz_range: tuple[float, float] = (100.0, 1000.0),
+    seed: int = 0,
+) -> SyntheticStudy:
+    """A study with known differences: ``n_groups`` × ``n_replicates`` measurements.
+
+    ``n_features`` features at log-uniform m/z at least ``min_separation_ppm`` apart, with
+    log-uniform levels over two decades; ``n_changed`` of them (chosen at random) differ by
+    ``fold`` between the first and the last group, half up and half down (other groups, if
+    any, lie halfway on the log scale). Each measurement has its own calibration error (uniform
+    within ± ``max_mass_shift_ppm``), its own intensity scaling (log-uniform within
+    ``scaling_range``) and biological variation (lognormal, ``replicate_cv`` per feature); each
+    pixel adds lognormal variation (``pixel_common_cv`` shared by its peaks, ``pixel_cv`` per
+    peak), per-peak m/z jitter (``mass_jitter_ppm``, standard deviation), missed detections and
+    noise peaks. ``internal_standard_mz``: a standard spiked into every pixel at the median
+    feature level (the features keep ``min_separation_ppm`` from it too). Small by default (6 measurements × 100 pixels), so tests run in well under a
+    second.
+    """
+    if n_changed > n_features:
+        raise ValueError(f"n_changed ({n_changed}) exceeds n_features ({n_features})")
+    if n_groups < 2 or n_replicates < 1:
+        raise ValueError("a study needs at least 2 groups of at least 1 replicate")
+    rng = np.random.default_rng([seed, 0])
+    lo, hi = np.log(mz_range[0]), np.log(mz_range[1])
+    margin = 0.01 * (hi - lo)
+    step = min_separation_ppm * 1e-6
+    hole = 2 * step if internal_standard_mz is not None else 0.0
+    free = (hi - lo - 2 * margin) - n_features * step - hole
+    if free <= 0:
+        raise ValueError(
+            f"{n_features} features {min_separation_ppm} ppm apart do not fit in m/z {mz_range}"
+        )
+    offsets = np.sort(rng.uniform(0.0, free, n_features)) + np.arange(n_features) * step
+    log_mz = lo + margin + offsets
+    if internal_standard_mz is not None:  # features keep min_separation_ppm from the standard
+        if not mz_range[0] < internal_standard_mz < mz_range[1]:
+            raise ValueError(f"internal_standard_mz {internal_standard_mz} is outside {mz_range}")
+        log_mz[log_mz >= np.log(internal_standard_mz) - step] += hole
+    feature_mz = np.exp(log_mz)
+    base = np.exp(rng.uniform(np.log(100.0), np.log(10_000.0), n_features))
+    changed = np.zeros(n_features, bool)
+    changed[rng.choice(n_features, n_changed, replace=False)] = True
+    direction = np.zeros(n_features)
+    idx = np.flatnonzero(changed)
+    direction[idx] = np.where(rng.permutation(idx.size) % 2 == 0, 1.0, -1.0)
+    planted_fold = np.where(changed, fold**direction, 1.0)
+    groups = np.repeat([f"group{g + 1}" for g in range(n_groups)], n_replicates)
+    position = np.repeat(np.arange(n_groups) / (n_groups - 1), n_replicates)
+    n_measurements = n_groups * n_replicates
+    sigma = np.sqrt(np.log1p(replicate_cv**2))
+    biological = rng.lognormal(-0.5 * sigma**2, sigma, (n_measurements, n_features))
+    level = base * planted_fold ** position[:, None] * biological
+    scaling = np.exp(rng.uniform(*np.log(scaling_range), n_measurements))
+    shift = rng.uniform(-max_mass_shift_ppm, max_mass_shift_ppm, n_measurements)
+    standard_level = float(np.median(base)) if internal_standard_mz is not None else 0.0
+    truth = SyntheticStudyTruth(
+        feature_mz=feature_mz,
+        changed=changed,
+        fold=planted_fold,
+        groups=groups,
+        scaling=scaling,
+        mass_shift_ppm=shift,
+        level=level,
+        internal_standard_mz=internal_standard_mz,
+        internal_standard_level=standard_level,
+    )
+    names = tuple(f"{g}-r{i % n_replicates + 1}" for i, g in enumerate(groups))
+    return SyntheticStudy(
+        truth=truth,
+        names=names,
+        n_pixels=n_pixels,
+        noise_peaks_per_pixel=noise_peaks_per_pixel,
+        detection_probability=detection_probability,
+        mass_jitter_ppm=mass_jitter_ppm,
+        pixel_cv=pixel_cv,
+        pixel_common_cv=pixel_common_cv,
+        mz_range=mz_range,
+        seed=seed,
     )

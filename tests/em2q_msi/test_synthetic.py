@@ -37,3 +37,19 @@ def test_synthetic_data_is_the_same_for_the_same_seed_only():
     np.testing.assert_array_equal(first.mz, again.mz)
     np.testing.assert_array_equal(first.intensity, again.intensity)
     assert not np.array_equal(first.mz, other.mz)
+
+
+def test_synthetic_study_pixels_hold_the_planted_features_at_the_measurement_shift():
+    from em2q_msi.synthetic import synthetic_study
+
+    data = synthetic_study(n_pixels=20, noise_peaks_per_pixel=0, mass_jitter_ppm=0.0, seed=1)
+    again = synthetic_study(n_pixels=20, noise_peaks_per_pixel=0, mass_jitter_ppm=0.0, seed=1)
+    for i in range(len(data)):
+        peaks = data.measurement(i)
+        np.testing.assert_array_equal(peaks.mz, again.measurement(i).mz)
+        assert all(np.all(np.diff(peaks.spectrum(p)[0]) > 0) for p in range(len(peaks)))
+        expected = data.truth.feature_mz * (1 + data.truth.mass_shift_ppm[i] * 1e-6)
+        assert np.isin(peaks.mz, expected).all()
+    assert data.truth.changed.sum() == 20
+    assert np.allclose(np.abs(np.log2(data.truth.fold[data.truth.changed])), 2.0)
+    assert np.all(data.truth.fold[~data.truth.changed] == 1.0)
