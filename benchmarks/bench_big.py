@@ -52,9 +52,10 @@ import psutil
 
 SCALES = {"small": (60, 60, 2_000), "medium": (150, 150, 5_000), "full": (300, 300, 10_000)}
 LIMIT_BYTES = int(1.5 * 2**30)
-#: ions shared by every spectrum (the rest is noise), so QC passes and the peak table has
-#: real features
-IONS = 200
+#: one value in this many is an ion shared by every spectrum (the rest is noise), so QC
+#: passes and the peak table has real features (denser ions raise the noise estimate of the
+#: smoothed centroids above QC's SNR threshold)
+VALUES_PER_ION = 100
 SAMPLE_S = 0.2
 GB = 1e9
 MiB = 2**20
@@ -66,7 +67,8 @@ def dataset(folder: Path, n_x: int, n_y: int, peaks: int) -> Path:
     a temporary name and renamed when complete, so a killed generation is never reused)."""
     from em2q_msi.synthetic import write_imzml
 
-    name = f"processed-{n_x}x{n_y}x{peaks}-{IONS}ions"
+    ions = max(1, peaks // VALUES_PER_ION)
+    name = f"processed-{n_x}x{n_y}x{peaks}-{ions}ions"
     done = folder / name / f"{name}.imzML"
     if done.exists() and done.with_suffix(".ibd").exists():
         print(f"reusing {done} ({_size(done) / GB:.2f} GB)", flush=True)
@@ -76,7 +78,7 @@ def dataset(folder: Path, n_x: int, n_y: int, peaks: int) -> Path:
     partial.mkdir(parents=True)
     started = time.perf_counter()
     print(f"generating {n_x}×{n_y} pixels × {peaks:,} peaks (processed) …", flush=True)
-    write_imzml(partial / name, mode="processed", n_x=n_x, n_y=n_y, n_values=peaks, n_ions=IONS)
+    write_imzml(partial / name, mode="processed", n_x=n_x, n_y=n_y, n_values=peaks, n_ions=ions)
     shutil.rmtree(folder / name, ignore_errors=True)
     partial.rename(folder / name)
     print(
