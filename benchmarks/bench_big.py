@@ -47,8 +47,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from em2q_resources.settings import Settings
 
 SCALES = {"small": (60, 60, 2_000), "medium": (150, 150, 5_000), "full": (300, 300, 10_000)}
 LIMIT_BYTES = int(1.5 * 2**30)
@@ -119,6 +123,7 @@ _RUN_ID = re.compile(r"storage/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 def _label(cmd: str) -> str:
     for needle, label in (
         ("org.elasticsearch", "elasticsearch (JVM, 512 MB heap)"),
+        ("upload_measurement", "upload (upload_measurement, as `em2q upload`)"),
         ("multiprocessing.spawn", "run worker"),
         ("execute_run", "run worker"),
         ("dagster_webserver", "dagster webserver"),
@@ -193,12 +198,9 @@ def platform(imzml: Path, work: Path, chunks: int, url: str, timeout_s: float) -
     READY and for the last asset, sampling every process."""
     from benchmarks.bench_platform import free_port
     from em2q.platform import dagster_dev
-    from em2q.setup_file import read_setup
-    from em2q.upload import upload_measurement
     from em2q_resources.connections import set_up_metadata_store
     from em2q_resources.metadata import MetadataStore, load_schema
-    from em2q_resources.settings import PROJECT_ROOT, Settings
-    from em2q_resources.storage import StorageResource
+    from em2q_resources.settings import Settings
 
     schema = load_schema()
     settings = Settings(
@@ -215,19 +217,13 @@ def platform(imzml: Path, work: Path, chunks: int, url: str, timeout_s: float) -
     with Sampler() as sampler, dagster_dev(settings, url, port=free_port()):
         started_wall = time.time()
         started = time.perf_counter()
-        measurement = upload_measurement(
-            str(imzml),
-            setup=read_setup(PROJECT_ROOT / "examples" / "setup.yaml"),
-            store=store,
-            storage=StorageResource.from_settings(settings),
-            progress=False,
-            cache_dir=work / "cache" / "upload-index",
-        )
+        # in a process of its own, as `em2q upload` runs, so its memory is sampled too
+        measurement_id = _upload(imzml, work, settings)
         uploaded_s = time.perf_counter() - started
         status_s = None
         last_s = None
         while time.perf_counter() - started < timeout_s:
-            doc = store.get(schema.Measurement, measurement.id).doc
+            doc = store.get(schema.Measurement, measurement_id).doc
             if status_s is None and doc.status in final:
                 status_s = time.perf_counter() - started
             if status_s is not None:
@@ -235,7 +231,7 @@ def platform(imzml: Path, work: Path, chunks: int, url: str, timeout_s: float) -
                 done = {
                     r.workflow
                     for r in store.scan(
-                        schema.WorkflowRun, filters={"measurement_id": measurement.id}
+                        schema.WorkflowRun, filters={"measurement_id": measurement_id}
                     )
                     if r.finished_at
                 }
@@ -247,7 +243,7 @@ def platform(imzml: Path, work: Path, chunks: int, url: str, timeout_s: float) -
         status = schema.MeasurementStatus._VALUES_TO_NAMES[doc.status]
         reason = doc.status_reason
     store.refresh()
-    runs = list(store.scan(schema.WorkflowRun, filters={"measurement_id": measurement.id}))
+    runs = list(store.scan(schema.WorkflowRun, filters={"measurement_id": measurement_id}))
     store.drop_all()
     # a wall-clock timestamp minus ``offset`` is seconds on the sampler's clock
     offset = started_wall - (started - sampler.t0)
@@ -274,6 +270,55 @@ def platform(imzml: Path, work: Path, chunks: int, url: str, timeout_s: float) -
         "steps": steps,
         "t_upload_start": started - sampler.t0,
     }
+
+
+_UPLOAD = """
+import json, sys
+from pathlib import Path
+from em2q.setup_file import read_setup
+from em2q.upload import upload_measurement
+from em2q_resources.metadata import MetadataStore
+from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.storage import StorageResource
+imzml, work, url, prefix, storage, cache_dir, chunks = sys.argv[1:]
+settings = Settings(elasticsearch_url=url, index_prefix=prefix, storage=storage,
+                    cache_dir=Path(cache_dir), spectra_chunks=int(chunks))
+measurement = upload_measurement(
+    imzml,
+    setup=read_setup(PROJECT_ROOT / "examples" / "setup.yaml"),
+    store=MetadataStore.connect(url, index_prefix=prefix),
+    storage=StorageResource.from_settings(settings),
+    progress=False,
+    cache_dir=Path(work) / "cache" / "upload-index",
+)
+print(json.dumps({"id": measurement.id}))
+"""
+
+
+def _upload(imzml: Path, work: Path, settings: Settings) -> str:
+    """``upload_measurement`` (what ``em2q upload`` and the client call) in a child process;
+    returns the measurement's id."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _UPLOAD,
+            str(imzml),
+            str(work),
+            settings.elasticsearch_url,
+            settings.index_prefix,
+            settings.storage,
+            str(settings.cache_dir),
+            str(settings.spectra_chunks),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"upload failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["id"]
 
 
 # -- plain em2q_msi calls ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from em2q_resources.results_layout import result_key, write_json, write_npy
 
 #: memory bound of one block read inside a chunk (reading the imzML; a chunk is read back in
 #: blocks of ``em2q_msi.chunks.CHUNK_BLOCK_BYTES``: spectra of 10,000 peaks are 120 kB each)
-BLOCK_BYTES = 64 * 1024 * 1024
+BLOCK_BYTES = 32 * 1024 * 1024
 
 
 def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
