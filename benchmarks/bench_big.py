@@ -26,8 +26,9 @@ The dataset is generated once, streamed spectrum by spectrum with pyimzml's ``Im
 and kept in ``--data-dir`` (default ``$TMPDIR/em2q-bench-big``) so a rerun reuses it; the
 platform's storage (the uploaded copy and the chunks) lives in a temporary folder removed at
 the end. Scales: ``--scale small`` (default, 60×60×2,000: 0.09 GB, about 2 minutes),
-``medium`` (150×150×5,000: 1.4 GB), ``full`` (or ``--full``: 300×300×10,000, ~10.8 GB; about
-55 GB free disk: the dataset, its uploaded copy and the chunks).
+``medium`` (150×150×5,000: 1.4 GB, about 5 minutes), ``full`` (or ``--full``: 300×300×10,000,
+11 GB; about 10 minutes on 2 cores, 8 when the dataset is reused; 35 GB free disk: the
+dataset, its uploaded copy and the chunks). Results of a full run: ``docs/reading.md``.
 
 Run: ``.venv/bin/python -m benchmarks.bench_big [--scale small|medium|full] [--chunks 8]``.
 """
@@ -398,7 +399,7 @@ def _verdict(nbytes: int) -> str:
     return "OK" if nbytes <= LIMIT_BYTES else "OVER 1.5 GB"
 
 
-def report(result: dict, plain_result: dict, size: int) -> list[str]:
+def report(result: dict, plain_result: dict | None, size: int) -> list[str]:
     lines = []
     procs: list[Watched] = sorted(result["processes"], key=lambda w: w.first_s)
     steps_by_run: dict[str, list[dict]] = {}
@@ -449,17 +450,23 @@ def report(result: dict, plain_result: dict, size: int) -> list[str]:
             f"  {asset} ({count} partition{'s' if count > 1 else ''}, longest {seconds:.1f} s): "
             f"{peak / MiB:,.0f} MiB"
         )
-    plain_rss = plain_result["hwm_bytes"]
     ready = result["status_s"] or float("nan")
     last = result["last_s"] or float("nan")
+    if plain_result is None:
+        versus = "plain em2q_msi calls skipped"
+    else:
+        plain_rss, plain_s = plain_result["hwm_bytes"], plain_result["seconds"]
+        versus = (
+            f"plain em2q_msi calls {plain_s:.0f} s, peak RSS {plain_rss / MiB:,.0f} MiB; "
+            f"platform / plain: wall {last / plain_s:.1f}x, largest process "
+            f"{worst / plain_rss:.1f}x of plain's peak RSS"
+        )
+    reason = f": {result['reason']}" if result["reason"] else ""
     lines.append(
-        f"platform ({result['status']}{': ' + result['reason'] if result['reason'] else ''}) "
-        f"on {size / GB:.2f} GB: upload {result['upload_s']:.0f} s, upload → READY {ready:.0f} s, "
-        f"→ last asset (ion_images) {last:.0f} s; plain em2q_msi calls "
-        f"{plain_result['seconds']:.0f} s, peak RSS {plain_rss / MiB:,.0f} MiB; "
-        f"platform / plain: wall {last / plain_result['seconds']:.1f}x, largest process "
-        f"{worst / MiB:,.0f} MiB = {worst / plain_rss:.1f}x of plain "
-        f"(target every process <= 1536 MiB: {_verdict(worst)})"
+        f"platform ({result['status']}{reason}) on {size / GB:.2f} GB: upload "
+        f"{result['upload_s']:.0f} s, upload → READY {ready:.0f} s, → last asset (ion_images) "
+        f"{last:.0f} s; largest process {worst / MiB:,.0f} MiB (target every process <= "
+        f"1536 MiB: {_verdict(worst)}); {versus}"
     )
     return lines
 
@@ -468,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--full", action="store_true", help="the same as --scale full")
+    parser.add_argument("--quick", action="store_true", help="the same as --scale small")
     parser.add_argument("--chunks", type=int, default=8, help="K of chunk i of K")
     parser.add_argument(
         "--data-dir",
@@ -478,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds to wait")
     parser.add_argument("--skip-plain", action="store_true", help="no plain em2q_msi baseline")
     args = parser.parse_args(argv)
-    scale = "full" if args.full else args.scale
+    scale = "full" if args.full else "small" if args.quick else args.scale
     n_x, n_y, peaks = SCALES[scale]
     imzml = dataset(args.data_dir, n_x, n_y, peaks)
     size = _size(imzml)
@@ -487,9 +495,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="em2q-bench-big-", dir=args.data_dir) as folder:
         work = Path(folder)
-        if args.skip_plain:
-            plain_result = {"seconds": float("nan"), "hwm_bytes": 1}
-        else:
+        plain_result = None
+        if not args.skip_plain:
             plain_result = plain(imzml, work / "plain-cache")
             print(
                 f"plain em2q_msi calls: {plain_result['seconds']:.1f} s, peak RSS "
