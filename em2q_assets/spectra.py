@@ -33,9 +33,9 @@ from em2q_resources.metadata import load_schema
 from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import result_key, write_json, write_npy
 
-#: memory bound of one block read inside a chunk, and of one block of a chunk read back (a
-#: fixed number of spectra was 2 GB of peak RSS for two 10,000-peak chunks side by side)
-BLOCK_BYTES = 64 * 1024 * 1024
+#: memory bound of one block read inside a chunk (reading the imzML; a chunk is read back in
+#: blocks of ``em2q_msi.chunks.CHUNK_BLOCK_BYTES``: spectra of 10,000 peaks are 120 kB each)
+BLOCK_BYTES = 32 * 1024 * 1024
 
 
 def mean_accumulator(raw: dict) -> MeanSpectrumAccumulator:
@@ -94,7 +94,7 @@ def spectra_chunks(
             arguments = [raw["imzml_uri"], "--k", str(chunk_count), "--index", str(chunk)]
             meta = launch([*arguments, "--out", out])
             start, stop = meta["first_index"], meta["first_index"] + meta["n_spectra"]
-            for block in iter_chunk(out, None, storage.storage_options, block_bytes=BLOCK_BYTES):
+            for block in iter_chunk(out, storage_options=storage.storage_options):
                 summarise(block)
         tic = np.concatenate(tic_parts) if tic_parts else np.zeros(0)
         outputs = {
@@ -163,7 +163,7 @@ def preprocessed_chunks(
         source = spectra["outputs"]["spectra"]
         record.read("spectra", source)
         peak_parts, metric_parts = [], []
-        for block in iter_chunk(source, None, storage.storage_options, block_bytes=BLOCK_BYTES):
+        for block in iter_chunk(source, storage_options=storage.storage_options):
             peak_parts.append(preprocess_and_pick(block, params)[1])
             metric_parts.append(spectrum_metrics(block, params))
         peaks = concatenate_peaks(peak_parts)

@@ -16,11 +16,10 @@ from em2q_assets.provenance import (
     manifest_inputs,
     recorded_run,
 )
-from em2q_assets.spectra import BLOCK_BYTES
 from em2q_msi import ion_images as ions
 from em2q_msi.chunks import iter_chunk
 from em2q_msi.features import bin_peaks
-from em2q_msi.peaks import PeakList, concatenate_peaks
+from em2q_msi.peaks import PeakList
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.qc import tic_image as make_tic_image
 from em2q_resources.parameter_sets import ResolvedParameters
@@ -132,20 +131,41 @@ def tic_image(step: StepContext, partition: Partition, inputs: dict, parameters=
 
 
 def _peak_list(storage: StorageResource, manifests: dict) -> PeakList:
-    parts = []
-    for arrays in _chunk_arrays(storage, manifests, "peaks_"):
-        n = arrays["offsets"].size - 1
-        parts.append(
-            PeakList(
-                mz=arrays["mz"],
-                intensity=arrays["intensity"],
-                snr=arrays["snr"],
-                offsets=arrays["offsets"],
-                noise=np.zeros(n),
-                coordinates=arrays["coordinates"],
-            )
-        )
-    return concatenate_peaks(parts)
+    """Every chunk's peaks in one list, filled array by array and chunk by chunk into arrays
+    of the final size: a measurement's peaks are held once, not once per chunk and once
+    joined (what binning reads: m/z, intensity, offsets; the SNR is left zero, unread)."""
+    ordered = [manifest["outputs"] for _, manifest in sorted(manifests.items())]
+    offsets = [read_npy(storage, outputs["peaks_offsets"]) for outputs in ordered]
+    sizes = [int(o[-1] - o[0]) for o in offsets]
+    total = sum(sizes)
+    arrays = {}
+    for name in ("mz", "intensity"):
+        out = None
+        pos = 0
+        for outputs, size in zip(ordered, sizes, strict=True):
+            part = read_npy(storage, outputs[f"peaks_{name}"])
+            if out is None:
+                out = np.empty(total, part.dtype)
+            out[pos : pos + size] = part
+            pos += size
+        arrays[name] = out if out is not None else np.zeros(0)
+    coordinates = [read_npy(storage, outputs["peaks_coordinates"]) for outputs in ordered]
+    parts_offsets = np.zeros(1, np.int64)
+    if offsets:
+        shifts = np.cumsum([0, *sizes[:-1]])
+        parts_offsets = np.concatenate(
+            [offsets[0][:1] - offsets[0][0]]
+            + [o[1:] - o[0] + s for o, s in zip(offsets, shifts, strict=True)]
+        ).astype(np.int64)
+    n = parts_offsets.size - 1
+    return PeakList(
+        mz=arrays["mz"],
+        intensity=arrays["intensity"],
+        snr=np.zeros(total, np.float32),  # calloc'd pages: no memory until touched
+        offsets=parts_offsets,
+        noise=np.zeros(n),
+        coordinates=np.concatenate(coordinates) if coordinates else np.zeros((0, 3), np.int64),
+    )
 
 
 def peak_table(
@@ -160,12 +180,11 @@ def peak_table(
         step, "peak_table", str(partition), measurement_id=measurement_id, parameters=parameters
     ) as record:
         manifest_inputs(record, "preprocessed_chunks", chunks)
-        peaks = _peak_list(storage, chunks)
         table = bin_peaks(
-            peaks,
+            _peak_list(storage, chunks),
             tolerance_ppm=parameters.params.binning.tolerance_ppm,
             min_frequency=parameters.params.binning.min_frequency,
-        )
+        )  # the peak list is freed here, before the matrix is written
         matrix = table.intensities.tocoo()
         outputs = {
             "feature_mz": write_npy(storage, f"{folder}/feature_mz.npy", table.mz),
@@ -216,9 +235,7 @@ def ion_images(
         intensity_parts, coordinate_parts = [], []
         for _, manifest in sorted(chunks.items()):
             spectra = manifest["outputs"]["spectra"]
-            for block in iter_chunk(
-                spectra, None, storage.storage_options, block_bytes=BLOCK_BYTES
-            ):
+            for block in iter_chunk(spectra, storage_options=storage.storage_options):
                 intensity_parts.append(
                     ions.ion_intensities(
                         block, mz_values, settings.tolerance_ppm, settings.tolerance_da

@@ -307,6 +307,11 @@ def _noise_one(y, mode, buf):
     return med, _MAD_TO_SIGMA * _median_inplace(buf, cnt)
 
 
+#: the most a 3-point Gaussian fit may raise a peak above its highest sample, in log units
+#: (4x: a Gaussian sampled at one FWHM spacing peaks at most 2x above its highest sample)
+_MAX_LOG_RISE = math.log(4.0)
+
+
 @nb.njit(cache=True, nogil=True)
 def _apex(mz, y, i):
     """Centroid m/z and height of the maximum at i: 3-point Gaussian fit (parabola in log y).
@@ -331,6 +336,10 @@ def _apex(mz, y, i):
         return mz[i], y1
     xv = min(max(-b / (2.0 * a), x0), x2)
     dv = b * xv + a * xv * xv
+    if gaussian and dv > _MAX_LOG_RISE:
+        # unevenly spaced neighbours (centroided data) can make the log-parabola's vertex
+        # absurd, up to overflow: beyond 4x the apex the fit is not a peak shape, keep the apex
+        return mz[i], y1
     return mz[i] + xv, (y1 * math.exp(dv) if gaussian else y1 + dv)
 
 

@@ -153,7 +153,10 @@ class ChunkWriter:
 
     def _write(self, name: str, array: np.ndarray) -> None:
         dtype = self.shapes[name][0]
-        self._files[name].write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        # the array's own buffer, not ``tobytes()``: a block is written without a copy of it
+        # (one when its dtype or layout must change)
+        data = np.ascontiguousarray(array, dtype=dtype)
+        self._files[name].write(memoryview(data.reshape(-1)).cast("B"))
 
     def append(self, block: SpectraBlock) -> None:
         """Add the next spectra, in order; dtypes are converted to the stored ones."""
@@ -393,14 +396,22 @@ def read_chunk(
     )
 
 
+#: bytes of spectra per block when a chunk is read back in blocks (``iter_chunk``)
+CHUNK_BLOCK_BYTES = 32 << 20
+
+
 def rows_for_bytes(meta: dict[str, Any], block_bytes: int) -> int:
-    """How many spectra of a chunk make about ``block_bytes`` of stored data (m/z and
-    intensities), so a block's memory is the same for 100 or 10,000 peaks per spectrum."""
+    """How many spectra of the chunk ``meta`` describes make about ``block_bytes`` of m/z and
+    intensity data (spectra of processed data differ in size: the chunk's mean)."""
+    files = meta["files"]
     n = max(1, int(meta["n_spectra"]))
-    stored = sum(int(meta["files"][name]["bytes"]) for name in ("intensity", "mz"))
-    if meta["layout"] == "continuous":  # the shared m/z axis is read with every block
-        stored -= int(meta["files"]["mz"]["bytes"])
-    return max(1, int(block_bytes * n // max(1, stored)))
+    per_value = np.dtype(files["intensity"]["dtype"]).itemsize
+    if meta["layout"] == "processed":
+        per_value += np.dtype(files["mz"]["dtype"]).itemsize
+        per_spectrum = per_value * int(meta["n_values"]) / n
+    else:
+        per_spectrum = per_value * int(meta["n_values"])
+    return max(1, int(block_bytes // max(1.0, per_spectrum)))
 
 
 def iter_chunk(
@@ -408,20 +419,18 @@ def iter_chunk(
     rows_per_block: int | None = None,
     storage_options: dict | None = None,
     *,
-    block_bytes: int | None = None,
+    block_bytes: int = CHUNK_BLOCK_BYTES,
 ) -> Iterator[SpectraBlock]:
-    """The chunk in blocks of ``rows_per_block`` spectra, or of about ``block_bytes`` of data,
-    for bounded memory. An empty chunk (K > number of spectra) is one block of zero spectra, so
-    every step that maps blocks gives its empty result (with the chunk's m/z axis and dtypes)
-    instead of nothing."""
+    """The chunk in blocks of ``rows_per_block`` spectra (default: about ``block_bytes`` of
+    data each, so memory stays bounded whatever the spectra's size). An empty chunk
+    (K > number of spectra) is one block of zero spectra, so every step that maps blocks gives
+    its empty result (with the chunk's m/z axis and dtypes) instead of nothing."""
     meta = chunk_meta(url, storage_options)
     n = int(meta["n_spectra"])
-    if rows_per_block is None:
-        if block_bytes is None:
-            raise ValueError("give rows_per_block or block_bytes")
-        rows_per_block = rows_for_bytes(meta, block_bytes)
     if n == 0:
         yield read_chunk(url, 0, 0, storage_options)
         return
+    if rows_per_block is None:
+        rows_per_block = rows_for_bytes(meta, block_bytes)
     for s in range(0, n, rows_per_block):
         yield read_chunk(url, s, s + rows_per_block, storage_options)

@@ -989,11 +989,14 @@ def _inflate(raw: np.ndarray, out: np.ndarray, what: str, spectrum: int) -> None
 
 def _gather(raw: np.ndarray, starts: list[int], nbytes: list[int], out: np.ndarray) -> None:
     """Concatenate byte ranges of ``raw`` into ``out``. A plain loop of slice copies: each is
-    a memcpy, and at ~1 µs per range it beats numba (byte loops) and ``np.concatenate``
-    (measured, 6,000-peak spectra)."""
+    a memcpy, and it beats numba (byte loops), ``np.concatenate`` and ``os.preadv`` scattering
+    straight from the file (measured, 6,000-peak spectra). Slices of memoryviews, not of
+    arrays: a third of the per-range overhead. What remains is memcpy's own cost for pieces
+    of a spectrum's size (benchmarks/bench_reader.py prints that floor)."""
+    source, target = memoryview(raw), memoryview(out)
     pos = 0
     for s, b in zip(starts, nbytes, strict=True):
-        out[pos : pos + b] = raw[s : s + b]
+        target[pos : pos + b] = source[s : s + b]
         pos += b
 
 

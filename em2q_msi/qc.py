@@ -40,6 +40,8 @@ METRIC_NAMES = (
 
 #: bins of the mean spectrum of processed-mode data (ppm wide)
 MEAN_SPECTRUM_BIN_PPM = 5.0
+#: m/z values a binned mean-spectrum accumulator bins at once
+_BIN_SLICE = 1 << 20
 
 
 class QCError(ValueError):
@@ -233,16 +235,20 @@ class MeanSpectrumAccumulator:
             self.total += block_sum  # type: ignore[operator]
         else:
             if block.offsets is None:
-                mz = np.asarray(block.mz, dtype=np.float64)
+                mz = block.mz
                 values = block.rows().sum(axis=0, dtype=np.float64)
             else:
-                mz = np.asarray(block.mz, dtype=np.float64)
-                values = np.asarray(block.intensity, dtype=np.float64)
-            index = np.searchsorted(self.edges, mz, side="right") - 1
-            inside = (index >= 0) & (index < self.total.size)  # type: ignore[union-attr]
-            self.total += np.bincount(  # type: ignore[operator]
-                index[inside], weights=values[inside], minlength=self.total.size
-            )
+                mz, values = block.mz, block.intensity
+            # in slices: binning takes ~40 bytes of temporaries per value (bin index, mask,
+            # float64 weights), 3x a processed block's own size if done at once
+            for a in range(0, len(mz), _BIN_SLICE):
+                m = np.asarray(mz[a : a + _BIN_SLICE], dtype=np.float64)
+                index = np.searchsorted(self.edges, m, side="right") - 1
+                inside = (index >= 0) & (index < self.total.size)  # type: ignore[union-attr]
+                weights = np.asarray(values[a : a + _BIN_SLICE], dtype=np.float64)[inside]
+                self.total += np.bincount(  # type: ignore[operator]
+                    index[inside], weights=weights, minlength=self.total.size
+                )
         self.n_spectra += len(block)
         return self
 

@@ -50,14 +50,37 @@ def continuous_spectra(
 
 
 def processed_spectra(
-    n_spectra: int, n_peaks: int, mz_lo: float = 100.0, mz_hi: float = 1000.0, seed: int = 0
+    n_spectra: int,
+    n_peaks: int,
+    mz_lo: float = 100.0,
+    mz_hi: float = 1000.0,
+    seed: int = 0,
+    n_ions: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Centroided spectra, each with its own sorted m/z array of about ``n_peaks`` values."""
+    """Centroided spectra, each with its own sorted m/z array of about ``n_peaks`` values,
+    one spectrum at a time (a generated file of any size streams through memory).
+
+    ``n_ions``: that many of each spectrum's values are ions at m/z shared by every spectrum
+    (within 1 ppm), 20–100× the mean noise intensity scaled per pixel, so peak picking, the
+    peak table and QC's base-peak SNR find real features; the rest is noise (exponential
+    intensities at uniform m/z). ``n_ions=0`` gives the noise-only spectra of earlier versions,
+    value for value."""
     rng = np.random.default_rng(seed)
+    ions = np.random.default_rng(seed + 1)
+    ion_mz = np.sort(ions.uniform(mz_lo, mz_hi, n_ions))
+    ion_height = ions.uniform(200.0, 1000.0, n_ions)
     for _ in range(n_spectra):
         k = max(1, int(n_peaks + rng.integers(-n_peaks // 10 - 1, n_peaks // 10 + 1)))
         mz = np.sort(rng.uniform(mz_lo, mz_hi, k))
-        yield mz, rng.exponential(10.0, k)
+        intensity = rng.exponential(10.0, k)
+        if n_ions:
+            m = min(n_ions, k)
+            slots = np.linspace(0, k - 1, m).astype(np.int64)  # noise values spread over m/z
+            mz[slots] = ion_mz[:m] * (1.0 + ions.normal(0.0, 1e-6, m))
+            intensity[slots] = ion_height[:m] * ions.uniform(0.5, 1.5)
+            order = np.argsort(mz, kind="stable")
+            mz, intensity = mz[order], intensity[order]
+        yield mz, intensity
 
 
 def write_imzml(
@@ -72,10 +95,13 @@ def write_imzml(
     intensity_dtype: type = np.float32,
     seed: int = 0,
     polarity: str | None = None,
+    n_ions: int = 0,
 ) -> str:
-    """Write ``<path>.imzML`` + ``.ibd`` and return the .imzML path.
+    """Write ``<path>.imzML`` + ``.ibd`` and return the .imzML path, streamed one spectrum at
+    a time (memory stays one spectrum whatever the size).
 
-    ``n_values`` is the number of bins (continuous) or the mean number of peaks (processed).
+    ``n_values`` is the number of bins (continuous) or the mean number of peaks (processed);
+    ``n_ions`` the shared ions of processed spectra (:func:`processed_spectra`).
     Integer dtypes get intensities/m/z rounded by numpy's cast, as an instrument would store.
     """
     from pyimzml.ImzMLWriter import ImzMLWriter
@@ -87,7 +113,7 @@ def write_imzml(
     spectra = (
         continuous_spectra(n, n_values, seed=seed)
         if mode == "continuous"
-        else processed_spectra(n, n_values, seed=seed)
+        else processed_spectra(n, n_values, seed=seed, n_ions=n_ions)
     )
     with ImzMLWriter(
         base,

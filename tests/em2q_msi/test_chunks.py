@@ -224,3 +224,14 @@ def test_an_empty_chunk_reads_as_one_block_of_zero_spectra(name, request, tmp_pa
         assert block.intensity.shape == (0, reader.mz_axis().size)
     else:
         assert block.offsets.tolist() == [0]
+
+
+def test_a_chunk_is_read_back_in_blocks_of_bytes_not_of_a_fixed_spectra_count(tmp_path):
+    from em2q_msi.synthetic import synthetic_processed
+
+    block = synthetic_processed(n_spectra=40, points_per_spectrum=500)
+    write_chunk(block, str(tmp_path / "c"))
+    per_spectrum = 500 * (8 + 4)  # float64 m/z and float32 intensity per value
+    blocks = list(iter_chunk(str(tmp_path / "c"), block_bytes=10 * per_spectrum))
+    assert [len(b) for b in blocks] == [10, 10, 10, 10]
+    np.testing.assert_array_equal(np.concatenate([b.mz for b in blocks]), block.mz)

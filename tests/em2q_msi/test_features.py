@@ -91,3 +91,28 @@ def test_binning_picked_synthetic_peaks_finds_every_true_peak():
 def test_bad_tolerance_is_rejected(bad):
     with pytest.raises(FeatureError, match="tolerance_ppm must be > 0"):
         bin_peaks(_jittered_peaks(), tolerance_ppm=bad)
+
+
+def test_binning_holds_less_than_60_bytes_per_peak_besides_the_peak_list():
+    # a measurement's peak table bins every peak at once (11 million for 300x300 pixels)
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    n_spectra, per = 2_000, 150
+    mz = np.sort(rng.uniform(100, 1000, (n_spectra, per)), axis=1).reshape(-1)
+    peaks = PeakList(
+        mz=mz,
+        intensity=rng.uniform(1, 100, mz.size).astype(np.float32),
+        snr=np.ones(mz.size, np.float32),
+        offsets=np.arange(n_spectra + 1, dtype=np.int64) * per,
+        noise=np.ones(n_spectra),
+        coordinates=np.ones((n_spectra, 3), np.int64),
+    )
+    tracemalloc.start()
+    try:
+        table = bin_peaks(peaks, tolerance_ppm=10.0)
+        _, most = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert table.intensities.sum() == pytest.approx(float(peaks.intensity.sum(dtype=np.float64)))
+    assert most / mz.size < 60

@@ -369,3 +369,39 @@ def test_reader_pickles_for_process_pools(small_processed):
     before = reader.spectrum(4)
     clone = pickle.loads(pickle.dumps(reader))
     assert_same_spectra(clone.spectrum(4), before)
+
+
+def _mapped_kib(path: str) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_a_processed_file_read_block_by_block_holds_one_block_not_the_whole_ibd(make_dataset):
+    import tracemalloc
+
+    path = make_dataset("ranged_processed", mode="processed", n_x=30, n_y=30, n_values=1000)
+    reader = ImzML.open(path)
+    reader.resident_bytes = 0  # streamed, as every file above the resident limit
+    ibd_bytes = reader.ibd_size
+    block_bytes = ibd_bytes // 20
+    most_mapped, seen = 0, 0
+    tracemalloc.start()
+    try:
+        for block in reader.iter_blocks(block_bytes=block_bytes):
+            seen += len(block)
+            most_mapped = max(most_mapped, _mapped_kib(reader.ibd_path) * 1024)
+        _, most_allocated = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == reader.n_spectra
+    # arrays of about one block (its m/z and intensities, the next one's while it is made)
+    assert most_allocated < 4 * block_bytes < ibd_bytes / 4
+    # and of the .ibd's pages only those of the block being read stay mapped
+    assert most_mapped <= 2 * block_bytes + (1 << 16)

@@ -162,3 +162,15 @@ def test_the_in_place_median_equals_numpy_median_with_and_without_duplicates():
         for values in (rng.exponential(size=n), rng.integers(0, 4, n), np.full(n, 7.0)):
             x = np.asarray(values, dtype=np.float32)
             assert _median_inplace(x.copy(), n) == pytest.approx(np.median(x), rel=1e-7)
+
+
+def test_a_peak_with_unevenly_spaced_neighbours_keeps_a_finite_height_near_its_apex():
+    # centroided data: a neighbour 0.0001 away and one 0.5 away make the log-parabola's
+    # vertex six times the apex (and overflow for sharper cases); the apex is kept instead
+    mz = np.array([100.0, 100.5, 100.5001, 101.5])
+    intensity = np.array([1.0, 50.0, 49.9, 1.0], np.float32)
+    block = SpectraBlock(mz, intensity, np.array([0, 4]), np.ones((1, 3), np.int64))
+    peaks = pick_peaks(block, PeakPickingParameters(snr_threshold=0))
+    assert peaks.mz.size == 1
+    assert np.isfinite(peaks.intensity[0]) and peaks.intensity[0] <= 4 * 50.0
+    assert peaks.mz[0] == 100.5

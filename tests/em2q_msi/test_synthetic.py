@@ -53,3 +53,26 @@ def test_synthetic_study_pixels_hold_the_planted_features_at_the_measurement_shi
     assert data.truth.changed.sum() == 20
     assert np.allclose(np.abs(np.log2(data.truth.fold[data.truth.changed])), 2.0)
     assert np.all(data.truth.fold[~data.truth.changed] == 1.0)
+
+
+def test_processed_spectra_with_ions_hold_every_ion_in_every_spectrum_within_1_ppm():
+    from em2q_msi.synthetic import processed_spectra
+
+    spectra = list(processed_spectra(5, 300, n_ions=20))
+    shared = spectra[0][0][spectra[0][1] >= 100.0]  # ions: >= 100, noise: mean 10
+    assert shared.size == 20
+    for mz, intensity in spectra:
+        assert np.all(np.diff(mz) >= 0)
+        ions = mz[intensity >= 100.0]
+        assert ions.size == 20
+        assert np.all(np.abs(ions - shared) / shared < 1e-5)
+
+
+def test_processed_spectra_without_ions_are_unchanged_by_the_ion_option():
+    from em2q_msi.synthetic import processed_spectra
+
+    rng = np.random.default_rng(0)  # the original recipe, drawn by hand
+    for mz, intensity in processed_spectra(3, 50):
+        k = max(1, int(50 + rng.integers(-50 // 10 - 1, 50 // 10 + 1)))
+        np.testing.assert_array_equal(mz, np.sort(rng.uniform(100.0, 1000.0, k)))
+        np.testing.assert_array_equal(intensity, rng.exponential(10.0, k))
