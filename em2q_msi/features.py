@@ -71,6 +71,8 @@ def _filtered(
 ) -> FeatureTable:
     """The table of a summed CSR matrix (features × spectra), keeping the features found in
     at least ``min_frequency`` of the spectra."""
+    import scipy.sparse as sp
+
     frequency = np.diff(matrix.indptr) / max(len(peaks), 1)
     rows = np.flatnonzero(frequency >= min_frequency) if min_frequency > 0 else None
     if rows is not None:
@@ -134,6 +136,8 @@ def bin_peaks(
     spectrum = spectrum[order]
     del order
     indptr = np.append(starts, n).astype(index_dtype)
+    import scipy.sparse as sp  # half a second to import; only the peak-table step needs it
+
     matrix = sp.csr_array((values, spectrum, indptr), shape=(starts.size, n_spectra))
     matrix.sum_duplicates()  # peaks of one spectrum in one feature are summed
     return _filtered(peaks, matrix, feature_mz, min_frequency)
