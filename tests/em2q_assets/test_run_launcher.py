@@ -1,0 +1,165 @@
+"""The warm run launcher: runs execute in a worker started before they were launched, a code
+change since the worker's import is never run stale, and a killed or terminated worker ends its
+run the way Dagster's own launcher does."""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
+
+from em2q_assets.run_launcher import WORKER_PID_TAG, WarmRunLauncher
+
+JOB_MODULE = """
+import os, time
+import dagster as dg
+
+ANSWER = {answer!r}
+
+@dg.op
+def write_answer():
+    out = os.environ["WARM_TEST_OUT"]
+    if os.path.exists(out + ".wait"):
+        time.sleep(60)
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(f"{{ANSWER}} {{os.getpid()}}\\n")
+
+@dg.job(executor_def=dg.in_process_executor)
+def answer_job():
+    write_answer()
+
+defs = dg.Definitions(jobs=[answer_job])
+"""
+
+
+@pytest.fixture
+def setting(tmp_path, monkeypatch):
+    """An instance whose launcher preloads a job module written in ``tmp_path``."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "warm_job_module.py").write_text(JOB_MODULE.format(answer="first"), encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nrun_launcher:\n  module: em2q_assets.run_launcher\n"
+        "  class: WarmRunLauncher\n  config:\n    preload: [warm_job_module]\n",
+        encoding="utf-8",
+    )
+    project = str(Path(__file__).parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), project]))
+    monkeypatch.setenv("WARM_TEST_OUT", str(tmp_path / "out.txt"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert isinstance(instance.run_launcher, WarmRunLauncher)
+    yield instance, code, tmp_path / "out.txt"
+    instance.run_launcher.dispose()
+    instance.dispose()
+
+
+def launch(
+    instance: dg.DagsterInstance, code: Path, executable: str = sys.executable
+) -> dg.DagsterRun:
+    sys.path.insert(0, str(code))
+    try:
+        import warm_job_module
+
+        recon = ReconstructableRepository.for_module("warm_job_module", "defs", str(code))
+        recon = recon._replace(executable_path=executable)
+        origin = recon.get_reconstructable_job("answer_job").get_python_origin()
+        run = instance.create_run_for_job(
+            warm_job_module.defs.get_job_def("answer_job"), job_code_origin=origin
+        )
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("warm_job_module", None)
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return run
+
+
+def wait_finished(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.is_finished:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish: {instance.get_run_by_id(run_id).status}")
+
+
+def wait_for(predicate, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_runs_execute_in_workers_started_before_their_launch(setting):
+    instance, code, out = setting
+    first = launch(instance, code)
+    assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    spare = instance.run_launcher._spare  # started while the first run ran
+    second = launch(instance, code)
+    assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
+    pids = [int(instance.get_run_by_id(r.run_id).tags[WORKER_PID_TAG]) for r in (first, second)]
+    assert pids[1] == spare.pid != pids[0]
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines == [f"first {pids[0]}", f"first {pids[1]}"]  # the op ran in those workers
+
+
+def test_a_worker_whose_code_changed_since_its_import_runs_the_new_code(setting):
+    instance, code, out = setting
+    first = launch(instance, code)
+    wait_finished(instance, first.run_id)
+    wait_for(lambda: instance.run_launcher._spare is not None)
+    time.sleep(3)  # the spare has imported the first version by now (or imports the second)
+    module = code / "warm_job_module.py"
+    module.write_text(JOB_MODULE.format(answer="second"), encoding="utf-8")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a distinct mtime
+    second = launch(instance, code)
+    assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert out.read_text(encoding="utf-8").splitlines()[-1].startswith("second ")
+
+
+def test_a_killed_worker_fails_its_run_naming_the_signal(setting):
+    instance, code, out = setting
+    Path(f"{out}.wait").touch()
+    run = launch(instance, code)
+    wait_for(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED)
+    pid = int(instance.get_run_by_id(run.run_id).tags[WORKER_PID_TAG])
+    launcher = instance.run_launcher
+    assert launcher.check_run_worker_health(instance.get_run_by_id(run.run_id)).status == (
+        WorkerStatus.RUNNING
+    )
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: launcher.check_run_worker_health(instance.get_run_by_id(run.run_id)).status
+        == WorkerStatus.FAILED
+    )
+    health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+    assert (
+        health.msg == f"Run execution process for {run.run_id} was terminated by signal 9 (SIGKILL)"
+    )
+
+
+def test_terminating_a_run_cancels_it_in_its_worker(setting):
+    instance, code, out = setting
+    Path(f"{out}.wait").touch()
+    run = launch(instance, code)
+    wait_for(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED)
+    assert instance.run_launcher.terminate(run.run_id)
+    assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert not out.exists()  # the op never got past its wait
+
+
+def test_a_run_of_another_interpreter_goes_to_its_code_server(setting):
+    """An origin whose executable is not ours cannot run in our worker: the default launcher
+    (which needs the workspace's code server) takes it, so without one it refuses."""
+    instance, code, _ = setting
+    with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
+        launch(instance, code, executable="/opt/other/python3")
