@@ -34,7 +34,7 @@ import httpx
 
 from em2q_resources import lifecycle
 from em2q_resources.auth import User
-from em2q_resources.catalog import INGEST_ASSET
+from em2q_resources.dagster_graphql import LAUNCH_RUN, launch_run_params
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.metadata import load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, PARAMETER_SET_TAG, resolve
@@ -168,18 +168,6 @@ query ($id: String!) {
   }
 }"""
 
-_LAUNCH_RUN = """
-mutation ($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-
 _CANCEL_BACKFILL = """
 mutation ($id: String!) {
   cancelPartitionBackfill(backfillId: $id) {
@@ -286,15 +274,8 @@ class DagsterAPI:
             raise DagsterError(f"adding partition {measurement_id!r}: {answer}")
         tags = {"dagster/partition": measurement_id, MEASUREMENT_TAG: measurement_id,
                 STAGE_TAG: Stage.INGEST.value}  # fmt: skip
-        params = {
-            "selector": {
-                **repository,
-                "jobName": "__ASSET_JOB",
-                "assetSelection": [{"path": [INGEST_ASSET]}],
-            },
-            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-        }
-        launched = self.graphql(_LAUNCH_RUN, {"params": params}, timeout_s=timeout_s)["launchRun"]
+        params = launch_run_params(repository, Stage.INGEST.job, tags)
+        launched = self.graphql(LAUNCH_RUN, {"params": params}, timeout_s=timeout_s)["launchRun"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise DagsterError(f"Dagster refused the ingest run of {measurement_id!r}: {launched}")
         return launched["run"]["runId"]

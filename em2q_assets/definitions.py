@@ -7,12 +7,14 @@ import dagster as dg
 
 from em2q_assets import sensors
 from em2q_assets.adapters import build_assets
+from em2q_assets.chain import build_chain_jobs
 from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
 from em2q_assets.k8s import run_executor
 from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.connections import open_storage
 from em2q_resources.launcher import StepLauncherResource
+from em2q_resources.lifecycle import Stage
 from em2q_resources.metadata.resource import MetadataStoreResource, ParameterSetResource
 from em2q_resources.settings import Settings
 
@@ -35,8 +37,7 @@ def build_definitions(
     parameter_set = ParameterSetResource.configure_at_launch(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
     assets = build_assets(settings.spectra_chunks, catalog, settings.chunk_workers)
-    chunk_assets = [a for a, spec in zip(assets, catalog, strict=True) if spec.chunked]
-    chunk_specs = [spec for spec in catalog if spec.chunked]
+    stage_assets = catalog.stage_assets
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
         # kernels, the Elasticsearch client); heavy fan-out happens across runs (partitions).
@@ -44,14 +45,13 @@ def build_definitions(
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
         assets=assets,
+        # the chain's three jobs, each run requesting the next (em2q_assets.chain)
+        jobs=build_chain_jobs(settings.dagster_url, stage_assets, settings.spectra_chunks),
         sensors=[
             sensors.build_new_measurements_sensor(catalog.ingest),
-            sensors.build_ingested_measurements_sensor(
-                catalog.ingest, chunk_assets, settings.spectra_chunks
-            ),
+            sensors.build_ingested_measurements_sensor(catalog.ingest, settings.spectra_chunks),
             sensors.build_chunked_measurements_sensor(
-                chunk_specs[-1].name,
-                [s.name for s in catalog if not s.chunked and s.name != catalog.ingest],
+                stage_assets[Stage.CHUNKS][-1], settings.spectra_chunks
             ),
             *sensors.build_lifecycle_sensors(settings.dagster_url, settings.stalled_after_s),
             external_materializations,

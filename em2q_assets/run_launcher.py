@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ WORKER_PID_TAG = "em2q/run_worker_pid"
 #: (run monitoring may hold another launcher object of the same instance)
 _workers: dict[int, subprocess.Popen] = {}
 _workers_lock = threading.Lock()
+#: how often the launcher looks for workers that died (the code server does the same for its
+#: run processes): a run killed before it started would otherwise wait for the start timeout
+WATCH_INTERVAL_S = 0.5
 
 
 def _reap() -> None:
@@ -85,6 +89,8 @@ class WarmRunLauncher(DefaultRunLauncher):
         self._preload = tuple(preload)
         self._spare: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._running: dict[int, str] = {}  # worker pid -> its run's id, until it ends
+        self._watcher: threading.Thread | None = None
 
     @classmethod
     def config_type(cls) -> dict:
@@ -138,6 +144,7 @@ class WarmRunLauncher(DefaultRunLauncher):
             super().launch_run(context)  # another interpreter: its code server starts it
             return
         _reap()
+        self._watch()
         worker = self._take_worker()
         self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
         args = ExecuteRunArgs(
@@ -151,7 +158,43 @@ class WarmRunLauncher(DefaultRunLauncher):
             self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
             worker.stdin.write(serialize_value(args) + "\n")
             worker.stdin.close()
+        with self._lock:
+            self._running[worker.pid] = run.run_id
         self._run_ids.add(run.run_id)
+
+    def _watch(self) -> None:
+        with self._lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch_workers, name="em2q-run-workers", daemon=True
+                )
+                self._watcher.start()
+
+    def _watch_workers(self) -> None:
+        """Fail the run of a worker that ended without finishing it (killed, crashed), at
+        once and in the code server's words, whether or not the run had started."""
+        while True:
+            time.sleep(WATCH_INTERVAL_S)
+            with self._lock:
+                running = dict(self._running)
+            for pid, run_id in running.items():
+                with _workers_lock:
+                    process = _workers.get(pid)
+                if process is None or process.poll() is None:
+                    continue
+                with self._lock:
+                    self._running.pop(pid, None)
+                with _workers_lock:
+                    _workers.pop(pid, None)
+                try:
+                    run = self._instance.get_run_by_id(run_id)
+                    if run is not None and not run.is_finished and process.returncode != 0:
+                        how = _exit_description(process.returncode)
+                        self._instance.report_run_failed(
+                            run, f"Run execution process for {run_id} {how}"
+                        )
+                except Exception:  # noqa: BLE001 - the watcher outlives one bad read
+                    continue
 
     def dispose(self) -> None:
         with self._lock:

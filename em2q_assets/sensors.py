@@ -1,20 +1,24 @@
-"""Sensors: the processing chain of a measurement, run by run; a failed run marks its
+"""Sensors: the safety net of a measurement's processing chain; a failed run marks its
 measurements ``FAILED`` with the root error; a watchdog fails measurements nothing runs for (all
 through the lifecycle).
 
-The chain is three runs, each requested the moment the one before it has done its work:
+The chain is three runs, one per ``lifecycle.Stage``, each of its stage's job
+(``em2q_assets.chain``), each requesting the next itself:
 
-1. ``ingest`` (the catalogue's ingest asset): the upload asks Dagster for it itself over GraphQL
-   (``em2q.dagster_api.DagsterAPI.request_ingest``); ``new_measurements`` is the safety net for
-   an upload whose request did not arrive (Dagster down), and never requests a second one;
-2. ``chunks`` (every chunk of the spectra-level assets, one run): ``ingested_measurements``;
+1. ``ingest`` (the catalogue's ingest asset): the upload asks Dagster for it over GraphQL
+   (``em2q.dagster_api.DagsterAPI.request_ingest``);
+2. ``chunks`` (every chunk of the spectra-level assets, one run) and
 3. ``measurement`` (every measurement-level asset, QC verdict included, one run; a failed
-   blocking QC check stops the analysis after it inside the run): ``chunked_measurements``.
+   blocking QC check stops the analysis after it inside the run): requested by the run before
+   (a success hook, the moment its last step is done).
 
-Each run carries ``em2q/measurement`` and ``em2q/stage`` tags (the run queue's concurrency
-limits read them, ``em2q.platform``). Dagster's sensor daemon evaluates sensors in a fixed
-5-second loop (``dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME``, not configurable), so a
-sensor hand-off costs 0–5 s; the automation sensor (``em2q_automation``) is stopped by default,
+The sensors request a stage only when that request did not arrive: ``new_measurements`` for an
+upload without an ingest run (Dagster was down), ``ingested_measurements`` and
+``chunked_measurements`` for a chain run older than ``CHAIN_LAG`` without a successor. Each run
+carries ``em2q/measurement`` and ``em2q/stage`` tags (the run queue's concurrency limits read
+them, ``em2q.platform``). Dagster's sensor daemon evaluates sensors in a fixed 5-second loop
+(``dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME``, not configurable), which is why no step of
+the chain waits for one; the automation sensor (``em2q_automation``) is stopped by default,
 because its eager conditions would request the same measurement-level assets a second time.
 """
 
@@ -23,11 +27,10 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from em2q_assets.partitions import chunk_keys, measurement_partitions
+from em2q_assets import chain
+from em2q_assets.partitions import measurement_partitions
 from em2q_assets.run_failures import (
     MEASUREMENT_TAG,
-    RANGE_END,
-    RANGE_START,
     last_run,
     measurements_in_flight,
     measurements_of_run,
@@ -38,7 +41,6 @@ from em2q_resources.catalog import INGEST_ASSET
 from em2q_resources.lifecycle import STAGE_TAG, Stage
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.metadata.resource import MetadataStoreResource
-from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 
 #: uploads younger than this may still be on their way into Elasticsearch (stamped, not yet
 #: indexed) or their upload may still be requesting their ingest run (the GraphQL request
@@ -78,7 +80,7 @@ def build_new_measurements_sensor(ingest_asset: str) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="new_measurements",
-        target=[dg.AssetKey(ingest_asset)],
+        job_name=Stage.INGEST.job,
         minimum_interval_seconds=1,  # the daemon evaluates sensors at most every 5 s anyway
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Safety net: registers UPLOADED measurements as partitions and starts their "
@@ -129,6 +131,7 @@ def register_uploads(
         run_requests=[
             dg.RunRequest(
                 run_key=f"ingest:{measurement_id}",
+                job_name=Stage.INGEST.job,
                 partition_key=measurement_id,
                 tags={MEASUREMENT_TAG: measurement_id, STAGE_TAG: Stage.INGEST.value},
             )
@@ -142,88 +145,102 @@ def register_uploads(
 
 
 BACKFILL_TAG = "dagster/backfill"
+#: how old a finished stage must be before the safety net requests its successor: its run asks
+#: for it itself (``em2q_assets.chain``) within ``chain.NEXT_STAGE_TIMEOUT_S``
+CHAIN_LAG = timedelta(seconds=5)
 
 
-def build_ingested_measurements_sensor(
-    ingest_asset: str, chunk_assets: list[dg.AssetsDefinition], chunk_count: int
-) -> dg.SensorDefinition:
-    """After each ingest, one run for every chunk of that measurement (a partition range)."""
-    first, last = chunk_keys(chunk_count)[0], chunk_keys(chunk_count)[-1]
+def settled_records(context: dg.SensorEvaluationContext, asset: str) -> list[dg.EventLogRecord]:
+    """The materializations of ``asset`` after the cursor that are older than ``CHAIN_LAG``
+    (the sensor moves its cursor only past those: a younger one is looked at again)."""
+    settled = time.time() - CHAIN_LAG.total_seconds()
+    records = []
+    for record in materializations_since_cursor(context, asset).records:
+        if record.timestamp > settled:
+            break  # looked at again next time
+        records.append(record)
+    return records
+
+
+def chain_request(
+    instance: dg.DagsterInstance, run: dg.DagsterRun | None, stage: Stage, chunk_count: int
+) -> dg.RunRequest | None:
+    """The safety net's request of the stage after ``run`` (a chain run of ``stage``), unless
+    ``run`` requested it itself or it is no step of the chain."""
+    if (
+        run is None
+        or run.tags.get(STAGE_TAG) != stage
+        or chain.requested_already(instance, run.run_id)
+    ):
+        return None
+    request = chain.next_stage_request(stage, run.run_id, dict(run.tags), chunk_count)
+    if request is None:
+        return None
+    following, partition, tags = request
+    return dg.RunRequest(
+        run_key=f"{following}:{run.run_id}",
+        job_name=following.job,
+        partition_key=partition,
+        tags=tags,
+    )
+
+
+def build_ingested_measurements_sensor(ingest_asset: str, chunk_count: int) -> dg.SensorDefinition:
+    """Safety net: the chunks run of an ingest run that did not request it itself."""
 
     @dg.sensor(
         name="ingested_measurements",
-        target=chunk_assets,
+        job_name=Stage.CHUNKS.job,
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests one run for all spectra chunks of a newly ingested measurement.",
+        description="Safety net: requests the chunks run of an ingest run of the chain that "
+        "could not request it itself.",
     )
     def ingested_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        found = materializations_since_cursor(context, ingest_asset)
-        if not found.records:
+        records = settled_records(context, ingest_asset)
+        if not records:
             return dg.SensorResult(skip_reason="no new ingests")
-        requests = []
-        for record in found.records:
+        requests = {}
+        for record in records:
             run = context.instance.get_run_by_id(record.run_id)
-            if record.partition_key is None or (run is not None and BACKFILL_TAG in run.tags):
-                continue  # a backfill (workflow) materializes the chunks itself
-            measurement_id = record.partition_key
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"chunks:{measurement_id}:{record.storage_id}",
-                    asset_selection=[a.key for a in chunk_assets],
-                    tags={
-                        MEASUREMENT_TAG: measurement_id,
-                        STAGE_TAG: Stage.CHUNKS.value,
-                        RANGE_START: f"{measurement_id}|{first}",
-                        RANGE_END: f"{measurement_id}|{last}",
-                    },
-                )
-            )
-        return dg.SensorResult(run_requests=requests, cursor=str(found.records[-1].storage_id))
+            request = chain_request(context.instance, run, Stage.INGEST, chunk_count)
+            if request is not None:
+                requests[record.run_id] = request
+        return dg.SensorResult(
+            run_requests=list(requests.values()), cursor=str(records[-1].storage_id)
+        )
 
     return ingested_measurements
 
 
 def build_chunked_measurements_sensor(
-    last_chunk_asset: str, measurement_assets: list[str]
+    last_chunk_asset: str, chunk_count: int
 ) -> dg.SensorDefinition:
-    """When a chain's ``chunks`` run has materialized ``last_chunk_asset``, one run of every
-    measurement-level asset of that measurement (the QC verdict and the analysis after it)."""
+    """Safety net: the measurement-level run of a chunks run (it has materialized
+    ``last_chunk_asset``) that did not request it itself."""
 
     @dg.sensor(
         name="chunked_measurements",
-        target=[dg.AssetKey(a) for a in measurement_assets],
+        job_name=Stage.MEASUREMENT.job,
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests one run of the measurement-level assets (mean spectrum, TIC, QC, "
-        "peaks, ion images) when a measurement's chunks run has done its chunks.",
+        description="Safety net: requests the measurement-level run (mean spectrum, TIC, QC, "
+        "peaks, ion images) of a chunks run of the chain that could not request it itself.",
     )
     def chunked_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        found = materializations_since_cursor(context, last_chunk_asset)
-        if not found.records:
+        records = settled_records(context, last_chunk_asset)
+        if not records:
             return dg.SensorResult(skip_reason="no new chunks")
-        requests: dict[str, dg.RunRequest] = {}
-        for record in found.records:
+        requests = {}
+        for record in records:
             if record.run_id in requests:
                 continue  # the K chunks of one run: one request
             run = context.instance.get_run_by_id(record.run_id)
-            if run is None or run.tags.get(STAGE_TAG) != Stage.CHUNKS:
-                continue  # a backfill or a person's run: not a step of the chain
-            measurement_id = run.tags[MEASUREMENT_TAG]
-            parameter_set = {k: v for k, v in run.tags.items() if k == PARAMETER_SET_TAG}
-            requests[record.run_id] = dg.RunRequest(
-                # the run's key: a range run's K records may arrive over two ticks
-                run_key=f"{Stage.MEASUREMENT}:{measurement_id}:{record.run_id}",
-                partition_key=measurement_id,
-                asset_selection=[dg.AssetKey(a) for a in measurement_assets],
-                tags={
-                    MEASUREMENT_TAG: measurement_id,
-                    STAGE_TAG: Stage.MEASUREMENT.value,
-                    **parameter_set,
-                },
-            )
+            request = chain_request(context.instance, run, Stage.CHUNKS, chunk_count)
+            if request is not None:
+                requests[record.run_id] = request
         return dg.SensorResult(
-            run_requests=list(requests.values()), cursor=str(found.records[-1].storage_id)
+            run_requests=list(requests.values()), cursor=str(records[-1].storage_id)
         )
 
     return chunked_measurements

@@ -20,6 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from em2q_resources.lifecycle import Stage
 
 
 class Partitioning(StrEnum):
@@ -170,6 +174,21 @@ class Catalog:
     def ingest(self) -> str:
         """The one asset without upstream: what a new upload starts."""
         return next(spec.name for spec in self if not spec.upstream)
+
+    @property
+    def stage_assets(self) -> dict[Stage, tuple[str, ...]]:
+        """The assets each run of a measurement's processing chain materializes, in the
+        catalogue's (dependency) order: the ingest, every chunk's, every other
+        measurement-level one."""
+        from em2q_resources.lifecycle import Stage
+
+        chunked = tuple(spec.name for spec in self if spec.chunked)
+        measurement = tuple(
+            spec.name
+            for spec in self
+            if spec.partitioning is Partitioning.MEASUREMENT and spec.name != self.ingest
+        )
+        return {Stage.INGEST: (self.ingest,), Stage.CHUNKS: chunked, Stage.MEASUREMENT: measurement}
 
     @property
     def step_kinds(self) -> Mapping[str, str]:

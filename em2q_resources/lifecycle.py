@@ -70,6 +70,18 @@ class Stage(StrEnum):
     CHUNKS = "chunks"
     MEASUREMENT = "measurement"
 
+    @property
+    def job(self) -> str:
+        """The code location's job that runs this stage (``em2q_assets.chain``)."""
+        return f"em2q_{self.value}"
+
+    @property
+    def next(self) -> Stage | None:
+        """The stage its successful run requests, if any."""
+        order = list(Stage)
+        position = order.index(self)
+        return order[position + 1] if position + 1 < len(order) else None
+
 
 class Actor(StrEnum):
     """Who makes a transition."""

@@ -158,9 +158,11 @@ def test_an_upload_starts_its_own_ingest_run_and_the_sensor_does_not_start_a_sec
             root=settings.storage), progress=False, cache_dir=tmp_path, dagster=api,
         )  # fmt: skip
 
-    def runs() -> list[dict[str, str]]:
+    def runs(stage: str | None = None) -> list[dict[str, str]]:
         found = dagster_platform.graphql(_RUNS_OF, {"measurement": measurement.id})
-        return [{t["key"]: t["value"] for t in r["tags"]} for r in found["runsOrError"]["results"]]
+        tags = [{t["key"]: t["value"] for t in r["tags"]} | {"id": r["runId"]}
+                for r in found["runsOrError"]["results"]]  # fmt: skip
+        return [t for t in tags if stage is None or t["em2q/stage"] == stage]
 
     (tags,) = runs()  # launched by the upload itself, with the sensors stopped
     assert tags["em2q/stage"] == "ingest"
@@ -175,4 +177,45 @@ def test_an_upload_starts_its_own_ingest_run_and_the_sensor_does_not_start_a_sec
         dg.build_sensor_context(instance=instance, resources={"metadata": metadata})
     )
     assert measurement.id not in {r.partition_key for r in result.run_requests or []}
-    assert len(runs()) == 1
+    assert len(runs("ingest")) == 1
+
+
+def test_each_run_of_the_chain_requests_the_next_itself(dagster_platform, tmp_path):
+    """With the sensors stopped, an upload still ends READY: the ingest run requested the
+    chunks run, which requested the measurement-level run (each tagged with the one before)."""
+    import uuid
+
+    from em2q.setup_file import read_setup
+    from em2q.upload import upload_measurement
+    from em2q_msi.synthetic import write_imzml
+    from em2q_resources.settings import PROJECT_ROOT
+    from em2q_resources.storage import StorageResource
+
+    settings = dagster_platform.settings
+    own_file = write_imzml(
+        tmp_path / "chain", n_x=6, n_y=4, n_values=2_000, seed=uuid.uuid4().int % 2**31
+    )  # passes QC
+    with DagsterAPI(dagster_platform.url) as api:
+        measurement = upload_measurement(
+            own_file, setup=read_setup(PROJECT_ROOT / "examples" / "setup.yaml"),
+            store=dagster_platform.store, storage=StorageResource(root=settings.storage),
+            progress=False, cache_dir=tmp_path, dagster=api,
+        )  # fmt: skip
+    S = load_schema()
+    deadline = time.monotonic() + 240
+    while dagster_platform.store.get(S.Measurement, measurement.id).doc.status not in (
+        S.MeasurementStatus.READY, S.MeasurementStatus.FAILED,
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, "the chain did not end"
+        time.sleep(0.5)
+    doc = dagster_platform.store.get(S.Measurement, measurement.id).doc
+    assert doc.status == S.MeasurementStatus.READY, doc.status_reason
+    found = dagster_platform.graphql(_RUNS_OF, {"measurement": measurement.id})
+    runs = {}
+    for run in found["runsOrError"]["results"]:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        runs[tags["em2q/stage"]] = (run["runId"], tags)
+    assert sorted(runs) == ["chunks", "ingest", "measurement"]
+    assert runs["chunks"][1]["em2q/requested_by"] == runs["ingest"][0]
+    assert runs["measurement"][1]["em2q/requested_by"] == runs["chunks"][0]
+    assert not any("dagster/sensor_name" in tags for _, tags in runs.values())

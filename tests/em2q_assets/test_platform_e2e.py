@@ -92,7 +92,7 @@ def test_upload_is_processed_by_the_running_platform_and_visible_over_graphql(
     remember_storage(settings)
     with dagster_dev(settings, elasticsearch_url, port=free_port()) as url:
         started = time.monotonic()
-        # two uploads at once: the sensors take both, each once
+        # two uploads at once: the safety-net sensor takes both, each once
         register_copy(metadata_store, tmp_path / "upload", "Example_Continuous", "e2e")
         register_copy(metadata_store, tmp_path / "upload-2", "Example_Processed", "e2e-proc")
 
@@ -106,31 +106,36 @@ def test_upload_is_processed_by_the_running_platform_and_visible_over_graphql(
             )
             assert measurement.status == S.MeasurementStatus.READY, measurement.status_reason
         elapsed = time.monotonic() - started
-        print(f"two uploads -> READY through the sensors: {elapsed:.1f}s")
+        print(f"two uploads -> READY through the sensor and the chain: {elapsed:.1f}s")
 
         # the daemon ticked the sensors many times meanwhile: each measurement got exactly one
-        # ingest run (new_measurements: these were registered without an upload's request), one
-        # run of all its chunks (ingested_measurements) and one of its measurement-level assets
-        def runs_by_sensor(measurement_id: str) -> dict[str, list[str]] | None:
+        # ingest run (new_measurements: these were registered without an upload's request),
+        # which requested one run of all its chunks, which requested one run of its
+        # measurement-level assets (the sensors left both alone)
+        def runs_by_stage(measurement_id: str) -> dict[str, list[tuple[str, str]]] | None:
             """Once every run has ended (the analysis after QC runs on past READY)."""
             runs = graphql(url, SENSOR_RUNS, {"measurement": measurement_id})["runsOrError"]
-            by_sensor: dict[str, list[str]] = {}
+            by_stage: dict[str, list[tuple[str, str]]] = {}
             for run in runs["results"]:
                 if run["status"] not in ("SUCCESS", "FAILURE", "CANCELED"):
                     return None
                 tags = {t["key"]: t["value"] for t in run["tags"]}
-                if "dagster/sensor_name" in tags:
-                    by_sensor.setdefault(tags["dagster/sensor_name"], []).append(run["status"])
-            return by_sensor
+                requested_by = tags.get("dagster/sensor_name") or (
+                    "run" if tags.get("em2q/requested_by") else "?"
+                )
+                by_stage.setdefault(tags.get("em2q/stage", "?"), []).append(
+                    (requested_by, run["status"])
+                )
+            return by_stage
 
         for measurement_id in ("e2e", "e2e-proc"):
-            by_sensor = wait_for(
-                lambda m=measurement_id: runs_by_sensor(m), 180, f"{measurement_id}'s runs"
+            by_stage = wait_for(
+                lambda m=measurement_id: runs_by_stage(m), 180, f"{measurement_id}'s runs"
             )
-            assert by_sensor == {
-                "new_measurements": ["SUCCESS"],
-                "ingested_measurements": ["SUCCESS"],
-                "chunked_measurements": ["SUCCESS"],
+            assert by_stage == {
+                "ingest": [("new_measurements", "SUCCESS")],
+                "chunks": [("run", "SUCCESS")],
+                "measurement": [("run", "SUCCESS")],
             }, measurement_id
 
         done = graphql(url, MATERIALIZATIONS, {"path": ["qc_report"], "partition": "e2e"})

@@ -137,14 +137,22 @@ def test_a_killed_worker_fails_its_run_naming_the_signal(setting):
         WorkerStatus.RUNNING
     )
     os.kill(pid, signal.SIGKILL)
-    wait_for(
-        lambda: launcher.check_run_worker_health(instance.get_run_by_id(run.run_id)).status
-        == WorkerStatus.FAILED
-    )
+    assert wait_finished(instance, run.run_id, 10).status == dg.DagsterRunStatus.FAILURE
+    message = f"Run execution process for {run.run_id} was terminated by signal 9 (SIGKILL)"
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert [event.message for event in failures] == [message]
     health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
-    assert (
-        health.msg == f"Run execution process for {run.run_id} was terminated by signal 9 (SIGKILL)"
-    )
+    assert health.status == WorkerStatus.FAILED  # what run monitoring would see of a STARTED run
+
+
+def test_a_worker_killed_before_its_run_started_fails_the_run_at_once(setting):
+    instance, code, out = setting
+    run = launch(instance, code)
+    pid = int(instance.get_run_by_id(run.run_id).tags[WORKER_PID_TAG])
+    os.kill(pid, signal.SIGKILL)  # still importing, or waiting for its run's arguments
+    finished = wait_finished(instance, run.run_id, 10)  # not the run monitor's start timeout
+    assert finished.status == dg.DagsterRunStatus.FAILURE
+    assert not out.exists()
 
 
 def test_terminating_a_run_cancels_it_in_its_worker(setting):

@@ -8,10 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from em2q_assets import sensors
+from em2q_assets.chain import REQUESTED_BY_TAG
 from em2q_assets.partitions import chunk_keys
 from em2q_assets.sensors import build_lifecycle_sensors, new_measurements
 from em2q_resources import lifecycle
-from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
+from em2q_resources.catalog import CATALOG
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.synthetic import measurement
 from tests.em2q_assets.conftest import CHUNKS, register_copy
@@ -72,32 +75,51 @@ def test_sensor_waits_for_uploads_to_settle_so_none_is_skipped(platform):
     assert status_of(store, just_now) == "UPLOADED"
 
 
-def test_each_ingest_gets_one_run_for_all_its_chunks_and_backfills_are_left_alone(platform):
+def ingest(defs, instance, measurement_id: str, tags: dict[str, str]) -> str:
+    """Materialize the ingest of ``measurement_id`` in a run with ``tags``; the run id."""
+    result = dg.materialize(
+        list(defs.assets), selection=["raw_measurement"], partition_key=measurement_id,
+        instance=instance, resources=defs.resources, tags=tags,
+    )  # fmt: skip
+    assert result.success
+    return result.run_id
+
+
+def test_an_ingest_run_without_its_successor_gets_one_chunks_run_and_others_none(
+    platform, monkeypatch
+):
     defs, instance, store, tmp = platform
     sensor = defs.get_sensor_def("ingested_measurements")
-    register_copy(store, tmp / "a", "Example_Continuous", "cont")
-    register_copy(store, tmp / "b", "Example_Processed", "proc")
-    instance.add_dynamic_partitions("measurement", ["cont", "proc"])
-    assets = list(defs.assets)
-    for measurement_id, tags in (("cont", {}), ("proc", {"dagster/backfill": "wf-1"})):
-        assert dg.materialize(
-            assets, selection=["raw_measurement"], partition_key=measurement_id,
-            instance=instance, resources=defs.resources, tags=tags,
-        ).success  # fmt: skip
+    names = ("lost", "asked", "backfill")
+    for name in names:
+        register_copy(store, tmp / name, "Example_Continuous", name)
+    instance.add_dynamic_partitions("measurement", list(names))
+    chain_tags = {STAGE_TAG: "ingest"}
+    lost = ingest(defs, instance, "lost", {MEASUREMENT_TAG: "lost", **chain_tags})
+    asked = ingest(defs, instance, "asked", {MEASUREMENT_TAG: "asked", **chain_tags})
+    ingest(defs, instance, "backfill", {"dagster/backfill": "wf-1"})  # does its chunks itself
+    # "asked" requested its chunks run itself (the chain's hook): a run tagged as its successor
+    instance.add_run(dg.DagsterRun(job_name="em2q_chunks", run_id="successor",
+                                   tags={REQUESTED_BY_TAG: asked}))  # fmt: skip
 
+    # younger than the lag: the run may still be asking; nothing requested, the cursor stays
+    young = sensor(dg.build_sensor_context(instance=instance))
+    assert not young.run_requests and young.cursor is None
+
+    monkeypatch.setattr(sensors, "CHAIN_LAG", timedelta(0))
     result = sensor(dg.build_sensor_context(instance=instance))
-    (request,) = result.run_requests  # "proc" was ingested by a backfill, which does its chunks
-    last = chunk_keys(CHUNKS)[-1]
-    assert request.tags["dagster/asset_partition_range_start"] == f"cont|{chunk_keys(CHUNKS)[0]}"
-    assert request.tags["dagster/asset_partition_range_end"] == f"cont|{last}"
-    assert {k.path[-1] for k in request.asset_selection} == {
-        "spectra_chunks",
-        "preprocessed_chunks",
-    }
+    (request,) = result.run_requests
+    first, last = chunk_keys(CHUNKS)[0], chunk_keys(CHUNKS)[-1]
+    assert request.job_name == "em2q_chunks"
+    assert request.tags == {
+        MEASUREMENT_TAG: "lost", STAGE_TAG: "chunks", REQUESTED_BY_TAG: lost,
+        "dagster/asset_partition_range_start": f"lost|{first}",
+        "dagster/asset_partition_range_end": f"lost|{last}",
+    }  # fmt: skip
     assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests
 
     run = dg.materialize(
-        assets, selection=[k.path[-1] for k in request.asset_selection], instance=instance,
+        list(defs.assets), selection=list(CATALOG.stage_assets[Stage.CHUNKS]), instance=instance,
         resources=defs.resources, tags=request.tags,
     )  # fmt: skip
     materialized = {
@@ -189,33 +211,39 @@ def test_the_safety_net_does_not_request_an_ingest_its_upload_requested_already(
     assert list(request.partition_keys) == [launched, lost]
 
 
-def test_a_chunks_run_of_the_chain_gets_one_run_of_the_measurement_level_assets(platform):
+def test_a_chunks_run_of_the_chain_gets_one_run_of_the_measurement_level_assets(
+    platform, monkeypatch
+):
     defs, instance, store, tmp = platform
+    monkeypatch.setattr(sensors, "CHAIN_LAG", timedelta(0))
     register_copy(store, tmp / "a", "Example_Continuous", "chain")
     instance.add_dynamic_partitions("measurement", ["chain"])
-    assets = list(defs.assets)
-    assert dg.materialize(
-        assets, selection=["raw_measurement"], partition_key="chain", instance=instance,
-        resources=defs.resources,
-    ).success  # fmt: skip
+    ingest(defs, instance, "chain", {MEASUREMENT_TAG: "chain", STAGE_TAG: "ingest"})
     chunks = defs.get_sensor_def("ingested_measurements")(
         dg.build_sensor_context(instance=instance)
     ).run_requests[0]
     assert chunks.tags[STAGE_TAG] == "chunks"
+    chain_run = None
     for tags in (chunks.tags, {**chunks.tags, STAGE_TAG: "by-hand"}):  # the chain's, a person's
-        assert dg.materialize(
-            assets, selection=[k.path[-1] for k in chunks.asset_selection], instance=instance,
-            resources=defs.resources, tags=tags,
-        ).success  # fmt: skip
+        result = dg.materialize(
+            list(defs.assets), selection=list(CATALOG.stage_assets[Stage.CHUNKS]),
+            instance=instance, resources=defs.resources, tags=tags,
+        )  # fmt: skip
+        assert result.success
+        chain_run = chain_run or result.run_id
 
     sensor = defs.get_sensor_def("chunked_measurements")
     result = sensor(dg.build_sensor_context(instance=instance))
     (request,) = (
         result.run_requests
     )  # one for the chain's run with its K chunks, none for the other
-    assert request.partition_key == "chain"
-    assert request.tags == {MEASUREMENT_TAG: "chain", STAGE_TAG: "measurement"}
-    assert {k.path[-1] for k in request.asset_selection} == {
+    assert request.partition_key == "chain" and request.job_name == "em2q_measurement"
+    assert request.tags == {
+        MEASUREMENT_TAG: "chain",
+        STAGE_TAG: "measurement",
+        REQUESTED_BY_TAG: chain_run,
+    }
+    assert set(CATALOG.stage_assets[Stage.MEASUREMENT]) == {
         "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images",
     }  # fmt: skip
     assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests
