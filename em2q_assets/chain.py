@@ -15,7 +15,6 @@ import dagster as dg
 
 from em2q_assets.partitions import chunk_keys
 from em2q_assets.run_failures import RANGE_END, RANGE_START
-from em2q_resources.dagster_graphql import LaunchRefused, launch_run
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 
@@ -70,6 +69,8 @@ def build_next_stage_hook(dagster_url: str, last_step: dict[Stage, str], chunk_c
         following, partition, tags = request
         if partition is not None:
             tags = {**tags, PARTITION_TAG: partition}
+        from em2q_resources.dagster_graphql import LaunchRefused, launch_run  # httpx: at use
+
         origin = run.remote_job_origin.repository_origin
         repository = {
             "repositoryLocationName": origin.code_location_origin.location_name,
