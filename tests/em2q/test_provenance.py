@@ -210,6 +210,56 @@ def test_certificate_rerun_recomputes_identical_bytes_in_a_scratch_place(made, t
     assert list(tmp_path.iterdir()) == []
 
 
+def cli(settings: Settings, *args: str):
+    from click.testing import CliRunner
+
+    from em2q.cli import main
+
+    env = {
+        "EM2Q_ELASTICSEARCH_URL": settings.elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": settings.index_prefix,
+        "EM2Q_STORAGE": settings.storage,
+        "EM2Q_CACHE_DIR": str(settings.cache_dir),
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_verify_passes_untouched_storage_and_fails_a_tampered_file(made):
+    _, _, store, storage, settings = made
+    assert cli(settings, "verify", M).exit_code == 0
+    qc = next(o for r in prov.succeeded_runs(store, M) if r.workflow == "qc_report"
+              for o in r.outputs)  # fmt: skip
+    path = _local(qc.uri)
+    kept = path.read_bytes()
+    try:
+        path.write_bytes(b"{}")
+        result = cli(settings, "verify", "--all")
+        assert result.exit_code == 1
+        assert f"CHANGED: {M} qc_report {M} qc: {qc.uri}" in result.output
+    finally:
+        path.write_bytes(kept)
+
+
+def test_cli_certificate_prints_the_chain_and_verifies(made):
+    _, _, store, _, settings = made
+    result = cli(settings, "certificate", f"{M}/ion_images")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"certificate of ion_images of {M} (parameter set default@v1)"
+    assert lines[-1] == "VERIFIED"
+    ion_run = next(r for r in prov.succeeded_runs(store, M) if r.workflow == "ion_images")
+    assert any(line.startswith(f"ion_images [{M}]") and ion_run.run_id in line for line in lines)
+
+
+def test_cli_stale_and_reprocess_dry_run_name_the_same_partitions(made, swapped_peak_picking):
+    _, _, _, _, settings = made
+    listed = json.loads(cli(settings, "stale", "--json").output)
+    assert listed["count"] == 6
+    planned = json.loads(cli(settings, "reprocess", "--stale", "--dry-run", "--json").output)
+    assert planned["launched"] == {}
+    assert sum(len(keys) for keys in planned["plan"][M].values()) == listed["count"]
+
+
 def test_nothing_is_stale_right_after_materializing(made):
     _, _, store, _, _ = made
     assert prov.stale(store).partitions == []
