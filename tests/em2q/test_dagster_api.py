@@ -176,3 +176,26 @@ def test_an_upload_starts_its_own_ingest_run_and_the_sensor_does_not_start_a_sec
     )
     assert measurement.id not in {r.partition_key for r in result.run_requests or []}
     assert len(runs()) == 1
+
+
+def test_a_partition_backfill_targets_exactly_the_partitions_given(
+    api, dagster_platform, registered
+):
+    from em2q_assets.partitions import chunk_keys
+
+    chunk = f"{registered}|{chunk_keys(CHUNKS)[1]}"
+    backfill_id = api.launch_partitions(
+        registered,
+        {"preprocessed_chunks": [chunk], "qc_report": [registered]},
+        None,
+        SCIENTIST,
+        "reprocess stale",
+    )
+    try:
+        status = api.run_status(backfill_id)
+        assert status.kind == "backfill"
+        targeted = {name: c["targeted"] for name, c in status.assets.items() if c["targeted"]}
+        assert targeted == {"preprocessed_chunks": 1, "qc_report": 1}
+        assert status.tags["em2q/user"] == "sam"
+    finally:
+        api.cancel(backfill_id)
