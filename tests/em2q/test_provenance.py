@@ -135,6 +135,20 @@ def test_workflow_runs_record_each_steps_own_code_version(made):
         assert run.code_version == CATALOG.code_version(run.workflow)
 
 
+def test_a_step_in_a_pod_records_the_image_digest_and_the_same_checksums(made):
+    from em2q_assets import step as step_cli
+
+    _, _, store, _, settings = made
+    digest = "sha256:" + "ab" * 32
+    step_cli.run(
+        "mean_spectrum", M, run_id="pod-run", settings=settings.with_overrides(image_digest=digest)
+    )
+    runs = [r for r in prov.succeeded_runs(store, M) if r.workflow == "mean_spectrum"]
+    assert [r.image_digest for r in runs] == [None, digest]
+    first, again = ({o.name: o.sha256 for o in r.outputs} for r in runs)
+    assert again == first
+
+
 def test_verify_finds_nothing_wrong_in_untouched_storage(made):
     _, _, store, storage, _ = made
     found = prov.verify(store, storage, M)
