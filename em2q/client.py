@@ -236,6 +236,27 @@ class Catalog:
         require(self.user, Action.READ)
         return ParameterSet(ps.resolve(self.store, name_or_id).id, self)
 
+    # ------------------------------------------------------------------ provenance
+
+    def stale(
+        self, parameter_set: ParameterSet | str | None = None, since_code_version: str | None = None
+    ) -> pd.DataFrame:
+        """The partitions whose code, parameter set or inputs changed since their results were
+        made (``em2q stale``), with the recorded seconds a rerun would take."""
+        from em2q import provenance
+
+        require(self.user, Action.READ)
+        name = str(parameter_set) if parameter_set is not None else None
+        report = provenance.stale(self.store, name, since_code_version)
+        return pd.DataFrame(provenance.as_rows(report))
+
+    def verify(self, measurement_id: str | None = None) -> Any:
+        """Re-hash stored results against their records (``em2q verify``); ``.problems``."""
+        from em2q import provenance
+
+        require(self.user, Action.READ)
+        return provenance.verify(self.store, self.storage, measurement_id)
+
     # ------------------------------------------------------------------ workflows
 
     def workflows(self) -> pd.DataFrame:
@@ -500,6 +521,21 @@ class Measurement:
             storage=self.catalog.storage,
             cache_dir=self.catalog.cache_dir,
         )
+
+    def certificate(
+        self, asset: str, parameter_set: ParameterSet | str | None = None, *, rerun: bool = False
+    ) -> Any:
+        """The reproducibility certificate of ``asset`` (``em2q certificate``): ``.ok``,
+        ``.problems``, ``.to_dict()``; ``rerun=True`` recomputes it in a scratch place."""
+        from em2q import provenance
+
+        require(self.catalog.user, Action.START_WORKFLOW if rerun else Action.READ)
+        name = str(parameter_set) if parameter_set is not None else None
+        store, storage = self.catalog.store, self.catalog.storage
+        certified = provenance.certificate(store, storage, self.id, asset, name)
+        if rerun:
+            provenance.rerun(certified, store, storage, self.catalog.settings)
+        return certified
 
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from em2q_resources import lifecycle
-from em2q_resources.auth import User
+from em2q_resources.auth import Action, User, require
 from em2q_resources.dagster_graphql import LAUNCH_RUN, launch_run_params
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.metadata import load_schema
@@ -362,6 +362,43 @@ class DagsterAPI:
                 run_url=self.ui_url_for_run(backfill_id),
             )
         return backfill_id
+
+    def launch_partitions(
+        self,
+        measurement_id: str,
+        partitions: Mapping[str, Sequence[str]],
+        parameter_set: str | None,
+        user: User,
+        title: str,
+    ) -> str:
+        """One backfill of exactly ``partitions`` (``{asset: [partition keys]}``, chunk keys
+        as ``M|chunk``) of one measurement with a parameter set, as ``user`` (who must be
+        allowed to start workflows); Dagster runs them in dependency order. Returns the
+        backfill id. What ``em2q reprocess --stale`` requests: nothing else is rerun."""
+        require(user, Action.START_WORKFLOW)
+        resolved = resolve(self.store, parameter_set or DEFAULT_NAME)
+        self.ensure_partition(measurement_id)
+        tags = {
+            PARAMETER_SET_TAG: resolved.id,
+            USER_TAG: user.name,
+            MEASUREMENT_TAG: measurement_id,
+        }
+        params = {
+            "partitionsByAssets": [
+                {
+                    "assetKey": {"path": [asset]},
+                    "partitions": {"ranges": [{"start": k, "end": k} for k in keys]},
+                }
+                for asset, keys in partitions.items()
+            ],
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            "title": f"{title} on {measurement_id} ({resolved.id})",
+            "description": f"started by {user.name} from em2q",
+        }
+        answer = self.graphql(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if answer["__typename"] != "LaunchBackfillSuccess":
+            raise DagsterError(f"Dagster refused the {title} backfill: {answer}")
+        return answer["backfillId"]
 
     # ------------------------------------------------------------------ following
 

@@ -37,6 +37,7 @@ from em2q_msi.errors import StepFailed
 from em2q_resources.catalog import CATALOG, AssetSpec, Automation, Catalog, InvalidCatalog
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameter_sets import ResolvedParameters
+from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource
 
 
@@ -66,6 +67,7 @@ def step_context(
         storage=storage,
         run_id=context.run.run_id,
         engine="DAGSTER",
+        image_digest=Settings.from_env().image_digest,
         log=context.log,
     )
 
@@ -261,7 +263,7 @@ def build_asset(
         partitions_def=chunk_partitions if spec.chunked else measurement_partitions,
         group_name=spec.group,
         kinds=set(spec.tools),
-        code_version=spec.code_version,
+        code_version=catalog.code_version(spec.name),
         metadata={PARAMETER_DEPENDENT: True} if spec.parameter_dependent else None,
         automation_condition=automation_condition(spec.automation),
         check_specs=[

@@ -20,6 +20,7 @@ import em2q_msi
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.schema import utc_now
 from em2q_resources.parameter_sets import ResolvedParameters
+from em2q_resources.results_layout import Checksum, checksum_of_output
 from em2q_resources.storage import StorageResource
 
 if TYPE_CHECKING:
@@ -28,25 +29,46 @@ if TYPE_CHECKING:
 CODE_VERSION = getattr(em2q_msi, "__version__", "0.1.0")
 
 
+def step_code_version(asset: str) -> str:
+    """The code version of ``asset``'s step (the catalogue's, derived from the code it runs);
+    an asset outside the catalogue (a test's throwaway one): the package version."""
+    from em2q_resources.catalog import CATALOG
+
+    return CATALOG.code_version(asset) if asset in CATALOG else CODE_VERSION
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class RunRecord:
-    """What one materialization read and wrote; filled in by the asset as it goes."""
+    """What one materialization read and wrote; filled in by the asset as it goes.
+
+    Each output gets its checksum as it is recorded: from the bytes just written (a
+    ``results_layout.StoredFile``), else read back once from ``storage`` (a chunk folder).
+    """
 
     inputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, Checksum] = field(default_factory=dict)
+    storage: StorageResource | None = None
 
     def read(self, name: str, uri: str, sha256: str | None = None) -> None:
         self.inputs[name] = (uri, sha256)
 
     def wrote(self, name: str, uri: str) -> None:
-        self.outputs[name] = uri
+        self.outputs[name] = str(uri)
+        if self.storage is not None:
+            self.checksums[name] = checksum_of_output(self.storage, uri)
 
     def wrote_all(self, outputs: Mapping[str, str]) -> None:
-        self.outputs.update(outputs)
+        for name, uri in outputs.items():
+            self.wrote(name, uri)
+
+    def checksums_json(self) -> dict[str, dict[str, Any]]:
+        """``{output name: {"sha256", "size"}}``, as the manifest carries it."""
+        return {name: c.to_dict() for name, c in sorted(self.checksums.items())}
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,8 @@ class StepContext:
     storage: StorageResource
     run_id: str
     engine: str = "DAGSTER"  # a RunEngine name
+    #: the container image the step runs in (``Settings.image_digest``; None outside a pod)
+    image_digest: str | None = None
     log: logging.Logger = field(default=logging.getLogger("em2q.step"))
 
 
@@ -95,7 +119,7 @@ def recorded_run(
 ) -> Iterator[RunRecord]:
     """Write a ``WorkflowRun`` document when the block ends, succeeded or failed."""
     schema = load_schema()
-    record = RunRecord()
+    record = RunRecord(storage=step.storage)
     started_at, started = utc_now(), time.perf_counter()
     error: str | None = None
     try:
@@ -113,13 +137,20 @@ def recorded_run(
             partition=partition,
             parameter_set_id=parameters.id if parameters else None,
             parameter_set_hash=parameters.content_hash if parameters else None,
-            code_version=CODE_VERSION,
+            code_version=step_code_version(asset),
+            image_digest=step.image_digest,
             inputs=[
                 schema.ResultLocation(name=n, uri=u, sha256=s)
                 for n, (u, s) in sorted(record.inputs.items())
             ],
             outputs=[
-                schema.ResultLocation(name=n, uri=u) for n, u in sorted(record.outputs.items())
+                schema.ResultLocation(
+                    name=n,
+                    uri=u,
+                    sha256=record.checksums[n].sha256 if n in record.checksums else None,
+                    size=record.checksums[n].size if n in record.checksums else None,
+                )
+                for n, u in sorted(record.outputs.items())
             ],
             status=schema.RunStatus.FAILED if error else schema.RunStatus.SUCCEEDED,
             started_at=started_at,

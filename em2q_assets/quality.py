@@ -89,6 +89,7 @@ def qc_report(
             "parameter_hash": parameters.content_hash,
             "ok": summary.ok,
             "qc": uri,
+            "checksums": record.checksums_json(),
         },
         metadata={
             "verdict": "good enough to analyse" if summary.ok else "not good enough",

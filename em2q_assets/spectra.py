@@ -126,6 +126,7 @@ def spectra_chunks(
         "stop_spectrum": stop,
         "mode": raw["mode"],
         "outputs": outputs,
+        "checksums": record.checksums_json(),
     }
     return StepResult(
         manifest,
@@ -187,6 +188,7 @@ def preprocessed_chunks(
         "parameter_hash": parameters.content_hash,
         "first_spectrum": spectra["first_spectrum"],
         "outputs": outputs,
+        "checksums": record.checksums_json(),
     }
     return StepResult(
         manifest,

@@ -113,6 +113,7 @@ def run(
         storage=storage,
         run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
         engine=engine,
+        image_digest=settings.image_digest,
     )
     parameters = resolve(store, parameter_set)
     partition = Partition(measurement_id, chunk, shape.chunk_count)

@@ -84,7 +84,12 @@ def mean_spectrum(
         record.wrote_all(outputs)
     top = int(np.argmax(intensity)) if intensity.size else 0
     return StepResult(
-        {"measurement_id": measurement_id, "folder": folder, "outputs": outputs},
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "outputs": outputs,
+            "checksums": record.checksums_json(),
+        },
         metadata={
             "points": int(mz.size),
             "m/z range": f"{mz.min():.4f} – {mz.max():.4f}" if mz.size else "empty",
@@ -120,6 +125,7 @@ def tic_image(step: StepContext, partition: Partition, inputs: dict, parameters=
             "measurement_id": measurement_id,
             "folder": folder,
             "outputs": outputs,
+            "checksums": record.checksums_json(),
             "grid": grid.to_dict(),
         },
         metadata={
@@ -206,6 +212,7 @@ def peak_table(
             "folder": folder,
             "parameter_hash": parameters.content_hash,
             "outputs": outputs,
+            "checksums": record.checksums_json(),
             "frequent_mz": [float(table.mz[i]) for i in order],
         },
         metadata={
@@ -266,6 +273,7 @@ def ion_images(
             "parameter_hash": parameters.content_hash,
             "mz": mz_values,
             "outputs": outputs,
+            "checksums": record.checksums_json(),
             "grid": grid.to_dict(),
         },
         metadata={

@@ -79,7 +79,9 @@ class AssetSpec:
     #: a measurement-level result the results reader (web, notebook, CLI) lists
     result: bool = False
     automation: Automation = Automation.ON_REQUEST
-    #: bumped when the step's output changes for the same input (Dagster's code version)
+    #: bumped by hand when the step's output changes for the same input and the same code
+    #: (a library upgrade); the version Dagster and the records use is
+    #: :meth:`Catalog.code_version`, this plus the digest of the code the step runs
     code_version: str = "1"
     #: libraries shown as the asset's kinds in the Dagster UI
     tools: tuple[str, ...] = ("numpy",)
@@ -169,6 +171,15 @@ class Catalog:
     def with_asset(self, spec: AssetSpec) -> Catalog:
         """A new catalogue with ``spec`` added after the others."""
         return Catalog([*self, spec])
+
+    def code_version(self, name: str) -> str:
+        """The code version of asset ``name``: ``<declared>-<digest of the code its step runs>``
+        (:mod:`em2q_resources.code_versions`): Dagster's ``code_version`` of the asset and the
+        one its ``WorkflowRun`` records name."""
+        from em2q_resources import code_versions
+
+        spec = self.asset(name)
+        return f"{spec.code_version}-{code_versions.step_digest(spec.step_module, spec.name)}"
 
     @property
     def ingest(self) -> str:

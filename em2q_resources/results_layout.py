@@ -13,8 +13,11 @@ client and the CLI read with it, without importing Dagster.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -52,12 +55,82 @@ def _fs(storage: StorageResource, url: str) -> tuple[fsspec.AbstractFileSystem, 
     return fsspec.core.url_to_fs(url, **storage.storage_options)
 
 
-def write_bytes(storage: StorageResource, key: str, data: bytes) -> str:
-    """Write ``data`` at ``key`` atomically; returns its URL."""
+#: bytes read at once when a stored file is hashed again
+HASH_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """What a stored result is: its SHA-256 (hex) and size in bytes. A folder (a chunk of
+    spectra) is hashed as the SHA-256 of its sorted ``<relative path> <sha256> <size>`` lines,
+    its size the sum of its files'."""
+
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size}
+
+
+class StoredFile(str):
+    """The URL of a file just written, carrying the checksum of the bytes written: the steps'
+    output tables stay ``{name: url}`` while the records get the checksum without reading the
+    file back."""
+
+    checksum: Checksum
+
+    def __new__(cls, url: str, checksum: Checksum) -> StoredFile:
+        made = super().__new__(cls, url)
+        made.checksum = checksum
+        return made
+
+
+def write_bytes(storage: StorageResource, key: str, data: bytes) -> StoredFile:
+    """Write ``data`` at ``key`` atomically; returns its URL with the checksum of ``data``."""
     url = storage.url(key)
     fs, path = _fs(storage, url)
     write_atomic(fs, path, data)
-    return url
+    return StoredFile(url, Checksum(hashlib.sha256(data).hexdigest(), len(data)))
+
+
+def _hash_file(
+    fs: fsspec.AbstractFileSystem, path: str, progress: Callable[[int], None] | None
+) -> Checksum:
+    digest, size = hashlib.sha256(), 0
+    with fs.open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+            size += len(block)
+            if progress is not None:
+                progress(len(block))
+    return Checksum(digest.hexdigest(), size)
+
+
+def checksum_of(
+    storage: StorageResource, url: str, progress: Callable[[int], None] | None = None
+) -> Checksum:
+    """The checksum of what is stored at ``url`` now, read once in blocks (``progress`` gets
+    the bytes read); ``FileNotFoundError`` when nothing is there."""
+    fs, path = _fs(storage, url)
+    if not fs.exists(path):
+        raise FileNotFoundError(url)
+    if not fs.isdir(path):
+        return _hash_file(fs, path, progress)
+    root = path.rstrip("/")
+    lines, total = [], 0
+    for found in sorted(fs.find(root)):
+        part = _hash_file(fs, found, progress)
+        lines.append(f"{found[len(root) + 1 :]} {part.sha256} {part.size}\n")
+        total += part.size
+    return Checksum(hashlib.sha256("".join(lines).encode()).hexdigest(), total)
+
+
+def checksum_of_output(storage: StorageResource, url: str) -> Checksum:
+    """The checksum of an output a step just wrote: carried by a :class:`StoredFile`, else
+    (a folder written by the chunk writer, a file a pod wrote) read from storage once."""
+    if isinstance(url, StoredFile):
+        return url.checksum
+    return checksum_of(storage, url)
 
 
 def read_bytes(storage: StorageResource, url: str) -> bytes:

@@ -36,6 +36,9 @@ class Settings:
     run_executor: str = "in_process"
     #: code location image and namespace of step pods; ConfigMaps/Secrets they get as environment
     image: str = "em2q:latest"
+    #: the digest of the image this process runs in (set in the pod spec, e.g. by the chart
+    #: from the image it deploys); recorded in each WorkflowRun next to the code version
+    image_digest: str | None = None
     namespace: str | None = None
     env_config_maps: tuple[str, ...] = ("em2q-settings",)
     env_secrets: tuple[str, ...] = ("em2q-credentials",)
@@ -97,6 +100,7 @@ class Settings:
             step_launcher=get("STEP_LAUNCHER", defaults.step_launcher),
             run_executor=get("RUN_EXECUTOR", defaults.run_executor),
             image=get("IMAGE", defaults.image),
+            image_digest=get("IMAGE_DIGEST", None),
             namespace=get("NAMESPACE", None),
             env_config_maps=_names(get("ENV_CONFIG_MAPS", None), defaults.env_config_maps),
             env_secrets=_names(get("ENV_SECRETS", None), defaults.env_secrets),

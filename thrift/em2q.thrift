@@ -232,6 +232,7 @@ struct ResultLocation {
   1: required string name,                     // e.g. "mean_spectrum"
   2: required string uri,
   3: optional string sha256,                   // of the file (inputs: what the run read)
+  4: optional i64 size,                        // bytes (a folder: of all its files)
 }
 
 struct WorkflowRun {
@@ -251,6 +252,7 @@ struct WorkflowRun {
   14: optional string finished_at (em2q.type = "date"),
   15: optional double duration_s,
   16: optional string error (em2q.search = "text"),
+  17: optional string image_digest,            // the container image, when run in a pod
 } (em2q.index = "workflow_runs")
 
 /**

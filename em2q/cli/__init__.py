@@ -5,7 +5,7 @@ the root group, the context and the exit codes (``em2q --help`` lists them). Imp
 package loads no backend client: each command imports what it needs when it runs.
 """
 
-from em2q.cli import admin, measurements, params, runs  # noqa: F401  (register the commands)
+from em2q.cli import admin, measurements, params, provenance, runs  # noqa: F401  (commands)
 from em2q.cli.base import main
 
 __all__ = ["main"]

@@ -157,8 +157,8 @@ def test_exported_steps_run_in_template_order_match_a_dagster_run(
             dagster.parameter_set_hash,
             dagster.code_version,
         )
-        assert [(o.name, o.uri.replace(argo_root, "")) for o in argo.outputs] == [
-            (o.name, o.uri.replace(dagster_root, "")) for o in dagster.outputs
+        assert [(o.name, o.uri.replace(argo_root, ""), o.sha256) for o in argo.outputs] == [
+            (o.name, o.uri.replace(dagster_root, ""), o.sha256) for o in dagster.outputs
         ], key
 
     dagster_files = result_files(tmp_path / "dagster" / "storage")

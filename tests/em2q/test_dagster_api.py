@@ -219,3 +219,26 @@ def test_each_run_of_the_chain_requests_the_next_itself(dagster_platform, tmp_pa
     assert runs["chunks"][1]["em2q/requested_by"] == runs["ingest"][0]
     assert runs["measurement"][1]["em2q/requested_by"] == runs["chunks"][0]
     assert not any("dagster/sensor_name" in tags for _, tags in runs.values())
+
+
+def test_a_partition_backfill_targets_exactly_the_partitions_given(
+    api, dagster_platform, registered
+):
+    from em2q_assets.partitions import chunk_keys
+
+    chunk = f"{registered}|{chunk_keys(CHUNKS)[1]}"
+    backfill_id = api.launch_partitions(
+        registered,
+        {"preprocessed_chunks": [chunk], "qc_report": [registered]},
+        None,
+        SCIENTIST,
+        "reprocess stale",
+    )
+    try:
+        status = api.run_status(backfill_id)
+        assert status.kind == "backfill"
+        targeted = {name: c["targeted"] for name, c in status.assets.items() if c["targeted"]}
+        assert targeted == {"preprocessed_chunks": 1, "qc_report": 1}
+        assert status.tags["em2q/user"] == "sam"
+    finally:
+        api.cancel(backfill_id)

@@ -151,3 +151,40 @@ def test_the_surfaces_load_no_dagster_asset_module():
                           encoding="utf-8", check=True, cwd=REPO)  # fmt: skip
     # the results layout, the workflows and the catalogue live below the Dagster layer
     assert set(json.loads(done.stdout.replace("'", '"'))) == set()
+
+
+def test_written_files_carry_the_sha256_and_size_of_the_stored_bytes(tmp_path):
+    import hashlib
+
+    from em2q_resources.results_layout import checksum_of, write_json, write_npy
+
+    storage = StorageResource(root=str(tmp_path))
+    for url in (
+        write_npy(storage, "r/a.npy", np.arange(5.0)),
+        write_json(storage, "r/b.json", {"x": 1}),
+    ):
+        stored = (tmp_path / "r" / url.rsplit("/", 1)[1]).read_bytes()
+        assert url.checksum.sha256 == hashlib.sha256(stored).hexdigest()
+        assert url.checksum.size == len(stored)
+        assert checksum_of(storage, url) == url.checksum
+
+
+def test_a_folder_checksum_changes_when_one_of_its_files_does(tmp_path):
+    from em2q_resources.results_layout import checksum_of
+
+    storage = StorageResource(root=str(tmp_path))
+    (tmp_path / "chunk" / "sub").mkdir(parents=True)
+    (tmp_path / "chunk" / "meta.json").write_bytes(b"{}")
+    (tmp_path / "chunk" / "sub" / "mz.npy").write_bytes(b"12345")
+    before = checksum_of(storage, storage.url("chunk"))
+    assert before.size == 7
+    (tmp_path / "chunk" / "sub" / "mz.npy").write_bytes(b"12346")
+    assert checksum_of(storage, storage.url("chunk")).sha256 != before.sha256
+
+
+def test_checksum_of_a_missing_file_raises_file_not_found(tmp_path):
+    from em2q_resources.results_layout import checksum_of
+
+    storage = StorageResource(root=str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        checksum_of(storage, storage.url("gone.npy"))
