@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from em2q_assets import sensors
-from em2q_assets.adapters import build_assets
+from em2q_assets.adapters import build_assets, build_study_assets
 from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
 from em2q_assets.k8s import run_executor
@@ -43,7 +43,7 @@ def build_definitions(
         # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
-        assets=assets,
+        assets=[*assets, *build_study_assets(catalog)],
         sensors=[
             sensors.build_new_measurements_sensor(catalog.ingest),
             sensors.build_ingested_measurements_sensor(
