@@ -299,6 +299,36 @@ class DagsterAPI:
             raise DagsterError(f"Dagster refused the ingest run of {measurement_id!r}: {launched}")
         return launched["run"]["runId"]
 
+    def request_study(self, study_id: str, user: User) -> str:
+        """Materialize a study's assets (reference, alignment, comparison) in one run, the
+        ``study`` partition added first; returns the run id. Only the members new since the
+        last run are aligned (``em2q_assets.studies``)."""
+        repository = self.repository()
+        answer = self.graphql(
+            _ADD_PARTITION, {"repo": repository, "name": "study", "key": study_id}
+        )["addDynamicPartition"]
+        if answer["__typename"] not in (
+            "AddDynamicPartitionSuccess",
+            "DuplicateDynamicPartitionError",
+        ):
+            raise DagsterError(f"adding study partition {study_id!r}: {answer}")
+        tags = {"dagster/partition": study_id, "em2q/study": study_id, USER_TAG: user.name}
+        params = {
+            "selector": {
+                **repository,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [
+                    {"path": [name]}
+                    for name in ("study_reference_peaks", "aligned_features", "study_comparison")
+                ],
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        launched = self.graphql(_LAUNCH_RUN, {"params": params})["launchRun"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise DagsterError(f"Dagster refused the run of study {study_id!r}: {launched}")
+        return launched["run"]["runId"]
+
     def partitions_by_asset(
         self, assets: Iterable[str], measurement_id: str
     ) -> list[dict[str, Any]]:
