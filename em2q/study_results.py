@@ -200,8 +200,7 @@ def measurement_anndata(
         shape=shape,
     )
     mz = read_npy(storage, outputs["feature_mz"])
-    if shape[0] == mz.size and shape[1] != mz.size:  # stored features × spectra
-        matrix = matrix.T
+    matrix = matrix.T  # stored features × spectra (``em2q_msi.features.FeatureTable``)
     chunks = member_peak_manifests(storage, measurement_id, resolved.content_hash)
     coordinates = np.concatenate(
         [read_npy(storage, c["outputs"]["peaks_coordinates"]) for c in chunks]

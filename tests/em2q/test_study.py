@@ -23,7 +23,9 @@ from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.results_layout import read_csr_zarr, read_json, read_npy, study_manifest_key
 from em2q_resources.settings import Settings
+from tests.em2q_assets.conftest import CHUNKS, register_copy, remember_storage
 from tests.em2q_assets.study_data import feed_member, small_study
+from tests.em2q_assets.test_assets import materialize_measurement
 
 SCIENTIST = User("sam", Role.SCIENTIST)
 STUDY_ASSETS = ["study_reference_peaks", "aligned_features", "study_comparison"]
@@ -57,9 +59,11 @@ def platform(elasticsearch_url, tmp_path_factory):
     prefix = f"study-{uuid.uuid4().hex[:8]}"
     store = MetadataStore.connect(elasticsearch_url, index_prefix=prefix)
     set_up_metadata_store(store)
-    settings = Settings(
-        elasticsearch_url=elasticsearch_url, index_prefix=prefix, storage=str(root / "storage"),
-        cache_dir=root / "cache",
+    settings = remember_storage(
+        Settings(
+            elasticsearch_url=elasticsearch_url, index_prefix=prefix,
+            storage=str(root / "storage"), cache_dir=root / "cache", spectra_chunks=CHUNKS,
+        )
     )  # fmt: skip
     defs = build_definitions(settings)
     synthetic = small_study()
@@ -160,6 +164,26 @@ def test_the_h5ad_export_reads_back_equal_with_anndata(platform, tmp_path):
     np.testing.assert_array_equal(back.var["mz"], original.var["mz"])
     np.testing.assert_array_equal(back.obsm["spatial"], original.obsm["spatial"])
     assert back.uns["em2q"]["study_id"] == "lesions"
+
+
+def test_a_measurements_peak_table_exports_as_h5ad_with_pixels_as_rows(platform, tmp_path):
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    from tests.em2q_assets.conftest import EXAMPLES
+
+    register_copy(platform.store, tmp_path / "up", "Example_Processed", "ex-proc")
+    materialize_measurement(platform.defs, platform.instance, "ex-proc")
+    adata = catalog(platform).measurement("ex-proc").features()
+    adata.write_h5ad(tmp_path / "m.h5ad")
+    back = anndata.read_h5ad(tmp_path / "m.h5ad")
+    parser = ImzMLParser(str(EXAMPLES / "Example_Processed.imzML"))
+    assert back.n_obs == len(parser.coordinates)
+    assert [tuple(c[:2]) for c in parser.coordinates] == list(
+        zip(back.obs["x"], back.obs["y"], strict=True)
+    )
+    assert back.X.nnz > 0 and (back.X != adata.X).nnz == 0
+    np.testing.assert_array_equal(back.var["mz"], adata.var["mz"])
+    np.testing.assert_array_equal(back.obsm["spatial"], back.obs[["x", "y"]].to_numpy())
 
 
 # -- CLI -----------------------------------------------------------------------------------
