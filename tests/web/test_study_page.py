@@ -1,0 +1,53 @@
+"""The study comparison page: volcano plot, PCA, sortable feature table."""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+
+from em2q_assets.definitions import build_definitions
+from em2q_resources import studies
+from tests.em2q_assets.study_data import feed_member, small_study
+
+STUDY_ASSETS = ["study_reference_peaks", "aligned_features", "study_comparison"]
+
+
+def test_the_study_page_shows_the_volcano_pca_and_a_table_sorted_by_q(
+    client, metadata_store, storage, web_settings
+):
+    synthetic = small_study()
+    members = [feed_member(metadata_store, storage, synthetic, i) for i in range(len(synthetic))]
+    studies.create(metadata_store, "web-st", title="Lesions", design=["sample.condition"],
+                   members=members)  # fmt: skip
+    defs = build_definitions(web_settings)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("study", ["web-st"])
+    dg.materialize(list(defs.assets), selection=STUDY_ASSETS, partition_key="web-st",
+                   instance=instance, resources=defs.resources)  # fmt: skip
+    page = client.get("/studies/web-st")
+    assert page.status_code == 200, page.text
+    volcano = re.search(r'<svg class="volcano".*?</svg>', page.text, re.S).group(0)
+    n_features = len(re.findall(r"<circle", volcano))
+    assert n_features >= 180  # one point per feature of the 200 planted (noise may add)
+    significant = re.search(r"(\d+) of (\d+) features with q", page.text)
+    assert int(significant.group(2)) == n_features
+    assert len(re.findall(r'class="sig"', volcano)) == int(significant.group(1)) > 0
+    pca = re.search(r'<svg class="pca".*?</svg>', page.text, re.S).group(0)
+    assert len(re.findall(r"<circle", pca)) == len(members)
+    table = re.search(r'<table class="plain" id="study-features">.*?</table>', page.text, re.S)
+    row = r'<tr><td class="num">[^<]*</td><td class="num">[^<]*</td><td class="num">([^<]*)</td>'
+    q_values = [float(v) for v in re.findall(row, table.group(0))]
+    assert q_values == sorted(q_values) and q_values
+    by_mz = client.get("/studies/web-st?sort=mz&desc=true").text
+    mz = [float(v) for v in re.findall(r'<tr><td class="num">([0-9.]+)</td>', by_mz)]
+    assert mz == sorted(mz, reverse=True) and len(mz) > 1
+
+
+def test_a_study_not_computed_yet_says_how_to_run_it(client, metadata_store):
+    studies.create(metadata_store, "web-empty", title="t", design=["sample.condition"])
+    page = client.get("/studies/web-empty")
+    assert page.status_code == 200
+    assert "em2q study run web-empty" in page.text and 'class="volcano"' not in page.text
+    listed = client.get("/studies")
+    assert 'href="/studies/web-empty"' in listed.text
