@@ -94,6 +94,33 @@ def pca_svg(pca: Any) -> str:
     )
 
 
+def ion_images(storage: Any, aligned: dict, feature: int) -> list[tuple[str, np.ndarray]]:
+    """Each member's image of one feature, normalised per pixel (the study's normalisation),
+    members ordered by group: ``(label, 2-D image)`` with NaN where no pixel was acquired or
+    its normalisation factor is 0."""
+    from em2q_resources.results_layout import read_csr_zarr
+
+    members = sorted(aligned["members"], key=lambda m: (aligned["groups"][m], m))
+    images = []
+    for member in members:
+        matrix, arrays = read_csr_zarr(storage, aligned["members"][member]["features"])
+        if not 0 <= feature < matrix.shape[1]:
+            raise SchemaViolation(
+                "feature", f"no feature {feature}; the study has {matrix.shape[1]}"
+            )
+        column = matrix[:, [feature]].toarray().ravel().astype(np.float64)
+        factors = arrays["normalisation"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(factors > 0, column / factors, np.nan)
+        xy = arrays["coordinates"][:, :2].astype(np.int64)
+        origin = xy.min(axis=0) if xy.size else np.zeros(2, np.int64)
+        shape = (xy.max(axis=0) - origin + 1) if xy.size else np.ones(2, np.int64)
+        image = np.full((int(shape[1]), int(shape[0])), np.nan)
+        image[xy[:, 1] - origin[1], xy[:, 0] - origin[0]] = values
+        images.append((f"{member} ({aligned['groups'][member]})", image))
+    return images
+
+
 @router.get("/studies", response_class=HTMLResponse)
 def studies_page(request: Request, user: CurrentUser, connections: Backends):
     from em2q_resources import studies
@@ -112,6 +139,7 @@ def study_page(
     contrast: str = "",
     sort: str = "q_value",
     desc: bool = False,
+    feature: int | None = None,
 ):
     from em2q.results import ResultNotReady
     from em2q.study_results import (
@@ -149,6 +177,15 @@ def study_page(
         rows=rows.to_dict("records"), n_features=len(shown),
         n_significant=int(shown["significant"].sum()),
         parameter_set=found["study_reference_peaks"]["parameter_set"],
-        drift=found["study_reference_peaks"]["drift"],
+        drift=found["study_reference_peaks"]["drift"], feature=feature, figure_images="",
     )  # fmt: skip
+    if feature is not None:
+        from em2q.web import plots
+
+        images = ion_images(storage, found["aligned_features"], feature)
+        mz = float(table[table["feature"] == feature]["mz"].iloc[0])
+        context["feature_mz"] = mz
+        context["figure_images"] = plots.figure_json(
+            plots.images_figure(images, f"m/z {mz:.5f}, one scale", columns=min(len(images), 6))
+        )
     return render(request, "study.html", **context)
