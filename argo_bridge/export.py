@@ -39,7 +39,7 @@ from hera.workflows import (
 )
 from hera.workflows.models import Backoff, PodGC, Quantity, ResourceRequirements, TTLStrategy
 
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.io_managers import PARAMETER_DEPENDENT, PER_STUDY
 from em2q_assets.k8s import STEP_KIND_TAG, STEP_RETRY_LIMIT, op_resources
 from em2q_assets.partitions import MEASUREMENT, SPECTRA_CHUNK
 from em2q_resources.launcher import StepLauncherResource
@@ -110,13 +110,16 @@ def asset_steps(
 ) -> list[AssetStep]:
     """The executable assets of ``defs`` (those ``include(node)`` accepts), upstream first.
 
-    Dependencies on assets left out are dropped: their results must already exist.
+    Dependencies on assets left out are dropped: their results must already exist. Study
+    assets (partitioned by study, not measurement) are not part of a measurement's workflow.
     """
     graph = defs.resolve_asset_graph()
     chosen = [
         key
         for key in graph.toposorted_asset_keys
-        if graph.get(key).is_executable and (include is None or include(graph.get(key)))
+        if graph.get(key).is_executable
+        and not graph.get(key).metadata.get(PER_STUDY)
+        and (include is None or include(graph.get(key)))
     ]
     names = {key.path[-1] for key in chosen}
     steps = []

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Catalog",
+    "Study",
     "DeletionPlan",
     "DeletionRefused",
     "Measurement",
@@ -273,6 +274,135 @@ class Catalog:
     def publish_workflow(self, name: str, description: str | None = None) -> Any:
         """Make a code-defined workflow startable by technicians (admins only)."""
         return wf.publish(self.store, name, self.user, description=description)
+
+    # ------------------------------------------------------------------ studies
+
+    def study(self, study_id: str) -> Study:
+        require(self.user, Action.READ)
+        return Study(self, study_id)
+
+    def studies(self) -> pd.DataFrame:
+        """Every study: title, members, design, parameter set (index: id)."""
+        from em2q_resources import studies
+
+        require(self.user, Action.READ)
+        self.store.refresh()
+        rows = [
+            {"id": s.id, "title": s.title, "members": len(s.member_ids or []),
+             "design": ", ".join(s.design or []), "parameter_set": s.parameter_set}
+            for s in studies.list_studies(self.store)
+        ]  # fmt: skip
+        columns = ["id", "title", "members", "design", "parameter_set"]
+        return pd.DataFrame(rows, columns=columns).set_index("id")
+
+
+class Study:
+    """A study: measurements compared between the groups of a design (``em2q_resources.studies``).
+
+    Example::
+
+        st = Study.create("lesions", ["m-1", "m-2", ...], design=["sample.condition"])
+        st.add("m-7")
+        st.run()                          # reference, alignment (new members only), comparison
+        st.comparison()                   # one row per feature and contrast
+        st.features()                     # AnnData: pixels × features, obsm["spatial"]
+    """
+
+    def __init__(self, catalog: Catalog, study_id: str) -> None:
+        from em2q_resources import studies
+
+        self.catalog = catalog
+        self.id = study_id
+        self.doc = studies.get(catalog.store, study_id)
+
+    def __repr__(self) -> str:
+        return f"Study({self.id!r}, {len(self.members)} members, design={self.design})"
+
+    @classmethod
+    def create(
+        cls,
+        study_id: str,
+        members: Sequence[str] = (),
+        *,
+        design: Sequence[str] = ("sample.condition",),
+        title: str | None = None,
+        parameter_set: str = ps.DEFAULT_NAME,
+        description: str | None = None,
+        catalog: Catalog | None = None,
+    ) -> Study:
+        """Define a study: its members, grouping fields and the parameter set whose ``study``
+        values compare them."""
+        from em2q_resources import studies
+
+        catalog = catalog or Catalog.current()
+        require(catalog.user, Action.START_WORKFLOW)
+        studies.create(
+            catalog.store, study_id, title=title or study_id, design=list(design),
+            members=list(members), parameter_set=parameter_set, description=description,
+            author=catalog.user.name,
+        )  # fmt: skip
+        return cls(catalog, study_id)
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.doc.member_ids or [])
+
+    @property
+    def design(self) -> list[str]:
+        return list(self.doc.design or [])
+
+    def groups(self) -> dict[str, str]:
+        """``{member: group}`` from the design fields."""
+        from em2q_resources import studies
+
+        return studies.member_groups(self.catalog.store, self.doc)
+
+    def add(self, *measurement_ids: str) -> Study:
+        """Add measurements; the next :meth:`run` aligns only them (plus the reference)."""
+        from em2q_resources import studies
+
+        require(self.catalog.user, Action.START_WORKFLOW)
+        self.doc = studies.add_members(self.catalog.store, self.id, list(measurement_ids))
+        return self
+
+    def run(self) -> str:
+        """Materialize the study's assets in Dagster; returns the run id."""
+        require(self.catalog.user, Action.START_WORKFLOW)
+        return self.catalog.dagster().request_study(self.id, self.catalog.user)
+
+    def features(self, as_dataframe: bool = False, members: Sequence[str] | None = None) -> Any:
+        """Pixels × features of the members: an AnnData (scverse conventions), or with
+        ``as_dataframe`` a DataFrame (rows: pixels, columns: feature m/z, plus obs columns)."""
+        from em2q.study_results import study_anndata
+
+        adata = study_anndata(self.catalog.store, self.catalog.storage, self.id, members)
+        if not as_dataframe:
+            return adata
+        values = pd.DataFrame(
+            adata.X.toarray(), index=adata.obs_names, columns=adata.var["mz"].to_numpy()
+        )
+        return pd.concat([adata.obs, values], axis=1)
+
+    def comparison(self) -> pd.DataFrame:
+        """One row per feature and contrast: m/z, group means, fold change, p and q values."""
+        from em2q.study_results import comparison_table, current_manifests
+
+        found = current_manifests(self.catalog.store, self.catalog.storage, self.id)
+        return comparison_table(self.catalog.storage, found["study_comparison"])
+
+    def pca(self) -> pd.DataFrame:
+        """The members' PCA scores and groups (``attrs['explained_variance_ratio']``)."""
+        from em2q.study_results import current_manifests, pca_table
+
+        found = current_manifests(self.catalog.store, self.catalog.storage, self.id)
+        return pca_table(self.catalog.storage, found["study_comparison"])
+
+    def export_h5ad(self, path: str | Path) -> Path:
+        """The study's feature matrix as ``.h5ad`` (``anndata.read_h5ad`` reads it back)."""
+        from em2q.study_results import write_h5ad
+
+        write_h5ad(self.features(), path)
+        return Path(path)
 
 
 class ParameterSet:
@@ -536,6 +666,15 @@ class Measurement:
         if rerun:
             provenance.rerun(certified, store, storage, self.catalog.settings)
         return certified
+
+    def features(self, parameter_set: ParameterSet | str | None = None) -> Any:
+        """The peak table (spectra × features) as an AnnData: ``obs`` x, y, measurement id and
+        sample fields, ``var`` m/z, ``obsm['spatial']``; ``.write_h5ad`` exports it."""
+        from em2q.study_results import measurement_anndata
+
+        require(self.catalog.user, Action.READ)
+        name = str(parameter_set) if parameter_set is not None else None
+        return measurement_anndata(self.catalog.store, self.catalog.storage, self.id, name)
 
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""

@@ -34,6 +34,7 @@ import httpx
 
 from em2q_resources import lifecycle
 from em2q_resources.auth import Action, User, require
+from em2q_resources.catalog import CATALOG
 from em2q_resources.dagster_graphql import LAUNCH_RUN, launch_run_params
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG, Stage
 from em2q_resources.metadata import load_schema
@@ -278,6 +279,29 @@ class DagsterAPI:
         launched = self.graphql(LAUNCH_RUN, {"params": params}, timeout_s=timeout_s)["launchRun"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise DagsterError(f"Dagster refused the ingest run of {measurement_id!r}: {launched}")
+        return launched["run"]["runId"]
+
+    def request_study(self, study_id: str, user: User) -> str:
+        """Materialize a study's assets (reference, alignment, comparison) in one run, the
+        ``study`` partition added first; returns the run id. Only the members new since the
+        last run are aligned (``em2q_assets.studies``)."""
+        repository = self.repository()
+        answer = self.graphql(
+            _ADD_PARTITION, {"repo": repository, "name": "study", "key": study_id}
+        )["addDynamicPartition"]
+        if answer["__typename"] not in (
+            "AddDynamicPartitionSuccess",
+            "DuplicateDynamicPartitionError",
+        ):
+            raise DagsterError(f"adding study partition {study_id!r}: {answer}")
+        tags = {"dagster/partition": study_id, "em2q/study": study_id, USER_TAG: user.name}
+        params = launch_run_params(repository, "__ASSET_JOB", tags)
+        params["selector"]["assetSelection"] = [
+            {"path": [spec.name]} for spec in CATALOG.study_assets
+        ]
+        launched = self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise DagsterError(f"Dagster refused the run of study {study_id!r}: {launched}")
         return launched["run"]["runId"]
 
     def partitions_by_asset(

@@ -22,7 +22,7 @@ from typing import Any
 
 import dagster as dg
 
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.io_managers import PARAMETER_DEPENDENT, PER_STUDY
 from em2q_assets.k8s import k8s_op_tags
 from em2q_assets.partitions import (
     by_measurement,
@@ -30,11 +30,19 @@ from em2q_assets.partitions import (
     measurement_partitions,
     spectra_partitions,
     split_key,
+    study_partitions,
 )
 from em2q_assets.provenance import Image, StepContext, StepResult
 from em2q_assets.run_failures import PARTITION_NOTE
 from em2q_msi.errors import StepFailed
-from em2q_resources.catalog import CATALOG, AssetSpec, Automation, Catalog, InvalidCatalog
+from em2q_resources.catalog import (
+    CATALOG,
+    AssetSpec,
+    Automation,
+    Catalog,
+    Check,
+    InvalidCatalog,
+)
 from em2q_resources.metadata.resource import MetadataStoreResource
 from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.settings import Settings
@@ -54,6 +62,16 @@ class Partition:
         if self.chunk is None:
             return self.measurement_id
         return f"{self.measurement_id}|{chunk_keys(self.chunk_count)[self.chunk]}"
+
+
+@dataclass(frozen=True)
+class StudyPartition:
+    """One partition of a study asset: a study."""
+
+    study_id: str
+
+    def __str__(self) -> str:
+        return self.study_id
 
 
 Step = Callable[[StepContext, Partition, dict[str, Any], ResolvedParameters | None], StepResult]
@@ -204,14 +222,20 @@ def automation_condition(automation: Automation) -> dg.AutomationCondition | Non
     return None
 
 
-def check_results(result: StepResult) -> Iterator[dg.AssetCheckResult]:
+def check_results(
+    result: StepResult, declared: Sequence[Check] = ()
+) -> Iterator[dg.AssetCheckResult]:
     """The step's evaluated checks (``em2q_msi.qc`` results); a check without a verdict
-    (``passed is None``, e.g. no lock masses set) passes."""
+    (``passed is None``, e.g. no lock masses set) passes. A check declared non-blocking fails
+    as a warning."""
+    warnings = {c.name for c in declared if not c.blocking}
     for check in result.checks:
         yield dg.AssetCheckResult(
             check_name=check.name,
             passed=check.passed is not False,
-            severity=dg.AssetCheckSeverity.ERROR,
+            severity=dg.AssetCheckSeverity.WARN
+            if check.name in warnings
+            else dg.AssetCheckSeverity.ERROR,
             metadata={
                 "value": format_number(check.value),
                 "threshold": f"{check.comparison} {check.threshold}",
@@ -331,3 +355,47 @@ def build_assets(
     ``chunk_workers`` of a range run side by side (None: the CPU count)."""
     chunk_partitions = spectra_partitions(chunk_count)
     return [build_asset(spec, catalog, chunk_partitions, chunk_workers) for spec in catalog]
+
+
+def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
+    """The Dagster asset of a study-level declaration: partitioned by ``study``; its inputs are
+    study assets' manifests, its members' results are read from storage by the step."""
+    step = step_function(spec)
+
+    @dg.asset(
+        name=spec.name,
+        ins={name: dg.AssetIn() for name in spec.inputs},
+        required_resource_keys={"metadata", "storage"},
+        partitions_def=study_partitions,
+        group_name=spec.group,
+        kinds=set(spec.tools),
+        code_version=spec.code_version,
+        metadata={PER_STUDY: True},
+        check_specs=[
+            dg.AssetCheckSpec(
+                c.name, asset=spec.name, description=c.description, blocking=c.blocking
+            )
+            for c in spec.checks
+        ]
+        or None,  # fmt: skip
+        op_tags=k8s_op_tags(spec.kind),
+        description=spec.description,
+    )
+    def _asset(context: dg.AssetExecutionContext, **inputs: Any):
+        found = context.resources
+        partition = StudyPartition(context.partition_key)
+        try:
+            result = step(
+                step_context(context, found.metadata, found.storage), partition, inputs, None
+            )
+        except StepFailed as failure:
+            raise dg.Failure(description=str(failure), metadata=failure.metadata) from failure
+        yield output_of([(partition, result)])
+        yield from check_results(result, spec.checks)
+
+    return _asset
+
+
+def build_study_assets(catalog: Catalog = CATALOG) -> list[dg.AssetsDefinition]:
+    """Every study-level asset of ``catalog``, upstream first."""
+    return [build_study_asset(spec) for spec in catalog.study_assets]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from em2q_assets import sensors
-from em2q_assets.adapters import build_assets
+from em2q_assets.adapters import build_assets, build_study_assets
 from em2q_assets.chain import build_chain_jobs
 from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
@@ -44,7 +44,7 @@ def build_definitions(
         # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
-        assets=assets,
+        assets=[*assets, *build_study_assets(catalog)],
         # the chain's three jobs, each run requesting the next (em2q_assets.chain)
         jobs=build_chain_jobs(settings.dagster_url, stage_assets, settings.spectra_chunks),
         sensors=[

@@ -18,11 +18,18 @@ import dagster as dg
 
 from em2q_assets.partitions import split_key
 from em2q_resources.metadata.resource import ParameterSetResource
-from em2q_resources.results_layout import manifest_key, read_json, write_json
+from em2q_resources.results_layout import (
+    manifest_key,
+    read_json,
+    study_manifest_key,
+    write_json,
+)
 from em2q_resources.storage import StorageResource
 
 #: definition metadata of an asset the catalogue declares parameter-dependent
 PARAMETER_DEPENDENT = "em2q/parameter_dependent"
+#: definition metadata of a study asset (partitioned by study; manifests under ``studies/``)
+PER_STUDY = "em2q/per_study"
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
@@ -42,6 +49,9 @@ class ManifestIOManager(dg.ConfigurableIOManager):
             return
         asset = context.asset_key.path[-1]
         keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if (context.definition_metadata or {}).get(PER_STUDY):
+            write_json(self.storage, study_manifest_key(asset, context.asset_partition_key), obj)
+            return
         if len(keys) > 1:
             by_chunk = {}
             for key in keys:
@@ -61,6 +71,9 @@ class ManifestIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
+        if (upstream.definition_metadata or {}).get(PER_STUDY):
+            key = study_manifest_key(context.asset_key.path[-1], context.asset_partition_key)
+            return read_json(self.storage, self.storage.url(key))
         dependent = None
         if (upstream.definition_metadata or {}).get(PARAMETER_DEPENDENT):
             dependent = self.parameter_set.resolve().content_hash

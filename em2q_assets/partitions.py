@@ -27,6 +27,9 @@ def chunk_keys(chunk_count: int) -> list[str]:
 
 
 measurement_partitions = dg.DynamicPartitionsDefinition(name=MEASUREMENT)
+#: one partition per study (added when a study is created: ``em2q study create``, the client)
+STUDY = "study"
+study_partitions = dg.DynamicPartitionsDefinition(name=STUDY)
 
 
 def spectra_partitions(chunk_count: int) -> dg.MultiPartitionsDefinition:

@@ -33,6 +33,8 @@ class Partitioning(StrEnum):
     MEASUREMENT = "measurement"
     #: one partition per ``measurement × spectra_chunk`` (chunk i of K of the spectra)
     SPECTRA_CHUNK = "spectra_chunk"
+    #: one partition per study (``Catalog.study_assets``): members' results read from storage
+    STUDY = "study"
 
 
 class Automation(StrEnum):
@@ -103,6 +105,10 @@ class AssetSpec:
     def chunked(self) -> bool:
         return self.partitioning is Partitioning.SPECTRA_CHUNK
 
+    @property
+    def per_study(self) -> bool:
+        return self.partitioning is Partitioning.STUDY
+
 
 class UnknownAsset(KeyError):
     """An asset name the catalogue does not declare."""
@@ -119,11 +125,30 @@ class InvalidCatalog(ValueError):
 
 
 class Catalog:
-    """The declared assets, upstream first, with the tables derived from them."""
+    """The declared assets, upstream first, with the tables derived from them.
 
-    def __init__(self, assets: Iterable[AssetSpec]) -> None:
+    Iterating gives the measurement-level assets (what workflows, the step CLI and the Argo
+    export run on one measurement); ``studies`` are the study-level assets, partitioned by
+    study: they read their members' results from storage (a dynamic study partition cannot be
+    mapped onto dynamic measurement partitions), so their upstream are study assets only.
+    """
+
+    def __init__(self, assets: Iterable[AssetSpec], studies: Iterable[AssetSpec] = ()) -> None:
         self._assets: dict[str, AssetSpec] = {}
+        self._studies: dict[str, AssetSpec] = {}
+        for spec in studies:
+            if not spec.per_study:
+                raise InvalidCatalog(f"study asset {spec.name!r} must be partitioned by study")
+            unknown = [u for u in spec.upstream if u not in self._studies]
+            if unknown or spec.name in self._studies:
+                raise InvalidCatalog(
+                    f"study asset {spec.name!r}: declared twice, or depends on "
+                    f"{', '.join(unknown)}, not a study asset declared before it"
+                )
+            self._studies[spec.name] = spec
         for spec in assets:
+            if spec.per_study or spec.name in self._studies:
+                raise InvalidCatalog(f"asset {spec.name!r}: study assets go in `studies`")
             if spec.name in self._assets:
                 raise InvalidCatalog(f"asset {spec.name!r} is declared twice")
             unknown = [u for u in spec.upstream if u not in self._assets]
@@ -166,11 +191,20 @@ class Catalog:
         try:
             return self._assets[name]
         except KeyError:
-            raise UnknownAsset(name, self._assets) from None
+            if name in self._studies:
+                return self._studies[name]
+            raise UnknownAsset(name, [*self._assets, *self._studies]) from None
+
+    @property
+    def study_assets(self) -> tuple[AssetSpec, ...]:
+        """The study-level assets, upstream first."""
+        return tuple(self._studies.values())
 
     def with_asset(self, spec: AssetSpec) -> Catalog:
         """A new catalogue with ``spec`` added after the others."""
-        return Catalog([*self, spec])
+        if spec.per_study:
+            return Catalog(self, [*self._studies.values(), spec])
+        return Catalog([*self, spec], self._studies.values())
 
     def code_version(self, name: str) -> str:
         """The code version of asset ``name``: ``<declared>-<digest of the code its step runs>``
@@ -204,7 +238,7 @@ class Catalog:
     @property
     def step_kinds(self) -> Mapping[str, str]:
         """``{asset: step kind}``: the k8s op tags and the Argo container sizes."""
-        return {spec.name: spec.kind for spec in self}
+        return {spec.name: spec.kind for spec in [*self, *self._studies.values()]}
 
     @property
     def parameter_dependent(self) -> frozenset[str]:
@@ -246,6 +280,52 @@ QC_CHECKS = (
     Check(
         "lock_mass_error_ppm",
         "Largest ppm error of the lock masses (passes when none are set).",
+    ),
+)
+
+#: the study assets' checks: warnings, they stop nothing
+STUDY_CHECKS = (
+    Check(
+        "reference_drift",
+        "The rebuilt reference moved an existing feature by more than study.drift_tolerance_ppm "
+        "or added one: the members' earlier alignments are stale and are all re-aligned.",
+        blocking=False,
+    ),
+)
+
+STUDY_ASSETS = (
+    AssetSpec(
+        "study_reference_peaks",
+        step_module="em2q_assets.studies",
+        kind="summary",
+        group="studies",
+        partitioning=Partitioning.STUDY,
+        checks=STUDY_CHECKS,
+        tools=("numpy", "elasticsearch"),
+        description="The study's reference peak list: each member's own peak list, clustered "
+        "within study.tolerance_ppm, kept when in study.min_frequency of the members.",
+    ),
+    AssetSpec(
+        "aligned_features",
+        step_module="em2q_assets.studies",
+        kind="summary",
+        group="studies",
+        partitioning=Partitioning.STUDY,
+        inputs=("study_reference_peaks",),
+        tools=("numpy", "scipy", "zarr"),
+        description="Each member's pixels × features matrix (CSR, in Zarr) on the reference, "
+        "with its normalised measurement-level means; cached per member and reference.",
+    ),
+    AssetSpec(
+        "study_comparison",
+        step_module="em2q_assets.studies",
+        kind="summary",
+        group="studies",
+        partitioning=Partitioning.STUDY,
+        inputs=("study_reference_peaks", "aligned_features"),
+        tools=("numpy", "scipy", "pandas"),
+        description="Per feature and contrast: fold change, test on measurement-level means, "
+        "Benjamini–Hochberg q-value, effect size; PCA of the members.",
     ),
 )
 
@@ -343,7 +423,8 @@ CATALOG = Catalog(
             description="Ion images of the parameter set's m/z list (else the most frequent "
             "features).",
         ),
-    ]
+    ],
+    STUDY_ASSETS,
 )
 
 #: the asset a new upload starts (the new-measurements sensor's target)

@@ -23,17 +23,22 @@ Dagster-free: a run reads its set through ``ParameterSetResource``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from em2q_msi.parameters import ParameterError, ProcessingParameters
+from em2q_msi.parameters import ParameterError, ProcessingParameters, StudyParameters
 from em2q_resources.metadata.errors import AlreadyExists, DocumentNotFound, VersionConflict
 from em2q_resources.metadata.schema import Schema, SchemaViolation, to_document, utc_now
 
 if TYPE_CHECKING:
     from em2q_resources.metadata.store import MetadataStore
+
+#: the step of a set holding a study's comparison values (``StudyParameters``); not a
+#: processing step, so it does not enter the processing hash result folders are named after
+STUDY_STEP = StudyParameters.step
 
 #: the team's default set, saved from the processing core's defaults at set-up
 PARAMETER_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -81,13 +86,36 @@ def validate(values: Values | ProcessingParameters) -> ProcessingParameters:
         step: dict(params) if isinstance(params, Mapping) else params
         for step, params in values.items()
     }
+    study = plain.pop(STUDY_STEP, None)
     try:
+        if study is not None:
+            StudyParameters.from_dict(study)
         return ProcessingParameters.from_dict(plain)
     except InvalidParameterSet:
         raise
     except ParameterError as exc:
         field, _, message = str(exc).partition(": ")
         raise InvalidParameterSet(field, message) from None
+
+
+def study_parameters(values: Values | ProcessingParameters) -> StudyParameters:
+    """The set's ``study`` step (defaults where it has none), checked like every step."""
+    study = values.get(STUDY_STEP) if isinstance(values, Mapping) else None
+    try:
+        return StudyParameters.from_dict(dict(study) if isinstance(study, Mapping) else {})
+    except ParameterError as exc:
+        field_, _, message = str(exc).partition(": ")
+        raise InvalidParameterSet(field_, message) from None
+
+
+def _identity(values: Values | ProcessingParameters) -> str:
+    """What makes two saved versions the same: the processing hash, plus the study values'
+    digest when the set has a ``study`` step (a set differing only there is a new version)."""
+    digest = content_hash(values)
+    if isinstance(values, Mapping) and STUDY_STEP in values:
+        both = f"{digest}:{study_parameters(values).digest()}"
+        digest = hashlib.sha256(both.encode()).hexdigest()
+    return digest
 
 
 def normalise(values: Values | ProcessingParameters) -> dict[str, dict[str, Any]]:
@@ -130,6 +158,8 @@ def values_to_documents(values: Values, schema: Schema) -> list[Any]:
                 isinstance(v, int | float) and not isinstance(v, bool) for v in value
             ):
                 item.numbers = [float(v) for v in value]
+            elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                item.texts = list(value)
             else:
                 raise SchemaViolation(
                     path, f"expected a number, text or list of numbers, got {value!r}"
@@ -142,8 +172,10 @@ def values_from_documents(value_list: Iterable[Any]) -> dict[str, dict[str, Any]
     """The inverse of :func:`values_to_documents` (booleans come back as bools)."""
     out: dict[str, dict[str, Any]] = {}
     for item in value_list:
-        if item.numbers is not None:
-            value: Any = list(item.numbers)
+        if item.texts is not None:
+            value: Any = list(item.texts)
+        elif item.numbers is not None:
+            value = list(item.numbers)
         elif item.number is not None:
             value = item.number
         elif item.text in ("true", "false"):
@@ -160,6 +192,13 @@ def saved_hash(saved: Any) -> str | None:
     for a set saved before every surface checked values, that no step can use."""
     try:
         return content_hash(values_from_documents(saved.values))
+    except InvalidParameterSet:
+        return None
+
+
+def _saved_identity(saved: Any) -> str | None:
+    try:
+        return _identity(values_from_documents(saved.values))
     except InvalidParameterSet:
         return None
 
@@ -197,15 +236,19 @@ def save(
     params = validate(values)
     digest = params.digest()
     given = params.to_dict() if isinstance(values, ProcessingParameters) else values
+    identity = _identity(given)
     value_list = values_to_documents(given, store.schema)
-    if content_hash(values_from_documents(value_list)) != digest:
+    if _identity(values_from_documents(value_list)) != identity:
         # what was written would not read back as what was checked (a None that meant
         # something): store the normalised values instead
-        value_list = values_to_documents(params.to_dict(), store.schema)
+        normalised = params.to_dict()
+        if isinstance(given, Mapping) and STUDY_STEP in given:
+            normalised[STUDY_STEP] = study_parameters(given).to_dict()
+        value_list = values_to_documents(normalised, store.schema)
     for _ in range(16):
         existing = store.parameter_sets(name)
         for saved in existing:
-            if saved_hash(saved) == digest:
+            if _saved_identity(saved) == identity:
                 return saved
         version = max((s.version for s in existing), default=0) + 1
         parameter_set = store.schema.ParameterSet(
@@ -234,6 +277,8 @@ class ResolvedParameters:
     content_hash: str
     values: dict[str, dict[str, Any]]
     params: ProcessingParameters
+    #: the set's ``study`` step (defaults where it has none): how studies compare
+    study: StudyParameters = field(default_factory=StudyParameters)
 
     @property
     def short_hash(self) -> str:
@@ -255,7 +300,11 @@ def resolve(store: MetadataStore, name_or_id: str = DEFAULT_NAME) -> ResolvedPar
     values = values_from_documents(saved.values)
     params = validate(values)
     return ResolvedParameters(
-        id=saved.id, content_hash=params.digest(), values=values, params=params
+        id=saved.id,
+        content_hash=params.digest(),
+        values=values,
+        params=params,
+        study=study_parameters(values),
     )
 
 

@@ -173,3 +173,120 @@ def write_qc_report(storage: StorageResource, folder: str, report: dict[str, Any
 
 def read_qc_report(storage: StorageResource, url: str) -> dict[str, Any]:
     return parse_qc_report(read_bytes(storage, url), url)
+
+
+# ---------------------------------------------------------------------- studies
+
+#: the study assets' files live under ``studies/<study>/<asset>/…`` (beside ``results/``, so a
+#: study id never meets a measurement id)
+STUDIES = "studies"
+
+
+def study_key(study_id: str, asset: str, *parts: str) -> str:
+    """A folder of a study asset's results (``parts``: content hashes, member ids)."""
+    return "/".join([STUDIES, study_id, asset, *parts])
+
+
+def study_manifest_key(asset: str, study_id: str) -> str:
+    """The manifest of a study asset's latest materialization (the IO manager's key)."""
+    return f"{study_key(study_id, asset)}/{MANIFEST}"
+
+
+def exists(storage: StorageResource, key: str) -> bool:
+    fs, path = _fs(storage, storage.url(key))
+    return fs.exists(path)
+
+
+def member_peak_manifests(
+    storage: StorageResource, measurement_id: str, parameter_hash: str
+) -> list[dict[str, Any]]:
+    """The ``preprocessed_chunks`` manifests of a measurement under a parameter set, in chunk
+    order; empty when that set has not processed it."""
+    folder = f"{result_key(measurement_id, 'preprocessed_chunks', parameter_hash, 0)}"
+    pattern = storage.url(folder.rsplit("/", 1)[0] + f"/chunk-*/{MANIFEST}")
+    fs, path = _fs(storage, pattern)
+    return [json.loads(fs.cat_file(p)) for p in sorted(fs.glob(path))]
+
+
+def read_member_peaks(
+    storage: StorageResource, manifests: list[dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """A measurement's pixel peaks (``mz``, ``intensity``, ``offsets``, ``coordinates``) from
+    its ``preprocessed_chunks`` manifests, the chunks concatenated in file order."""
+    parts = {
+        name: [read_npy(storage, m["outputs"][f"peaks_{name}"]) for m in manifests]
+        for name in ("mz", "intensity", "offsets", "coordinates")
+    }
+    offsets, total = [np.zeros(1, np.int64)], 0
+    for chunk_offsets in parts["offsets"]:
+        chunk_offsets = chunk_offsets.astype(np.int64) - int(chunk_offsets[0])
+        offsets.append(chunk_offsets[1:] + total)
+        total += int(chunk_offsets[-1])
+
+    def joined(name: str, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate(parts[name]) if manifests else empty
+
+    return {
+        "mz": joined("mz", np.zeros(0)),
+        "intensity": joined("intensity", np.zeros(0, np.float32)),
+        "offsets": np.concatenate(offsets),
+        "coordinates": joined("coordinates", np.zeros((0, 3), np.int64)),
+    }
+
+
+def write_csr_zarr(
+    storage: StorageResource,
+    key: str,
+    matrix: Any,
+    arrays: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+) -> str:
+    """A pixels × features CSR matrix (``data``, ``indices``, ``indptr``) and per-pixel
+    ``arrays`` as one Zarr group at ``key``; returns its URL. Readers trust it only once the
+    manifest naming it is written (after this returns)."""
+    import zarr
+    from zarr.storage import FsspecStore
+
+    url = storage.url(key)
+    options = dict(storage.storage_options)
+    if url.startswith("file://") or "://" not in url:
+        options["auto_mkdir"] = True
+    group = zarr.open_group(
+        store=FsspecStore.from_url(url, read_only=False, storage_options=options), mode="w"
+    )
+    chunk = 1 << 20
+    for name, values in (
+        ("data", matrix.data),
+        ("indices", matrix.indices),
+        ("indptr", matrix.indptr),
+        *arrays.items(),
+    ):
+        values = np.ascontiguousarray(values)
+        chunks = (min(chunk, max(values.shape[0], 1)),) + values.shape[1:]
+        group.create_array(name, data=values, chunks=chunks)
+    group.attrs.update({"format": "csr", "shape": list(matrix.shape), **attrs})
+    return url
+
+
+def open_zarr(storage: StorageResource, url: str) -> Any:
+    """A Zarr group read lazily (only the chunks asked for are fetched)."""
+    import zarr
+    from zarr.storage import FsspecStore
+
+    return zarr.open_group(
+        store=FsspecStore.from_url(url, read_only=True, storage_options=storage.storage_options),
+        mode="r",
+    )
+
+
+def read_csr_zarr(storage: StorageResource, url: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """``(csr_array, {per-pixel array: values})`` of :func:`write_csr_zarr`."""
+    import scipy.sparse as sp
+
+    group = open_zarr(storage, url)
+    shape = tuple(group.attrs["shape"])
+    matrix = sp.csr_array((group["data"][:], group["indices"][:], group["indptr"][:]), shape=shape)
+    others = {name: group[name][:] for name in group.array_keys()}
+    for name in ("data", "indices", "indptr"):
+        others.pop(name)
+    return matrix, others

@@ -77,6 +77,13 @@ struct Study {
   3: required string title (em2q.search = "text"),
   4: optional string description (em2q.search = "text"),
   5: optional string created_at (em2q.type = "date"),
+  // a study compared (issue 14): its members, the grouping fields and the parameter set
+  // whose `study` step values (em2q_msi.parameters.StudyParameters) the comparison uses
+  6: optional list<string> member_ids,
+  7: optional list<string> design,             // measurement fields, e.g. "sample.condition"
+  8: optional string parameter_set (em2q.identifier = "versioned"),
+  9: optional string updated_at (em2q.type = "date"),
+  10: optional string created_by,
 } (em2q.index = "studies")
 
 struct Sample {
@@ -215,6 +222,7 @@ struct ParameterValue {
   3: optional double number,
   4: optional string text,
   5: optional list<double> numbers,
+  6: optional list<string> texts,              // e.g. study.contrasts
 }
 
 struct ParameterSet {

@@ -1,11 +1,11 @@
 """The ``em2q`` command line: one entry point for technicians, data scientists and admins.
 
-One module per command group (measurements, params, runs and workflows, admin); ``base`` holds
+One module per command group (measurements, params, runs and workflows, admin, study); ``base`` holds
 the root group, the context and the exit codes (``em2q --help`` lists them). Importing this
 package loads no backend client: each command imports what it needs when it runs.
 """
 
-from em2q.cli import admin, measurements, params, provenance, runs  # noqa: F401  (commands)
+from em2q.cli import admin, measurements, params, provenance, runs, study  # noqa: F401  (commands)
 from em2q.cli.base import main
 
 __all__ = ["main"]

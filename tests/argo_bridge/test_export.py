@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from argo_bridge.export import export_workflow_templates, task_dependencies
-from em2q_assets.io_managers import PARAMETER_DEPENDENT
+from em2q_assets.io_managers import PARAMETER_DEPENDENT, PER_STUDY
 from em2q_assets.k8s import STEP_RETRY_LIMIT, step_kind
 from em2q_assets.partitions import chunk_keys
 from em2q_resources.launcher import step_resources
@@ -118,10 +118,15 @@ def test_the_strict_validator_catches_what_the_published_schema_lets_through(exp
     assert not any("retryStategy" in e.absolute_path for e in errors)
 
 
+def measurement_asset_keys(graph) -> list[dg.AssetKey]:
+    """The assets a measurement's workflow runs (study assets are partitioned by study)."""
+    return [k for k in graph.get_all_asset_keys() if not graph.get(k).metadata.get(PER_STUDY)]
+
+
 def test_one_container_per_asset_runs_the_step_entry_point(defs, exported):
     document = exported["em2q-measurement"]
     graph = defs.resolve_asset_graph()
-    assets = {key.path[-1]: graph.get(key) for key in graph.get_all_asset_keys()}
+    assets = {key.path[-1]: graph.get(key) for key in measurement_asset_keys(graph)}
     containers = containers_by_asset(document)
     assert set(containers) == set(assets)
     for asset, template in containers.items():
@@ -161,7 +166,7 @@ def test_the_dag_mirrors_every_asset_dependency(defs, exported):
         if "dag" in template
     }
     checked = 0
-    for key in graph.get_all_asset_keys():
+    for key in measurement_asset_keys(graph):
         asset = key.path[-1]
         for parent_key in graph.get(key).parent_keys:
             parent = parent_key.path[-1]

@@ -103,9 +103,10 @@ def exported_containers(defs: dg.Definitions) -> dict[str, set[str]]:
 # -- every table is the catalogue's -----------------------------------------------------------
 def test_the_definitions_have_exactly_the_catalogues_assets_with_their_upstream():
     built = asset_defs(definitions())
-    assert set(built) == set(CATALOG.names)
+    studies = [spec.name for spec in CATALOG.study_assets]
+    assert set(built) == {*CATALOG.names, *studies}
     graph = definitions().resolve_asset_graph()
-    for spec in CATALOG:
+    for spec in [*CATALOG, *CATALOG.study_assets]:
         parents = {p.path[-1] for p in graph.get(dg.AssetKey(spec.name)).parent_keys}
         assert parents == set(spec.upstream), spec.name
 
@@ -114,13 +115,16 @@ def test_each_assets_partitioning_is_the_declared_one():
     for name, assets_def in asset_defs(definitions()).items():
         chunked = isinstance(assets_def.partitions_def, dg.MultiPartitionsDefinition)
         assert chunked == (asset(name).partitioning is Partitioning.SPECTRA_CHUNK), name
+        per_study = assets_def.partitions_def.name == "study" if not chunked else False
+        assert per_study == (asset(name).partitioning is Partitioning.STUDY), name
 
 
 def test_each_assets_checks_are_the_declared_blocking_checks():
     for name, assets_def in asset_defs(definitions()).items():
         declared = {(c.name, c.description) for c in asset(name).checks}
         assert {(c.name, c.description) for c in assets_def.check_specs} == declared, name
-        assert all(c.blocking for c in assets_def.check_specs)
+        blocking = {c.name: c.blocking for c in asset(name).checks}
+        assert all(c.blocking == blocking[c.name] for c in assets_def.check_specs)
     assert {c.name for c in asset("qc_report").checks} == {
         "tic_coverage", "median_snr", "empty_pixel_fraction", "lock_mass_error_ppm"
     }  # fmt: skip
@@ -189,7 +193,8 @@ def test_the_catalogue_and_the_workflows_load_without_dagster():
 # -- a new declaration appears everywhere -----------------------------------------------------
 def test_a_new_declaration_becomes_a_dagster_asset_with_its_inputs_kind_and_automation():
     built = asset_defs(definitions(WITH_RATIOS))
-    assert set(built) == set(CATALOG.names) | {"ion_ratio_images"}
+    studies = {spec.name for spec in CATALOG.study_assets}
+    assert set(built) == set(CATALOG.names) | studies | {"ion_ratio_images"}
     new = built["ion_ratio_images"]
     assert {k.path[-1] for k in new.keys_by_input_name.values()} == {"ion_images"}
     assert new.op.tags[STEP_KIND_TAG] == "summary"

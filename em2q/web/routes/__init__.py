@@ -6,6 +6,7 @@ from em2q.web.routes import (
     measurements,
     parameter_sets,
     provenance,
+    studies,
     upload,
     workflows,
 )
@@ -18,6 +19,7 @@ ROUTERS = [
     parameter_sets.router,
     compare.router,
     provenance.router,
+    studies.router,
 ]
 
 __all__ = ["ROUTERS"]
