@@ -202,14 +202,19 @@ def automation_condition(automation: Automation) -> dg.AutomationCondition | Non
     return None
 
 
-def check_results(result: StepResult) -> Iterator[dg.AssetCheckResult]:
+def check_results(
+    result: StepResult, spec: AssetSpec | None = None
+) -> Iterator[dg.AssetCheckResult]:
     """The step's evaluated checks (``em2q_msi.qc`` results); a check without a verdict
-    (``passed is None``, e.g. no lock masses set) passes."""
+    (``passed is None``, e.g. no lock masses set) passes. Severity: the catalogue's."""
+    warn = {c.name for c in spec.checks if c.severity == "warn"} if spec else set()
     for check in result.checks:
         yield dg.AssetCheckResult(
             check_name=check.name,
             passed=check.passed is not False,
-            severity=dg.AssetCheckSeverity.ERROR,
+            severity=dg.AssetCheckSeverity.WARN
+            if check.name in warn
+            else dg.AssetCheckSeverity.ERROR,
             metadata={
                 "value": format_number(check.value),
                 "threshold": f"{check.comparison} {check.threshold}",
@@ -293,7 +298,7 @@ def build_asset(
         yield output_of(done)
         if spec.checks:
             for _, result in done:
-                yield from check_results(result)
+                yield from check_results(result, spec)
 
     return _asset
 

@@ -50,6 +50,8 @@ class Check:
     description: str
     #: a failed blocking check stops the assets downstream
     blocking: bool = True
+    #: how a failure shows in Dagster: "error", or "warn" (a warning: look, nothing stops)
+    severity: str = "error"
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,18 @@ QC_CHECKS = (
     ),
 )
 
+#: the QC trend check of ``qc_trends``: a warning naming each QC number outside its instrument's
+#: control limits (rolling baseline ± 3σ, ``em2q_msi.qc_trends``); it stops nothing
+QC_TREND_CHECKS = (
+    Check(
+        "qc_control_limits",
+        "Every QC number lies within its instrument's control limits (the last measurements' "
+        "mean ± 3σ); a warning names each metric outside them.",
+        blocking=False,
+        severity="warn",
+    ),
+)
+
 CATALOG = Catalog(
     [
         AssetSpec(
@@ -286,6 +300,19 @@ CATALOG = Catalog(
             result=True,
             description="QC verdict with the numbers behind it; blocking checks gate further "
             "analysis.",
+        ),
+        AssetSpec(
+            "qc_trends",
+            step_module="em2q_assets.quality",
+            kind="qc",
+            group="quality",
+            inputs=("qc_report",),
+            parameter_dependent=True,
+            checks=QC_TREND_CHECKS,
+            automation=Automation.EAGER,
+            tools=("numpy", "elasticsearch"),
+            description="The measurement's QC numbers in its instrument's control charts "
+            "(rolling baseline ± 3σ over time); a warning when one is outside the limits.",
         ),
         AssetSpec(
             "peak_table",

@@ -120,7 +120,8 @@ def test_each_assets_checks_are_the_declared_blocking_checks():
     for name, assets_def in asset_defs(definitions()).items():
         declared = {(c.name, c.description) for c in asset(name).checks}
         assert {(c.name, c.description) for c in assets_def.check_specs} == declared, name
-        assert all(c.blocking for c in assets_def.check_specs)
+        blocking = {c.name: c.blocking for c in asset(name).checks}
+        assert all(c.blocking == blocking[c.name] for c in assets_def.check_specs)
     assert {c.name for c in asset("qc_report").checks} == {
         "tic_coverage", "median_snr", "empty_pixel_fraction", "lock_mass_error_ppm"
     }  # fmt: skip
@@ -137,7 +138,7 @@ def test_parameter_dependence_in_the_definitions_is_the_declared_one():
         flagged = bool(assets_def.metadata_by_key[assets_def.key].get(PARAMETER_DEPENDENT))
         assert flagged == (name in PARAMETER_DEPENDENT_ASSETS), name
     assert {
-        "preprocessed_chunks", "qc_report", "peak_table", "ion_images"
+        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images"
     } == PARAMETER_DEPENDENT_ASSETS  # fmt: skip
 
 
@@ -160,7 +161,7 @@ def test_the_results_reader_lists_the_declared_results_upstream_first():
 def test_the_workflows_select_the_catalogues_assets_as_before():
     assert WORKFLOWS["standard"].assets == CATALOG.names
     assert WORKFLOWS["reprocess"].assets == (
-        "preprocessed_chunks", "qc_report", "peak_table", "ion_images"
+        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images"
     )  # fmt: skip
     assert WORKFLOWS["qc"].assets == (
         "raw_measurement", "spectra_chunks", "preprocessed_chunks", "mean_spectrum", "qc_report"
