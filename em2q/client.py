@@ -525,6 +525,21 @@ class Measurement:
             cache_dir=self.catalog.cache_dir,
         )
 
+    def diff(
+        self,
+        parameter_set_a: ParameterSet | str,
+        parameter_set_b: ParameterSet | str,
+        tolerance_ppm: float = 5.0,
+    ):
+        """This measurement's peak tables under two parameter sets compared: an
+        ``em2q_msi.parameter_diff.ParameterSetDiff`` (``.gained_mz``, ``.lost_mz``,
+        ``.overlap``, ``.correlation`` per paired feature, ``.tic_ratio``, ``.summary()``)."""
+        from em2q.results import diff_parameter_sets
+
+        return diff_parameter_sets(
+            self.results(parameter_set_a), self.results(parameter_set_b), tolerance_ppm
+        )
+
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""
         runs = self.results().runs()

@@ -4,6 +4,7 @@ from em2q.web.routes import (
     catalog,
     compare,
     measurements,
+    parameter_diff,
     parameter_sets,
     qc_trends,
     upload,
@@ -18,6 +19,7 @@ ROUTERS = [
     parameter_sets.router,
     compare.router,
     qc_trends.router,
+    parameter_diff.router,
 ]
 
 __all__ = ["ROUTERS"]
