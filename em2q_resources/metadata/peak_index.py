@@ -333,11 +333,11 @@ def search_mz(
     """Measurements whose peak table holds ``mz ± ppm`` at ``min_tic_fraction`` of the TIC or
     more, narrowed by ``text``/``filters`` like :meth:`MetadataStore.search`, with facets of
     the measurement documents (:data:`DEFAULT_MZ_FACETS` when ``facets`` is None)."""
+    if "id" in (filters or {}):
+        raise InvalidMzQuery("id", "an m/z search chooses the measurements; filter on other fields")
     matches = matching_measurements(
         store, mz, ppm, min_tic_fraction, parameter_set_id=parameter_set_id
     )
-    if "id" in (filters or {}):
-        raise InvalidMzQuery("id", "an m/z search chooses the measurements; filter on other fields")
     if not matches:
         return MzSearchPage(SearchPage([], 0, {}, None), {}, 0)
     schema = store.schema
