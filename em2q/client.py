@@ -165,6 +165,9 @@ class Catalog:
         where: Sequence[str] = (),
         sort: Sequence[str] = (),
         limit: int = 1000,
+        mz: float | None = None,
+        ppm: float = 3.0,
+        min_tic_fraction: float = 0.0,
         **filters: Any,
     ) -> pd.DataFrame:
         """Measurements matching full ``text`` and filters, one row each (index: id).
@@ -173,26 +176,47 @@ class Catalog:
         keywords with ``__`` for dots: ``settings__polarity="POSITIVE"``,
         ``sample__organism=["Mus musculus", "Homo sapiens"]``, ``facts__spectra_count=(100,
         None)`` (a range). ``sort``: paths, ``-path`` for descending.
+
+        ``mz``: only measurements whose peak table holds ``mz ± ppm`` with at least
+        ``min_tic_fraction`` of the TIC (0.01: 1 %); the matched feature's ``match_mz``,
+        ``match_ppm_error``, ``match_tic_fraction`` and ``match_parameter_set`` are columns.
         """
         require(self.user, Action.READ)
         merged = {**parse_filters(where), **keyword_filters(filters)}
         order = [(s[1:], True) if s.startswith("-") else s for s in sort]
         rows, token = [], None
+        matches: dict[str, Any] = {}
         while len(rows) < limit:
-            page = self.store.search(
-                self.schema.Measurement,
-                text=text,
-                filters=merged,
-                sort=order,
-                page_size=min(1000, limit - len(rows)),
-                page_token=token,
-            )
+            size = min(1000, limit - len(rows))
+            if mz is None:
+                page = self.store.search(
+                    self.schema.Measurement, text=text, filters=merged, sort=order,
+                    page_size=size, page_token=token,
+                )  # fmt: skip
+            else:
+                from em2q_resources.metadata.peak_index import search_mz
+
+                found = search_mz(
+                    self.store, mz, ppm, min_tic_fraction, text=text, filters=merged,
+                    facets=(), sort=order, page_size=size, page_token=token,
+                )  # fmt: skip
+                page = found.page
+                matches.update(found.matches)
             rows += [measurement_row(to_document(m)) for m in page.hits]
             token = page.next_page_token
             if token is None:
                 break
         columns = list(measurement_row({"id": "", "title": "", "status": ""}))
-        return pd.DataFrame(rows, columns=columns).set_index("id")
+        frame = pd.DataFrame(rows, columns=columns).set_index("id")
+        if mz is not None:
+            for column, attribute in (
+                ("match_mz", "mz"),
+                ("match_ppm_error", "ppm_error"),
+                ("match_tic_fraction", "tic_fraction"),
+                ("match_parameter_set", "parameter_set_id"),
+            ):
+                frame[column] = [getattr(matches[i], attribute) for i in frame.index]
+        return frame
 
     def measurement(self, measurement_id: str) -> Measurement:
         require(self.user, Action.READ)
@@ -675,6 +699,21 @@ class Measurement:
         require(self.catalog.user, Action.READ)
         name = str(parameter_set) if parameter_set is not None else None
         return measurement_anndata(self.catalog.store, self.catalog.storage, self.id, name)
+
+    def diff(
+        self,
+        parameter_set_a: ParameterSet | str,
+        parameter_set_b: ParameterSet | str,
+        tolerance_ppm: float = 5.0,
+    ):
+        """This measurement's peak tables under two parameter sets compared: an
+        ``em2q_msi.parameter_diff.ParameterSetDiff`` (``.gained_mz``, ``.lost_mz``,
+        ``.overlap``, ``.correlation`` per paired feature, ``.tic_ratio``, ``.summary()``)."""
+        from em2q.results import diff_parameter_sets
+
+        return diff_parameter_sets(
+            self.results(parameter_set_a), self.results(parameter_set_b), tolerance_ppm
+        )
 
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""

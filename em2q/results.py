@@ -295,3 +295,35 @@ class MeasurementResults:
             own = self.parameters.id
             ordered = [r for r in ordered if r.parameter_set_id in (None, own)]
         return ordered
+
+
+def read_peak_table(results: MeasurementResults) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A measurement's ``peak_table`` under ``results``' parameter set: ``(feature m/z,
+    frequency, intensities)``, the intensities a features × spectra ``scipy.sparse`` CSR
+    matrix; ResultNotReady if it was not made."""
+    import scipy.sparse as sp
+
+    outputs = results.manifest("peak_table")["outputs"]
+    storage = results.storage
+    shape = tuple(read_json(storage, outputs["shape"]))
+    matrix = sp.coo_matrix(
+        (
+            read_npy(storage, outputs["matrix_value"]),
+            (read_npy(storage, outputs["matrix_row"]), read_npy(storage, outputs["matrix_col"])),
+        ),
+        shape=shape,
+    ).tocsr()
+    return read_npy(storage, outputs["feature_mz"]), read_npy(storage, outputs["frequency"]), matrix
+
+
+def diff_parameter_sets(
+    a: MeasurementResults, b: MeasurementResults, tolerance_ppm: float = 5.0
+) -> Any:
+    """One measurement's peak tables under two parameter sets compared
+    (``em2q_msi.parameter_diff.parameter_set_diff``: gained/lost peaks, overlap, per-feature
+    ion-image correlation, TIC ratio)."""
+    from em2q_msi.parameter_diff import parameter_set_diff
+
+    mz_a, _, table_a = read_peak_table(a)
+    mz_b, _, table_b = read_peak_table(b)
+    return parameter_set_diff(mz_a, table_a, mz_b, table_b, tolerance_ppm=tolerance_ppm)

@@ -226,9 +226,9 @@ def check_results(
     result: StepResult, declared: Sequence[Check] = ()
 ) -> Iterator[dg.AssetCheckResult]:
     """The step's evaluated checks (``em2q_msi.qc`` results); a check without a verdict
-    (``passed is None``, e.g. no lock masses set) passes. A check declared non-blocking fails
-    as a warning."""
-    warnings = {c.name for c in declared if not c.blocking}
+    (``passed is None``, e.g. no lock masses set) passes. A check that stops nothing (declared
+    non-blocking) fails as a warning."""
+    warnings = {c.name for c in declared if c.severity == "warn"}
     for check in result.checks:
         yield dg.AssetCheckResult(
             check_name=check.name,
@@ -319,7 +319,7 @@ def build_asset(
         yield output_of(done)
         if spec.checks:
             for _, result in done:
-                yield from check_results(result)
+                yield from check_results(result, spec.checks)
 
     return _asset
 

@@ -101,3 +101,80 @@ def qc_report(
 
 
 _fmt = format_number
+
+
+def qc_trends(
+    step: StepContext, partition: Partition, inputs: dict, parameters: ResolvedParameters | None
+) -> StepResult:
+    """The measurement's QC numbers recorded in the catalog and charted with its instrument's
+    earlier ones; the ``qc_control_limits`` check warns naming each metric out of limits."""
+    from em2q_msi.qc import QCCheck
+    from em2q_msi.qc_trends import control_chart, out_of_limits, qc_numbers
+    from em2q_resources.metadata.qc_records import (
+        instrument_history,
+        numbers_of,
+        record_qc,
+    )
+    from em2q_resources.results_layout import read_qc_report, write_json
+
+    assert parameters is not None, "qc_trends needs a parameter set"
+    measurement_id, storage, store = partition.measurement_id, step.storage, step.store
+    folder = result_key(measurement_id, "qc_trends", parameters.content_hash, None)
+    with recorded_run(
+        step, "qc_trends", str(partition), measurement_id=measurement_id, parameters=parameters
+    ) as record:
+        qc_uri = inputs["qc_report"]["qc"]
+        record.read("qc", qc_uri)
+        numbers = qc_numbers(read_qc_report(storage, qc_uri))
+        measurement = store.get(store.schema.Measurement, measurement_id).doc
+        mine = record_qc(store, measurement, parameters.id, numbers, refresh=True)
+        history = instrument_history(store, mine.instrument, parameters.id)
+        key = (mine.acquired_at, mine.measurement_id)
+        before = [numbers_of(r) for r in history if (r.acquired_at, r.measurement_id) < key]
+        outside = out_of_limits(before, numbers)
+        upto = [r for r in history if (r.acquired_at, r.measurement_id) <= key]
+        charts = {
+            metric: {
+                **control_chart(
+                    metric, [numbers_of(r).get(metric, float("nan")) for r in upto]
+                ).to_dict(),
+                "measurements": [r.measurement_id for r in upto],
+                "acquired_at": [r.acquired_at for r in upto],
+            }
+            for metric in sorted(numbers)
+        }
+        uri = write_json(
+            storage,
+            f"{folder}/qc_trends.json",
+            {"instrument": mine.instrument, "parameter_set": parameters.id, "charts": charts},
+        )
+        record.wrote("charts", uri)
+    detail = "; ".join(
+        f"{metric} = {_fmt(value)} outside [{_fmt(low)}, {_fmt(high)}]"
+        for metric, (value, low, high) in sorted(outside.items())
+    )
+    check = QCCheck(
+        "qc_control_limits",
+        float(len(outside)),
+        0.0,
+        "<=",
+        not outside,
+        (f"{detail} (±3σ of the earlier measurements of {mine.instrument})" if outside
+         else f"within the control limits of {mine.instrument} ({len(before)} earlier)"),
+    )  # fmt: skip
+    return StepResult(
+        {
+            "measurement_id": measurement_id,
+            "folder": folder,
+            "parameter_hash": parameters.content_hash,
+            "instrument": mine.instrument,
+            "outside_limits": sorted(outside),
+            "charts": uri,
+        },
+        metadata={
+            "instrument": mine.instrument,
+            "earlier measurements": len(before),
+            "outside the control limits": ", ".join(sorted(outside)) or "none",
+        },
+        checks=[check],
+    )

@@ -205,6 +205,19 @@ def peak_table(
             "shape": write_json(storage, f"{folder}/shape.json", list(table.intensities.shape)),
         }
         record.wrote_all(outputs)
+        # the catalog's m/z search: the features go into the peak index once the table is written
+        from em2q_resources.metadata.peak_index import PeakFeatures, index_peak_table
+
+        total_tic = sum(
+            float(read_npy(storage, m["outputs"]["metric_tic"]).sum()) for m in chunks.values()
+        )
+        indexed = index_peak_table(
+            step.store,
+            measurement_id,
+            parameters.id,
+            parameters.content_hash,
+            PeakFeatures.from_table(table.mz, table.frequency, table.intensities, total_tic),
+        )
     order = np.argsort(-table.frequency, kind="stable")[:DEFAULT_ION_IMAGE_COUNT]
     return StepResult(
         {
@@ -219,6 +232,7 @@ def peak_table(
             "features": int(table.n_features),
             "spectra": int(table.intensities.shape[1]),
             "non-zero entries": int(table.intensities.nnz),
+            "features searchable by m/z": indexed,
             "parameter set": parameters.id,
         },
     )

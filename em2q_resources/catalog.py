@@ -57,6 +57,11 @@ class Check:
     #: a failed blocking check stops the assets downstream
     blocking: bool = True
 
+    @property
+    def severity(self) -> str:
+        """How a failure shows in Dagster: "error", or "warn" for a check that stops nothing."""
+        return "error" if self.blocking else "warn"
+
 
 @dataclass(frozen=True)
 class AssetSpec:
@@ -329,6 +334,17 @@ STUDY_ASSETS = (
     ),
 )
 
+#: the QC trend check of ``qc_trends``: a warning naming each QC number outside its instrument's
+#: control limits (rolling baseline ± 3σ, ``em2q_msi.qc_trends``); it stops nothing
+QC_TREND_CHECKS = (
+    Check(
+        "qc_control_limits",
+        "Every QC number lies within its instrument's control limits (the last measurements' "
+        "mean ± 3σ); a warning names each metric outside them.",
+        blocking=False,
+    ),
+)
+
 CATALOG = Catalog(
     [
         AssetSpec(
@@ -396,6 +412,19 @@ CATALOG = Catalog(
             result=True,
             description="QC verdict with the numbers behind it; blocking checks gate further "
             "analysis.",
+        ),
+        AssetSpec(
+            "qc_trends",
+            step_module="em2q_assets.quality",
+            kind="qc",
+            group="quality",
+            inputs=("qc_report",),
+            parameter_dependent=True,
+            checks=QC_TREND_CHECKS,
+            automation=Automation.EAGER,
+            tools=("numpy", "elasticsearch"),
+            description="The measurement's QC numbers in its instrument's control charts "
+            "(rolling baseline ± 3σ over time); a warning when one is outside the limits.",
         ),
         AssetSpec(
             "peak_table",

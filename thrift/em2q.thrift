@@ -277,6 +277,43 @@ struct Workflow {
   6: required string published_at (em2q.type = "date"),
 } (em2q.index = "workflows")
 
+/**
+ * One feature of a measurement's peak table (the `peak_table` asset, one parameter set), so the
+ * catalog can be searched by m/z (em2q_resources/metadata/peak_index.py); written in bulk when
+ * the peak table is materialized, replaced when it is materialized again.
+ */
+struct PeakFeature {
+  1: required string id,                       // "<measurement_id>/<parameter_hash[:16]>/<feature index>"
+  2: required string measurement_id (em2q.identifier = "name"),
+  3: required string parameter_set_id (em2q.identifier = "versioned"),
+  4: required string parameter_hash,
+  5: required double mz (em2q.unit = "m/z"),
+  6: required double frequency,                // share of spectra holding the feature, 0..1
+  7: required double mean_intensity,           // summed_intensity / spectra of the measurement
+  8: required double summed_intensity,
+  9: required double tic_fraction,             // summed_intensity / total ion current, 0..1
+} (em2q.index = "peak_features")
+
+/** One QC number of a QC report. */
+struct QcMetric {
+  1: required string name,                     // e.g. "median_snr"
+  2: required double value,
+}
+
+/**
+ * The QC numbers of one measurement under one parameter set (the `qc_report` asset), with
+ * what a control chart groups and orders them by: the instrument and the acquisition time.
+ */
+struct QcRecord {
+  1: required string id,                       // "<measurement_id>/<parameter_set_id>"
+  2: required string measurement_id (em2q.identifier = "name"),
+  3: required string parameter_set_id (em2q.identifier = "versioned"),
+  4: required string instrument,               // instrument_id, else the analyzer's name
+  5: required string acquired_at (em2q.type = "date"),  // else the upload time
+  6: required list<QcMetric> metrics (em2q.nested = "true"),
+  7: optional string recorded_at (em2q.type = "date"),
+} (em2q.index = "qc_records")
+
 // ---------------------------------------------------------------- the service
 
 /** Who a connection acts as (see login); role is technician, scientist or admin. */

@@ -47,36 +47,67 @@ def _parse_filters(filters: tuple[str, ...]) -> dict:
 @click.option("--facet", "facets", multiple=True, help="count values of a field, e.g. status")
 @click.option("--sort", "sort", multiple=True, help="field or -field (descending)")
 @click.option("--limit", default=20, show_default=True)
+@click.option(
+    "--mz", type=float, default=None, help="only measurements whose peak table holds this m/z"
+)
+@click.option("--ppm", type=float, default=3.0, show_default=True, help="m/z tolerance (with --mz)")
+@click.option(
+    "--min-tic-fraction",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="the peak's share of the TIC at least this (0.01: 1 %; with --mz)",
+)
 @json_option
 @pass_context
-def search(ctx: Context, text, filters, facets, sort, limit, as_json) -> None:
-    """Search measurements: full TEXT plus filters on any schema field.
+def search(ctx: Context, text, filters, facets, sort, limit, mz, ppm, min_tic_fraction,
+           as_json) -> None:  # fmt: skip
+    """Search measurements: full TEXT plus filters on any schema field, or by m/z.
 
     Example: em2q search kidney -f settings.polarity=POSITIVE -f settings.resolving_power>=1e5
     --facet settings.analyzer
+
+    By m/z: em2q search --mz 760.5851 --ppm 3 --min-tic-fraction 0.01 (facets on instrument,
+    organ, condition … unless --facet names others).
     """
     from em2q_resources.metadata.schema import load_schema, to_document
 
     schema = load_schema()
+    sort_by = [(s[1:], True) if s.startswith("-") else s for s in sort]
+    matches: dict = {}
     with surface_errors():
         ctx.require(Action.READ)
-        page = ctx.store.search(
-            schema.Measurement,
-            text=text,
-            filters=_parse_filters(filters),
-            facets=list(facets),
-            sort=[(s[1:], True) if s.startswith("-") else s for s in sort],
-            page_size=limit,
-        )
+        if mz is None:
+            page = ctx.store.search(
+                schema.Measurement,
+                text=text,
+                filters=_parse_filters(filters),
+                facets=list(facets),
+                sort=sort_by,
+                page_size=limit,
+            )
+        else:
+            from em2q_resources.metadata.peak_index import search_mz
+
+            found = search_mz(
+                ctx.store, mz, ppm, min_tic_fraction, text=text, filters=_parse_filters(filters),
+                facets=list(facets) or None, sort=sort_by, page_size=limit,
+            )  # fmt: skip
+            page, matches = found.page, found.matches
     docs = [to_document(m) for m in page.hits]
     if as_json:
-        click.echo(json.dumps({"total": page.total, "hits": docs, "facets": page.facets}))
+        answer = {"total": page.total, "hits": docs, "facets": page.facets}
+        if mz is not None:
+            answer["matches"] = {k: vars(v) for k, v in matches.items()}
+        click.echo(json.dumps(answer))
         return
-    click.echo(
-        _table(
-            [_measurement_row(d) for d in docs], list(_measurement_row(docs[0])) if docs else ["id"]
-        )
-    )
+    rows = [_measurement_row(d) for d in docs]
+    for row in rows:
+        if row["id"] in matches:
+            match = matches[row["id"]]
+            row["m/z"] = f"{match.mz:.4f} ({match.ppm_error:+.1f} ppm)"
+            row["% TIC"] = f"{100 * match.tic_fraction:.2f}"
+    click.echo(_table(rows, list(rows[0]) if rows else ["id"]))
     click.echo(f"{len(docs)} of {page.total} measurements")
     for field, buckets in page.facets.items():
         click.echo(f"{field}: " + ", ".join(f"{v} ({c})" for v, c in buckets))

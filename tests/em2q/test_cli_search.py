@@ -8,6 +8,7 @@ import json
 import random
 import uuid
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -126,3 +127,58 @@ def test_usage_errors_exit_2_naming_the_problem(catalog, args, problem):
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 2, result.output
     assert problem in result.output
+
+
+@pytest.fixture(scope="module")
+def peaks(catalog):
+    """m/z 760.5851 planted in measurements 3 (2 % of the TIC) and 5 (0.5 %), a neighbour 4 ppm
+    away in measurement 8."""
+    from em2q_resources.metadata.peak_index import PeakFeatures, index_peak_table
+
+    env, _ = catalog
+    store = MetadataStore.connect(
+        env["EM2Q_ELASTICSEARCH_URL"], index_prefix=env["EM2Q_INDEX_PREFIX"]
+    )
+    for index, mz, summed in (
+        (3, 760.5851, 20.0),
+        (5, 760.5860, 5.0),
+        (8, 760.5851 * (1 + 4e-6), 30.0),
+    ):
+        table = PeakFeatures(np.array([mz]), np.array([0.4]), np.array([summed]), 10, 1000.0)
+        index_peak_table(store, f"m-{index:07d}", "default@v1", "cd" * 32, table)
+    store.refresh("PeakFeature")
+    return env
+
+
+def test_search_by_mz_lists_the_measurements_holding_it_with_their_match(peaks):
+    found = search(peaks, "--mz", "760.5851", "--ppm", "3")
+    assert [h["id"] for h in found["hits"]] == ["m-0000003", "m-0000005"]
+    assert found["matches"]["m-0000005"]["ppm_error"] == pytest.approx(1.18, abs=0.01)
+    assert "sample.organ" in found["facets"]
+
+
+def test_search_by_mz_with_a_tic_threshold_keeps_the_strong_peaks(peaks):
+    found = search(peaks, "--mz", "760.5851", "--ppm", "3", "--min-tic-fraction", "0.01")
+    assert [h["id"] for h in found["hits"]] == ["m-0000003"]
+
+
+def test_search_by_a_negative_mz_exits_1_naming_it(peaks):
+    result = CliRunner().invoke(main, ["search", "--mz", "-5"], env=peaks)
+    assert result.exit_code == 1, result.output
+    assert "mz: must be positive" in result.output
+
+
+def test_the_client_searches_by_mz_with_the_match_as_columns(peaks):
+    from em2q.client import Catalog
+    from em2q_resources.auth import Role, User
+    from em2q_resources.settings import Settings
+
+    store = MetadataStore.connect(
+        peaks["EM2Q_ELASTICSEARCH_URL"], index_prefix=peaks["EM2Q_INDEX_PREFIX"]
+    )
+    settings = Settings.from_env(peaks)
+    frame = Catalog(settings, user=User("sam", Role.SCIENTIST), store=store).search(
+        mz=760.5851, ppm=3, min_tic_fraction=0.01
+    )
+    assert list(frame.index) == ["m-0000003"]
+    assert frame.loc["m-0000003", "match_tic_fraction"] == pytest.approx(0.02)

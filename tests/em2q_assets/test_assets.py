@@ -264,3 +264,17 @@ def test_chunks_written_by_a_launched_step_match_those_written_in_process(platfo
         assert written[chunk / name] == expected[chunk / name], name
     meta = json.loads((in_process / chunk / "spectra" / "meta.json").read_text(encoding="utf-8"))
     assert meta["extra"]["chunk_index"] == 1  # written by the step command, not in process
+
+
+def test_a_materialized_peak_table_is_searchable_by_its_features_mz(platform):
+    from em2q_resources.metadata.peak_index import search_mz
+
+    defs, instance, store, tmp = platform
+    register_copy(store, tmp / "upload-mz", "Example_Continuous", "mz-search")
+    results = materialize_measurement(defs, instance, "mz-search")
+    table = results[-1].output_for_node("peak_table")
+    store.refresh()
+    mz = table["frequent_mz"][0]
+    found = search_mz(store, mz, ppm=1)
+    assert "mz-search" in {m.id for m in found.hits}
+    assert found.matches["mz-search"].parameter_set_id == "default@v1"

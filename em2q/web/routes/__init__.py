@@ -4,8 +4,10 @@ from em2q.web.routes import (
     catalog,
     compare,
     measurements,
+    parameter_diff,
     parameter_sets,
     provenance,
+    qc_trends,
     studies,
     upload,
     workflows,
@@ -20,6 +22,8 @@ ROUTERS = [
     compare.router,
     provenance.router,
     studies.router,
+    qc_trends.router,
+    parameter_diff.router,
 ]
 
 __all__ = ["ROUTERS"]

@@ -40,6 +40,9 @@ def catalog_page(
     page_size: int = 20,
     uploaded_from: str = "",
     uploaded_to: str = "",
+    mz: str = "",
+    ppm: str = "3",
+    min_tic_percent: str = "",
 ):
     require(user, Action.READ)
     _check_query(q)
@@ -54,8 +57,7 @@ def catalog_page(
         active.append(f"uploaded_at<={uploaded_to}||/d")
     filters = catalog.parse_filters(active)
     order = [(sort[1:], True) if sort.startswith("-") else sort] if sort else []
-    page = connections.store.search(
-        load_schema().Measurement,
+    search = dict(
         text=q or None,
         filters=filters,
         facets=[path for path, _ in catalog.FACETS],
@@ -63,6 +65,17 @@ def catalog_page(
         page_size=max(1, min(page_size, 200)),
         page_token=page_token or None,
     )
+    matches: dict = {}
+    if mz.strip():  # by m/z: the measurements whose peak table holds it
+        from em2q_resources.metadata.peak_index import search_mz
+
+        fraction = _number("min_tic_percent", min_tic_percent or "0") / 100
+        found = search_mz(
+            connections.store, _number("mz", mz), _number("ppm", ppm or "3"), fraction, **search
+        )
+        page, matches = found.page, found.matches
+    else:
+        page = connections.store.search(load_schema().Measurement, **search)
     rows = [to_document(m) for m in page.hits]
     return render(
         request,
@@ -78,7 +91,18 @@ def catalog_page(
         next_page_token=page.next_page_token,
         page_token=page_token,
         page_size=page_size,
+        mz=mz,
+        ppm=ppm,
+        min_tic_percent=min_tic_percent,
+        matches=matches,
     )
+
+
+def _number(field: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SchemaViolation(field, f"expected a number, got {text[:40]!r}") from None
 
 
 def _check_date(field: str, value: str) -> None:
