@@ -34,12 +34,13 @@ from em2q.connect import Connections, connect
 from em2q.dagster_api import DagsterAPI, WorkflowStatus
 from em2q.filters import keyword_filters, parse_filters
 from em2q.results import MeasurementResults, ResultNotReady, measurement_grid, open_raw
+from em2q_msi import spatial
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
-from em2q_resources import lifecycle
+from em2q_resources import lifecycle, rois
 from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
@@ -59,6 +60,7 @@ __all__ = [
     "Measurement",
     "NoCatalog",
     "ParameterSet",
+    "Roi",
     "WorkflowLaunch",
     "delete_measurement",
     "deletion_plan",
@@ -501,6 +503,47 @@ class Measurement:
             cache_dir=self.catalog.cache_dir,
         )
 
+    # ------------------------------------------------------------------ regions of interest
+
+    def rois(self) -> pd.DataFrame:
+        """The measurement's regions of interest: name, colour, pixel count, author, created."""
+        require(self.catalog.user, Action.READ)
+        rows = [
+            {"name": r.name, "colour": r.colour, "pixels": r.pixel_count, "author": r.author,
+             "created_at": r.created_at, "description": r.description}
+            for r in rois.list_rois(self.catalog.store, self.id)
+        ]  # fmt: skip
+        columns = ["name", "colour", "pixels", "author", "created_at", "description"]
+        return pd.DataFrame(rows, columns=columns).set_index("name")
+
+    def roi(self, name: str) -> Roi:
+        """One region of interest (``DocumentNotFound`` naming it otherwise)."""
+        require(self.catalog.user, Action.READ)
+        return Roi(self, rois.get(self.catalog.store, self.id, name))
+
+    def add_roi(
+        self,
+        name: str,
+        polygon: Mapping[str, Any] | Sequence[Sequence[float]],
+        *,
+        colour: str | None = None,
+        description: str | None = None,
+        replace: bool = False,
+    ) -> Roi:
+        """Save a ROI: a GeoJSON Polygon/MultiPolygon or a list of ``(x, y)`` vertices, in
+        image pixel coordinates of ``grid`` (x = column, y = row, pixel centres at +0.5;
+        ``em2q_msi.spatial.rectangle`` makes a box). Scientists and admins."""
+        geometry = polygon if isinstance(polygon, Mapping) else _polygon(polygon)
+        saved = rois.save(
+            self.catalog.store, self.catalog.user, self.id, name, geometry,
+            colour=colour, description=description, grid=self.grid, replace=replace,
+        )  # fmt: skip
+        return Roi(self, saved)
+
+    def delete_roi(self, name: str) -> None:
+        """Delete a ROI (its author or an admin)."""
+        rois.delete(self.catalog.store, self.catalog.user, self.id, name)
+
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""
         runs = self.results().runs()
@@ -512,6 +555,57 @@ class Measurement:
             for r in runs
         ]  # fmt: skip
         return pd.DataFrame(rows)
+
+
+class Roi:
+    """A region of interest of a measurement: its stored document (``doc``), its geometry,
+    the spectra inside it (ranged reads of only those) and their mean spectrum."""
+
+    def __init__(self, measurement: Measurement, doc: Any) -> None:
+        self.measurement = measurement
+        self.doc = doc
+        self.name: str = doc.name
+
+    def __repr__(self) -> str:
+        return f"Roi({self.measurement.id!r}, {self.name!r}, {self.doc.pixel_count} pixels)"
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """GeoJSON, image pixel coordinates."""
+        return rois.geometry_of(self.doc)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean ``(rows, cols)`` image of the pixels inside."""
+        grid = self.measurement.grid
+        return spatial.roi_mask(self.geometry, (grid.ny, grid.nx))
+
+    def spectrum_indices(self) -> np.ndarray:
+        """File-order indices of the spectra inside (acquired pixels only)."""
+        m = self.measurement
+        return spatial.roi_spectrum_indices(self.geometry, m.grid, m.coordinates)
+
+    def spectra(self) -> SpectraBlock:
+        """Only the ROI's spectra, read from storage as one range per run of consecutive
+        spectra (a ROI row is one run)."""
+        indices = self.spectrum_indices()
+        if indices.size == 0:
+            raise ValueError(f"ROI {self.name!r} of {self.measurement.id} holds no acquired pixel")
+        return _read_indices(self.measurement.reader, indices)
+
+    def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mz, mean intensity)`` of the ROI's raw spectra, on the measurement's mean-spectrum
+        axis (continuous: its own axis; processed: the platform's ppm bins)."""
+        reader = self.measurement.reader
+        accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+        return accumulator.add(self.spectra()).result()
+
+
+def _polygon(points: Sequence[Sequence[float]]) -> dict[str, Any]:
+    ring = [[float(x), float(y)] for x, y in points]
+    if ring and ring[0] != ring[-1]:
+        ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
 
 
 def _in_selection(axis: np.ndarray, selection: slice | range | int | tuple[int, int]) -> np.ndarray:

@@ -134,11 +134,11 @@ def test_rectangle_roi_over_a_region_gives_its_direct_mean_spectrum(section):
 
 
 def test_polygon_mask_takes_pixels_whose_centres_are_inside():
-    triangle = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [0, 4], [0, 0]]]}
+    triangle = {"type": "Polygon", "coordinates": [[[0, 0], [4.2, 0], [0, 4.2], [0, 0]]]}
     mask = roi_mask(triangle, (4, 4))
     expected = np.array(
         [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=bool
-    )  # centre (c + .5, r + .5) inside x + y < 4
+    )  # centre (c + .5, r + .5) inside x + y < 4.2
     np.testing.assert_array_equal(mask, expected)
 
 
