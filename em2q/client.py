@@ -503,6 +503,39 @@ class Measurement:
             cache_dir=self.catalog.cache_dir,
         )
 
+    # ------------------------------------------------------------------ spatial analysis
+
+    def segmentation(self, parameter_set: ParameterSet | str | None = None) -> dict[str, Any]:
+        """The ``segmentation`` result: ``k``, ``segments`` (colour, pixels, top m/z by effect
+        size), ``labels`` per spectrum, ``segment_map`` image, ``feature_mz``, ``mean_spectra``."""
+        return self.results(parameter_set).segmentation()
+
+    def colocalisation(
+        self,
+        mz: float,
+        *,
+        top: int = 10,
+        method: str = "pearson",
+        hotspot_percentile: float = 99.0,
+        normalisation: str = "tic",
+        tolerance_ppm: float = 20.0,
+        parameter_set: ParameterSet | str | None = None,
+    ) -> pd.DataFrame:
+        """The ``top`` features of the peak table whose ion images are most like that of
+        ``mz`` (the nearest feature within ``tolerance_ppm``), after per-pixel ``normalisation``
+        and clipping each image at its ``hotspot_percentile``; ranked by ``method`` (``pearson``
+        or ``cosine``). Columns: ``mz``, ``similarity``."""
+        feature_mz, matrix = self.results(parameter_set).peak_table()
+        target, ranked = spatial.colocalised_features(
+            feature_mz, matrix, mz, tolerance_ppm=tolerance_ppm, method=method,
+            hotspot_percentile=hotspot_percentile, normalisation=normalisation,
+        )  # fmt: skip
+        table = pd.DataFrame(
+            {"mz": feature_mz[ranked.order[:top]], "similarity": ranked.scores[:top]}
+        )
+        table.attrs["target_mz"] = float(feature_mz[target])
+        return table
+
     # ------------------------------------------------------------------ regions of interest
 
     def rois(self) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from em2q_resources.results_layout import (
     manifest_key,
     read_json,
     read_npy,
+    read_peak_table,
     read_qc_report,
     result_key,
 )
@@ -282,6 +283,22 @@ class MeasurementResults:
         reader = self.raw
         grid = measurement_grid(self.measurement, reader)
         return raw_ion_images(reader, [mz], ppm, grid)[0]
+
+    def peak_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(feature_mz, matrix (n_spectra, n_features))``: every spectrum's peaks binned into
+        features (spectra in file order)."""
+        return read_peak_table(self.storage, self.manifest("peak_table")["outputs"])
+
+    def segmentation(self) -> dict[str, Any]:
+        """The segmentation: ``k``, ``segments`` (colour, pixels, top m/z by effect size),
+        ``labels`` (per spectrum), ``segment_map`` (on ``grid()``, -1 where not acquired),
+        ``feature_mz`` and ``mean_spectra`` (k, n_features), ``png`` (the map's URL)."""
+        outputs = self.manifest("segmentation")["outputs"]
+        summary = read_json(self.storage, outputs["top_ions"])
+        for name in ("labels", "segment_map", "feature_mz", "mean_spectra"):
+            summary[name] = read_npy(self.storage, outputs[name])
+        summary["png"] = outputs["png"]
+        return summary
 
     def runs(self, *, this_parameter_set: bool = False) -> list[Any]:
         """The measurement's ``WorkflowRun`` records, newest first (optionally only those of

@@ -323,9 +323,9 @@ class SegmentationParameters(_Step):
     def _validate(self) -> None:
         _check_choice(self.step, "method", self.method, SEGMENTATION_METHODS)
         if self.k != 0:
-            _check_range(self.step, "k", self.k, low=2, high=100)
-        _check_range(self.step, "k_min", self.k_min, low=2, high=100)
-        _check_range(self.step, "k_max", self.k_max, low=2, high=100)
+            _check_range(self.step, "k", self.k, low=2, high=20)
+        _check_range(self.step, "k_min", self.k_min, low=2, high=20)
+        _check_range(self.step, "k_max", self.k_max, low=2, high=20)
         if self.k_max < self.k_min:
             raise _fail(self.step, "k_max", f"must be >= k_min ({self.k_min}), got {self.k_max}")
         _check_range(self.step, "n_components", self.n_components, low=1, high=1000)

@@ -249,8 +249,9 @@ def segment(
     if data.ndim != 2:
         raise SpatialError(f"expected a (n_pixels, n_features) matrix, got shape {data.shape}")
     n_pixels, n_features = data.shape
-    k_max = params.k or params.k_max
-    if n_pixels < max(k_max, 2) or n_features < 1:
+    k_max = params.k or max(params.k_min, min(params.k_max, n_pixels // 4))
+    # (k chosen by BIC: a small measurement tries only k with 4 pixels per segment or more)
+    if n_pixels <= k_max or n_features < 1:
         raise SpatialError(
             f"{n_pixels} pixels × {n_features} features cannot be split into {k_max} segments"
         )
@@ -264,7 +265,7 @@ def segment(
         k = params.k
     else:
         best = None
-        for candidate in range(params.k_min, params.k_max + 1):
+        for candidate in range(params.k_min, k_max + 1):
             model = GaussianMixture(candidate, random_state=params.seed, n_init=1).fit(scores)
             bic[candidate] = float(model.bic(scores))
             if best is None or bic[candidate] < bic[best]:
@@ -314,6 +315,31 @@ def segment(
         top_features=top,
         explained_variance=pca.explained_variance_ratio_,
     )
+
+
+def segment_colours(k: int) -> list[str]:
+    """``#rrggbb`` of segments 0…k-1: matplotlib's tab10 (tab20 beyond 10 segments), the
+    colours of :func:`segment_image_rgba` and of the web page's legend."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    return [
+        "#" + "".join(f"{int(round(v * 255)):02x}" for v in cmap(c % cmap.N)[:3]) for c in range(k)
+    ]
+
+
+def segment_image_rgba(labels_image: np.ndarray, k: int) -> np.ndarray:
+    """RGBA ``uint8`` image of a segment map (labels 0…k-1; negative or NaN: not acquired,
+    transparent)."""
+    data = np.asarray(labels_image, dtype=np.float64)
+    valid = np.isfinite(data) & (data >= 0)
+    palette = np.array(
+        [[int(h[i : i + 2], 16) for i in (1, 3, 5)] + [255] for h in segment_colours(k)],
+        dtype=np.uint8,
+    )
+    rgba = np.zeros((*data.shape, 4), np.uint8)
+    rgba[valid] = palette[data[valid].astype(np.int64) % max(k, 1)]
+    return rgba
 
 
 # ---------------------------------------------------------------------- colocalisation
@@ -380,6 +406,44 @@ def colocalisation(
     others = np.array([i for i in range(data.shape[0]) if i != target], dtype=np.int64)
     order = others[np.argsort(-scores[others], kind="stable")]
     return Colocalisation(target=target, order=order, scores=scores[order])
+
+
+def colocalised_features(
+    feature_mz: np.ndarray,
+    matrix: np.ndarray,
+    mz: float,
+    *,
+    tolerance_ppm: float = 20.0,
+    method: str = "pearson",
+    hotspot_percentile: float = 99.0,
+    normalisation: str = "tic",
+) -> tuple[int, Colocalisation]:
+    """The features of a peak table (``matrix`` (n_pixels, n_features)) whose images are most
+    like the image of the feature nearest ``mz`` (within ``tolerance_ppm``); each pixel first
+    normalised by its ``tic`` (sum over features) or ``rms``, or not (``none``). Returns the
+    target feature's index and the ranking."""
+    axis = np.asarray(feature_mz, dtype=np.float64)
+    if axis.size == 0:
+        raise SpatialError("the peak table has no features")
+    target = int(np.argmin(np.abs(axis - mz)))
+    if abs(axis[target] - mz) > mz * tolerance_ppm * 1e-6:
+        raise SpatialError(
+            f"no feature within {tolerance_ppm:g} ppm of m/z {mz:g}; the nearest is "
+            f"{axis[target]:.4f}"
+        )
+    data = np.asarray(matrix, dtype=np.float64)
+    factor = None
+    if normalisation == "tic":
+        factor = data.sum(axis=1)
+    elif normalisation == "rms":
+        factor = np.sqrt(np.mean(data**2, axis=1))
+    elif normalisation != "none":
+        raise SpatialError(f"normalisation must be 'tic', 'rms' or 'none', got {normalisation!r}")
+    ranked = colocalisation(
+        data.T, target, method=method, hotspot_percentile=hotspot_percentile,
+        pixel_normalisation=factor,
+    )  # fmt: skip
+    return target, ranked
 
 
 # ---------------------------------------------------------------------- registration

@@ -100,3 +100,19 @@ def write_qc_report(storage: StorageResource, folder: str, report: dict[str, Any
 
 def read_qc_report(storage: StorageResource, url: str) -> dict[str, Any]:
     return parse_qc_report(read_bytes(storage, url), url)
+
+
+def read_peak_table(
+    storage: StorageResource, outputs: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(feature_mz, matrix (n_spectra, n_features))`` from a ``peak_table`` manifest's
+    outputs, dense float64, spectra in file order (segmentation, colocalisation)."""
+    feature_mz = read_npy(storage, outputs["feature_mz"])
+    n_features, n_spectra = read_json(storage, outputs["shape"])
+    matrix = np.zeros((n_spectra, n_features))
+    np.add.at(
+        matrix,
+        (read_npy(storage, outputs["matrix_col"]), read_npy(storage, outputs["matrix_row"])),
+        read_npy(storage, outputs["matrix_value"]),
+    )
+    return feature_mz, matrix

@@ -216,6 +216,6 @@ def test_a_chunks_run_of_the_chain_gets_one_run_of_the_measurement_level_assets(
     assert request.partition_key == "chain"
     assert request.tags == {MEASUREMENT_TAG: "chain", STAGE_TAG: "measurement"}
     assert {k.path[-1] for k in request.asset_selection} == {
-        "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images",
+        "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images", "segmentation",
     }  # fmt: skip
     assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests

@@ -13,6 +13,7 @@ from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spatial import (
     SpatialError,
     colocalisation,
+    colocalised_features,
     contiguous_runs,
     fit_affine,
     majority_filter,
@@ -203,6 +204,19 @@ def test_hotspot_clipping_keeps_one_bright_pixel_from_deciding_the_ranking():
     images = np.stack([target, spiked, unrelated])
     assert colocalisation(images, 0, hotspot_percentile=99).order[0] == 1
     assert colocalisation(images, 0, hotspot_percentile=100).scores[0] < 0.2
+
+
+def test_colocalised_features_start_from_the_feature_nearest_the_mz(section, ion_matrix):
+    target_mz = section.ion_mz[5] * (1 + 5e-6)  # 5 ppm off: still that feature
+    target, ranked = colocalised_features(section.ion_mz, ion_matrix, target_mz)
+    assert target == 5
+    same = np.flatnonzero(section.ion_region == section.ion_region[5])
+    assert set(ranked.order[: same.size - 1]) == set(same) - {5}
+
+
+def test_colocalisation_of_an_mz_without_a_feature_names_the_nearest(section, ion_matrix):
+    with pytest.raises(SpatialError, match="nearest is"):
+        colocalised_features(section.ion_mz, ion_matrix, section.ion_mz[0] + 0.5)
 
 
 # ---------------------------------------------------------------------- registration
