@@ -149,20 +149,25 @@ class Segmentation:
         return np.bincount(self.labels, minlength=self.k)
 
 
+def _pixel_factor(data: np.ndarray, method: str) -> np.ndarray | None:
+    """Each pixel's normalisation divisor (zeros become 1), ``None`` for ``none``."""
+    if method == "none":
+        return None
+    if method == "tic":
+        factor = data.sum(axis=1, dtype=np.float64)
+    elif method == "rms":
+        factor = np.sqrt(np.einsum("ij,ij->i", data, data, dtype=np.float64) / data.shape[1])
+    else:
+        raise SpatialError(f"normalisation must be 'tic', 'rms' or 'none', got {method!r}")
+    return np.where(factor > 0, factor, 1.0)
+
+
 def normalise_pixels(matrix: np.ndarray, method: str) -> np.ndarray:
     """Per-pixel normalisation of a ``(n_pixels, n_features)`` matrix: ``tic`` (rows sum to
     1), ``rms`` (rows have unit root mean square) or ``none``; all-zero rows stay zero."""
     data = np.asarray(matrix, dtype=np.float64)
-    if method == "none":
-        return data.copy()
-    if method == "tic":
-        factor = data.sum(axis=1)
-    elif method == "rms":
-        factor = np.sqrt(np.mean(data**2, axis=1))
-    else:
-        raise SpatialError(f"normalisation must be 'tic', 'rms' or 'none', got {method!r}")
-    factor = np.where(factor > 0, factor, 1.0)
-    return data / factor[:, None]
+    factor = _pixel_factor(data, method)
+    return data.copy() if factor is None else data / factor[:, None]
 
 
 def features_for_segmentation(matrix: np.ndarray, params: SegmentationParameters) -> np.ndarray:
@@ -171,7 +176,7 @@ def features_for_segmentation(matrix: np.ndarray, params: SegmentationParameters
     variance (0: all)."""
     data = normalise_pixels(matrix, params.normalisation)
     if params.transform == "sqrt":
-        data = np.sqrt(np.maximum(data, 0.0))
+        np.sqrt(np.maximum(data, 0.0, out=data), out=data)  # in place: the matrix is large
     if 0 < params.max_features < data.shape[1]:
         keep = np.sort(np.argsort(data.var(axis=0))[::-1][: params.max_features])
         data = data[:, keep]
@@ -207,21 +212,48 @@ def _relabel_by_size(labels: np.ndarray, k: int) -> np.ndarray:
     return rank[labels]
 
 
-def cohens_d(data: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+#: pixels per block when segment statistics are summed (bounds the temporaries' memory)
+_BLOCK_PIXELS = 4096
+
+
+def group_moments(
+    data: np.ndarray, labels: np.ndarray, k: int, factor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per segment: pixel count (k,), sum and sum of squares (k, n_features) of ``data``'s
+    rows (each divided by ``factor`` first when given), summed block by block so no copy of
+    the whole matrix is made."""
+    n_features = data.shape[1]
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    total = np.zeros((k, n_features))
+    squares = np.zeros((k, n_features))
+    for a in range(0, data.shape[0], _BLOCK_PIXELS):
+        block = np.asarray(data[a : a + _BLOCK_PIXELS], dtype=np.float64)
+        if factor is not None:
+            block = block / factor[a : a + _BLOCK_PIXELS, None]
+        onehot = np.zeros((k, block.shape[0]))
+        onehot[labels[a : a + _BLOCK_PIXELS], np.arange(block.shape[0])] = 1.0
+        total += onehot @ block
+        squares += onehot @ (block * block)
+    return counts, total, squares
+
+
+def cohens_d(counts: np.ndarray, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
     """``(k, n_features)`` standardised mean difference of each segment vs the rest (pooled
-    standard deviation; 0 where both are constant)."""
-    out = np.zeros((k, data.shape[1]))
-    for c in range(k):
-        inside = labels == c
-        a, b = data[inside], data[~inside]
-        if a.shape[0] == 0 or b.shape[0] == 0:
+    standard deviation; 0 where both are constant), from :func:`group_moments`."""
+    n_all, sum_all, sq_all = counts.sum(), total.sum(axis=0), squares.sum(axis=0)
+    out = np.zeros_like(total)
+    for c in range(total.shape[0]):
+        n_a, n_b = counts[c], n_all - counts[c]
+        if n_a == 0 or n_b == 0:
             continue
-        var_a = a.var(axis=0, ddof=1) if a.shape[0] > 1 else np.zeros(data.shape[1])
-        var_b = b.var(axis=0, ddof=1) if b.shape[0] > 1 else np.zeros(data.shape[1])
-        dof = max(a.shape[0] + b.shape[0] - 2, 1)
-        pooled = np.sqrt(((a.shape[0] - 1) * var_a + (b.shape[0] - 1) * var_b) / dof)
-        diff = a.mean(axis=0) - b.mean(axis=0)
-        out[c] = np.divide(diff, pooled, out=np.zeros_like(diff), where=pooled > 0)
+        mean_a, mean_b = total[c] / n_a, (sum_all - total[c]) / n_b
+        ss_a = np.maximum(squares[c] - n_a * mean_a**2, 0.0)
+        ss_b = np.maximum((sq_all - squares[c]) - n_b * mean_b**2, 0.0)
+        pooled = np.sqrt((ss_a + ss_b) / max(n_a + n_b - 2, 1))
+        diff = mean_a - mean_b
+        scale = np.maximum(np.abs(mean_a), np.abs(mean_b))
+        ok = pooled > 1e-12 * np.where(scale > 0, scale, 1.0)  # constant: no effect
+        out[c] = np.divide(diff, pooled, out=np.zeros_like(diff), where=ok)
     return out
 
 
@@ -297,13 +329,9 @@ def segment(
             smoothed = majority_filter(image, k, params.smoothing_radius_pixels, valid)
         labels = smoothed[where]
     labels = _relabel_by_size(labels, k)
-    means = np.stack(
-        [
-            data[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(n_features)
-            for c in range(k)
-        ]
-    )
-    effect = cohens_d(normalise_pixels(data, params.normalisation), labels, k)
+    counts, total, _ = group_moments(data, labels, k)
+    means = total / np.maximum(counts, 1)[:, None]
+    effect = cohens_d(*group_moments(data, labels, k, _pixel_factor(data, params.normalisation)))
     n_top = min(params.n_top_features, n_features)
     top = np.argsort(-effect, axis=1, kind="stable")[:, :n_top]
     return Segmentation(

@@ -12,10 +12,12 @@ from em2q_msi.parameters import ParameterError, ProcessingParameters, Segmentati
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spatial import (
     SpatialError,
+    cohens_d,
     colocalisation,
     colocalised_features,
     contiguous_runs,
     fit_affine,
+    group_moments,
     majority_filter,
     rectangle,
     roi_mask,
@@ -65,6 +67,20 @@ def test_top_features_of_each_segment_are_its_region_markers(section, ion_matrix
     for c in range(result.k):
         region = np.bincount(section.labels[result.labels == c]).argmax()
         assert set(section.ion_region[result.top_features[c]]) == {region}
+
+
+def test_effect_sizes_from_blockwise_moments_equal_a_direct_cohens_d():
+    rng = np.random.default_rng(5)
+    data = rng.lognormal(0, 1, (9_000, 7))  # more than one block of pixels
+    labels = rng.integers(0, 3, 9_000)
+    effect = cohens_d(*group_moments(data, labels, 3))
+    for c in range(3):
+        a, b = data[labels == c], data[labels != c]
+        pooled = np.sqrt(
+            ((a.shape[0] - 1) * a.var(0, ddof=1) + (b.shape[0] - 1) * b.var(0, ddof=1))
+            / (data.shape[0] - 2)
+        )
+        np.testing.assert_allclose(effect[c], (a.mean(0) - b.mean(0)) / pooled, rtol=1e-9)
 
 
 def test_segment_mean_spectra_are_the_means_of_their_pixels(ion_matrix):
