@@ -20,15 +20,18 @@ Example::
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from em2q_msi import ion_images as ions
+from em2q_msi import spatial
 from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
+from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, ResolvedParameters, resolve
@@ -176,6 +179,22 @@ def _window_sums_by_ranges(
     )
     out[read] = sums.reshape(read.size, n)
     return out
+
+
+def roi_mean_spectrum(
+    reader: ImzML, grid: PixelGrid, geometry: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(mz, mean intensity, pixels)`` of the raw spectra inside a ROI, read as one range per
+    run of consecutive spectra (only the ROI's bytes), on the measurement's mean-spectrum axis
+    (continuous: its own; processed: the platform's ppm bins)."""
+    indices = spatial.roi_spectrum_indices(geometry, grid, reader.coordinates)
+    if indices.size == 0:
+        raise spatial.SpatialError("the ROI holds no acquired pixel")
+    accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+    for start, stop in spatial.contiguous_runs(indices):
+        accumulator.add(reader.read_block(start, stop))
+    mz, mean = accumulator.result()
+    return mz, mean, int(indices.size)
 
 
 class MeasurementResults:

@@ -121,6 +121,29 @@ def contiguous_runs(indices: np.ndarray) -> list[tuple[int, int]]:
     return [(int(idx[a]), int(idx[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
+def mask_to_geometry(mask: np.ndarray) -> dict[str, Any]:
+    """A ``MultiPolygon`` covering exactly the True pixels of a ``(ny, nx)`` mask: one
+    rectangle per run of consecutive True pixels in a row (a segment turned into a ROI);
+    :func:`roi_mask` of it gives the mask back."""
+    data = np.asarray(mask, dtype=bool)
+    if data.ndim != 2:
+        raise SpatialError(f"a mask is a 2-D image, got shape {data.shape}")
+    padded = np.zeros((data.shape[0], data.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = data
+    edges = np.diff(padded, axis=1)
+    rows_start, cols_start = np.nonzero(edges == 1)
+    _, cols_stop = np.nonzero(edges == -1)
+    if rows_start.size == 0:
+        raise SpatialError("the mask holds no pixel")
+    return {
+        "type": "MultiPolygon",
+        "coordinates": [
+            rectangle(int(a), int(r), int(b), int(r) + 1)["coordinates"]
+            for r, a, b in zip(rows_start, cols_start, cols_stop, strict=True)
+        ],
+    }
+
+
 # ---------------------------------------------------------------------- segmentation
 
 

@@ -19,6 +19,7 @@ from em2q_msi.spatial import (
     fit_affine,
     group_moments,
     majority_filter,
+    mask_to_geometry,
     rectangle,
     roi_mask,
     roi_spectrum_indices,
@@ -186,6 +187,13 @@ def test_feature_and_multipolygon_geometries_are_accepted():
 def test_bad_geometries_are_refused_with_the_problem_named(geometry, message):
     with pytest.raises(SpatialError, match=message):
         roi_mask(geometry, (4, 4))
+
+
+def test_a_mask_turned_into_a_geometry_gives_the_mask_back(section):
+    mask = section.regions == 1  # the disc
+    geometry = mask_to_geometry(mask)
+    np.testing.assert_array_equal(roi_mask(geometry, mask.shape), mask)
+    assert len(geometry["coordinates"]) == np.count_nonzero(mask.any(axis=1))  # a run per row
 
 
 def test_contiguous_runs_cover_exactly_the_indices():

@@ -1,6 +1,14 @@
 """The catalog's routers, one per resource; ``create_app`` includes each of :data:`ROUTERS`."""
 
-from em2q.web.routes import catalog, compare, measurements, parameter_sets, upload, workflows
+from em2q.web.routes import (
+    catalog,
+    compare,
+    measurements,
+    parameter_sets,
+    spatial,
+    upload,
+    workflows,
+)
 
 ROUTERS = [
     catalog.router,
@@ -9,6 +17,7 @@ ROUTERS = [
     workflows.router,
     parameter_sets.router,
     compare.router,
+    spatial.router,
 ]
 
 __all__ = ["ROUTERS"]
