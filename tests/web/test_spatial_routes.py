@@ -104,3 +104,15 @@ def test_colocalisation_ranks_other_features_of_the_peak_table(processed, proces
     assert some_mz not in [r["mz"] for r in answer["ranked"]]
     far = processed_client.get(f"/api/measurements/{mid}/colocalisation", params={"mz": 1.5})
     assert far.status_code == 400 and "nearest is" in far.text
+
+
+def test_measurement_page_has_the_roi_drawing_and_segment_map_next_to_the_tic(
+    processed, processed_client
+):
+    _, _, _, mid = processed
+    page = processed_client.get(f"/measurements/{mid}").text
+    assert 'id="spatial"' in page and 'data-nx="3"' in page and 'data-ny="3"' in page
+    assert f'src="/measurements/{mid}/segmentation.png?p=default@v1"' in page
+    assert 'id="roi-svg" viewBox="0 0 3 3"' in page
+    script = processed_client.get("/static/spatial.js")
+    assert script.status_code == 200 and "/rois" in script.text
