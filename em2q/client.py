@@ -34,12 +34,13 @@ from em2q.connect import Connections, connect
 from em2q.dagster_api import DagsterAPI, WorkflowStatus
 from em2q.filters import keyword_filters, parse_filters
 from em2q.results import MeasurementResults, ResultNotReady, measurement_grid, open_raw
+from em2q_msi import spatial
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML
 from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_msi.spectra import SpectraBlock
-from em2q_resources import lifecycle
+from em2q_resources import lifecycle, rois
 from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
@@ -60,6 +61,7 @@ __all__ = [
     "Measurement",
     "NoCatalog",
     "ParameterSet",
+    "Roi",
     "WorkflowLaunch",
     "delete_measurement",
     "deletion_plan",
@@ -715,6 +717,80 @@ class Measurement:
             self.results(parameter_set_a), self.results(parameter_set_b), tolerance_ppm
         )
 
+    # ------------------------------------------------------------------ spatial analysis
+
+    def segmentation(self, parameter_set: ParameterSet | str | None = None) -> dict[str, Any]:
+        """The ``segmentation`` result: ``k``, ``segments`` (colour, pixels, top m/z by effect
+        size), ``labels`` per spectrum, ``segment_map`` image, ``feature_mz``, ``mean_spectra``."""
+        return self.results(parameter_set).segmentation()
+
+    def colocalisation(
+        self,
+        mz: float,
+        *,
+        top: int = 10,
+        method: str = "pearson",
+        hotspot_percentile: float = 99.0,
+        normalisation: str = "tic",
+        tolerance_ppm: float = 20.0,
+        parameter_set: ParameterSet | str | None = None,
+    ) -> pd.DataFrame:
+        """The ``top`` features of the peak table whose ion images are most like that of
+        ``mz`` (the nearest feature within ``tolerance_ppm``), after per-pixel ``normalisation``
+        and clipping each image at its ``hotspot_percentile``; ranked by ``method`` (``pearson``
+        or ``cosine``). Columns: ``mz``, ``similarity``."""
+        feature_mz, matrix = self.results(parameter_set).peak_table()
+        target, ranked = spatial.colocalised_features(
+            feature_mz, matrix, mz, tolerance_ppm=tolerance_ppm, method=method,
+            hotspot_percentile=hotspot_percentile, normalisation=normalisation,
+        )  # fmt: skip
+        table = pd.DataFrame(
+            {"mz": feature_mz[ranked.order[:top]], "similarity": ranked.scores[:top]}
+        )
+        table.attrs["target_mz"] = float(feature_mz[target])
+        return table
+
+    # ------------------------------------------------------------------ regions of interest
+
+    def rois(self) -> pd.DataFrame:
+        """The measurement's regions of interest: name, colour, pixel count, author, created."""
+        require(self.catalog.user, Action.READ)
+        rows = [
+            {"name": r.name, "colour": r.colour, "pixels": r.pixel_count, "author": r.author,
+             "created_at": r.created_at, "description": r.description}
+            for r in rois.list_rois(self.catalog.store, self.id)
+        ]  # fmt: skip
+        columns = ["name", "colour", "pixels", "author", "created_at", "description"]
+        return pd.DataFrame(rows, columns=columns).set_index("name")
+
+    def roi(self, name: str) -> Roi:
+        """One region of interest (``DocumentNotFound`` naming it otherwise)."""
+        require(self.catalog.user, Action.READ)
+        return Roi(self, rois.get(self.catalog.store, self.id, name))
+
+    def add_roi(
+        self,
+        name: str,
+        polygon: Mapping[str, Any] | Sequence[Sequence[float]],
+        *,
+        colour: str | None = None,
+        description: str | None = None,
+        replace: bool = False,
+    ) -> Roi:
+        """Save a ROI: a GeoJSON Polygon/MultiPolygon or a list of ``(x, y)`` vertices, in
+        image pixel coordinates of ``grid`` (x = column, y = row, pixel centres at +0.5;
+        ``em2q_msi.spatial.rectangle`` makes a box). Scientists and admins."""
+        geometry = polygon if isinstance(polygon, Mapping) else _polygon(polygon)
+        saved = rois.save(
+            self.catalog.store, self.catalog.user, self.id, name, geometry,
+            colour=colour, description=description, grid=self.grid, replace=replace,
+        )  # fmt: skip
+        return Roi(self, saved)
+
+    def delete_roi(self, name: str) -> None:
+        """Delete a ROI (its author or an admin)."""
+        rois.delete(self.catalog.store, self.catalog.user, self.id, name)
+
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""
         runs = self.results().runs()
@@ -726,6 +802,57 @@ class Measurement:
             for r in runs
         ]  # fmt: skip
         return pd.DataFrame(rows)
+
+
+class Roi:
+    """A region of interest of a measurement: its stored document (``doc``), its geometry,
+    the spectra inside it (ranged reads of only those) and their mean spectrum."""
+
+    def __init__(self, measurement: Measurement, doc: Any) -> None:
+        self.measurement = measurement
+        self.doc = doc
+        self.name: str = doc.name
+
+    def __repr__(self) -> str:
+        return f"Roi({self.measurement.id!r}, {self.name!r}, {self.doc.pixel_count} pixels)"
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """GeoJSON, image pixel coordinates."""
+        return rois.geometry_of(self.doc)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean ``(rows, cols)`` image of the pixels inside."""
+        grid = self.measurement.grid
+        return spatial.roi_mask(self.geometry, (grid.ny, grid.nx))
+
+    def spectrum_indices(self) -> np.ndarray:
+        """File-order indices of the spectra inside (acquired pixels only)."""
+        m = self.measurement
+        return spatial.roi_spectrum_indices(self.geometry, m.grid, m.coordinates)
+
+    def spectra(self) -> SpectraBlock:
+        """Only the ROI's spectra, read from storage as one range per run of consecutive
+        spectra (a ROI row is one run)."""
+        indices = self.spectrum_indices()
+        if indices.size == 0:
+            raise ValueError(f"ROI {self.name!r} of {self.measurement.id} holds no acquired pixel")
+        return _read_indices(self.measurement.reader, indices)
+
+    def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mz, mean intensity)`` of the ROI's raw spectra, on the measurement's mean-spectrum
+        axis (continuous: its own axis; processed: the platform's ppm bins)."""
+        reader = self.measurement.reader
+        accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+        return accumulator.add(self.spectra()).result()
+
+
+def _polygon(points: Sequence[Sequence[float]]) -> dict[str, Any]:
+    ring = [[float(x), float(y)] for x, y in points]
+    if ring and ring[0] != ring[-1]:
+        ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
 
 
 def _in_selection(axis: np.ndarray, selection: slice | range | int | tuple[int, int]) -> np.ndarray:

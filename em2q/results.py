@@ -20,15 +20,18 @@ Example::
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from em2q_msi import ion_images as ions
+from em2q_msi import spatial
 from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
+from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
 from em2q_resources.metadata import DocumentNotFound, load_schema
 from em2q_resources.parameter_sets import DEFAULT_NAME, ResolvedParameters, resolve
@@ -36,6 +39,8 @@ from em2q_resources.results_layout import (
     manifest_key,
     read_json,
     read_npy,
+    read_peak_table,
+    read_peak_table_csr,
     read_qc_report,
     result_key,
 )
@@ -177,6 +182,22 @@ def _window_sums_by_ranges(
     return out
 
 
+def roi_mean_spectrum(
+    reader: ImzML, grid: PixelGrid, geometry: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(mz, mean intensity, pixels)`` of the raw spectra inside a ROI, read as one range per
+    run of consecutive spectra (only the ROI's bytes), on the measurement's mean-spectrum axis
+    (continuous: its own; processed: the platform's ppm bins)."""
+    indices = spatial.roi_spectrum_indices(geometry, grid, reader.coordinates)
+    if indices.size == 0:
+        raise spatial.SpatialError("the ROI holds no acquired pixel")
+    accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+    for start, stop in spatial.contiguous_runs(indices):
+        accumulator.add(reader.read_block(start, stop))
+    mz, mean = accumulator.result()
+    return mz, mean, int(indices.size)
+
+
 class MeasurementResults:
     """Results of one measurement under one parameter set (name, ``name@vN`` or default)."""
 
@@ -283,6 +304,22 @@ class MeasurementResults:
         grid = measurement_grid(self.measurement, reader)
         return raw_ion_images(reader, [mz], ppm, grid)[0]
 
+    def peak_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(feature_mz, matrix (n_spectra, n_features))``: every spectrum's peaks binned into
+        features (spectra in file order)."""
+        return read_peak_table(self.storage, self.manifest("peak_table")["outputs"])
+
+    def segmentation(self) -> dict[str, Any]:
+        """The segmentation: ``k``, ``segments`` (colour, pixels, top m/z by effect size),
+        ``labels`` (per spectrum), ``segment_map`` (on ``grid()``, -1 where not acquired),
+        ``feature_mz`` and ``mean_spectra`` (k, n_features), ``png`` (the map's URL)."""
+        outputs = self.manifest("segmentation")["outputs"]
+        summary = read_json(self.storage, outputs["top_ions"])
+        for name in ("labels", "segment_map", "feature_mz", "mean_spectra"):
+            summary[name] = read_npy(self.storage, outputs[name])
+        summary["png"] = outputs["png"]
+        return summary
+
     def runs(self, *, this_parameter_set: bool = False) -> list[Any]:
         """The measurement's ``WorkflowRun`` records, newest first (optionally only those of
         this parameter set or none)."""
@@ -297,23 +334,11 @@ class MeasurementResults:
         return ordered
 
 
-def read_peak_table(results: MeasurementResults) -> tuple[np.ndarray, np.ndarray, Any]:
+def peak_table_of(results: MeasurementResults) -> tuple[np.ndarray, np.ndarray, Any]:
     """A measurement's ``peak_table`` under ``results``' parameter set: ``(feature m/z,
     frequency, intensities)``, the intensities a features × spectra ``scipy.sparse`` CSR
     matrix; ResultNotReady if it was not made."""
-    import scipy.sparse as sp
-
-    outputs = results.manifest("peak_table")["outputs"]
-    storage = results.storage
-    shape = tuple(read_json(storage, outputs["shape"]))
-    matrix = sp.coo_matrix(
-        (
-            read_npy(storage, outputs["matrix_value"]),
-            (read_npy(storage, outputs["matrix_row"]), read_npy(storage, outputs["matrix_col"])),
-        ),
-        shape=shape,
-    ).tocsr()
-    return read_npy(storage, outputs["feature_mz"]), read_npy(storage, outputs["frequency"]), matrix
+    return read_peak_table_csr(results.storage, results.manifest("peak_table")["outputs"])
 
 
 def diff_parameter_sets(
@@ -324,6 +349,6 @@ def diff_parameter_sets(
     ion-image correlation, TIC ratio)."""
     from em2q_msi.parameter_diff import parameter_set_diff
 
-    mz_a, _, table_a = read_peak_table(a)
-    mz_b, _, table_b = read_peak_table(b)
+    mz_a, _, table_a = peak_table_of(a)
+    mz_b, _, table_b = peak_table_of(b)
     return parameter_set_diff(mz_a, table_a, mz_b, table_b, tolerance_ppm=tolerance_ppm)

@@ -287,6 +287,64 @@ class QCParameters(_Step):
             _check_range(self.step, name, getattr(self, name), low=0.0, high=1.0)
 
 
+SEGMENTATION_METHODS = ("kmeans", "gmm")
+
+
+@dataclass(frozen=True)
+class SegmentationParameters(_Step):
+    """Segmentation of a measurement's pixels on its peak table (``em2q_msi.spatial.segment``).
+
+    Each pixel's features are normalised (``normalisation``: ``tic``, ``rms`` or ``none``),
+    optionally ``transform``-ed (``sqrt`` or ``none``), reduced to the ``max_features`` of
+    highest variance (0: all), projected on ``n_components`` principal components, then
+    clustered by ``method``: ``kmeans`` (``n_init`` restarts) or ``gmm`` (Gaussian mixture).
+    ``k`` segments, or with ``k`` 0 the k in ``k_min``…``k_max`` with the lowest BIC of a
+    Gaussian mixture. ``spatial_smoothing``: ``majority`` replaces each pixel's segment by the
+    most frequent one within ``smoothing_radius_pixels`` (``none``: off).
+    ``n_top_features``: distinguishing features reported per segment; ``seed`` makes the
+    result repeatable.
+    """
+
+    step: ClassVar[str] = "segmentation"
+    method: str = "kmeans"
+    k: int = 0
+    k_min: int = 2
+    k_max: int = 8
+    n_components: int = 10
+    normalisation: str = "tic"
+    transform: str = "sqrt"
+    max_features: int = 0
+    spatial_smoothing: str = "none"
+    smoothing_radius_pixels: int = 1
+    n_init: int = 4
+    n_top_features: int = 10
+    seed: int = 0
+
+    def _validate(self) -> None:
+        _check_choice(self.step, "method", self.method, SEGMENTATION_METHODS)
+        if self.k != 0:
+            _check_range(self.step, "k", self.k, low=2, high=20)
+        _check_range(self.step, "k_min", self.k_min, low=2, high=20)
+        _check_range(self.step, "k_max", self.k_max, low=2, high=20)
+        if self.k_max < self.k_min:
+            raise _fail(self.step, "k_max", f"must be >= k_min ({self.k_min}), got {self.k_max}")
+        _check_range(self.step, "n_components", self.n_components, low=1, high=1000)
+        _check_choice(self.step, "normalisation", self.normalisation, ("tic", "rms", "none"))
+        _check_choice(self.step, "transform", self.transform, ("sqrt", "none"))
+        _check_range(self.step, "max_features", self.max_features, low=0)
+        _check_choice(self.step, "spatial_smoothing", self.spatial_smoothing, ("none", "majority"))
+        _check_range(
+            self.step, "smoothing_radius_pixels", self.smoothing_radius_pixels, low=1, high=10
+        )
+        _check_range(self.step, "n_init", self.n_init, low=1, high=100)
+        _check_range(self.step, "n_top_features", self.n_top_features, low=1, high=1000)
+        _check_range(self.step, "seed", self.seed, low=0)
+
+
+#: steps of ``ProcessingParameters`` added later, hashed only when not at their defaults
+LATER_STEPS = ("segmentation",)
+
+
 @dataclass(frozen=True)
 class ProcessingParameters:
     """A whole parameter set: one validated parameter object per processing step."""
@@ -298,6 +356,7 @@ class ProcessingParameters:
     binning: BinningParameters = field(default_factory=BinningParameters)
     ion_images: IonImageParameters = field(default_factory=IonImageParameters)
     qc: QCParameters = field(default_factory=QCParameters)
+    segmentation: SegmentationParameters = field(default_factory=SegmentationParameters)
 
     @classmethod
     def defaults(cls) -> ProcessingParameters:
@@ -322,8 +381,15 @@ class ProcessingParameters:
         return {f.name: getattr(self, f.name).to_dict() for f in fields(self)}
 
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON form: the content hash results are stored under."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON form: the content hash results are stored under.
+
+        Steps added after sets were first hashed (:data:`LATER_STEPS`) enter it only when they
+        differ from their defaults, so every existing set keeps its hash and result folder."""
+        values = self.to_dict()
+        for name in LATER_STEPS:
+            if values[name] == type(getattr(self, name))().to_dict():
+                del values[name]
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -5,7 +5,9 @@
 * spectra blocks with known truth (:func:`synthetic_continuous`: Gaussian peaks of known m/z
   and height on a baseline with noise; :func:`synthetic_processed`), for the processing steps;
 * a study of centroided measurements in groups with planted differences, mass shifts and
-  intensity scaling (:func:`synthetic_study`), for the study comparison.
+  intensity scaling (:func:`synthetic_study`), for the study comparison;
+* a section with three planted tissue regions, marker ions, noise and an intensity gradient
+  (:func:`synthetic_regions`), for segmentation, ROIs and colocalisation.
 """
 
 from __future__ import annotations
@@ -420,3 +422,123 @@ def synthetic_study(
         mz_range=mz_range,
         seed=seed,
     )
+
+
+@dataclass(frozen=True)
+class SyntheticRegions:
+    """A tissue section with planted regions, to score spatial analysis against.
+
+    ``block`` continuous spectra on a ``(ny, nx)`` grid (one spectrum per pixel, row-major,
+    coordinates 1-based); ``regions`` (ny, nx) the planted region of each pixel (0…n-1);
+    ``ion_mz`` (n_ions,) the m/z of the planted ions; ``ion_region`` (n_ions,) the region an ion
+    marks (-1: present everywhere at one level); ``levels`` (n_regions, n_ions) the expected
+    height of each ion in each region; ``gradient`` (ny, nx) the smooth intensity factor every
+    spectrum of a pixel was multiplied by (tissue thickness, matrix coverage).
+    """
+
+    block: SpectraBlock
+    regions: np.ndarray
+    ion_mz: np.ndarray
+    ion_region: np.ndarray
+    levels: np.ndarray
+    gradient: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The planted region of each spectrum, in spectrum order."""
+        return self.regions.reshape(-1)
+
+
+def planted_regions(nx: int, ny: int) -> np.ndarray:
+    """Three regions on a ``(ny, nx)`` image: a band on the left third (0), a disc in the
+    right two thirds (1), and the rest (2)."""
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    regions = np.full((ny, nx), 2, np.int64)
+    regions[cols < nx / 3] = 0
+    cx, cy, radius = 2 * nx / 3, ny / 2, min(nx / 4, ny / 3)
+    regions[(cols + 0.5 - cx) ** 2 + (rows + 0.5 - cy) ** 2 < radius**2] = 1
+    return regions
+
+
+def synthetic_regions(
+    nx: int = 30,
+    ny: int = 24,
+    n_bins: int = 2_000,
+    ions_per_region: int = 4,
+    n_shared: int = 4,
+    mz_range: tuple[float, float] = (100.0, 1000.0),
+    fwhm_points: float = 4.0,
+    noise_sigma: float = 1.0,
+    pixel_cv: float = 0.2,
+    gradient: tuple[float, float] = (0.6, 1.4),
+    seed: int = 0,
+) -> SyntheticRegions:
+    """Continuous spectra of a section with three planted regions (:func:`planted_regions`).
+
+    Each region has ``ions_per_region`` marker ions at 40–100 × ``noise_sigma`` inside it and
+    a tenth of that elsewhere; ``n_shared`` ions sit at one level everywhere. Every pixel's
+    spectrum is multiplied by a smooth gradient (linear across the diagonal, from
+    ``gradient[0]`` to ``gradient[1]``) and each ion by lognormal pixel variation
+    (``pixel_cv``); Gaussian noise and a constant offset of ``3 noise_sigma`` are added, and
+    intensities are clipped at zero (float32, as an instrument stores them).
+    """
+    rng = np.random.default_rng([seed, 15])
+    regions = planted_regions(nx, ny)
+    n_regions = 3
+    n_ions = n_regions * ions_per_region + n_shared
+    lo, hi = mz_range
+    mz = np.linspace(lo, hi, n_bins)
+    step = (hi - lo) / (n_bins - 1)
+    slots = np.linspace(0.05, 0.95, n_ions) * (hi - lo) + lo  # ions evenly spaced, never overlap
+    ion_mz = slots + rng.uniform(-2, 2, n_ions) * step
+    ion_region = np.concatenate(
+        [np.repeat(np.arange(n_regions), ions_per_region), -np.ones(n_shared, np.int64)]
+    )
+    order = rng.permutation(n_ions)  # marker ions interleaved along m/z
+    ion_region = ion_region[order]
+    height = rng.uniform(40.0, 100.0, n_ions) * noise_sigma
+    levels = np.where(
+        (ion_region[None, :] == np.arange(n_regions)[:, None]) | (ion_region[None, :] < 0),
+        height,
+        0.1 * height,
+    )
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    t = (rows / max(ny - 1, 1) + cols / max(nx - 1, 1)) / 2
+    factor = gradient[0] + (gradient[1] - gradient[0]) * t
+    sigma = np.sqrt(np.log1p(pixel_cv**2))
+    n = nx * ny
+    amplitudes = levels[regions.reshape(-1)] * factor.reshape(-1, 1)
+    amplitudes *= rng.lognormal(-0.5 * sigma**2, sigma, (n, n_ions))
+    width = fwhm_points * step / 2.3548
+    profiles = np.exp(-0.5 * ((mz[None, :] - ion_mz[:, None]) / width) ** 2)
+    intensity = amplitudes @ profiles + 3 * noise_sigma
+    intensity += rng.standard_normal((n, n_bins)) * noise_sigma
+    block = SpectraBlock(
+        mz,
+        np.maximum(intensity, 0).astype(np.float32),
+        None,
+        grid_coordinates(n, nx),
+    )
+    return SyntheticRegions(block, regions, ion_mz, ion_region, levels, factor)
+
+
+def write_regions_imzml(path: str | os.PathLike[str], regions: SyntheticRegions) -> str:
+    """Write a :class:`SyntheticRegions` section as a continuous imzML/ibd pair (pyimzml's
+    writer); returns the .imzML path."""
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    base = os.fspath(path)
+    if base.lower().endswith(".imzml"):
+        base = base[: -len(".imzml")]
+    block = regions.block
+    with ImzMLWriter(
+        base,
+        mode="continuous",
+        mz_dtype=np.float64,
+        intensity_dtype=np.float32,
+        spec_type="profile",
+    ) as writer:
+        for i in range(len(block)):
+            x, y = (int(v) for v in block.coordinates[i, :2])
+            writer.addSpectrum(block.mz, block.intensity[i], (x, y))
+    return base + ".imzML"

@@ -452,6 +452,19 @@ CATALOG = Catalog(
             description="Ion images of the parameter set's m/z list (else the most frequent "
             "features).",
         ),
+        AssetSpec(
+            "segmentation",
+            step_module="em2q_assets.spatial",
+            kind="summary",
+            group="results",
+            inputs=("raw_measurement", "spectra_chunks", "peak_table"),
+            parameter_dependent=True,
+            automation=Automation.AFTER_CHECKS,
+            tools=("numpy", "scikit-learn"),
+            result=True,
+            description="Segments of the pixels (PCA + k-means or Gaussian mixture, k by BIC) "
+            "on the peak table: map, mean spectra, distinguishing m/z.",
+        ),
     ],
     STUDY_ASSETS,
 )

@@ -290,3 +290,29 @@ def read_csr_zarr(storage: StorageResource, url: str) -> tuple[Any, dict[str, np
     for name in ("data", "indices", "indptr"):
         others.pop(name)
     return matrix, others
+
+
+def read_peak_table_csr(
+    storage: StorageResource, outputs: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(feature_mz, frequency, intensities)`` from a ``peak_table`` manifest's outputs, the
+    intensities a features × spectra ``scipy.sparse`` CSR matrix (spectra in file order)."""
+    import scipy.sparse as sp
+
+    matrix = sp.coo_matrix(
+        (
+            read_npy(storage, outputs["matrix_value"]),
+            (read_npy(storage, outputs["matrix_row"]), read_npy(storage, outputs["matrix_col"])),
+        ),
+        shape=tuple(read_json(storage, outputs["shape"])),
+    ).tocsr()
+    return read_npy(storage, outputs["feature_mz"]), read_npy(storage, outputs["frequency"]), matrix
+
+
+def read_peak_table(
+    storage: StorageResource, outputs: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(feature_mz, matrix (n_spectra, n_features))``, dense float64 (segmentation,
+    colocalisation)."""
+    feature_mz, _, matrix = read_peak_table_csr(storage, outputs)
+    return feature_mz, np.asarray(matrix.T.toarray(), dtype=np.float64)

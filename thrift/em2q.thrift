@@ -313,6 +313,24 @@ struct QcRecord {
   6: required list<QcMetric> metrics (em2q.nested = "true"),
   7: optional string recorded_at (em2q.type = "date"),
 } (em2q.index = "qc_records")
+ * A region of interest drawn on a measurement's image (em2q_resources/rois.py). `geometry` is
+ * GeoJSON text (Polygon or MultiPolygon) in image pixel coordinates: x right, y down, pixel
+ * (row, column) covering [column, column+1) x [row, row+1); a pixel is inside when its centre
+ * is (em2q_msi/spatial.py). Saved by scientists and admins; changed or deleted by its author
+ * or an admin (the rules of parameter sets).
+ */
+struct Roi {
+  1: required string id,                               // "<measurement_id>/<name>"
+  2: required string measurement_id (em2q.identifier = "name"),
+  3: required string name (em2q.identifier = "name"),
+  4: optional string colour,                           // CSS "#rrggbb"
+  5: required string geometry (em2q.index = "false"),  // GeoJSON, image pixel coordinates
+  6: required string author (em2q.search = "text"),
+  7: required string created_at (em2q.type = "date"),
+  8: optional string updated_at (em2q.type = "date"),
+  9: optional i64 pixel_count,                         // pixels of the grid inside it
+  10: optional string description (em2q.search = "text"),
+} (em2q.index = "rois")
 
 // ---------------------------------------------------------------- the service
 

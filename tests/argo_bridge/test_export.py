@@ -203,6 +203,7 @@ def test_spectra_level_assets_fan_out_over_the_chunk_keys_and_merge_before_the_r
         "qc-report",
         "peak-table",
         "ion-images",
+        "segmentation",
     }
 
 

@@ -244,6 +244,6 @@ def test_a_chunks_run_of_the_chain_gets_one_run_of_the_measurement_level_assets(
         REQUESTED_BY_TAG: chain_run,
     }
     assert set(CATALOG.stage_assets[Stage.MEASUREMENT]) == {
-        "mean_spectrum", "tic_image", "qc_report", "qc_trends", "peak_table", "ion_images",
+        "mean_spectrum", "tic_image", "qc_report", "qc_trends", "peak_table", "ion_images", "segmentation",
     }  # fmt: skip
     assert not sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor)).run_requests

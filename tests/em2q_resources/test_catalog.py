@@ -141,7 +141,8 @@ def test_parameter_dependence_in_the_definitions_is_the_declared_one():
         flagged = bool(assets_def.metadata_by_key[assets_def.key].get(PARAMETER_DEPENDENT))
         assert flagged == (name in PARAMETER_DEPENDENT_ASSETS), name
     assert {
-        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images"
+        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images",
+        "segmentation",
     } == PARAMETER_DEPENDENT_ASSETS  # fmt: skip
 
 
@@ -157,14 +158,16 @@ def test_the_results_reader_lists_the_declared_results_upstream_first():
     assert results.RESULT_ASSETS == RESULT_ASSETS == CATALOG.results
     assert results.PARAMETER_DEPENDENT_ASSETS == PARAMETER_DEPENDENT_ASSETS
     assert RESULT_ASSETS == (
-        "raw_measurement", "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images"
+        "raw_measurement", "mean_spectrum", "tic_image", "qc_report", "peak_table", "ion_images",
+        "segmentation",
     )  # fmt: skip
 
 
 def test_the_workflows_select_the_catalogues_assets_as_before():
     assert WORKFLOWS["standard"].assets == CATALOG.names
     assert WORKFLOWS["reprocess"].assets == (
-        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images"
+        "preprocessed_chunks", "qc_report", "qc_trends", "peak_table", "ion_images",
+        "segmentation",
     )  # fmt: skip
     assert WORKFLOWS["qc"].assets == (
         "raw_measurement", "spectra_chunks", "preprocessed_chunks", "mean_spectrum", "qc_report"

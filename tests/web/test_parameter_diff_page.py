@@ -8,7 +8,7 @@ import re
 import pytest
 
 from em2q.client import Catalog
-from em2q.results import MeasurementResults, read_peak_table
+from em2q.results import MeasurementResults, peak_table_of
 from em2q_resources.auth import Role, User
 from tests.web.conftest import STRICT_PEAKS
 
@@ -33,7 +33,7 @@ def test_the_client_and_the_page_give_the_same_diff_of_two_sets(
     settings, store, storage, measurement_id = processed_two_sets
     catalog = Catalog(settings, user=User("sam", Role.SCIENTIST), store=store, storage=storage)
     diff = catalog.measurement(measurement_id).diff("default", STRICT_PEAKS, tolerance_ppm=5.0)
-    mz_a = read_peak_table(
+    mz_a = peak_table_of(
         MeasurementResults(measurement_id, "default", store=store, storage=storage)
     )[0]
     assert diff.paired + diff.lost_mz.size == diff.features_a == mz_a.size

@@ -8,6 +8,7 @@ from em2q.web.routes import (
     parameter_sets,
     provenance,
     qc_trends,
+    spatial,
     studies,
     upload,
     workflows,
@@ -24,6 +25,7 @@ ROUTERS = [
     studies.router,
     qc_trends.router,
     parameter_diff.router,
+    spatial.router,
 ]
 
 __all__ = ["ROUTERS"]
