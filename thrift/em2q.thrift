@@ -313,6 +313,8 @@ struct QcRecord {
   6: required list<QcMetric> metrics (em2q.nested = "true"),
   7: optional string recorded_at (em2q.type = "date"),
 } (em2q.index = "qc_records")
+
+/**
  * A region of interest drawn on a measurement's image (em2q_resources/rois.py). `geometry` is
  * GeoJSON text (Polygon or MultiPolygon) in image pixel coordinates: x right, y down, pixel
  * (row, column) covering [column, column+1) x [row, row+1); a pixel is inside when its centre
