@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     if spans:
         queued = sum(s.queued_s for s in spans) / len(spans)
         start = sum(s.start_s for s in spans) / len(spans)
-        chained = [
-            later.created - earlier.ended
+        chained = [  # the run before requests the next itself, before it ends: no wait
+            max(0.0, later.created - earlier.ended)
             for earlier, later in zip(result["spans"], result["spans"][1:], strict=False)
             if earlier.ended is not None
         ]
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         low, high = K8S_POD_START_S
         print(
             f"  orchestration floor here: {len(spans)} runs × (queue {queued:.1f} s + process "
-            f"start {start:.1f} s) + {len(chained)} sensor hand-offs × {handoff:.1f} s "
-            f"(Dagster's sensor loop: 5 s, fixed) = {floor:.1f} s; a K8sRunLauncher deployment "
+            f"start {start:.1f} s) + {len(chained)} hand-offs × {handoff:.1f} s (each run requests "
+            f"the next itself; through a sensor: 0-5 s, Dagster's loop) = {floor:.1f} s; a K8sRunLauncher deployment "
             f"pays a pod per run instead of a process, {low:.0f}–{high:.0f} s each "
             f"(docs/scaling.md): {len(spans) * (queued + low) + len(chained) * handoff:.0f}–"
             f"{len(spans) * (queued + high) + len(chained) * handoff:.0f} s"
