@@ -13,7 +13,9 @@ from pyimzml.ImzMLParser import ImzMLParser
 
 from argo_bridge.export import export_workflow_templates
 from em2q_assets.partitions import chunk_keys
+from em2q_resources.catalog import CATALOG
 from em2q_resources.connections import set_up_metadata_store
+from em2q_resources.lifecycle import Stage
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
@@ -68,12 +70,7 @@ def materialize_in_dagster(defs: dg.Definitions) -> None:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("measurement", [MEASUREMENT])
     assets, resources = list(defs.assets), defs.resources
-    graph = defs.resolve_asset_graph()
-    measurement_level = [
-        k.path[-1]
-        for k in graph.toposorted_asset_keys
-        if k.path[-1] not in SPECTRA_LEVEL and k.path[-1] != "raw_measurement"
-    ]
+    measurement_level = list(CATALOG.stage_assets[Stage.MEASUREMENT])  # not the study assets
     dg.materialize(
         assets, selection=["raw_measurement"], partition_key=MEASUREMENT, instance=instance,
         resources=resources,
@@ -144,7 +141,7 @@ def test_exported_steps_run_in_template_order_match_a_dagster_run(
 
     dagster_runs, argo_runs = runs_of(metadata_store), runs_of(second_store)
     assert set(argo_runs) == set(dagster_runs)
-    assert len(argo_runs) == 1 + 2 * CHUNKS + 5
+    assert len(argo_runs) == 1 + 2 * CHUNKS + len(CATALOG.stage_assets[Stage.MEASUREMENT])
     dagster_root = StorageResource(root=dagster_settings.storage).url()
     argo_root = StorageResource(root=argo_settings.storage).url()
     for key, argo in argo_runs.items():
