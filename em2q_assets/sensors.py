@@ -185,65 +185,56 @@ def chain_request(
     )
 
 
-def build_ingested_measurements_sensor(ingest_asset: str, chunk_count: int) -> dg.SensorDefinition:
-    """Safety net: the chunks run of an ingest run that did not request it itself."""
+def build_safety_net_sensor(
+    name: str, stage: Stage, last_asset: str, chunk_count: int, description: str
+) -> dg.SensorDefinition:
+    """Safety net of the chain: the run after each run of ``stage`` (it has materialized
+    ``last_asset``, the stage's last step) that did not request it itself."""
 
     @dg.sensor(
-        name="ingested_measurements",
-        job_name=Stage.CHUNKS.job,
+        name=name,
+        job_name=stage.next.job,
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Safety net: requests the chunks run of an ingest run of the chain that "
-        "could not request it itself.",
+        description=description,
     )
-    def ingested_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        records = settled_records(context, ingest_asset)
+    def safety_net(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        records = settled_records(context, last_asset)
         if not records:
-            return dg.SensorResult(skip_reason="no new ingests")
-        requests = {}
+            return dg.SensorResult(skip_reason=f"no new {stage} runs")
+        requests: dict[str, dg.RunRequest] = {}
         for record in records:
+            if record.run_id in requests:
+                continue  # the K chunks of one run: one request
             run = context.instance.get_run_by_id(record.run_id)
-            request = chain_request(context.instance, run, Stage.INGEST, chunk_count)
+            request = chain_request(context.instance, run, stage, chunk_count)
             if request is not None:
                 requests[record.run_id] = request
         return dg.SensorResult(
             run_requests=list(requests.values()), cursor=str(records[-1].storage_id)
         )
 
-    return ingested_measurements
+    return safety_net
+
+
+def build_ingested_measurements_sensor(ingest_asset: str, chunk_count: int) -> dg.SensorDefinition:
+    """Safety net: the chunks run of an ingest run that did not request it itself."""
+    return build_safety_net_sensor(
+        "ingested_measurements", Stage.INGEST, ingest_asset, chunk_count,
+        "Safety net: requests the chunks run of an ingest run of the chain that could not "
+        "request it itself.",
+    )  # fmt: skip
 
 
 def build_chunked_measurements_sensor(
     last_chunk_asset: str, chunk_count: int
 ) -> dg.SensorDefinition:
-    """Safety net: the measurement-level run of a chunks run (it has materialized
-    ``last_chunk_asset``) that did not request it itself."""
-
-    @dg.sensor(
-        name="chunked_measurements",
-        job_name=Stage.MEASUREMENT.job,
-        minimum_interval_seconds=1,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Safety net: requests the measurement-level run (mean spectrum, TIC, QC, "
-        "peaks, ion images) of a chunks run of the chain that could not request it itself.",
-    )
-    def chunked_measurements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        records = settled_records(context, last_chunk_asset)
-        if not records:
-            return dg.SensorResult(skip_reason="no new chunks")
-        requests = {}
-        for record in records:
-            if record.run_id in requests:
-                continue  # the K chunks of one run: one request
-            run = context.instance.get_run_by_id(record.run_id)
-            request = chain_request(context.instance, run, Stage.CHUNKS, chunk_count)
-            if request is not None:
-                requests[record.run_id] = request
-        return dg.SensorResult(
-            run_requests=list(requests.values()), cursor=str(records[-1].storage_id)
-        )
-
-    return chunked_measurements
+    """Safety net: the measurement-level run of a chunks run that did not request it itself."""
+    return build_safety_net_sensor(
+        "chunked_measurements", Stage.CHUNKS, last_chunk_asset, chunk_count,
+        "Safety net: requests the measurement-level run (mean spectrum, TIC, QC, peaks, ion "
+        "images) of a chunks run of the chain that could not request it itself.",
+    )  # fmt: skip
 
 
 def last_recorded_step(store, measurement_id: str) -> float:
