@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,15 +266,19 @@ class Catalog:
     # ------------------------------------------------------------------ provenance
 
     def stale(
-        self, parameter_set: ParameterSet | str | None = None, since_code_version: str | None = None
+        self,
+        parameter_set: ParameterSet | str | None = None,
+        since_code_version: str | None = None,
+        measurement_ids: Iterable[str] | None = None,
     ) -> pd.DataFrame:
         """The partitions whose code, parameter set or inputs changed since their results were
-        made (``em2q stale``), with the recorded seconds a rerun would take."""
+        made (``em2q stale``; ``measurement_ids`` keeps only those), with the recorded seconds
+        a rerun would take."""
         from em2q import provenance
 
         require(self.user, Action.READ)
         name = str(parameter_set) if parameter_set is not None else None
-        report = provenance.stale(self.store, name, since_code_version)
+        report = provenance.stale(self.store, name, since_code_version, measurement_ids)
         return pd.DataFrame(provenance.as_rows(report))
 
     def verify(self, measurement_id: str | None = None) -> Any:

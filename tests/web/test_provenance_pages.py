@@ -16,7 +16,9 @@ def test_stale_api_lists_the_partitions_another_parameter_set_would_redo(
 ):
     _, store, _, measurement_id = processed
     store.save_parameter_set("web-stale", {"peak_picking": {"snr_threshold": 40}}, author="ada")
-    answer = processed_client.get("/api/provenance/stale", params={"p": "web-stale"}).json()
+    answer = processed_client.get(
+        "/api/provenance/stale", params={"p": "web-stale", "m": measurement_id}
+    ).json()  # the session's other measurements (``three_processed``) are left out
     assert answer["parameter_set"] == "web-stale@v1"
     redone = CATALOG.parameter_dependent  # every result made with the other parameter set
     assert {row["asset"] for row in answer["partitions"]} == redone

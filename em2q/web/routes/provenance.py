@@ -4,7 +4,9 @@ reproducibility certificate (``/measurements/{id}/certificate/{asset}``); JSON f
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from em2q import provenance
@@ -19,10 +21,16 @@ router = APIRouter()
 @router.get("/provenance/stale", response_class=HTMLResponse)
 @router.get("/api/provenance/stale")
 def stale_page(
-    request: Request, user: CurrentUser, connections: Backends, p: str = "", since: str = ""
+    request: Request,
+    user: CurrentUser,
+    connections: Backends,
+    p: str = "",
+    since: str = "",
+    m: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies the default)
 ):
+    """``m`` (repeatable) keeps only those measurements, as ``em2q stale -m``."""
     require(user, Action.READ)
-    report = provenance.stale(connections.store, p or None, since or None)
+    report = provenance.stale(connections.store, p or None, since or None, m or None)
     if wants_json(request):
         return JSONResponse(report.to_dict())
     return render(
