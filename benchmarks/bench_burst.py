@@ -18,6 +18,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_burst [--quick] [--small 20] [--medi
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -26,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.bench_platform import free_port, fresh_platform, plain
-from benchmarks.platform_timing import cores, idle_cpu, run_spans
+from benchmarks.platform_timing import CpuByRole, cores, idle_cpu, listening_process, run_spans
 from em2q.dagster_api import DagsterAPI
 from em2q.platform import dagster_dev, dagster_home
 from em2q.setup_file import read_setup
@@ -75,6 +76,10 @@ def burst(files: list[str], work: Path, url: str, idle_s: float) -> dict:
             return doc.id, time.time()
 
         started = time.time()
+        elasticsearch = listening_process(url)
+        cpu = CpuByRole(home, others={"elasticsearch": elasticsearch} if elasticsearch else {})
+        cpu.__enter__()
+        own_before = resource.getrusage(resource.RUSAGE_SELF)
         with ThreadPoolExecutor(len(files)) as pool:
             uploaded = dict(pool.map(one, enumerate(files)))
         ready: dict[str, float] = {}
@@ -89,12 +94,21 @@ def burst(files: list[str], work: Path, url: str, idle_s: float) -> dict:
                     ready[doc.id] = time.time()
                     statuses[doc.id] = schema.MeasurementStatus._VALUES_TO_NAMES[doc.status]
             time.sleep(0.25)
+        cpu.__exit__(None, None, None)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_s = {
+            **cpu.seconds(),
+            "uploads (this process)": own.ru_utime
+            + own.ru_stime
+            - own_before.ru_utime
+            - own_before.ru_stime,
+        }
         time.sleep(8)  # the chain's last runs end, and any doubled request would show
         spans = {m: run_spans(home, m) for m in uploaded}
     store.drop_all()
     return {
         "started": started, "uploaded": uploaded, "ready": ready, "statuses": statuses,
-        "spans": spans, "idle": idle, "processes": processes,
+        "spans": spans, "idle": idle, "processes": processes, "cpu_s": cpu_s,
     }  # fmt: skip
 
 
@@ -132,6 +146,11 @@ def report(name: str, result: dict, plain_s: float, target_s: float | None) -> N
         f"{max(queued):.1f} s; start (launched → running) median {statistics.median(start):.1f}"
         f" s, max {max(start):.1f} s; next stage requested after the run before ended: median "
         f"{statistics.median(chained):.1f} s, max {max(chained):.1f} s"
+    )
+    cpu_s = result["cpu_s"]
+    print(
+        f"  CPU seconds until the last READY ({sum(cpu_s.values()):.0f} s on {cores()} cores): "
+        + ", ".join(f"{role} {seconds:.0f}" for role, seconds in cpu_s.items())
     )
     print(
         f"  plain em2q_msi, same files one after the other in one process: {plain_s:.1f} s; "

@@ -138,3 +138,89 @@ def idle_cpu(dagster_home: Path, seconds: float) -> tuple[float, int]:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+#: how a platform process is named in the CPU breakdown: the first marker in its command line
+PROCESS_ROLES = (
+    ("em2q_assets.run_launcher", "run workers"),
+    ("api execute_run", "run workers"),
+    ("dagster_webserver", "webserver"),
+    ("dagster._daemon", "daemon"),
+    ("code-server start", "code server"),
+    ("api grpc", "code server"),
+)
+
+
+def process_role(cmdline: list[str]) -> str:
+    """The role of a platform process from its command (its ``--instance-ref`` JSON, which
+    names the run launcher's module, is left out)."""
+    text = " ".join(cmdline[:5])
+    return next((role for marker, role in PROCESS_ROLES if marker in text), "dagster dev")
+
+
+class CpuByRole:
+    """CPU seconds the platform's processes use while the block runs, by role (run workers,
+    webserver, daemon, code server), sampled every ``interval_s`` so short-lived run workers
+    count too (a worker's last ``interval_s`` before it exits is missed)."""
+
+    def __init__(self, dagster_home: Path, interval_s: float = 0.25, others: dict | None = None):
+        self.dagster_home = dagster_home
+        self.others = others or {}  # role -> psutil.Process outside the platform (Elasticsearch)
+        self.interval_s = interval_s
+        self._last: dict[int, tuple[str, float]] = {}
+        self._first: dict[int, float] = {}
+        self._stop = False
+
+    def _sample(self) -> None:
+        import psutil
+
+        named = {process.pid: role for role, process in self.others.items()}
+        for process in [*platform_processes(self.dagster_home), *self.others.values()]:
+            try:
+                times = process.cpu_times()
+                used = times.user + times.system
+                role = named.get(process.pid) or self._last.get(process.pid, (None,))[0]
+                role = role or process_role(process.cmdline())
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            self._first.setdefault(process.pid, 0.0 if self._started else used)
+            self._last[process.pid] = (role, used)
+
+    def __enter__(self) -> CpuByRole:
+        import threading
+
+        self._started = False
+        self._sample()
+        self._started = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop:
+            time.sleep(self.interval_s)
+            self._sample()
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._thread.join()
+        self._sample()
+
+    def seconds(self) -> dict[str, float]:
+        by_role: dict[str, float] = {}
+        for pid, (role, used) in self._last.items():
+            by_role[role] = by_role.get(role, 0.0) + used - self._first[pid]
+        return dict(sorted(by_role.items(), key=lambda item: -item[1]))
+
+
+def listening_process(url: str):
+    """The local process listening on ``url``'s port (Elasticsearch), or None."""
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    port = urlsplit(url).port
+    for connection in psutil.net_connections("tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+            return psutil.Process(connection.pid) if connection.pid else None
+    return None
