@@ -539,6 +539,12 @@ def fit_affine(
     design = np.column_stack([src, np.ones(src.shape[0])])
     if np.linalg.matrix_rank(design) < 3:
         raise SpatialError("the landmarks lie on one line: place at least 3 not in a row")
+    spread = np.linalg.svd(dst - dst.mean(axis=0), compute_uv=False)
+    if spread[0] == 0 or spread[1] <= 1e-9 * spread[0]:
+        raise SpatialError(
+            "the target landmarks lie on one line: the fitted transform would fold the image "
+            "onto a line (a degenerate fit); place at least 3 not in a row"
+        )
     solution, *_ = np.linalg.lstsq(design, dst, rcond=None)
     matrix = solution.T
     residuals = np.linalg.norm(design @ solution - dst, axis=1)

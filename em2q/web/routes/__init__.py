@@ -4,6 +4,7 @@ from em2q.web.routes import (
     catalog,
     compare,
     measurements,
+    optical,
     parameter_diff,
     parameter_sets,
     provenance,
@@ -26,6 +27,7 @@ ROUTERS = [
     qc_trends.router,
     parameter_diff.router,
     spatial.router,
+    optical.router,
 ]
 
 __all__ = ["ROUTERS"]

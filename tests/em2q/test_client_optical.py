@@ -1,0 +1,70 @@
+"""The optical image from the notebook client and the CLI: stored, registered, refused."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from em2q.cli import main
+from em2q_resources.metadata import SchemaViolation
+from tests.em2q.test_client_rois import NX, NY, section_measurement  # noqa: F401  (fixture)
+
+#: optical (x, y) → MSI (x, y) of the 12×10 section: 4 optical pixels per MSI pixel
+KNOWN = np.array([[0.25, 0.0, 0.5], [0.0, 0.25, 0.25]])
+
+
+def _jpeg(tmp_path):
+    path = tmp_path / "he.jpg"
+    Image.fromarray(np.full((40, 48, 3), 180, np.uint8)).save(path, format="JPEG")
+    return path
+
+
+def _pairs(points):
+    points = np.asarray(points, float)
+    return np.hstack([points, points @ KNOWN[:, :2].T + KNOWN[:, 2]]).tolist()
+
+
+def test_the_client_stores_and_registers_an_optical_image(section_measurement, tmp_path):  # noqa: F811
+    m, _ = section_measurement
+    doc = m.add_optical_image(_jpeg(tmp_path))
+    assert (doc["format"], doc["width_px"], doc["height_px"]) == ("JPEG", 48, 40)
+    transform = m.register_optical(_pairs([[0, 0], [40, 2], [3, 36]]))
+    np.testing.assert_allclose(transform["matrix"], KNOWN, atol=1e-9)
+    stored = m.catalog.store.get(m.catalog.store.schema.OpticalImage, m.id).doc
+    assert json.loads(stored.transform)["matrix"] == transform["matrix"]
+    with m.catalog.storage.open(m.catalog.storage.key_of(stored.display_url)) as display:
+        assert Image.open(io.BytesIO(display.read())).size == (48, 40)
+
+
+def test_the_client_refuses_two_landmarks_naming_the_field(section_measurement, tmp_path):  # noqa: F811
+    m, _ = section_measurement
+    m.add_optical_image(_jpeg(tmp_path))
+    with pytest.raises(SchemaViolation, match="OpticalImage.transform: .*got 2"):
+        m.register_optical(_pairs([[0, 0], [40, 2]]))
+
+
+def test_the_cli_adds_and_registers_an_optical_image(section_measurement, tmp_path):  # noqa: F811
+    m, _ = section_measurement
+    settings = m.catalog.settings
+    env = {
+        "EM2Q_ELASTICSEARCH_URL": settings.elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": settings.index_prefix,
+        "EM2Q_STORAGE": str(settings.storage),
+        "EM2Q_CACHE_DIR": str(tmp_path / "cli-cache"),
+    }
+    runner = CliRunner()
+    added = runner.invoke(main, ["optical", "add", m.id, str(_jpeg(tmp_path)), "--json"], env=env)
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["format"] == "JPEG"
+    landmarks = [f"--landmark={','.join(map(str, p))}" for p in _pairs([[0, 0], [40, 2], [3, 36]])]
+    fitted = runner.invoke(main, ["optical", "register", m.id, *landmarks, "--json"], env=env)
+    assert fitted.exit_code == 0, fitted.output
+    np.testing.assert_allclose(json.loads(fitted.output)["matrix"], KNOWN, atol=1e-9)
+    collinear = [f"--landmark={','.join(map(str, p))}" for p in _pairs([[0, 0], [1, 1], [2, 2]])]
+    refused = runner.invoke(main, ["optical", "register", m.id, *collinear], env=env)
+    assert refused.exit_code == 1 and "lie on one line" in refused.output
