@@ -990,7 +990,7 @@ def deletion_plan(
     store.refresh()
     records = [
         (entity.__name__, doc.id)
-        for entity in (schema.WorkflowRun, schema.SpectraPartition)
+        for entity in (schema.WorkflowRun, schema.SpectraPartition, schema.Roi, schema.OpticalImage)
         for doc in store.scan(entity, filters={"measurement_id": measurement_id})
     ]
     return DeletionPlan(measurement_id, files, records)

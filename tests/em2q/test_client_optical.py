@@ -68,3 +68,16 @@ def test_the_cli_adds_and_registers_an_optical_image(section_measurement, tmp_pa
     collinear = [f"--landmark={','.join(map(str, p))}" for p in _pairs([[0, 0], [1, 1], [2, 2]])]
     refused = runner.invoke(main, ["optical", "register", m.id, *collinear], env=env)
     assert refused.exit_code == 1 and "lie on one line" in refused.output
+
+
+def test_deleting_the_measurement_removes_its_optical_image(section_measurement, tmp_path):  # noqa: F811
+    from em2q.client import delete_measurement
+    from em2q_resources.auth import Role, User
+
+    m, _ = section_measurement
+    m.add_optical_image(_jpeg(tmp_path))
+    store, storage = m.catalog.store, m.catalog.storage
+    assert storage.find(f"measurements/{m.id}/optical")
+    delete_measurement(store, storage, m.id, User("ada", Role.ADMIN))
+    assert not store.exists(store.schema.OpticalImage, m.id)
+    assert not storage.find(f"measurements/{m.id}/optical")
