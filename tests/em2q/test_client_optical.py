@@ -81,3 +81,50 @@ def test_deleting_the_measurement_removes_its_optical_image(section_measurement,
     delete_measurement(store, storage, m.id, User("ada", Role.ADMIN))
     assert not store.exists(store.schema.OpticalImage, m.id)
     assert not storage.find(f"measurements/{m.id}/optical")
+
+
+def _upload_env(metadata_store, elasticsearch_url, tmp_path) -> dict:
+    return {
+        "EM2Q_ELASTICSEARCH_URL": elasticsearch_url,
+        "EM2Q_INDEX_PREFIX": metadata_store.prefix,
+        "EM2Q_STORAGE": str(tmp_path / "storage"),
+        "EM2Q_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_cli_upload_with_optical_stores_the_image_with_the_measurement(
+    metadata_store, elasticsearch_url, tmp_path
+):
+    from em2q.dev import EXAMPLE_SETUP
+    from tests.em2q.test_upload import copy_example
+
+    env = _upload_env(metadata_store, elasticsearch_url, tmp_path)
+    imzml = copy_example(tmp_path / "src")
+    result = CliRunner().invoke(
+        main, ["upload", str(imzml), "--setup", str(EXAMPLE_SETUP), "--optical",
+               str(_jpeg(tmp_path))], env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    measurement_id = result.stdout.strip()
+    doc = metadata_store.get(metadata_store.schema.OpticalImage, measurement_id).doc
+    assert (doc.filename, doc.format, doc.width_px) == ("he.jpg", "JPEG", 48)
+
+
+def test_cli_upload_with_a_bad_optical_image_uploads_nothing(
+    metadata_store, elasticsearch_url, tmp_path
+):
+    from em2q.dev import EXAMPLE_SETUP
+    from tests.em2q.test_upload import copy_example
+
+    env = _upload_env(metadata_store, elasticsearch_url, tmp_path)
+    not_an_image = tmp_path / "slide.tif"
+    not_an_image.write_bytes(b"II*\0 broken tiff")
+    result = CliRunner().invoke(
+        main, ["upload", str(copy_example(tmp_path / "src")), "--setup", str(EXAMPLE_SETUP),
+               "--optical", str(not_an_image)], env=env,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "--optical" in result.output and "not a readable PNG, JPEG or TIFF" in result.output
+    metadata_store.refresh()
+    assert metadata_store.search(metadata_store.schema.Measurement).total == 0
+    assert not (tmp_path / "storage" / "measurements").exists()
