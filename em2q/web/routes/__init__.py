@@ -4,6 +4,7 @@ from em2q.web.routes import (
     catalog,
     compare,
     measurements,
+    notebook,
     optical,
     parameter_diff,
     parameter_sets,
@@ -28,6 +29,7 @@ ROUTERS = [
     parameter_diff.router,
     spatial.router,
     optical.router,
+    notebook.router,
 ]
 
 __all__ = ["ROUTERS"]
