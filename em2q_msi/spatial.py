@@ -405,6 +405,56 @@ def segment(
     )
 
 
+@dataclass(frozen=True)
+class MemberSegmentation:
+    """One segmentation of several measurements' pixels: ``segmentation`` over all their
+    spectra stacked (members in ``members`` order), ``offsets`` (n_members + 1,) where each
+    member's rows start; a segment number means the same in every member."""
+
+    members: tuple[str, ...]
+    offsets: np.ndarray
+    segmentation: Segmentation
+
+    def labels_of(self, member: str) -> np.ndarray:
+        """The segment of each spectrum of ``member`` (its rows' order)."""
+        i = self.members.index(member)
+        return self.segmentation.labels[self.offsets[i] : self.offsets[i + 1]]
+
+    def sizes(self) -> dict[str, np.ndarray]:
+        """Pixels of each segment per member (a segment may be absent from a member: 0)."""
+        k = self.segmentation.k
+        return {m: np.bincount(self.labels_of(m), minlength=k) for m in self.members}
+
+
+def segment_members(
+    matrices: Mapping[str, np.ndarray], params: SegmentationParameters | None = None
+) -> MemberSegmentation:
+    """Segment the pixels of several measurements in one feature space (a study's aligned
+    features: column j is the same m/z in every matrix) so that the segments are comparable:
+    one per-pixel normalisation, one PCA and one clustering (and one choice of k) fitted on all
+    members' pixels together, rather than one per member whose labels would mean different
+    tissues. The spatial majority filter is per image, so it is refused here (run it on each
+    member's map)."""
+    params = params or SegmentationParameters()
+    if params.spatial_smoothing != "none":
+        raise SpatialError(
+            f"spatial_smoothing {params.spatial_smoothing!r} works on one image; segment the "
+            "members with spatial_smoothing 'none'"
+        )
+    if not matrices:
+        raise SpatialError("no members to segment")
+    members = tuple(matrices)
+    widths = {m: np.shape(matrices[m])[-1] for m in members}
+    if len(set(widths.values())) != 1 or any(np.ndim(matrices[m]) != 2 for m in members):
+        raise SpatialError(
+            "the members' matrices must be (n_pixels, n_features) on the same features, got "
+            + ", ".join(f"{m}: {np.shape(matrices[m])}" for m in members)
+        )
+    rows = [np.asarray(matrices[m], dtype=np.float64) for m in members]
+    offsets = np.concatenate([[0], np.cumsum([r.shape[0] for r in rows])]).astype(np.int64)
+    return MemberSegmentation(members, offsets, segment(np.vstack(rows), params))
+
+
 def segment_colours(k: int) -> list[str]:
     """``#rrggbb`` of segments 0…k-1: matplotlib's tab10 (tab20 beyond 10 segments), the
     colours of :func:`segment_image_rgba` and of the web page's legend."""

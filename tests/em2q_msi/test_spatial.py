@@ -24,6 +24,7 @@ from em2q_msi.spatial import (
     roi_mask,
     roi_spectrum_indices,
     segment,
+    segment_members,
 )
 from em2q_msi.synthetic import synthetic_regions
 
@@ -320,3 +321,30 @@ def test_three_exact_landmarks_give_zero_residuals_and_an_inverse():
 def test_unusable_landmarks_are_refused(source, message):
     with pytest.raises(SpatialError, match=message):
         fit_affine(source, np.asarray(source, float) + 1)
+
+
+# ---------------------------------------------------------------------- study segmentation
+
+
+def test_members_segmented_together_give_each_tissue_the_same_segment_everywhere():
+    """Two sections of one tissue (same seed: same marker ions per region) of other sizes and
+    overall brightness: segmented in one feature space, region r is one segment in both."""
+    first = synthetic_regions(nx=20, ny=16, n_bins=600, seed=8)
+    second = synthetic_regions(nx=14, ny=18, n_bins=600, seed=8, gradient=(1.5, 2.5))
+    np.testing.assert_array_equal(first.ion_region, second.ion_region)
+    joint = segment_members(
+        {"a": first.block.intensity, "b": second.block.intensity}, SegmentationParameters()
+    )
+    assert joint.segmentation.k == 3
+    mapping = {}
+    for member, section in (("a", first), ("b", second)):
+        labels = joint.labels_of(member)
+        assert labels.size == section.labels.size
+        assert adjusted_rand_score(section.labels, labels) >= 0.8
+        mapping[member] = [np.bincount(labels[section.labels == r]).argmax() for r in range(3)]
+    assert mapping["a"] == mapping["b"] and sorted(mapping["a"]) == [0, 1, 2]
+
+
+def test_members_on_different_features_are_refused_naming_their_shapes():
+    with pytest.raises(SpatialError, match=r"same features, got a: \(4, 3\), b: \(4, 5\)"):
+        segment_members({"a": np.ones((4, 3)), "b": np.ones((4, 5))})
