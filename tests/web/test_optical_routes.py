@@ -129,3 +129,34 @@ def test_bad_landmarks_are_refused_with_400_naming_the_problem(
     assert problem in answer.json()["message"]
     kept = processed_client.get(f"/api/measurements/{mid}/optical").json()["transform"]
     assert kept["matrix"] == fit["matrix"]
+
+
+# ---------------------------------------------------------------- the upload form
+
+
+def _post_upload(client, optical: tuple[str, bytes]):
+    from tests.web.conftest import EXAMPLE_IBD, EXAMPLE_IMZML, EXAMPLE_SETUP, setup_form_values
+
+    with EXAMPLE_IMZML.open("rb") as imzml, EXAMPLE_IBD.open("rb") as ibd:
+        return client.post(
+            "/upload",
+            data=setup_form_values(EXAMPLE_SETUP),
+            files={"imzml": (EXAMPLE_IMZML.name, imzml), "ibd": (EXAMPLE_IBD.name, ibd),
+                   "optical": optical},
+            headers={"Accept": "application/json"},
+        )  # fmt: skip
+
+
+def test_the_upload_form_stores_the_optical_image_with_the_measurement(client, metadata_store):
+    answer = _post_upload(client, ("he.jpg", _image("JPEG")))
+    assert answer.status_code == 201, answer.text
+    doc = metadata_store.get(load_schema().OpticalImage, answer.json()["id"]).doc
+    assert (doc.filename, doc.format, doc.width_px) == ("he.jpg", "JPEG", WIDTH)
+
+
+def test_the_upload_form_refuses_a_bad_optical_image_and_uploads_nothing(client, metadata_store):
+    answer = _post_upload(client, ("he.tif", b"II*\x00 not a tiff"))
+    assert answer.status_code == 422
+    assert "he.tif: not a readable PNG, JPEG or TIFF" in answer.json()["errors"]["optical"]
+    metadata_store.refresh()
+    assert metadata_store.search(load_schema().Measurement).total == 0
