@@ -106,8 +106,12 @@ def landmark_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(optical (n, 2), msi (n, 2))`` from ``[[x, y, msi_x, msi_y], …]`` or
     ``[{"optical": [x, y], "msi": [x, y]}, …]``; OpticalImageError naming the bad one."""
+    if not isinstance(landmarks, Sequence) or isinstance(landmarks, str | bytes):
+        raise OpticalImageError(
+            f"landmarks: expected a list of [x, y, msi_x, msi_y], got {type(landmarks).__name__}"
+        )
     optical, msi = [], []
-    for i, pair in enumerate(landmarks or []):
+    for i, pair in enumerate(landmarks):
         try:
             values = [*pair["optical"], *pair["msi"]] if isinstance(pair, Mapping) else list(pair)
             numbers = [float(v) for v in values]

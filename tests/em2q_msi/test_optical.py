@@ -81,6 +81,8 @@ def test_a_known_affine_is_recovered_from_noisy_landmarks_within_half_a_pixel():
         ([[0, 0, 1, 1], [10, 0, 2, 2], [0, 10, 3, 3]], "target landmarks lie on one line"),
         ([[0, 0, 1], [1, 0, 2, 2], [0, 1, 3, 3]], "landmark 0: expected 4 numbers"),
         ([[0, 0, "a", 1], [1, 0, 2, 2], [0, 1, 3, 3]], "landmark 0: expected"),
+        (5, "landmarks: expected a list"),
+        ("0,0,1,1", "landmarks: expected a list"),
     ],
 )
 def test_bad_landmarks_are_refused_naming_the_problem(landmarks, problem):
