@@ -127,9 +127,7 @@ def transform_of(doc: Any) -> dict[str, Any] | None:
     return json.loads(doc.transform) if doc.transform else None
 
 
-def register(
-    store: MetadataStore, user: User | None, measurement_id: str, landmarks: Any
-) -> Any:
+def register(store: MetadataStore, user: User | None, measurement_id: str, landmarks: Any) -> Any:
     """Fit and store the optical → MSI transform of ``landmarks`` (``[[x, y, msi_x, msi_y]]``
     or ``[{"optical": [x, y], "msi": [x, y]}]``); returns the document."""
     user = require(user, Action.SAVE_PARAMETER_SET)
