@@ -795,6 +795,50 @@ class Measurement:
         """Delete a ROI (its author or an admin)."""
         rois.delete(self.catalog.store, self.catalog.user, self.id, name)
 
+    # ------------------------------------------------------------------ optical image
+
+    def add_optical_image(self, image: str | Path | bytes) -> dict[str, Any]:
+        """Store an optical (microscopy, H&E) PNG/JPEG/TIFF image with the measurement (a
+        file path or its bytes), replacing one there was and its registration; returns the
+        stored document (format, size in pixels, checksum)."""
+        from em2q_resources import optical
+
+        if isinstance(image, bytes):
+            data, name = image, "optical"
+        else:
+            data, name = Path(image).read_bytes(), Path(image).name
+        doc = optical.save_image(
+            self.catalog.store, self.catalog.storage, self.catalog.user, self.id, data, name
+        )
+        return to_document(doc)
+
+    def register_optical(self, landmarks: Sequence[Sequence[float]]) -> dict[str, Any]:
+        """Register the optical image to the MSI grid: ``landmarks`` ``[(x, y, msi_x, msi_y)]``
+        (optical and MSI image pixel coordinates, 3 or more not in a row). Returns the stored
+        transform: ``matrix`` (2×3, optical → MSI), ``residuals_px``, ``rms_px``."""
+        from em2q_resources import optical
+
+        doc = optical.register(self.catalog.store, self.catalog.user, self.id, landmarks)
+        return optical.transform_of(doc)
+
+    def optical_overlay(
+        self, layer: str = "tic", mz: float | None = None, opacity: float = 0.5,
+        parameter_set: ParameterSet | str | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """The optical image (as displayed) with ``layer`` (``tic``, ``ion`` of ``mz``,
+        ``segments``) over it at ``opacity``: an RGB ``uint8`` array."""
+        import io
+
+        from PIL import Image
+
+        from em2q_resources import optical
+
+        require(self.catalog.user, Action.READ)
+        doc = optical.get(self.catalog.store, self.id)
+        rgba = optical.layer_for(self.results(parameter_set), layer, mz)
+        png = optical.overlay_png(self.catalog.storage, doc, rgba, opacity)
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
     def runs(self) -> pd.DataFrame:
         """The measurement's workflow runs, newest first."""
         runs = self.results().runs()
@@ -946,7 +990,7 @@ def deletion_plan(
     store.refresh()
     records = [
         (entity.__name__, doc.id)
-        for entity in (schema.WorkflowRun, schema.SpectraPartition)
+        for entity in (schema.WorkflowRun, schema.SpectraPartition, schema.Roi, schema.OpticalImage)
         for doc in store.scan(entity, filters={"measurement_id": measurement_id})
     ]
     return DeletionPlan(measurement_id, files, records)

@@ -65,11 +65,11 @@ def segmentation(
         note = None
         try:
             result = spatial.segment(matrix, settings, grid=grid, coordinates=coordinates)
-            labels, k, bic = result.labels, result.k, result.bic
+            labels, k, k_scores = result.labels, result.k, result.k_scores
             means, effect, top = result.mean_spectra, result.effect_size, result.top_features
         except ValueError as exc:  # SpatialError, or a degenerate matrix sklearn refuses
             note = f"not segmented: {exc}"
-            labels, k, bic = np.zeros(matrix.shape[0], np.int64), 1, {}
+            labels, k, k_scores = np.zeros(matrix.shape[0], np.int64), 1, {}
             means = matrix.mean(axis=0, keepdims=True)
             effect = np.zeros_like(means)
             top = np.zeros((1, 0), np.int64)
@@ -95,7 +95,8 @@ def segmentation(
         ]
         summary = {
             "k": k,
-            "bic": {str(key): value for key, value in bic.items()},
+            "k_scores": {str(key): value for key, value in k_scores.items()},
+            "k_criterion": spatial.K_CRITERION if k_scores else None,
             "method": settings.method,
             "spatial_smoothing": settings.spatial_smoothing,
             "note": note,
@@ -122,7 +123,7 @@ def segmentation(
         metadata={
             "segments": k,
             "pixels per segment": ", ".join(str(int(n)) for n in sizes),
-            "k chosen by BIC": bool(bic),
+            "k chosen by": spatial.K_CRITERION if k_scores else "the parameter set",
             "note": note or "",
             "seconds": round(time.perf_counter() - started, 3),
             "segment map": Image(png, "segment map"),

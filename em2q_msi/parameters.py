@@ -298,8 +298,8 @@ class SegmentationParameters(_Step):
     optionally ``transform``-ed (``sqrt`` or ``none``), reduced to the ``max_features`` of
     highest variance (0: all), projected on ``n_components`` principal components, then
     clustered by ``method``: ``kmeans`` (``n_init`` restarts) or ``gmm`` (Gaussian mixture).
-    ``k`` segments, or with ``k`` 0 the k in ``k_min``…``k_max`` with the lowest BIC of a
-    Gaussian mixture. ``spatial_smoothing``: ``majority`` replaces each pixel's segment by the
+    ``k`` segments, or with ``k`` 0 the k in ``k_min``…``k_max`` whose k-means partition has
+    the highest Calinski–Harabasz index (``spatial.choose_k``). ``spatial_smoothing``: ``majority`` replaces each pixel's segment by the
     most frequent one within ``smoothing_radius_pixels`` (``none``: off).
     ``n_top_features``: distinguishing features reported per segment; ``seed`` makes the
     result repeatable.

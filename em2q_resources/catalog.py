@@ -462,7 +462,7 @@ CATALOG = Catalog(
             automation=Automation.AFTER_CHECKS,
             tools=("numpy", "scikit-learn"),
             result=True,
-            description="Segments of the pixels (PCA + k-means or Gaussian mixture, k by BIC) "
+            description="Segments of the pixels (PCA + k-means or Gaussian mixture, k by Calinski–Harabasz) "
             "on the peak table: map, mean spectra, distinguishing m/z.",
         ),
     ],

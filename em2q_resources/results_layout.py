@@ -175,6 +175,12 @@ def read_qc_report(storage: StorageResource, url: str) -> dict[str, Any]:
     return parse_qc_report(read_bytes(storage, url), url)
 
 
+def optical_key(measurement_id: str, sha256: str, name: str) -> str:
+    """Where a measurement's optical image files live: beside its raw files (deleted with
+    them), in a folder per content so a new upload never overwrites the one in use."""
+    return f"measurements/{measurement_id}/optical/{sha256[:16]}/{name}"
+
+
 # ---------------------------------------------------------------------- studies
 
 #: the study assets' files live under ``studies/<study>/<asset>/…`` (beside ``results/``, so a

@@ -334,6 +334,33 @@ struct Roi {
   10: optional string description (em2q.search = "text"),
 } (em2q.index = "rois")
 
+/**
+ * The optical (microscopy, H&E) image of a measurement (em2q_resources/optical.py): the file
+ * as uploaded and a PNG for display (downsampled when large, `display_scale` = display pixels
+ * per image pixel), both under measurements/<id>/optical/ (em2q_resources/results_layout.py).
+ * `transform` is the registration, JSON: {"matrix": 2x3 affine taking image pixel (x, y) to
+ * MSI pixel coordinates, "landmarks": [[x, y, msi_x, msi_y]], "residuals_px", "rms_px"};
+ * absent until registered. One per measurement; a new upload replaces it (and its transform).
+ */
+struct OpticalImage {
+  1: required string id,                                // the measurement id
+  2: required string measurement_id (em2q.identifier = "name"),
+  3: required string filename (em2q.search = "text"),
+  4: required string format,                            // PNG, JPEG, TIFF (Pillow's name)
+  5: required i64 width_px,
+  6: required i64 height_px,
+  7: required string url (em2q.index = "false"),
+  8: required string sha256,
+  9: required i64 size_bytes,
+  10: required string display_url (em2q.index = "false"),
+  11: required double display_scale,
+  12: required string uploaded_by,
+  13: required string uploaded_at (em2q.type = "date"),
+  14: optional string transform (em2q.index = "false"),
+  15: optional string registered_by,
+  16: optional string registered_at (em2q.type = "date"),
+} (em2q.index = "optical_images")
+
 // ---------------------------------------------------------------- the service
 
 /** Who a connection acts as (see login); role is technician, scientist or admin. */

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -139,10 +140,14 @@ def show(ctx: Context, measurement_id: str, as_json: bool) -> None:
     help="experimental setup YAML (see examples/setup.yaml)",
 )
 @click.option("--operator", default=None, help="who uploads (overrides the setup's operator)")
+@click.option(
+    "--optical", "optical_image", default=None, type=click.Path(exists=True, dir_okay=False),
+    help="an optical/histology image (PNG, JPEG, TIFF) stored with the measurement",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the Measurement document as JSON")
 @pass_context
 def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator: str | None,
-           as_json: bool) -> None:  # fmt: skip
+           optical_image: str | None, as_json: bool) -> None:  # fmt: skip
     """Validate IMZML (+ its .ibd) and the setup, copy them into storage, register them.
 
     Prints the new measurement id. Exit 1 lists every problem of the files or the setup, or
@@ -154,6 +159,15 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
 
     with surface_errors():
         ctx.require(Action.UPLOAD)
+    optical_bytes = None
+    if optical_image is not None:  # checked before the measurement is uploaded
+        from em2q_msi.optical import OpticalImageError, decode
+
+        optical_bytes = Path(optical_image).read_bytes()
+        try:
+            decode(optical_bytes)
+        except OpticalImageError as exc:
+            _fail(f"invalid input: --optical {optical_image}: {exc}", EXIT_PROBLEM)
     try:
         with surface_errors():
             measurement = upload_measurement(
@@ -167,6 +181,14 @@ def upload(ctx: Context, imzml: str, ibd: str | None, setup_file: str, operator:
         _fail(str(exc), EXIT_PROBLEM)
     except OSError as exc:  # e.g. no permission to write into the storage folder
         _fail(f"storage {ctx.storage().root}: {exc}", EXIT_PROBLEM)
+    if optical_bytes is not None:
+        from em2q_resources import optical
+
+        with surface_errors():
+            optical.save_image(
+                ctx.store, ctx.storage(), ctx.user, measurement.id, optical_bytes,
+                Path(optical_image).name,
+            )  # fmt: skip
     click.echo(json.dumps(to_document(measurement)) if as_json else measurement.id)
 
 

@@ -25,6 +25,7 @@ def test_every_indexed_entity_of_the_domain_is_in_the_idl():
         "PeakFeature",
         "QcRecord",
         "Roi",
+        "OpticalImage",
     }
 
 

@@ -4,6 +4,8 @@ from em2q.web.routes import (
     catalog,
     compare,
     measurements,
+    notebook,
+    optical,
     parameter_diff,
     parameter_sets,
     provenance,
@@ -26,6 +28,8 @@ ROUTERS = [
     qc_trends.router,
     parameter_diff.router,
     spatial.router,
+    optical.router,
+    notebook.router,
 ]
 
 __all__ = ["ROUTERS"]

@@ -103,7 +103,8 @@ def segmentation(
     return {
         "k": result["k"],
         "note": result.get("note"),
-        "bic": result["bic"],
+        "k_scores": result.get("k_scores", result.get("bic", {})),
+        "k_criterion": result.get("k_criterion", "bic" if result.get("bic") else None),
         "segments": result["segments"],
         "map": (image if image.ndim == 2 else image[0]).astype(int).tolist(),
     }

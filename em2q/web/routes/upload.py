@@ -19,7 +19,9 @@ from em2q.web.deps import Backends, CurrentUser
 from em2q.web.forms import problem_field, setup_form, setup_from_form
 from em2q.web.pages import render, wants_json
 from em2q.web.uploads import receive_multipart
+from em2q_msi.optical import OpticalImageError, decode
 from em2q_msi.validation import validate
+from em2q_resources import optical
 from em2q_resources.auth import Action, require
 
 router = APIRouter()
@@ -43,13 +45,14 @@ async def upload_submit(request: Request, user: CurrentUser, connections: Backen
     measurement = None
     with tempfile.TemporaryDirectory(prefix="em2q-web-upload-") as scratch:
         folder = Path(scratch)
-        received = await receive_multipart(request, folder, {"imzml", "ibd"})
+        received = await receive_multipart(request, folder, {"imzml", "ibd", "optical"})
         values = received.fields
         document, errors = setup_from_form(values)
         files = received.files
         for name, label in (("imzml", ".imzML"), ("ibd", ".ibd")):
             if name not in files or not files[name].filename:
                 errors[name] = f"choose the {label} file"
+        optical_image = _optical_part(files, errors)
         if "imzml" not in errors and not files["imzml"].filename.lower().endswith(".imzml"):
             errors["imzml"] = f"{files['imzml'].filename}: expected an .imzML file"
         if "imzml" not in errors and "ibd" not in errors:
@@ -86,6 +89,11 @@ async def upload_submit(request: Request, user: CurrentUser, connections: Backen
                     general.append(str(exc))
                     errors["imzml"] = f"already uploaded as {exc.existing_id}"
             _place(problems, errors, general)
+            if measurement is not None and optical_image is not None:
+                await run_in_threadpool(
+                    optical.save_image, connections.store, connections.storage, user,
+                    measurement.id, optical_image[1], optical_image[0],
+                )  # fmt: skip
     if measurement is not None:
         target = f"/measurements/{measurement.id}"
         if wants_json(request):
@@ -117,6 +125,21 @@ def _place(problems: list[UploadProblem], errors: dict[str, str], general: list[
             slot = "ibd" if problem.code in IBD_PROBLEMS else "imzml"
             found = f"[{problem.code}] {problem.message}"
             errors[slot] = f"{errors[slot]}; {found}" if slot in errors else found
+
+
+def _optical_part(files: dict, errors: dict[str, str]) -> tuple[str, bytes] | None:
+    """The optional optical image's ``(filename, bytes)``, decoded whole first: a bad one is
+    an error next to its input, so the measurement is not uploaded without it."""
+    part = files.get("optical")
+    if part is None or not part.filename:
+        return None
+    data = part.path.read_bytes()
+    try:
+        decode(data)
+    except OpticalImageError as exc:
+        errors["optical"] = f"{part.filename}: {exc}"
+        return None
+    return part.filename, data
 
 
 def _safe_stem(filename: str) -> str:

@@ -41,8 +41,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const list = document.getElementById("roi-list");
     list.replaceChildren(...current.map((r) => {
       const item = document.createElement("li");
-      item.innerHTML = `<span style="color:${r.colour}">■</span> <a href="#" data-roi="${r.name}"></a> · ${r.pixel_count ?? "?"} px · ${r.author} <button type="button" data-delete="${r.name}">delete</button>`;
+      item.innerHTML = `<span style="color:${r.colour}">■</span> <a href="#" data-roi="${r.name}"></a> · ${r.pixel_count ?? "?"} px · ${r.author} · <a class="roi-notebook" download>notebook</a> <button type="button" data-delete="${r.name}">delete</button>`;
       item.querySelector("a").textContent = r.name;
+      item.querySelector("a.roi-notebook").href = `/measurements/${id}/notebook.ipynb?roi=${encodeURIComponent(r.name)}&p=${p}`;
       return item;
     }));
     redraw(current);
