@@ -73,7 +73,7 @@ def current_manifests(store: MetadataStore, storage: StorageResource, study_id: 
     (else :class:`StaleStudyResult`: materialize the study's assets again)."""
     found = {asset: study_manifest(storage, study_id, asset) for asset in STUDY_ASSETS}
     reference = found["study_reference_peaks"]
-    members = list(studies.get(store, study_id).member_ids or [])
+    members = list(studies.member_groups(store, studies.get(store, study_id)))
     if reference["members"] != members:
         raise StaleStudyResult(
             f"study {study_id!r} has members that its results do not include yet: materialize "

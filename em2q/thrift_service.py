@@ -188,7 +188,9 @@ class MetadataServiceHandler:
     @_thrift_errors
     def deleteMeasurement(self, id: str) -> None:
         self._allow(Action.DELETE)
-        self.store.delete(self.schema.Measurement, id)
+        from em2q.client import delete_measurement  # the one delete path
+
+        delete_measurement(self.store, self.storage, id, self.user)
 
     @_thrift_errors
     def searchMeasurements(self, request: Any) -> Any:

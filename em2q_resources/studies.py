@@ -144,10 +144,31 @@ def list_studies(store: MetadataStore, page_size: int = 100) -> list[Any]:
     return store.search(store.schema.Study, sort=["id"], page_size=page_size).hits
 
 
+def _present(store: MetadataStore, ids: Iterable[str]) -> tuple[list[Any], list[str]]:
+    """``(measurements found, ids no longer in the catalog)``, in the order of ``ids``."""
+    schema = store.schema
+    found, missing = [], []
+    for measurement_id in ids:
+        try:
+            found.append(store.get(schema.Measurement, measurement_id).doc)
+        except DocumentNotFound:
+            missing.append(measurement_id)
+    return found, missing
+
+
 def member_groups(store: MetadataStore, study: Any) -> dict[str, str]:
-    """``{member id: group label}`` in the study's member order."""
+    """``{member id: group label}`` of the members still in the catalog, in the study's member
+    order; a deleted member is left out (:func:`missing_members` names it), so the study is
+    compared on the members that remain."""
     design = study.design or []
-    return {m.id: group_of(m, design) for m in _measurements(store, study.member_ids or [])}
+    found, _ = _present(store, study.member_ids or [])
+    return {m.id: group_of(m, design) for m in found}
+
+
+def missing_members(store: MetadataStore, study: Any) -> list[str]:
+    """Members of the study that are no longer in the catalog (deleted after they were added);
+    every surface shows them as "member missing" rather than failing on them."""
+    return _present(store, study.member_ids or [])[1]
 
 
 def parameters(store: MetadataStore, study: Any) -> ResolvedParameters:

@@ -9,6 +9,9 @@ import click
 from em2q.cli.base import Context, _table, json_option, main, pass_context, surface_errors
 from em2q_resources.auth import Action
 
+#: what a member deleted from the catalog shows instead of its group
+MISSING = "(member missing: deleted from the catalog)"
+
 
 @main.group()
 def study() -> None:
@@ -96,15 +99,20 @@ def _echo_study(ctx: Context, doc, as_json: bool) -> None:
 
     with surface_errors():
         groups = studies.member_groups(ctx.store, doc)
+        missing = studies.missing_members(ctx.store, doc)
         status = _status(ctx, doc.id)
-    out = {**to_document(doc), "groups": groups, **status}
+    out = {**to_document(doc), "groups": groups, "missing_members": missing, **status}
     if as_json:
         click.echo(json.dumps(out))
         return
     click.echo(f"study {doc.id}: {doc.title}")
     click.echo(f"design: {', '.join(doc.design or [])}   parameter set: {doc.parameter_set}")
     click.echo(f"results: {status['results']}")
-    rows = [{"member": m, "group": g} for m, g in groups.items()]
+    rows = [
+        {"member": m, "group": groups.get(m, MISSING)}
+        for m in doc.member_ids or []
+        if m in groups or m in missing
+    ]
     click.echo(_table(rows, ["member", "group"]))
 
 

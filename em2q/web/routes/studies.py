@@ -157,6 +157,7 @@ def study_page(
     study = studies.get(store, study_id)
     context: dict[str, Any] = {
         "study": study, "groups": studies.member_groups(store, study), "contrast": contrast,
+        "missing": studies.missing_members(store, study),
         "sort": sort, "desc": desc, "sortable": SORTABLE, "waiting": None,
     }  # fmt: skip
     try:
