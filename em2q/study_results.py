@@ -220,3 +220,62 @@ def write_h5ad(adata: anndata.AnnData, path: Any) -> None:
 
     anndata.settings.allow_write_nullable_strings = True
     adata.write_h5ad(path)
+
+
+def write_imzml(adata: anndata.AnnData, path: Any, polarity: str | None = None) -> Any:
+    """Write one measurement's pixels of ``adata`` (from :func:`measurement_anndata`, or one
+    member of :func:`study_anndata`) as a centroided imzML (processed mode) at ``path``:
+    ``em2q_msi.imzml_export.write_centroided_imzml``'s report (paths, spectra, peaks)."""
+    from em2q_msi.imzml_export import InvalidExport, write_centroided_imzml
+
+    measured = set(adata.obs["measurement_id"]) if "measurement_id" in adata.obs else set()
+    if len(measured) > 1:
+        raise InvalidExport(
+            f"an imzML file holds one measurement; these pixels are of {len(measured)}: "
+            "export each member on its own (study_imzml)"
+        )
+    coordinates = adata.obs[["x", "y"]].to_numpy(dtype=np.int64)
+    return write_centroided_imzml(
+        path, adata.X, adata.var["mz"].to_numpy(), coordinates, polarity=polarity
+    )
+
+
+def study_imzml(
+    store: MetadataStore,
+    storage: StorageResource,
+    study_id: str,
+    folder: Any,
+    members: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Each member's aligned features (the study's m/z axis) as ``<folder>/<member>.imzML``
+    (+ ``.ibd``); ``{member: report}``. One file per member: an imzML is one acquisition."""
+    from pathlib import Path
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    adata = study_anndata(store, storage, study_id, members)
+    written = {}
+    for member in adata.obs["measurement_id"].cat.categories:
+        rows = (adata.obs["measurement_id"] == member).to_numpy()
+        written[str(member)] = write_imzml(adata[rows], target / f"{member}.imzML")
+    return written
+
+
+def polarity_of(measurement: Any) -> str | None:
+    """The measurement's polarity as imzML writers name it (``positive``/``negative``), when
+    it is one of the two."""
+    name = studies.field_value(measurement, "settings.polarity")
+    return name.lower() if name in ("POSITIVE", "NEGATIVE") else None
+
+
+def measurement_imzml(
+    store: MetadataStore,
+    storage: StorageResource,
+    measurement_id: str,
+    path: Any,
+    parameter_set: str | None = None,
+) -> Any:
+    """The measurement's ``peak_table`` (one parameter set) as a centroided imzML at ``path``."""
+    adata = measurement_anndata(store, storage, measurement_id, parameter_set)
+    doc = store.get(store.schema.Measurement, measurement_id).doc
+    return write_imzml(adata, path, polarity=polarity_of(doc))

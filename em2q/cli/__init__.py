@@ -5,7 +5,15 @@ the root group, the context and the exit codes (``em2q --help`` lists them). Imp
 package loads no backend client: each command imports what it needs when it runs.
 """
 
-from em2q.cli import admin, measurements, params, provenance, runs, study  # noqa: F401  (commands)
+from em2q.cli import (  # noqa: F401  (commands)
+    admin,
+    exports,
+    measurements,
+    params,
+    provenance,
+    runs,
+    study,
+)
 from em2q.cli.base import main
 
 __all__ = ["main"]

@@ -3,6 +3,7 @@
 from em2q.web.routes import (
     catalog,
     compare,
+    exports,
     measurements,
     parameter_diff,
     parameter_sets,
@@ -26,6 +27,7 @@ ROUTERS = [
     qc_trends.router,
     parameter_diff.router,
     spatial.router,
+    exports.router,
 ]
 
 __all__ = ["ROUTERS"]
