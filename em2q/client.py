@@ -359,17 +359,22 @@ class Study:
         parameter_set: str = ps.DEFAULT_NAME,
         description: str | None = None,
         catalog: Catalog | None = None,
+        groups: Mapping[str, str] | None = None,
+        rois: Sequence[tuple[str, str, str]] | None = None,
     ) -> Study:
         """Define a study: its members, grouping fields and the parameter set whose ``study``
-        values compare them."""
+        values compare them; or ``groups={member: label}`` to group them by hand (no design);
+        or ``rois=[(measurement, roi name, group), …]`` to compare ROIs (each ROI's mean is a
+        replicate; the members are their measurements)."""
         from em2q_resources import studies
 
         catalog = catalog or Catalog.current()
         require(catalog.user, Action.START_WORKFLOW)
         studies.create(
-            catalog.store, study_id, title=title or study_id, design=list(design),
-            members=list(members), parameter_set=parameter_set, description=description,
-            author=catalog.user.name,
+            catalog.store, study_id, title=title or study_id,
+            design=[] if groups is not None or rois else list(design), members=list(members),
+            parameter_set=parameter_set, description=description, author=catalog.user.name,
+            groups=groups, rois=list(rois) if rois else None,
         )  # fmt: skip
         return cls(catalog, study_id)
 
@@ -439,6 +444,14 @@ class Study:
 
         write_h5ad(self.features(), path)
         return Path(path)
+
+    def export_imzml(self, folder: str | Path, members: Sequence[str] | None = None) -> dict:
+        """Each member's aligned features as a centroided imzML ``<folder>/<member>.imzML``
+        (pyimzml reads them back; METASPACE and Cardinal take them): ``{member: report}``."""
+        from em2q.study_results import study_imzml
+
+        require(self.catalog.user, Action.READ)
+        return study_imzml(self.catalog.store, self.catalog.storage, self.id, folder, members)
 
 
 class ParameterSet:
@@ -711,6 +724,18 @@ class Measurement:
         require(self.catalog.user, Action.READ)
         name = str(parameter_set) if parameter_set is not None else None
         return measurement_anndata(self.catalog.store, self.catalog.storage, self.id, name)
+
+    def export_imzml(
+        self, path: str | Path, parameter_set: ParameterSet | str | None = None
+    ) -> Any:
+        """The peak table as a centroided imzML (processed mode, ``.ibd`` beside it) at
+        ``path``, for METASPACE or Cardinal: a report with ``.imzml_path``, ``.spectra``,
+        ``.peaks``."""
+        from em2q.study_results import measurement_imzml
+
+        require(self.catalog.user, Action.READ)
+        name = str(parameter_set) if parameter_set is not None else None
+        return measurement_imzml(self.catalog.store, self.catalog.storage, self.id, path, name)
 
     def diff(
         self,
