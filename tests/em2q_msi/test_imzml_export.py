@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -47,7 +49,7 @@ def test_float64_intensities_round_trip_exactly(tmp_path):
 def test_the_file_is_centroided_and_processed(tmp_path):
     matrix, mz, xy = peak_matrix()
     report = write_centroided_imzml(tmp_path / "p", matrix, mz, xy)
-    text = open(report.imzml_path, encoding="utf-8").read()
+    text = Path(report.imzml_path).read_text(encoding="utf-8")
     assert 'accession="MS:1000127"' in text  # centroid spectrum
     assert 'accession="IMS:1000031"' in text  # processed
 
