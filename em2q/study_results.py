@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -279,3 +280,50 @@ def measurement_imzml(
     adata = measurement_anndata(store, storage, measurement_id, parameter_set)
     doc = store.get(store.schema.Measurement, measurement_id).doc
     return write_imzml(adata, path, polarity=polarity_of(doc))
+
+
+@dataclass(frozen=True)
+class ComparedFeature:
+    """A study whose comparison holds a feature at a searched m/z: where to look at it."""
+
+    study_id: str
+    feature: int
+    mz: float
+    #: the smallest q-value of the feature over the study's contrasts (NaN: untestable)
+    q_value: float
+
+
+def studies_comparing(
+    store: MetadataStore,
+    storage: StorageResource,
+    mz: float,
+    ppm: float,
+    measurement_ids: Sequence[str],
+) -> dict[str, list[ComparedFeature]]:
+    """``{measurement id: [ComparedFeature, …]}``: the studies each of ``measurement_ids`` is a
+    member of whose current comparison has a feature within ``mz ± ppm`` (the m/z search links
+    its hits to them). Studies not computed yet, or stale, are left out."""
+    if not measurement_ids:
+        return {}
+    page = store.search(
+        store.schema.Study, filters={"member_ids": sorted(set(measurement_ids))}, page_size=100
+    )
+    wanted = set(measurement_ids)
+    found: dict[str, list[ComparedFeature]] = {}
+    for study in page.hits:
+        try:
+            manifests = current_manifests(store, storage, study.id)
+        except (ResultNotReady, StaleStudyResult):
+            continue
+        axis = read_npy(storage, manifests["aligned_features"]["axis_mz"])
+        if axis.size == 0:
+            continue
+        nearest = int(np.argmin(np.abs(axis - mz)))
+        if abs(float(axis[nearest]) - mz) > mz * ppm * 1e-6:
+            continue
+        table = comparison_table(storage, manifests["study_comparison"])
+        q = table.loc[table["feature"] == nearest, "q_value"].min()
+        hit = ComparedFeature(study.id, nearest, float(axis[nearest]), float(q))
+        for member in wanted.intersection(study.member_ids or []):
+            found.setdefault(member, []).append(hit)
+    return found
