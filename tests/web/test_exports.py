@@ -41,3 +41,14 @@ def test_an_export_under_an_unknown_parameter_set_is_a_404(processed, processed_
     _, _, _, measurement_id = processed
     answer = processed_client.get(f"/measurements/{measurement_id}/peaks.imzml.zip?p=nope")
     assert answer.status_code == 404
+
+
+def test_the_imzml_download_of_a_study_not_computed_is_a_404_saying_how_to_run_it(
+    client, metadata_store
+):
+    from em2q_resources import studies
+
+    studies.create(metadata_store, "not-run", title="t", design=["sample.condition"])
+    answer = client.get("/studies/not-run/aligned.imzml.zip")
+    assert answer.status_code == 404
+    assert "em2q study run not-run" in answer.text

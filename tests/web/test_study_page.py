@@ -109,3 +109,24 @@ def test_an_mz_search_hit_links_the_study_comparing_that_feature(
     row = re.search(rf'<tr data-id="{members[0]}">.*?</tr>', page.text, re.S).group(0)
     assert f'href="/studies/mz-st?feature={int(best["feature"])}"' in row
     assert f'<tr data-id="{members[1]}">' not in page.text  # its peak is elsewhere
+
+
+def test_a_deleted_member_shows_as_missing_on_the_study_page(client, metadata_store, storage):
+    from em2q.client import delete_measurement
+    from em2q_resources.auth import Role, User
+    from em2q_resources.metadata.synthetic import measurement
+
+    s = metadata_store.schema
+    ids = []
+    for i in (1, 2):
+        doc = measurement(s, i)
+        doc.sample.condition = s.SampleCondition.HEALTHY
+        metadata_store.create(doc, refresh=True)
+        ids.append(doc.id)
+    studies.create(metadata_store, "gone-st", title="t", design=["sample.condition"], members=ids)
+    delete_measurement(metadata_store, storage, ids[0], User("ada", Role.ADMIN))
+    page = client.get("/studies/gone-st")
+    assert page.status_code == 200, page.text
+    missing = re.search(r'<tr class="missing"><td>([^<]+)</td>', page.text)
+    assert missing and missing.group(1) == ids[0]
+    assert f'<a href="/measurements/{ids[1]}">' in page.text
