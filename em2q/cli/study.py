@@ -127,6 +127,12 @@ def _echo_study(ctx: Context, doc, as_json: bool) -> None:
         if m in groups or m in missing
     ]
     click.echo(_table(rows, ["member", "group"]))
+    if doc.rois:
+        click.echo("replicates: each ROI's mean")
+        roi_rows = [
+            {"measurement": r.measurement_id, "roi": r.roi, "group": r.group} for r in doc.rois
+        ]
+        click.echo(_table(roi_rows, ["measurement", "roi", "group"]))
 
 
 @study.command("run")

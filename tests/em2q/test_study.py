@@ -4,6 +4,7 @@ small synthetic study materialized once with Dagster for the module."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import anndata
@@ -273,6 +274,17 @@ def test_roi_groups_without_a_difference_show_no_significant_feature(platform):
     table = cat.study("roi-halves").comparison()
     assert set(table["contrast"]) == {"top vs bottom"}
     assert int(table["significant"].sum()) == 0
+
+
+def test_cli_show_lists_a_roi_studys_replicates(platform):
+    from em2q_msi.spatial import rectangle
+
+    _save_rois(platform, "whole", lambda g: rectangle(0, 0, g.nx, g.ny))
+    first = platform.members[0]
+    Study.create("roi-show", rois=[(first, "whole", "a")], catalog=catalog(platform))
+    shown = cli(platform, "study", "show", "roi-show").output
+    assert "replicates: each ROI's mean" in shown
+    assert re.search(rf"{first}\s+whole\s+a", shown)
 
 
 def test_cli_creates_a_roi_study_naming_a_missing_roi(platform):
