@@ -45,7 +45,7 @@ from em2q_resources import parameter_sets as ps
 from em2q_resources import workflows as wf
 from em2q_resources.auth import Action, Authenticator, Role, Unauthenticated, User, require
 from em2q_resources.connections import NoElasticsearch as NoCatalog
-from em2q_resources.metadata import DocumentNotFound, load_schema
+from em2q_resources.metadata import DocumentNotFound, load_schema, peak_index
 from em2q_resources.metadata.schema import to_document
 from em2q_resources.settings import Settings
 from em2q_resources.storage import StorageResource, measurement_prefixes
@@ -359,17 +359,22 @@ class Study:
         parameter_set: str = ps.DEFAULT_NAME,
         description: str | None = None,
         catalog: Catalog | None = None,
+        groups: Mapping[str, str] | None = None,
+        rois: Sequence[tuple[str, str, str]] | None = None,
     ) -> Study:
         """Define a study: its members, grouping fields and the parameter set whose ``study``
-        values compare them."""
+        values compare them; or ``groups={member: label}`` to group them by hand (no design);
+        or ``rois=[(measurement, roi name, group), …]`` to compare ROIs (each ROI's mean is a
+        replicate; the members are their measurements)."""
         from em2q_resources import studies
 
         catalog = catalog or Catalog.current()
         require(catalog.user, Action.START_WORKFLOW)
         studies.create(
-            catalog.store, study_id, title=title or study_id, design=list(design),
-            members=list(members), parameter_set=parameter_set, description=description,
-            author=catalog.user.name,
+            catalog.store, study_id, title=title or study_id,
+            design=[] if groups is not None or rois else list(design), members=list(members),
+            parameter_set=parameter_set, description=description, author=catalog.user.name,
+            groups=groups, rois=list(rois) if rois else None,
         )  # fmt: skip
         return cls(catalog, study_id)
 
@@ -382,10 +387,16 @@ class Study:
         return list(self.doc.design or [])
 
     def groups(self) -> dict[str, str]:
-        """``{member: group}`` from the design fields."""
+        """``{member: group}`` from the design fields (members still in the catalog)."""
         from em2q_resources import studies
 
         return studies.member_groups(self.catalog.store, self.doc)
+
+    def missing(self) -> list[str]:
+        """Members deleted from the catalog since they were added (left out of the results)."""
+        from em2q_resources import studies
+
+        return studies.missing_members(self.catalog.store, self.doc)
 
     def add(self, *measurement_ids: str) -> Study:
         """Add measurements; the next :meth:`run` aligns only them (plus the reference)."""
@@ -433,6 +444,14 @@ class Study:
 
         write_h5ad(self.features(), path)
         return Path(path)
+
+    def export_imzml(self, folder: str | Path, members: Sequence[str] | None = None) -> dict:
+        """Each member's aligned features as a centroided imzML ``<folder>/<member>.imzML``
+        (pyimzml reads them back; METASPACE and Cardinal take them): ``{member: report}``."""
+        from em2q.study_results import study_imzml
+
+        require(self.catalog.user, Action.READ)
+        return study_imzml(self.catalog.store, self.catalog.storage, self.id, folder, members)
 
 
 class ParameterSet:
@@ -706,6 +725,18 @@ class Measurement:
         name = str(parameter_set) if parameter_set is not None else None
         return measurement_anndata(self.catalog.store, self.catalog.storage, self.id, name)
 
+    def export_imzml(
+        self, path: str | Path, parameter_set: ParameterSet | str | None = None
+    ) -> Any:
+        """The peak table as a centroided imzML (processed mode, ``.ibd`` beside it) at
+        ``path``, for METASPACE or Cardinal: a report with ``.imzml_path``, ``.spectra``,
+        ``.peaks``."""
+        from em2q.study_results import measurement_imzml
+
+        require(self.catalog.user, Action.READ)
+        name = str(parameter_set) if parameter_set is not None else None
+        return measurement_imzml(self.catalog.store, self.catalog.storage, self.id, path, name)
+
     def diff(
         self,
         parameter_set_a: ParameterSet | str,
@@ -950,12 +981,15 @@ class DeletionPlan:
     measurement_id: str
     files: list[str]
     records: list[tuple[str, str]]
+    #: its peak tables' documents in the m/z search index (removed in bulk, so only counted)
+    peak_features: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "measurement": self.measurement_id,
             "files": self.files,
             "records": [f"{entity}/{doc_id}" for entity, doc_id in self.records],
+            "peak_features": self.peak_features,
         }
 
 
@@ -964,7 +998,7 @@ _OWNER_QUERY_TERMS = 1000
 
 
 def deletion_plan(
-    store: MetadataStore, storage: StorageResource, measurement_id: str, user: User
+    store: MetadataStore, storage: StorageResource | None, measurement_id: str, user: User
 ) -> DeletionPlan:
     """Everything deleting ``measurement_id`` would remove (admins only); refuses
     (:class:`DeletionRefused`) when any of those files belongs to another measurement's record,
@@ -973,8 +1007,13 @@ def deletion_plan(
     schema = load_schema()
     prefixes = measurement_prefixes(measurement_id)
     store.get(schema.Measurement, measurement_id)  # DocumentNotFound before touching anything
-    files = [key for prefix in prefixes if storage.exists(prefix) for key in storage.find(prefix)]
-    urls = [storage.url(key) for key in files]
+    files = [
+        key
+        for prefix in prefixes
+        if storage is not None and storage.exists(prefix)
+        for key in storage.find(prefix)
+    ]
+    urls = [storage.url(key) for key in files] if storage is not None else []
     for start in range(0, len(urls), _OWNER_QUERY_TERMS):
         page = store.search(
             schema.Measurement,
@@ -990,29 +1029,41 @@ def deletion_plan(
     store.refresh()
     records = [
         (entity.__name__, doc.id)
-        for entity in (schema.WorkflowRun, schema.SpectraPartition, schema.Roi, schema.OpticalImage)
+        for entity in (
+            schema.WorkflowRun, schema.SpectraPartition, schema.QcRecord, schema.Roi,
+            schema.OpticalImage,
+        )
         for doc in store.scan(entity, filters={"measurement_id": measurement_id})
     ]
-    return DeletionPlan(measurement_id, files, records)
+    peaks = peak_index.count_features(store, measurement_id)
+    return DeletionPlan(measurement_id, files, records, peaks)
 
 
 def delete_measurement(
     store: MetadataStore,
-    storage: StorageResource,
+    storage: StorageResource | None,
     measurement_id: str,
     user: User,
     *,
     dry_run: bool = False,
 ) -> dict[str, int]:
     """Remove a measurement everywhere (admins only): its uploaded files and results in storage
-    (only under ``measurements/<id>/`` and ``results/<id>/``), its spectra partitions and run
-    records, then its document. Returns the counts removed (``dry_run``: that would be)."""
+    (only under ``measurements/<id>/`` and ``results/<id>/``; none when ``storage`` is None, as
+    for a Thrift service without storage), its spectra partitions, run
+    records, QC trend records, ROIs and m/z search documents (``PeakFeature``), then its
+    document. Studies keep its id and show it as a missing member
+    (``em2q_resources.studies.missing_members``). Returns the counts removed (``dry_run``:
+    that would be)."""
     plan = deletion_plan(store, storage, measurement_id, user)
-    removed = {"files": len(plan.files), "records": 0}
+    removed = {"files": len(plan.files), "records": 0, "peak_features": 0}
     if dry_run:
-        return {"files": len(plan.files), "records": len(plan.records)}
+        return {
+            "files": len(plan.files),
+            "records": len(plan.records),
+            "peak_features": plan.peak_features,
+        }
     schema = load_schema()
-    for prefix in measurement_prefixes(measurement_id):
+    for prefix in measurement_prefixes(measurement_id) if storage is not None else ():
         storage.remove(prefix, within=prefix)
     for entity_name, doc_id in plan.records:
         try:
@@ -1020,6 +1071,7 @@ def delete_measurement(
             removed["records"] += 1
         except DocumentNotFound:
             pass
+    removed["peak_features"] = peak_index.delete_features(store, measurement_id)
     store.delete(schema.Measurement, measurement_id)
     store.refresh()
     return removed

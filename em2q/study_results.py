@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,7 +74,7 @@ def current_manifests(store: MetadataStore, storage: StorageResource, study_id: 
     (else :class:`StaleStudyResult`: materialize the study's assets again)."""
     found = {asset: study_manifest(storage, study_id, asset) for asset in STUDY_ASSETS}
     reference = found["study_reference_peaks"]
-    members = list(studies.get(store, study_id).member_ids or [])
+    members = list(studies.member_groups(store, studies.get(store, study_id)))
     if reference["members"] != members:
         raise StaleStudyResult(
             f"study {study_id!r} has members that its results do not include yet: materialize "
@@ -220,3 +221,109 @@ def write_h5ad(adata: anndata.AnnData, path: Any) -> None:
 
     anndata.settings.allow_write_nullable_strings = True
     adata.write_h5ad(path)
+
+
+def write_imzml(adata: anndata.AnnData, path: Any, polarity: str | None = None) -> Any:
+    """Write one measurement's pixels of ``adata`` (from :func:`measurement_anndata`, or one
+    member of :func:`study_anndata`) as a centroided imzML (processed mode) at ``path``:
+    ``em2q_msi.imzml_export.write_centroided_imzml``'s report (paths, spectra, peaks)."""
+    from em2q_msi.imzml_export import InvalidExport, write_centroided_imzml
+
+    measured = set(adata.obs["measurement_id"]) if "measurement_id" in adata.obs else set()
+    if len(measured) > 1:
+        raise InvalidExport(
+            f"an imzML file holds one measurement; these pixels are of {len(measured)}: "
+            "export each member on its own (study_imzml)"
+        )
+    coordinates = adata.obs[["x", "y"]].to_numpy(dtype=np.int64)
+    return write_centroided_imzml(
+        path, adata.X, adata.var["mz"].to_numpy(), coordinates, polarity=polarity
+    )
+
+
+def study_imzml(
+    store: MetadataStore,
+    storage: StorageResource,
+    study_id: str,
+    folder: Any,
+    members: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Each member's aligned features (the study's m/z axis) as ``<folder>/<member>.imzML``
+    (+ ``.ibd``); ``{member: report}``. One file per member: an imzML is one acquisition."""
+    from pathlib import Path
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    adata = study_anndata(store, storage, study_id, members)
+    written = {}
+    for member in adata.obs["measurement_id"].cat.categories:
+        rows = (adata.obs["measurement_id"] == member).to_numpy()
+        written[str(member)] = write_imzml(adata[rows], target / f"{member}.imzML")
+    return written
+
+
+def polarity_of(measurement: Any) -> str | None:
+    """The measurement's polarity as imzML writers name it (``positive``/``negative``), when
+    it is one of the two."""
+    name = studies.field_value(measurement, "settings.polarity")
+    return name.lower() if name in ("POSITIVE", "NEGATIVE") else None
+
+
+def measurement_imzml(
+    store: MetadataStore,
+    storage: StorageResource,
+    measurement_id: str,
+    path: Any,
+    parameter_set: str | None = None,
+) -> Any:
+    """The measurement's ``peak_table`` (one parameter set) as a centroided imzML at ``path``."""
+    adata = measurement_anndata(store, storage, measurement_id, parameter_set)
+    doc = store.get(store.schema.Measurement, measurement_id).doc
+    return write_imzml(adata, path, polarity=polarity_of(doc))
+
+
+@dataclass(frozen=True)
+class ComparedFeature:
+    """A study whose comparison holds a feature at a searched m/z: where to look at it."""
+
+    study_id: str
+    feature: int
+    mz: float
+    #: the smallest q-value of the feature over the study's contrasts (NaN: untestable)
+    q_value: float
+
+
+def studies_comparing(
+    store: MetadataStore,
+    storage: StorageResource,
+    mz: float,
+    ppm: float,
+    measurement_ids: Sequence[str],
+) -> dict[str, list[ComparedFeature]]:
+    """``{measurement id: [ComparedFeature, …]}``: the studies each of ``measurement_ids`` is a
+    member of whose current comparison has a feature within ``mz ± ppm`` (the m/z search links
+    its hits to them). Studies not computed yet, or stale, are left out."""
+    if not measurement_ids:
+        return {}
+    page = store.search(
+        store.schema.Study, filters={"member_ids": sorted(set(measurement_ids))}, page_size=100
+    )
+    wanted = set(measurement_ids)
+    found: dict[str, list[ComparedFeature]] = {}
+    for study in page.hits:
+        try:
+            manifests = current_manifests(store, storage, study.id)
+        except (ResultNotReady, StaleStudyResult):
+            continue
+        axis = read_npy(storage, manifests["aligned_features"]["axis_mz"])
+        if axis.size == 0:
+            continue
+        nearest = int(np.argmin(np.abs(axis - mz)))
+        if abs(float(axis[nearest]) - mz) > mz * ppm * 1e-6:
+            continue
+        table = comparison_table(storage, manifests["study_comparison"])
+        q = table.loc[table["feature"] == nearest, "q_value"].min()
+        hit = ComparedFeature(study.id, nearest, float(axis[nearest]), float(q))
+        for member in wanted.intersection(study.member_ids or []):
+            found.setdefault(member, []).append(hit)
+    return found

@@ -188,7 +188,12 @@ class MetadataServiceHandler:
     @_thrift_errors
     def deleteMeasurement(self, id: str) -> None:
         self._allow(Action.DELETE)
-        self.store.delete(self.schema.Measurement, id)
+        from em2q.client import delete_measurement  # the one delete path
+
+        # the metadata service removes the catalog's records (document, run records, QC trend
+        # records, ROIs, m/z search documents); its storage only vets file URIs, so the files
+        # are left to `em2q delete`, the web page or the client, which remove them too
+        delete_measurement(self.store, None, id, self.user)
 
     @_thrift_errors
     def searchMeasurements(self, request: Any) -> Any:

@@ -35,6 +35,7 @@ from em2q_resources import studies
 from em2q_resources.results_layout import (
     exists,
     member_peak_manifests,
+    read_csr_zarr,
     read_json,
     read_member_peaks,
     read_npy,
@@ -279,6 +280,41 @@ def aligned_features(
     )
 
 
+def _roi_replicates(
+    step: StepContext, aligned: dict, study_rois: list[Any]
+) -> tuple[list[str], list[str], np.ndarray]:
+    """``(labels "<measurement>/<roi>", groups, ROIs × features means)`` of a ROI-level study:
+    each ROI's pixels (``em2q_msi.spatial.roi_spectrum_indices`` on the measurement's grid)
+    averaged from its aligned features (``em2q_msi.study.roi_means``)."""
+    from em2q_msi import spatial
+    from em2q_msi import study as core
+    from em2q_msi.facts import grid_from_facts
+    from em2q_msi.geometry import PixelGrid
+    from em2q_resources import rois
+
+    labels, groups, rows = [], [], []
+    schema = step.store.schema
+    for member in dict.fromkeys(r.measurement_id for r in study_rois):
+        if member not in aligned["members"]:
+            raise core.StudyError(f"member {member!r} is not aligned yet")
+        matrix, arrays = read_csr_zarr(step.storage, aligned["members"][member]["features"])
+        coordinates = arrays["coordinates"]
+        doc = step.store.get(schema.Measurement, member).doc
+        grid = grid_from_facts(doc.facts) or PixelGrid.from_coordinates(coordinates)
+        mine = [r for r in study_rois if r.measurement_id == member]
+        indices = [
+            spatial.roi_spectrum_indices(
+                rois.geometry_of(rois.get(step.store, member, r.roi)), grid, coordinates
+            )
+            for r in mine
+        ]
+        names = [f"ROI {r.roi!r} of {member!r}" for r in mine]
+        rows.append(core.roi_means(matrix, arrays["normalisation"], indices, names))
+        labels += [f"{member}/{r.roi}" for r in mine]
+        groups += [r.group for r in mine]
+    return labels, groups, np.vstack(rows)
+
+
 def study_comparison(
     step: StepContext, partition: StudyPartition, inputs: dict, parameters: Any = None
 ) -> StepResult:
@@ -295,15 +331,23 @@ def study_comparison(
         )
     params = StudyParameters.from_dict(reference["study_parameters"])
     axis = read_npy(step.storage, reference["outputs"]["axis_mz"])
-    members = list(aligned["members"])
-    groups = [aligned["groups"][m] for m in members]
-    values = np.stack([read_npy(step.storage, aligned["members"][m]["means"]) for m in members])
+    study_rois = studies.roi_replicates(step.store, studies.get(step.store, study_id))
     try:
+        if study_rois:  # ROI-level: each ROI's mean is a replicate of its group
+            members, groups, values = _roi_replicates(step, aligned, study_rois)
+        else:
+            members = list(aligned["members"])
+            groups = [aligned["groups"][m] for m in members]
+            values = np.stack(
+                [read_npy(step.storage, aligned["members"][m]["means"]) for m in members]
+            )
         comparison = core.compare_groups(values, groups, axis, params)
         pcs = core.pca(values) if len(members) >= 2 else None
     except core.StudyError as exc:
         raise StepFailed(f"study {study_id!r}: {exc}") from None
-    folder = study_key(study_id, "study_comparison", _digest(aligned["axis_hash"], members)[:16])
+    folder = study_key(
+        study_id, "study_comparison", _digest(aligned["axis_hash"], members, groups)[:16]
+    )
     table = comparison.table()
     buffer = io.StringIO()
     table.to_csv(buffer, index=False)
@@ -334,6 +378,7 @@ def study_comparison(
         "axis_hash": aligned["axis_hash"],
         "members": members,
         "groups": groups,
+        "replicates": "roi" if study_rois else "measurement",
         "test": comparison.test,
         "contrasts": [c.name for c in comparison.contrasts],
         "significant": significant,

@@ -425,6 +425,41 @@ def measurement_means(aligned: sp.csr_array, factors: np.ndarray) -> Measurement
     return MeasurementMeans(mean=np.asarray(mean), pixels_used=n_used, n_pixels=n_pixels)
 
 
+def roi_means(
+    aligned: sp.csr_array,
+    factors: np.ndarray,
+    pixel_indices: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """ROIs × features: each ROI's mean level of each feature over its pixels (rows of
+    ``aligned``, normalised by ``factors`` as :func:`measurement_means` does).
+
+    For ROI-level comparisons each ROI's *mean* is one replicate (not its pixels: neighbouring
+    pixels of one section are not independent samples, and counting them as replicates makes
+    any difference "significant"). ``pixel_indices``: each ROI's row indices; ``names`` name
+    them in errors. A ROI without a usable pixel is refused (:class:`StudyError`).
+    """
+    factors = np.asarray(factors, dtype=np.float64)
+    n_pixels = aligned.shape[0]
+    if factors.shape != (n_pixels,):
+        raise StudyError(f"expected {n_pixels} normalisation factors, got {factors.shape}")
+    names = list(names) if names is not None else [f"ROI {i}" for i in range(len(pixel_indices))]
+    rows = []
+    for name, indices in zip(names, pixel_indices, strict=True):
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= n_pixels):
+            raise StudyError(f"{name}: pixel index outside the measurement's {n_pixels} pixels")
+        means = measurement_means(sp.csr_array(aligned)[indices], factors[indices])
+        if means.pixels_used == 0:
+            raise StudyError(
+                f"{name} holds no pixel with signal ({indices.size} pixels, none with a "
+                "normalisation factor > 0): redraw it over the tissue"
+            )
+        rows.append(means.mean)
+    width = aligned.shape[1]
+    return np.vstack(rows) if rows else np.zeros((0, width))
+
+
 # -- 6. comparison ---------------------------------------------------------------------------
 
 

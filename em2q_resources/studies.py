@@ -12,7 +12,7 @@ study with :func:`get` and :func:`member_groups`. Dagster-free.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from em2q_resources.metadata.errors import DocumentNotFound
@@ -90,16 +90,35 @@ def create(
     parameter_set: str = DEFAULT_NAME,
     description: str | None = None,
     author: str | None = None,
+    groups: Mapping[str, str] | None = None,
+    rois: Sequence[tuple[str, str, str]] | None = None,
 ) -> Any:
     """Validate and save a new study; ``AlreadyExists`` if the id is taken.
 
     Every member must exist and have a value for every design field; the parameter set must
-    resolve (its ``study`` values are checked when it was saved).
+    resolve (its ``study`` values are checked when it was saved). ``groups`` (``{member:
+    label}``, then no ``design``) sets each member's group by hand instead. ``rois``
+    (``(measurement id, ROI name, group)`` each, then no ``design`` and no ``members``: they
+    are the ROIs' measurements) makes a ROI-level study: each ROI's mean is a replicate.
     """
-    if not design:
+    if sum(bool(x) for x in (design, groups is not None, rois)) > 1:
+        raise InvalidStudy("group the members by design fields, by hand or by ROIs: one of them")
+    if not design and groups is None and not rois:
         raise InvalidStudy("a study needs at least one design field (e.g. sample.condition)")
+    roi_entries = None
+    if rois:
+        roi_entries = _study_rois(store, rois)
+        roi_members = _unique(r.measurement_id for r in roi_entries)
+        if members and _unique(members) != roi_members:
+            raise InvalidStudy("a ROI-level study's members are its ROIs' measurements")
+        members = roi_members
     members = _unique(members)
-    _check_design(_measurements(store, members), design)
+    found = _measurements(store, members)
+    manual = None
+    if groups is not None:
+        manual = _manual_groups(store, members, groups)
+    else:
+        _check_design(found, design)
     resolve(store, parameter_set)
     study = store.schema.Study(
         id=study_id,
@@ -111,9 +130,65 @@ def create(
         design=list(design),
         parameter_set=parameter_set,
         created_by=author,
+        manual_groups=manual,
+        rois=roi_entries,
     )
     store.create(study, refresh=True)
     return study
+
+
+#: the longest group label typed by hand (characters)
+MAX_GROUP_CHARS = 100
+
+
+def _manual_groups(
+    store: MetadataStore, members: Sequence[str], groups: Mapping[str, str]
+) -> list[Any]:
+    """The ``StudyGroup`` entries of ``members`` from ``{member: label}``; every member needs
+    a label (trimmed, non-empty, at most :data:`MAX_GROUP_CHARS` characters)."""
+    extra = sorted(set(groups) - set(members))
+    if extra:
+        raise InvalidStudy(f"groups given for {', '.join(extra)}, which are not members")
+    entries = []
+    for member in members:
+        label = str(groups.get(member) or "").strip()
+        if not label:
+            raise InvalidStudy(f"member {member!r} has no group: type one for every member")
+        if len(label) > MAX_GROUP_CHARS:
+            raise InvalidStudy(
+                f"member {member!r}: a group label of at most {MAX_GROUP_CHARS} characters"
+            )
+        entries.append(store.schema.StudyGroup(member_id=member, group=label))
+    return entries
+
+
+def _study_rois(store: MetadataStore, rois: Sequence[tuple[str, str, str]]) -> list[Any]:
+    """The ``StudyRoi`` entries of ``(measurement id, ROI name, group)``: every ROI saved, each
+    once, with a group label."""
+    from em2q_resources.rois import roi_id
+
+    entries, seen = [], set()
+    for measurement_id, name, group in rois:
+        label = str(group or "").strip()
+        if not label or len(label) > MAX_GROUP_CHARS:
+            raise InvalidStudy(f"ROI {name!r} of {measurement_id!r} needs a group label")
+        key = roi_id(measurement_id, name)
+        if key in seen:
+            raise InvalidStudy(f"ROI {name!r} of {measurement_id!r} is listed twice")
+        if not store.exists(store.schema.Roi, key):
+            raise InvalidStudy(
+                f"measurement {measurement_id!r} has no ROI {name!r}: draw it on its page first"
+            )
+        seen.add(key)
+        entries.append(store.schema.StudyRoi(measurement_id=measurement_id, roi=name, group=label))
+    return entries
+
+
+def roi_replicates(store: MetadataStore, study: Any) -> list[Any]:
+    """A ROI-level study's ``StudyRoi`` entries of the members still in the catalog (empty for
+    a study of whole measurements)."""
+    present = set(member_groups(store, study)) if study.rois else set()
+    return [r for r in study.rois or [] if r.measurement_id in present]
 
 
 def _unique(ids: Iterable[str]) -> list[str]:
@@ -123,13 +198,33 @@ def _unique(ids: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def add_members(store: MetadataStore, study_id: str, members: Sequence[str]) -> Any:
-    """Add measurements to a study (already present ones are left as they are)."""
+def add_members(
+    store: MetadataStore,
+    study_id: str,
+    members: Sequence[str],
+    groups: Mapping[str, str] | None = None,
+) -> Any:
+    """Add measurements to a study (already present ones are left as they are); a study grouped
+    by hand needs ``groups`` (``{member: label}``) for the new ones."""
     study = get(store, study_id)
-    _check_design(_measurements(store, members), study.design or [])
+    if study.rois:
+        raise InvalidStudy(
+            f"study {study_id!r} compares ROIs: define a new study with the ROIs to compare"
+        )
+    found = _measurements(store, members)
+    new = [m for m in _unique(members) if m not in (study.member_ids or [])]
+    manual = None
+    if study.manual_groups:
+        manual = _manual_groups(store, new, {m: (groups or {}).get(m, "") for m in new})
+    elif groups:
+        raise InvalidStudy(f"study {study_id!r} is grouped by {', '.join(study.design or [])}")
+    else:
+        _check_design(found, study.design or [])
 
     def change(doc: Any) -> None:
         doc.member_ids = _unique([*(doc.member_ids or []), *members])
+        if manual:
+            doc.manual_groups = [*(doc.manual_groups or []), *manual]
         doc.updated_at = utc_now()
 
     return store.modify(store.schema.Study, study_id, change).doc
@@ -144,10 +239,39 @@ def list_studies(store: MetadataStore, page_size: int = 100) -> list[Any]:
     return store.search(store.schema.Study, sort=["id"], page_size=page_size).hits
 
 
+def _present(store: MetadataStore, ids: Iterable[str]) -> tuple[list[Any], list[str]]:
+    """``(measurements found, ids no longer in the catalog)``, in the order of ``ids``."""
+    schema = store.schema
+    found, missing = [], []
+    for measurement_id in ids:
+        try:
+            found.append(store.get(schema.Measurement, measurement_id).doc)
+        except DocumentNotFound:
+            missing.append(measurement_id)
+    return found, missing
+
+
 def member_groups(store: MetadataStore, study: Any) -> dict[str, str]:
-    """``{member id: group label}`` in the study's member order."""
+    """``{member id: group label}`` of the members still in the catalog, in the study's member
+    order; a deleted member is left out (:func:`missing_members` names it), so the study is
+    compared on the members that remain."""
     design = study.design or []
-    return {m.id: group_of(m, design) for m in _measurements(store, study.member_ids or [])}
+    found, _ = _present(store, study.member_ids or [])
+    if study.manual_groups:
+        manual = {g.member_id: g.group for g in study.manual_groups}
+        return {m.id: manual[m.id] for m in found}
+    if study.rois:  # a member's ROI groups, e.g. "healthy+tumour"
+        by_member: dict[str, set[str]] = {}
+        for r in study.rois:
+            by_member.setdefault(r.measurement_id, set()).add(r.group)
+        return {m.id: "+".join(sorted(by_member[m.id])) for m in found}
+    return {m.id: group_of(m, design) for m in found}
+
+
+def missing_members(store: MetadataStore, study: Any) -> list[str]:
+    """Members of the study that are no longer in the catalog (deleted after they were added);
+    every surface shows them as "member missing" rather than failing on them."""
+    return _present(store, study.member_ids or [])[1]
 
 
 def parameters(store: MetadataStore, study: Any) -> ResolvedParameters:

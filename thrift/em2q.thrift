@@ -71,6 +71,19 @@ struct Project {
   5: optional string created_at (em2q.type = "date"),
 } (em2q.index = "projects")
 
+/** A study member's group set by hand (a study without design fields, issue 14). */
+struct StudyGroup {
+  1: required string member_id (em2q.identifier = "name"),
+  2: required string group,
+}
+
+/** A ROI of a member as a replicate of a group (a ROI-level study, issue 14). */
+struct StudyRoi {
+  1: required string measurement_id (em2q.identifier = "name"),
+  2: required string roi (em2q.identifier = "name"),   // the Roi's name on that measurement
+  3: required string group,
+}
+
 struct Study {
   1: required string id (em2q.identifier = "name"),
   2: required string project_id (em2q.identifier = "name"),
@@ -84,6 +97,12 @@ struct Study {
   8: optional string parameter_set (em2q.identifier = "versioned"),
   9: optional string updated_at (em2q.type = "date"),
   10: optional string created_by,
+  // groups set by hand, one per member (then `design` is empty): the web's "create a study
+  // from these" with a group typed per row; em2q_resources.studies.member_groups reads them
+  11: optional list<StudyGroup> manual_groups (em2q.nested = "true"),
+  // ROIs as the replicates (then `design` is empty and the members are their measurements):
+  // each ROI's mean is one replicate of its group in study_comparison
+  12: optional list<StudyRoi> rois (em2q.nested = "true"),
 } (em2q.index = "studies")
 
 struct Sample {

@@ -7,6 +7,7 @@ package loads no backend client: each command imports what it needs when it runs
 
 from em2q.cli import (  # noqa: F401  (commands)
     admin,
+    exports,
     measurements,
     optical,
     params,

@@ -39,6 +39,7 @@ _EXIT_CODES: tuple[tuple[str, str, str, int], ...] = (
     ("em2q_resources.parameter_sets", "InvalidParameterSet", "invalid parameters: ", EXIT_PROBLEM),
     ("em2q_resources.studies", "InvalidStudy", "invalid study: ", EXIT_PROBLEM),
     ("em2q.study_results", "StaleStudyResult", "", EXIT_PROBLEM),
+    ("em2q_msi.imzml_export", "InvalidExport", "invalid export: ", EXIT_PROBLEM),
     ("em2q_resources.metadata.errors", "StoreUnavailable", "", EXIT_UNAVAILABLE),
     ("em2q_resources.storage", "StorageUnavailable", "", EXIT_UNAVAILABLE),
     ("em2q_resources.elasticsearch_server", "ElasticsearchSetupError", "", EXIT_UNAVAILABLE),

@@ -9,6 +9,9 @@ import click
 from em2q.cli.base import Context, _table, json_option, main, pass_context, surface_errors
 from em2q_resources.auth import Action
 
+#: what a member deleted from the catalog shows instead of its group
+MISSING = "(member missing: deleted from the catalog)"
+
 
 @main.group()
 def study() -> None:
@@ -26,23 +29,36 @@ def study() -> None:
               help="whose `study` values (tolerances, normalisation, test) compare them")  # fmt: skip
 @click.option("--title", default=None)
 @click.option("--description", default=None)
+@click.option("--roi", "roi_items", multiple=True, metavar="MEASUREMENT:ROI=GROUP",
+              help="compare ROIs instead of measurements: each ROI's mean is a replicate of "
+              "GROUP (repeat; replaces --member and --design)")  # fmt: skip
 @json_option
 @pass_context
 def study_create(
     ctx: Context, study_id: str, members: tuple[str, ...], design: tuple[str, ...],
-    parameter_set: str, title: str | None, description: str | None, as_json: bool,
+    parameter_set: str, title: str | None, description: str | None,
+    roi_items: tuple[str, ...], as_json: bool,
 ) -> None:  # fmt: skip
     """Define STUDY_ID: its members, its design and its parameter set."""
     from em2q_resources import studies
 
+    rois = [_roi_item(item) for item in roi_items]
     with surface_errors():
         user = ctx.require(Action.START_WORKFLOW)
         doc = studies.create(
-            ctx.store, study_id, title=title or study_id, design=list(design),
+            ctx.store, study_id, title=title or study_id, design=[] if rois else list(design),
             members=list(members), parameter_set=parameter_set, description=description,
-            author=user.name,
+            author=user.name, rois=rois or None,
         )  # fmt: skip
     _echo_study(ctx, doc, as_json)
+
+
+def _roi_item(item: str) -> tuple[str, str, str]:
+    where, _, group = item.partition("=")
+    measurement, _, roi = where.partition(":")
+    if not (measurement and roi and group):
+        raise click.BadParameter(f"{item!r}: write MEASUREMENT:ROI=GROUP", param_hint="--roi")
+    return measurement, roi, group
 
 
 @study.command("add")
@@ -96,16 +112,27 @@ def _echo_study(ctx: Context, doc, as_json: bool) -> None:
 
     with surface_errors():
         groups = studies.member_groups(ctx.store, doc)
+        missing = studies.missing_members(ctx.store, doc)
         status = _status(ctx, doc.id)
-    out = {**to_document(doc), "groups": groups, **status}
+    out = {**to_document(doc), "groups": groups, "missing_members": missing, **status}
     if as_json:
         click.echo(json.dumps(out))
         return
     click.echo(f"study {doc.id}: {doc.title}")
     click.echo(f"design: {', '.join(doc.design or [])}   parameter set: {doc.parameter_set}")
     click.echo(f"results: {status['results']}")
-    rows = [{"member": m, "group": g} for m, g in groups.items()]
+    rows = [
+        {"member": m, "group": groups.get(m, MISSING)}
+        for m in doc.member_ids or []
+        if m in groups or m in missing
+    ]
     click.echo(_table(rows, ["member", "group"]))
+    if doc.rois:
+        click.echo("replicates: each ROI's mean")
+        roi_rows = [
+            {"measurement": r.measurement_id, "roi": r.roi, "group": r.group} for r in doc.rois
+        ]
+        click.echo(_table(roi_rows, ["measurement", "roi", "group"]))
 
 
 @study.command("run")
@@ -169,14 +196,30 @@ def study_compare(
 
 @study.command("export")
 @click.argument("study_id")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["h5ad", "imzml"]), default="h5ad",
+              show_default=True,
+              help="h5ad: one AnnData file at PATH (scverse); imzml: PATH is a folder, one "
+              "centroided imzML per member (METASPACE, Cardinal)")  # fmt: skip
+@click.option("--member", "members", multiple=True, help="only this member (repeat)")
 @pass_context
-def study_export(ctx: Context, study_id: str, path: str) -> None:
-    """Write STUDY_ID's pixels × features matrix as AnnData .h5ad at PATH (scverse)."""
-    from em2q.study_results import study_anndata, write_h5ad
+def study_export(
+    ctx: Context, study_id: str, path: str, fmt: str, members: tuple[str, ...]
+) -> None:
+    """Write STUDY_ID's pixels × features matrix at PATH: AnnData .h5ad, or centroided imzML."""
+    from em2q.study_results import study_anndata, study_imzml, write_h5ad
 
+    chosen = list(members) or None
     with surface_errors():
         ctx.require(Action.READ)
-        adata = study_anndata(ctx.store, ctx.storage(), study_id)
+        if fmt == "imzml":
+            written = study_imzml(ctx.store, ctx.storage(), study_id, path, chosen)
+            for member, report in written.items():
+                click.echo(
+                    f"wrote {member}: {report.spectra} spectra, {report.peaks} peaks to "
+                    f"{report.imzml_path}"
+                )
+            return
+        adata = study_anndata(ctx.store, ctx.storage(), study_id, chosen)
         write_h5ad(adata, path)
     click.echo(f"wrote {adata.n_obs} pixels × {adata.n_vars} features to {path}")

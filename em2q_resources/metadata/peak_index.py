@@ -248,6 +248,45 @@ def index_peak_table(
     return len(documents)
 
 
+def _measurement_query(measurement_id: str) -> dict:
+    return {"bool": {"filter": [{"term": {"measurement_id": measurement_id}}]}}
+
+
+def count_features(store: MetadataStore, measurement_id: str) -> int:
+    """``PeakFeature`` documents of ``measurement_id`` (every parameter set)."""
+    try:
+        store.refresh(_ENTITY)
+        answer = store._call(
+            lambda: store.client.count(
+                index=store.alias(_ENTITY), query=_measurement_query(measurement_id)
+            )
+        )
+    except NotFoundError:
+        return 0
+    return int(answer["count"])
+
+
+def delete_features(store: MetadataStore, measurement_id: str, *, chunk_size: int = 5000) -> int:
+    """Remove every ``PeakFeature`` of ``measurement_id`` (all parameter sets), so an m/z search
+    never returns a deleted measurement; returns the documents removed. Part of deleting a
+    measurement (``em2q.client.delete_measurement``), not a delete path of its own."""
+    check_identifier(measurement_id, "measurement_id")
+    store.refresh(_ENTITY)
+    alias = store.alias(_ENTITY)
+    ids = [
+        doc.id
+        for doc in store.scan(store.schema.PeakFeature, filters={"measurement_id": measurement_id})
+    ]
+    if not ids:
+        return 0
+    deletes = ({"_op_type": "delete", "_index": alias, "_id": i} for i in ids)
+    removed, _ = store._call(  # (the minimal distribution has no delete-by-query)
+        lambda: helpers.bulk(store.client, deletes, chunk_size=chunk_size, raise_on_error=False)
+    )
+    store.refresh(_ENTITY)
+    return int(removed)
+
+
 def _indexed_count(store: MetadataStore, measurement_id: str, parameter_hash: str) -> int:
     query = {
         "bool": {

@@ -4,6 +4,7 @@ small synthetic study materialized once with Dagster for the module."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import anndata
@@ -28,6 +29,7 @@ from tests.em2q_assets.study_data import feed_member, small_study
 from tests.em2q_assets.test_assets import materialize_measurement
 
 SCIENTIST = User("sam", Role.SCIENTIST)
+ADMIN = User("ada", Role.ADMIN)
 STUDY_ASSETS = ["study_reference_peaks", "aligned_features", "study_comparison"]
 
 
@@ -166,14 +168,39 @@ def test_the_h5ad_export_reads_back_equal_with_anndata(platform, tmp_path):
     assert back.uns["em2q"]["study_id"] == "lesions"
 
 
-def test_a_measurements_peak_table_exports_as_h5ad_with_pixels_as_rows(platform, tmp_path):
+@pytest.fixture(scope="module")
+def ex_proc(platform, tmp_path_factory) -> str:
+    """The processed example measurement, materialized once for the module's export tests."""
+    register_copy(platform.store, tmp_path_factory.mktemp("up"), "Example_Processed", "ex-proc")
+    materialize_measurement(platform.defs, platform.instance, "ex-proc")
+    return "ex-proc"
+
+
+def assert_imzml_holds(path, adata) -> None:
+    """The imzML at ``path`` holds ``adata``'s pixels with peaks: same x/y, m/z, intensities."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    matrix = adata.X.tocsr()
+    mz = adata.var["mz"].to_numpy()
+    xy = adata.obs[["x", "y"]].to_numpy()
+    rows = [i for i in range(matrix.shape[0]) if matrix[i].count_nonzero()]
+    parser = ImzMLParser(str(path))
+    assert [tuple(c[:2]) for c in parser.coordinates] == [tuple(xy[i]) for i in rows]
+    assert rows
+    for position, row in enumerate(rows):
+        read_mz, read_intensity = parser.getspectrum(position)
+        values = matrix[row].toarray().ravel()
+        columns = np.flatnonzero(values)
+        np.testing.assert_array_equal(read_mz, mz[columns])
+        np.testing.assert_array_equal(read_intensity, values[columns])
+
+
+def test_a_measurements_peak_table_exports_as_h5ad_with_pixels_as_rows(platform, ex_proc, tmp_path):
     from pyimzml.ImzMLParser import ImzMLParser
 
     from tests.em2q_assets.conftest import EXAMPLES
 
-    register_copy(platform.store, tmp_path / "up", "Example_Processed", "ex-proc")
-    materialize_measurement(platform.defs, platform.instance, "ex-proc")
-    adata = catalog(platform).measurement("ex-proc").features()
+    adata = catalog(platform).measurement(ex_proc).features()
     adata.write_h5ad(tmp_path / "m.h5ad")
     back = anndata.read_h5ad(tmp_path / "m.h5ad")
     parser = ImzMLParser(str(EXAMPLES / "Example_Processed.imzML"))
@@ -186,7 +213,103 @@ def test_a_measurements_peak_table_exports_as_h5ad_with_pixels_as_rows(platform,
     np.testing.assert_array_equal(back.obsm["spatial"], back.obs[["x", "y"]].to_numpy())
 
 
+def test_a_measurements_peak_table_exports_as_centroided_imzml_equal_to_the_table(
+    platform, ex_proc, tmp_path
+):
+    measurement = catalog(platform).measurement(ex_proc)
+    report = measurement.export_imzml(tmp_path / "peaks.imzML")
+    assert_imzml_holds(report.imzml_path, measurement.features())
+
+
+def test_a_studys_members_export_as_centroided_imzml_on_the_study_axis(platform, tmp_path):
+    study = catalog(platform).study("lesions")
+    written = study.export_imzml(tmp_path / "out", members=platform.members[:2])
+    assert sorted(written) == sorted(platform.members[:2])
+    features = study.features()
+    for member, report in written.items():
+        rows = (features.obs["measurement_id"] == member).to_numpy()
+        assert_imzml_holds(report.imzml_path, features[rows])
+
+
+# -- ROI-level studies ---------------------------------------------------------------------
+
+
+def _save_rois(platform, name: str, part) -> None:
+    """Save ROI ``name`` on every member: ``part(grid)`` gives its rectangle."""
+    from em2q_msi.facts import grid_from_facts
+    from em2q_resources import rois
+
+    for member in platform.members:
+        doc = platform.store.get(platform.store.schema.Measurement, member).doc
+        grid = grid_from_facts(doc.facts)
+        rois.save(platform.store, ADMIN, member, name, part(grid), grid=grid, replace=True)
+    platform.store.refresh()
+
+
+def test_a_roi_study_of_whole_image_rois_finds_what_the_measurement_study_finds(platform):
+    from em2q_msi.spatial import rectangle
+
+    _save_rois(platform, "whole", lambda g: rectangle(0, 0, g.nx, g.ny))
+    groups = studies.member_groups(platform.store, studies.get(platform.store, "lesions"))
+    cat = catalog(platform)
+    Study.create("roi-whole", rois=[(m, "whole", groups[m]) for m in platform.members], catalog=cat)
+    platform.materialize("roi-whole")
+    by_roi = cat.study("roi-whole").comparison()
+    by_measurement = cat.study("lesions").comparison()
+    assert int(by_roi["significant"].sum()) > 0
+    np.testing.assert_array_equal(by_roi["significant"], by_measurement["significant"])
+    np.testing.assert_allclose(by_roi["p_value"], by_measurement["p_value"], rtol=1e-9)
+    assert list(cat.study("roi-whole").pca().index) == [f"{m}/whole" for m in platform.members]
+
+
+def test_roi_groups_without_a_difference_show_no_significant_feature(platform):
+    from em2q_msi.spatial import rectangle
+
+    _save_rois(platform, "top", lambda g: rectangle(0, 0, g.nx, 4))
+    _save_rois(platform, "bottom", lambda g: rectangle(0, 4, g.nx, g.ny))
+    rois = [(m, r, r) for m in platform.members for r in ("top", "bottom")]
+    cat = catalog(platform)
+    Study.create("roi-halves", rois=rois, catalog=cat)
+    platform.materialize("roi-halves")
+    table = cat.study("roi-halves").comparison()
+    assert set(table["contrast"]) == {"top vs bottom"}
+    assert int(table["significant"].sum()) == 0
+
+
+def test_cli_show_lists_a_roi_studys_replicates(platform):
+    from em2q_msi.spatial import rectangle
+
+    _save_rois(platform, "whole", lambda g: rectangle(0, 0, g.nx, g.ny))
+    first = platform.members[0]
+    Study.create("roi-show", rois=[(first, "whole", "a")], catalog=catalog(platform))
+    shown = cli(platform, "study", "show", "roi-show").output
+    assert "replicates: each ROI's mean" in shown
+    assert re.search(rf"{first}\s+whole\s+a", shown)
+
+
+def test_cli_creates_a_roi_study_naming_a_missing_roi(platform):
+    result = cli(platform, "study", "create", "roi-bad", "--roi", f"{platform.members[0]}:nope=a")
+    assert result.exit_code == 1
+    assert "has no ROI 'nope'" in result.output
+
+
 # -- CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_export_writes_a_measurements_centroided_imzml(platform, ex_proc, tmp_path):
+    path = tmp_path / "cli.imzML"
+    result = cli(platform, "export", ex_proc, str(path), "--format", "imzml")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli.ibd").exists()
+    assert_imzml_holds(path, catalog(platform).measurement(ex_proc).features())
+
+
+def test_cli_study_export_imzml_writes_one_file_per_member(platform, tmp_path):
+    result = cli(platform, "study", "export", "lesions", str(tmp_path / "x"), "--format", "imzml")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "x").glob("*.imzML")) == sorted(
+        f"{m}.imzML" for m in platform.members
+    )
 
 
 def test_cli_create_add_show_lists_members_with_their_groups(platform):

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from em2q_msi import study
 from em2q_msi.parameters import ParameterError, StudyParameters
@@ -422,3 +423,56 @@ def test_measurement_peaks_keep_features_frequent_enough_at_their_mean_mz():
     np.testing.assert_allclose(peaks.frequency, [0.5])
     rarer = study.measurement_peaks(mz, intensity, offsets, 10.0, min_pixel_frequency=0.03)
     assert _nearest_within(rarer.mz, np.array([common, rare]), 3.0).tolist() == [0, 1]
+
+
+# -- ROI-level comparison ------------------------------------------------------------------
+
+
+def _sections_with_rois(fold: float, seed: int = 5):
+    """4 sections of 8 × 6 pixels, 30 features: a "tumour" ROI (left half) and a "healthy"
+    ROI (right half) each; feature 3 is ``fold`` × higher in the tumour pixels."""
+    rng = np.random.default_rng(seed)
+    nx, ny, n_features = 8, 6, 30
+    x = np.tile(np.arange(nx), ny)
+    tumour, healthy = np.flatnonzero(x < nx // 2), np.flatnonzero(x >= nx // 2)
+    sections = []
+    for _ in range(4):
+        base = rng.uniform(50, 150, n_features) * rng.uniform(0.8, 1.25)  # per-section level
+        pixels = base * rng.lognormal(0.0, 0.2, (nx * ny, n_features))
+        pixels[tumour, 3] *= fold
+        sections.append((sp.csr_array(pixels), np.ones(nx * ny), tumour, healthy))
+    return sections, np.linspace(100.0, 900.0, n_features)
+
+
+def _roi_comparison(fold: float):
+    sections, mz = _sections_with_rois(fold)
+    values, labels = [], []
+    for aligned, factors, tumour, healthy in sections:
+        values.append(study.roi_means(aligned, factors, [tumour, healthy], ["tumour", "healthy"]))
+        labels += ["tumour", "healthy"]
+    params = StudyParameters(contrasts=("tumour vs healthy",))
+    return study.compare_groups(np.vstack(values), labels, mz, params).contrasts[0]
+
+
+def test_a_planted_difference_between_roi_groups_is_significant_and_only_it():
+    contrast = _roi_comparison(fold=3.0)
+    assert np.flatnonzero(contrast.significant).tolist() == [3]
+    assert contrast.fold_change[3] == pytest.approx(3.0, rel=0.15)
+
+
+def test_roi_groups_without_a_difference_show_nothing_significant():
+    contrast = _roi_comparison(fold=1.0)
+    assert not contrast.significant.any()
+
+
+def test_each_roi_mean_is_the_normalised_mean_of_its_own_pixels():
+    aligned = sp.csr_array(np.array([[2.0, 0.0], [4.0, 6.0], [8.0, 2.0]]))
+    factors = np.array([1.0, 2.0, 0.0])  # the third pixel has no signal to normalise by
+    means = study.roi_means(aligned, factors, [np.array([0, 1]), np.array([1, 2])])
+    np.testing.assert_allclose(means, [[2.0, 1.5], [2.0, 3.0]])
+
+
+def test_a_roi_without_a_usable_pixel_is_refused_naming_it():
+    aligned = sp.csr_array(np.ones((3, 2)))
+    with pytest.raises(study.StudyError, match="tumour holds no pixel with signal"):
+        study.roi_means(aligned, np.array([1.0, 0.0, 0.0]), [np.array([1, 2])], ["tumour"])

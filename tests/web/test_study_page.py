@@ -78,3 +78,55 @@ def test_a_study_not_computed_yet_says_how_to_run_it(client, metadata_store):
     assert "em2q study run web-empty" in page.text and 'class="volcano"' not in page.text
     listed = client.get("/studies")
     assert 'href="/studies/web-empty"' in listed.text
+
+
+def test_an_mz_search_hit_links_the_study_comparing_that_feature(
+    client, metadata_store, storage, web_settings
+):
+    from em2q.study_results import comparison_table, current_manifests
+    from em2q_resources.metadata.peak_index import PeakFeatures, index_peak_table
+
+    synthetic = small_study()
+    members = [feed_member(metadata_store, storage, synthetic, i) for i in range(len(synthetic))]
+    studies.create(metadata_store, "mz-st", title="t", design=["sample.condition"],
+                   members=members)  # fmt: skip
+    defs = build_definitions(web_settings)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("study", ["mz-st"])
+    dg.materialize(list(defs.assets), selection=STUDY_ASSETS, partition_key="mz-st",
+                   instance=instance, resources=defs.resources)  # fmt: skip
+    table = comparison_table(
+        storage, current_manifests(metadata_store, storage, "mz-st")["study_comparison"]
+    )
+    best = table.sort_values("q_value").iloc[0]
+    mz = float(best["mz"])
+    for member, summed in ((members[0], 50.0), (members[1], 0.0)):
+        features = PeakFeatures(np.array([mz if summed else mz + 5]), np.array([0.5]),
+                                np.array([summed or 5.0]), 60, 1000.0)  # fmt: skip
+        index_peak_table(metadata_store, member, "default@v1", "ab" * 32, features, refresh=True)
+    page = client.get(f"/catalog?mz={mz:.5f}&ppm=3")
+    assert page.status_code == 200, page.text
+    row = re.search(rf'<tr data-id="{members[0]}">.*?</tr>', page.text, re.S).group(0)
+    assert f'href="/studies/mz-st?feature={int(best["feature"])}"' in row
+    assert f'<tr data-id="{members[1]}">' not in page.text  # its peak is elsewhere
+
+
+def test_a_deleted_member_shows_as_missing_on_the_study_page(client, metadata_store, storage):
+    from em2q.client import delete_measurement
+    from em2q_resources.auth import Role, User
+    from em2q_resources.metadata.synthetic import measurement
+
+    s = metadata_store.schema
+    ids = []
+    for i in (1, 2):
+        doc = measurement(s, i)
+        doc.sample.condition = s.SampleCondition.HEALTHY
+        metadata_store.create(doc, refresh=True)
+        ids.append(doc.id)
+    studies.create(metadata_store, "gone-st", title="t", design=["sample.condition"], members=ids)
+    delete_measurement(metadata_store, storage, ids[0], User("ada", Role.ADMIN))
+    page = client.get("/studies/gone-st")
+    assert page.status_code == 200, page.text
+    missing = re.search(r'<tr class="missing"><td>([^<]+)</td>', page.text)
+    assert missing and missing.group(1) == ids[0]
+    assert f'<a href="/measurements/{ids[1]}">' in page.text

@@ -3,6 +3,7 @@
 from em2q.web.routes import (
     catalog,
     compare,
+    exports,
     measurements,
     notebook,
     optical,
@@ -30,6 +31,7 @@ ROUTERS = [
     spatial.router,
     optical.router,
     notebook.router,
+    exports.router,
 ]
 
 __all__ = ["ROUTERS"]

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from em2q.web import catalog
 from em2q.web.deps import Backends, CurrentUser
 from em2q.web.pages import render
+from em2q.web.routes.studies import DESIGN_FIELDS
 from em2q_resources.auth import Action, require
 from em2q_resources.metadata import SchemaViolation, load_schema
 from em2q_resources.metadata.schema import to_document
@@ -66,7 +67,9 @@ def catalog_page(
         page_token=page_token or None,
     )
     matches: dict = {}
+    compared: dict = {}  # measurement → studies comparing the searched m/z
     if mz.strip():  # by m/z: the measurements whose peak table holds it
+        from em2q.study_results import studies_comparing
         from em2q_resources.metadata.peak_index import search_mz
 
         fraction = _number("min_tic_percent", min_tic_percent or "0") / 100
@@ -74,6 +77,10 @@ def catalog_page(
             connections.store, _number("mz", mz), _number("ppm", ppm or "3"), fraction, **search
         )
         page, matches = found.page, found.matches
+        compared = studies_comparing(
+            connections.store, connections.storage, _number("mz", mz),
+            _number("ppm", ppm or "3"), [m.id for m in page.hits],
+        )  # fmt: skip
     else:
         page = connections.store.search(load_schema().Measurement, **search)
     rows = [to_document(m) for m in page.hits]
@@ -95,6 +102,8 @@ def catalog_page(
         ppm=ppm,
         min_tic_percent=min_tic_percent,
         matches=matches,
+        study_fields=DESIGN_FIELDS,
+        compared=compared,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from em2q.web.deps import Backends, CurrentUser
 from em2q.web.pages import render
@@ -130,6 +130,54 @@ def studies_page(request: Request, user: CurrentUser, connections: Backends):
     return render(request, "studies.html", studies=studies.list_studies(connections.store))
 
 
+#: measurement fields offered to group a study defined from a catalog search
+DESIGN_FIELDS = (
+    "sample.condition",
+    "sample.organ",
+    "sample.organism",
+    "settings.instrument_id",
+    "settings.polarity",
+    "tags",
+)
+#: the design choice that groups by the labels typed per member
+MANUAL = "manual"
+#: the most members one form defines a study with
+MAX_FORM_MEMBERS = 500
+
+
+@router.post("/studies")
+async def create_study(request: Request, user: CurrentUser, connections: Backends):
+    """Define a study from the catalog's search results: ``study_id``, ``title``, the members
+    (``m``, repeated), and ``design`` (a field of :data:`DESIGN_FIELDS`, or ``manual`` with a
+    ``group_<member>`` label each); redirects to the new study's page."""
+    from em2q_resources import studies
+    from em2q_resources.metadata.schema import check_identifier
+
+    require(user, Action.START_WORKFLOW)
+    form = await request.form()
+    study_id = check_identifier(str(form.get("study_id") or "").strip(), "study_id")
+    members = [str(m) for m in form.getlist("m")]
+    if not members:
+        raise SchemaViolation("m", "choose at least one measurement for the study")
+    if len(members) > MAX_FORM_MEMBERS:
+        raise SchemaViolation("m", f"at most {MAX_FORM_MEMBERS} members from one form")
+    design = str(form.get("design") or "")
+    if design != MANUAL and design not in DESIGN_FIELDS:
+        raise SchemaViolation(
+            "design", f"group by one of {', '.join(DESIGN_FIELDS)} or {MANUAL}, not {design!r}"
+        )
+    groups = {m: str(form.get(f"group_{m}") or "") for m in members} if design == MANUAL else None
+    try:
+        studies.create(
+            connections.store, study_id, title=str(form.get("title") or "").strip() or study_id,
+            design=[] if design == MANUAL else [design], members=members, groups=groups,
+            author=user.name,
+        )  # fmt: skip
+    except studies.InvalidStudy as exc:
+        raise SchemaViolation("study", str(exc)) from None
+    return RedirectResponse(f"/studies/{study_id}", status_code=303)
+
+
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
     request: Request,
@@ -157,6 +205,7 @@ def study_page(
     study = studies.get(store, study_id)
     context: dict[str, Any] = {
         "study": study, "groups": studies.member_groups(store, study), "contrast": contrast,
+        "missing": studies.missing_members(store, study),
         "sort": sort, "desc": desc, "sortable": SORTABLE, "waiting": None,
     }  # fmt: skip
     try:
