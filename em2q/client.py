@@ -1030,7 +1030,10 @@ def deletion_plan(
     records = [
         (entity.__name__, doc.id)
         for entity in (
-            schema.WorkflowRun, schema.SpectraPartition, schema.QcRecord, schema.Roi,
+            schema.WorkflowRun,
+            schema.SpectraPartition,
+            schema.QcRecord,
+            schema.Roi,
             schema.OpticalImage,
         )
         for doc in store.scan(entity, filters={"measurement_id": measurement_id})
