@@ -21,10 +21,11 @@ from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 #: the run a chain run was requested by (the stage before it)
 REQUESTED_BY_TAG = "em2q/requested_by"
 PARTITION_TAG = "dagster/partition"
-#: how long a run waits for the webserver to take its successor; shorter than the sensors' lag
-#: (``em2q_assets.sensors.CHAIN_LAG``), so the safety net never requests a second one while a
-#: request is still on its way
-NEXT_STAGE_TIMEOUT_S = 4.0
+#: how long a run waits for the webserver to take its successor (well under a second when the
+#: machine is not saturated). The safety net acts only ``sensors.CHAIN_LAG`` after the run has
+#: ended, so a request the webserver is still working on is not requested a second time: under
+#: a burst on 2 cores, a 4 s wait was too short and one measurement in 20 ran a stage twice
+NEXT_STAGE_TIMEOUT_S = 20.0
 
 
 def next_stage_request(
