@@ -213,6 +213,8 @@ class WarmRunLauncher(DefaultRunLauncher):
         ):
             super().launch_run(context)  # another interpreter: its code server starts it
             return
+        if self._skip_duplicate(run):
+            return
         _reap()
         self._watch()
         args = ExecuteRunArgs(
@@ -238,6 +240,21 @@ class WarmRunLauncher(DefaultRunLauncher):
                 with self._lock:
                     worker = self._start_worker()
         self._run_ids.add(run.run_id)
+
+    def _skip_duplicate(self, run) -> bool:
+        """A second request of a step of a measurement's chain (``chain.duplicate_of``) ends
+        CANCELED, tagged with the run that does the step, instead of running it twice."""
+        from em2q_assets.chain import DUPLICATE_OF_TAG, duplicate_of
+
+        first = duplicate_of(self._instance, run)
+        if first is None:
+            return False
+        self._instance.add_run_tags(run.run_id, {DUPLICATE_OF_TAG: first})
+        self._instance.report_run_canceled(
+            run, f"Not run: run {first} was requested for the same step first (a request "
+            "made twice, by its requester and by the safety-net sensor)",
+        )  # fmt: skip
+        return True
 
     # -- the watcher: finished runs, dead workers, idle ones -------------------------------
 

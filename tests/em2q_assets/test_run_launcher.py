@@ -13,7 +13,9 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
+from em2q_assets.chain import DUPLICATE_OF_TAG
 from em2q_assets.run_launcher import WORKER_PID_TAG, WarmRunLauncher
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 
 JOB_MODULE = """
 import os, time
@@ -64,7 +66,10 @@ def setting(tmp_path, monkeypatch):
 
 
 def launch(
-    instance: dg.DagsterInstance, code: Path, executable: str = sys.executable
+    instance: dg.DagsterInstance,
+    code: Path,
+    executable: str = sys.executable,
+    tags: dict[str, str] | None = None,
 ) -> dg.DagsterRun:
     sys.path.insert(0, str(code))
     try:
@@ -74,7 +79,7 @@ def launch(
         recon = recon._replace(executable_path=executable)
         origin = recon.get_reconstructable_job("answer_job").get_python_origin()
         run = instance.create_run_for_job(
-            warm_job_module.defs.get_job_def("answer_job"), job_code_origin=origin
+            warm_job_module.defs.get_job_def("answer_job"), job_code_origin=origin, tags=tags
         )
     finally:
         sys.path.remove(str(code))
@@ -215,3 +220,16 @@ def test_a_run_of_another_interpreter_goes_to_its_code_server(setting):
     instance, code, _ = setting
     with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
         launch(instance, code, executable="/opt/other/python3")
+
+
+def test_a_step_requested_twice_runs_once_and_the_second_request_ends_canceled(setting):
+    instance, code, out = setting
+    step = {MEASUREMENT_TAG: "m1", STAGE_TAG: "ingest"}
+    Path(f"{out}.wait").touch()
+    first = launch(instance, code, tags=step)
+    second = launch(instance, code, tags=step)  # the safety net's request of the same step
+    assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert instance.get_run_by_id(second.run_id).tags[DUPLICATE_OF_TAG] == first.run_id
+    Path(f"{out}.wait").unlink()
+    assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # the op ran once
