@@ -29,6 +29,7 @@ class RunSpan:
     launched: float | None
     started: float | None
     ended: float | None
+    duplicate_of: str | None = None  # a second request of a step, canceled unrun
 
     @property
     def queued_s(self) -> float | None:
@@ -48,6 +49,7 @@ def run_spans(dagster_home: Path, measurement_id: str) -> list[RunSpan]:
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
+    from em2q_assets.chain import DUPLICATE_OF_TAG
     from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
@@ -66,6 +68,7 @@ def run_spans(dagster_home: Path, measurement_id: str) -> list[RunSpan]:
                 starting[0].timestamp if starting else None,
                 record.start_time,
                 record.end_time,
+                run.tags.get(DUPLICATE_OF_TAG),
             )
         )
     return sorted(spans, key=lambda s: s.created)

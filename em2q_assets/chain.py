@@ -20,11 +20,14 @@ from em2q_resources.parameter_sets import PARAMETER_SET_TAG
 
 #: the run a chain run was requested by (the stage before it)
 REQUESTED_BY_TAG = "em2q/requested_by"
+#: set on a run that was not run because the same step was requested before it
+DUPLICATE_OF_TAG = "em2q/duplicate_of"
 PARTITION_TAG = "dagster/partition"
-#: how long a run waits for the webserver to take its successor; shorter than the sensors' lag
-#: (``em2q_assets.sensors.CHAIN_LAG``), so the safety net never requests a second one while a
-#: request is still on its way
-NEXT_STAGE_TIMEOUT_S = 4.0
+#: how long a run waits for the webserver to take its successor (well under a second when the
+#: machine is not saturated). The safety net acts only ``sensors.CHAIN_LAG`` after the run has
+#: ended, so a request the webserver is still working on is not requested a second time: under
+#: a burst on 2 cores, a 4 s wait was too short and one measurement in 20 ran a stage twice
+NEXT_STAGE_TIMEOUT_S = 20.0
 
 
 def next_stage_request(
@@ -49,6 +52,42 @@ def next_stage_request(
 def requested_already(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Whether the run ``run_id`` has its successor (requested by it or by a sensor for it)."""
     return bool(instance.get_run_records(dg.RunsFilter(tags={REQUESTED_BY_TAG: run_id}), limit=1))
+
+
+def duplicate_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The run requested before ``run`` for the same step of a measurement's chain, if any:
+    ``run`` is then a second request of it, not to be run.
+
+    A request can be made twice: the upload (or a chain run) asks the webserver for the run,
+    gives up waiting under load, and the safety-net sensor asks again while the webserver is
+    still working on the first request. The first one created wins. The same step is the
+    ingest of the measurement, or the stage requested by the same run. An earlier run that
+    failed or was canceled does not count (a retry), nor one that had ended before ``run``
+    was created (a person running the stage again)."""
+    stage, measurement_id = run.tags.get(STAGE_TAG), run.tags.get(MEASUREMENT_TAG)
+    if stage not in {s.value for s in Stage} or not measurement_id:
+        return None
+    if stage == Stage.INGEST.value:
+        same_step = {MEASUREMENT_TAG: measurement_id, STAGE_TAG: stage}
+    elif run.tags.get(REQUESTED_BY_TAG):
+        same_step = {STAGE_TAG: stage, REQUESTED_BY_TAG: run.tags[REQUESTED_BY_TAG]}
+    else:
+        return None
+    mine = instance.get_run_record_by_id(run.run_id)
+    if mine is None:
+        return None
+    created = mine.create_timestamp.timestamp()
+    for other in instance.get_run_records(dg.RunsFilter(tags=same_step)):
+        if other.storage_id >= mine.storage_id or other.dagster_run.status in _NOT_COUNTED:
+            continue
+        if other.end_time is None or other.end_time > created:
+            return other.dagster_run.run_id
+    return None
+
+
+_NOT_COUNTED = {
+    dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING
+}  # fmt: skip
 
 
 def build_next_stage_hook(dagster_url: str, last_step: dict[Stage, str], chunk_count: int):

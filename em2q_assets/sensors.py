@@ -145,19 +145,26 @@ def register_uploads(
 
 
 BACKFILL_TAG = "dagster/backfill"
-#: how old a finished stage must be before the safety net requests its successor: its run asks
-#: for it itself (``em2q_assets.chain``) within ``chain.NEXT_STAGE_TIMEOUT_S``
+#: how long after a stage's run ended the safety net requests its successor: the run asks for
+#: it itself (``em2q_assets.chain``) before it ends, waiting up to
+#: ``chain.NEXT_STAGE_TIMEOUT_S`` for the webserver's answer
 CHAIN_LAG = timedelta(seconds=5)
 
 
 def settled_records(context: dg.SensorEvaluationContext, asset: str) -> list[dg.EventLogRecord]:
-    """The materializations of ``asset`` after the cursor that are older than ``CHAIN_LAG``
-    (the sensor moves its cursor only past those: a younger one is looked at again)."""
+    """The materializations of ``asset`` after the cursor whose run ended more than
+    ``CHAIN_LAG`` ago (the sensor moves its cursor only past those: one whose run is still
+    going, its hook perhaps still waiting for the webserver, is looked at again)."""
     settled = time.time() - CHAIN_LAG.total_seconds()
     records = []
     for record in materializations_since_cursor(context, asset).records:
         if record.timestamp > settled:
             break  # looked at again next time
+        run = context.instance.get_run_record_by_id(record.run_id)
+        if run is not None and not (
+            run.dagster_run.is_finished and (run.end_time or 0.0) <= settled
+        ):
+            break  # its run (and its request of the next stage) is not done yet
         records.append(record)
     return records
 

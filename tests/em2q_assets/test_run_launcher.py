@@ -1,6 +1,6 @@
-"""The warm run launcher: runs execute in a worker started before they were launched, a code
-change since the worker's import is never run stale, and a killed or terminated worker ends its
-run the way Dagster's own launcher does."""
+"""The warm run launcher: runs execute in workers started before they were launched and reused
+after a run that succeeded, a code change since the worker's import is never run stale, and a
+killed or terminated worker ends its run the way Dagster's own launcher does."""
 
 import os
 import signal
@@ -13,7 +13,9 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
+from em2q_assets.chain import DUPLICATE_OF_TAG
 from em2q_assets.run_launcher import WORKER_PID_TAG, WarmRunLauncher
+from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 
 JOB_MODULE = """
 import os, time
@@ -24,8 +26,10 @@ ANSWER = {answer!r}
 @dg.op
 def write_answer():
     out = os.environ["WARM_TEST_OUT"]
-    if os.path.exists(out + ".wait"):
-        time.sleep(60)
+    while os.path.exists(out + ".wait"):
+        time.sleep(0.05)
+    if os.path.exists(out + ".fail"):
+        raise RuntimeError("asked to fail")
     with open(out, "a", encoding="utf-8") as handle:
         handle.write(f"{{ANSWER}} {{os.getpid()}}\\n")
 
@@ -62,7 +66,10 @@ def setting(tmp_path, monkeypatch):
 
 
 def launch(
-    instance: dg.DagsterInstance, code: Path, executable: str = sys.executable
+    instance: dg.DagsterInstance,
+    code: Path,
+    executable: str = sys.executable,
+    tags: dict[str, str] | None = None,
 ) -> dg.DagsterRun:
     sys.path.insert(0, str(code))
     try:
@@ -72,7 +79,7 @@ def launch(
         recon = recon._replace(executable_path=executable)
         origin = recon.get_reconstructable_job("answer_job").get_python_origin()
         run = instance.create_run_for_job(
-            warm_job_module.defs.get_job_def("answer_job"), job_code_origin=origin
+            warm_job_module.defs.get_job_def("answer_job"), job_code_origin=origin, tags=tags
         )
     finally:
         sys.path.remove(str(code))
@@ -98,31 +105,73 @@ def wait_for(predicate, timeout_s: float = 60) -> None:
         time.sleep(0.1)
 
 
-def test_runs_execute_in_workers_started_before_their_launch(setting):
+def worker_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
+    return int(instance.get_run_by_id(run.run_id).tags[WORKER_PID_TAG])
+
+
+def test_a_run_launched_while_another_runs_executes_in_the_spare_started_before(setting):
+    instance, code, out = setting
+    Path(f"{out}.wait").touch()
+    first = launch(instance, code)
+    wait_for(lambda: instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.STARTED)
+    [spare] = instance.run_launcher._idle  # started when the first run was launched
+    second = launch(instance, code)
+    Path(f"{out}.wait").unlink()
+    for run in (first, second):
+        assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert worker_pid(instance, second) == spare.pid != worker_pid(instance, first)
+    lines = sorted(out.read_text(encoding="utf-8").splitlines())
+    assert lines == sorted(f"first {worker_pid(instance, r)}" for r in (first, second))
+
+
+def test_a_worker_whose_run_succeeded_serves_the_next_run(setting):
     instance, code, out = setting
     first = launch(instance, code)
     assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
-    spare = instance.run_launcher._spare  # started while the first run ran
+    pid = worker_pid(instance, first)
+    wait_for(lambda: pid in {w.pid for w in instance.run_launcher._idle})  # its "done" is read
     second = launch(instance, code)
     assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
-    pids = [int(instance.get_run_by_id(r.run_id).tags[WORKER_PID_TAG]) for r in (first, second)]
-    assert pids[1] == spare.pid != pids[0]
-    lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines == [f"first {pids[0]}", f"first {pids[1]}"]  # the op ran in those workers
+    assert worker_pid(instance, second) == pid
+    assert out.read_text(encoding="utf-8").splitlines() == [f"first {pid}", f"first {pid}"]
+    health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(first.run_id))
+    assert health.status == WorkerStatus.SUCCESS  # its pid lives on, serving other runs
+
+
+def test_a_worker_whose_run_failed_exits_and_is_not_reused(setting):
+    instance, code, out = setting
+    Path(f"{out}.fail").touch()
+    failed = launch(instance, code)
+    assert wait_finished(instance, failed.run_id).status == dg.DagsterRunStatus.FAILURE
+    pid = worker_pid(instance, failed)
+    wait_for(lambda: _process_gone(pid))  # retired: a fresh process after anything unusual
+    Path(f"{out}.fail").unlink()
+    second = launch(instance, code)
+    assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert worker_pid(instance, second) != pid
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
 
 
 def test_a_worker_whose_code_changed_since_its_import_runs_the_new_code(setting):
     instance, code, out = setting
     first = launch(instance, code)
     wait_finished(instance, first.run_id)
-    wait_for(lambda: instance.run_launcher._spare is not None)
-    time.sleep(3)  # the spare has imported the first version by now (or imports the second)
+    pid = worker_pid(instance, first)
+    wait_for(lambda: pid in {w.pid for w in instance.run_launcher._idle})  # it ran version 1
     module = code / "warm_job_module.py"
     module.write_text(JOB_MODULE.format(answer="second"), encoding="utf-8")
     stat = module.stat()
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a distinct mtime
     second = launch(instance, code)
     assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert worker_pid(instance, second) == pid  # the same worker, a fresh interpreter in it
     assert out.read_text(encoding="utf-8").splitlines()[-1].startswith("second ")
 
 
@@ -171,3 +220,16 @@ def test_a_run_of_another_interpreter_goes_to_its_code_server(setting):
     instance, code, _ = setting
     with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
         launch(instance, code, executable="/opt/other/python3")
+
+
+def test_a_step_requested_twice_runs_once_and_the_second_request_ends_canceled(setting):
+    instance, code, out = setting
+    step = {MEASUREMENT_TAG: "m1", STAGE_TAG: "ingest"}
+    Path(f"{out}.wait").touch()
+    first = launch(instance, code, tags=step)
+    second = launch(instance, code, tags=step)  # the safety net's request of the same step
+    assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert instance.get_run_by_id(second.run_id).tags[DUPLICATE_OF_TAG] == first.run_id
+    Path(f"{out}.wait").unlink()
+    assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # the op ran once

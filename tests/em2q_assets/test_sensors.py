@@ -128,6 +128,32 @@ def test_an_ingest_run_without_its_successor_gets_one_chunks_run_and_others_none
     assert len(materialized) == 2 * CHUNKS
 
 
+def test_a_run_that_has_not_ended_gets_no_successor_from_the_safety_net(platform, monkeypatch):
+    """Its hook may still be waiting for the webserver to take the successor it asked for."""
+    defs, instance, store, tmp = platform
+    sensor = defs.get_sensor_def("ingested_measurements")
+    register_copy(store, tmp / "ending", "Example_Continuous", "ending")
+    instance.add_dynamic_partitions("measurement", ["ending"])
+    tags = {MEASUREMENT_TAG: "ending", STAGE_TAG: "ingest"}
+    run_id = ingest(defs, instance, "ending", tags)
+    monkeypatch.setattr(sensors, "CHAIN_LAG", timedelta(0))
+    record = instance.get_run_record_by_id(run_id)
+    # the same run as seen while its last step's hook still runs: STARTED, no end time
+    monkeypatch.setattr(
+        instance, "get_run_record_by_id",
+        lambda rid: record._replace(
+            dagster_run=record.dagster_run.with_status(dg.DagsterRunStatus.STARTED),
+            end_time=None,
+        ) if rid == run_id else None,
+    )  # fmt: skip
+    going = sensor(dg.build_sensor_context(instance=instance))
+    assert not going.run_requests and going.cursor is None  # looked at again next tick
+    monkeypatch.undo()
+    monkeypatch.setattr(sensors, "CHAIN_LAG", timedelta(0))
+    (request,) = sensor(dg.build_sensor_context(instance=instance)).run_requests
+    assert request.tags[REQUESTED_BY_TAG] == run_id
+
+
 def stalled_sensor(defs):
     (sensor,) = [s for s in build_lifecycle_sensors("http://dagster", 60.0)
                  if s.name == "stalled_measurements"]  # fmt: skip
