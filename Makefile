@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
+	kubernetes cluster
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -106,8 +107,18 @@ $(HELM):
 
 helm: $(HELM)
 
+## A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+## kube-scheduler) built from the Go module sources into .cache/k8s-<version>/bin, for
+## tests/cluster (server-side dry-run, helm install). Cold: ~15 min on 2 cores; then instant.
+kubernetes:
+	GO=$(GO) deploy/local-cluster/build.sh
+
+## Start that control plane on 127.0.0.1 for a person (kubeconfig in .cache/local-kubernetes).
+cluster: kubernetes $(STAMP)
+	$(BIN)/python -m em2q_resources.local_kubernetes up
+
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
-test: elasticsearch interop browser helm
+test: elasticsearch interop browser helm kubernetes
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --durations=40
 
