@@ -10,7 +10,7 @@ folder, and stopped (process groups, SIGTERM then SIGKILL) when done.
 Nothing listens or sends beyond loopback: the apiserver advertises 127.0.0.1 with the endpoint
 reconciler off, the service CIDR is only an address pool (no node, no proxy, no traffic), and
 the controller-manager allocates no pod CIDRs. There is no node yet, so pods are admitted and
-stored but never run (see docs/local-kubernetes.md).
+stored but never run (see deploy/local-cluster/README.md).
 """
 
 from __future__ import annotations
