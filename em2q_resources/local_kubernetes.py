@@ -238,8 +238,13 @@ class LocalKubernetes:
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--authorization-mode", "Node,RBAC",
-            "--allow-privileged", "true",
+            "--allow-privileged=true",
             "--profiling=false",
+            # a node's kubelet is reached by its Hostname address (localhost), never its
+            # InternalIP, with the admin client certificate (pod logs, exec)
+            "--kubelet-preferred-address-types", "Hostname",
+            "--kubelet-client-certificate", str(pki / "admin.crt"),
+            "--kubelet-client-key", str(pki / "admin.key"),
         ])  # fmt: skip
         self.kubeconfig = work / "kubeconfig"
         write_kubeconfig(self.kubeconfig, self.server, pki)
@@ -293,6 +298,156 @@ class LocalKubernetes:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
+PAUSE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "pause-image.sh"
+NODE_NAME = "localhost"  # its Hostname address is how the apiserver reaches the kubelet
+
+
+@dataclass
+class LocalNode:
+    """One node for a running :class:`LocalKubernetes`: Debian's containerd and runc, a kubelet
+    built from the module sources, the pause image built from source. Pods use the host
+    network (the CNI configuration has the loopback plugin only: no pod network exists)."""
+
+    cluster: LocalKubernetes
+    start_timeout_s: float = 120.0
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    socket: Path | None = None
+
+    def start(self) -> None:
+        (kubelet,) = find_binaries(self.cluster.cache_dir, ("kubelet",)).values()
+        for tool in ("containerd", "runc", "ctr"):
+            if shutil.which(tool) is None:
+                raise KubernetesSetupError(
+                    f"{tool} is missing: apt-get install containerd runc (Debian bookworm)"
+                )
+        work = self.cluster.workdir / "node"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "cni").mkdir(parents=True)
+        (work / "cni" / "10-loopback.conflist").write_text(
+            '{"cniVersion": "0.4.0", "name": "em2q-loopback", "plugins": [{"type": "loopback"}]}',
+            encoding="utf-8",
+        )
+        self.socket = work / "containerd.sock"
+        (work / "containerd.toml").write_text(
+            f"""version = 2
+root = "{work / "containerd"}"
+state = "{work / "containerd-state"}"
+[grpc]
+  address = "{self.socket}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{work / "cni"}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+""",
+            encoding="utf-8",
+        )
+        try:
+            self._spawn("containerd", ["containerd", "--config", str(work / "containerd.toml")])
+            self._wait_for(lambda: self.socket.exists(), "containerd socket")
+            self.import_image(Path(_run([str(PAUSE_SCRIPT)]).strip()))
+            self._start_kubelet(kubelet, work)
+        except BaseException:
+            self.stop()
+            raise
+
+    def import_image(self, archive: Path, base_name: str = "registry.k8s.io/pause") -> None:
+        """An OCI image archive into containerd's Kubernetes namespace (no registry)."""
+        _run(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images", "import",
+              "--base-name", base_name, str(archive)])  # fmt: skip
+
+    def _start_kubelet(self, binary: Path, work: Path) -> None:
+        pki = self.cluster.workdir / "pki"
+        port, healthz = _free_port(), _free_port()
+        (work / "kubelet.yaml").write_text(
+            f"""apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: {port}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: {healthz}
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: false}}
+  x509: {{clientCAFile: {pki / "ca.crt"}}}
+authorization: {{mode: AlwaysAllow}}
+tlsCertFile: {pki / "apiserver.crt"}
+tlsPrivateKeyFile: {pki / "apiserver.key"}
+containerRuntimeEndpoint: unix://{self.socket}
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+resolvConf: /etc/resolv.conf
+evictionHard: {{}}
+imageGCHighThresholdPercent: 100
+registerNode: true
+""",
+            encoding="utf-8",
+        )
+        self._spawn("kubelet", [
+            str(binary), "--config", str(work / "kubelet.yaml"),
+            "--kubeconfig", str(self.cluster.kubeconfig),
+            "--hostname-override", NODE_NAME,
+            "--root-dir", str(work / "kubelet"),
+            "--cert-dir", str(work / "kubelet-pki"),
+        ])  # fmt: skip
+        self._wait_for(self._node_ready, "node Ready")
+
+    def _node_ready(self) -> bool:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.cluster.kubeconfig), "get", "node", NODE_NAME,
+             "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return done.stdout.strip() == "True"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.cluster.workdir / "logs" / f"{name}.log", "wb")  # noqa: SIM115
+        self.processes[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _wait_for(self, ready, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise KubernetesSetupError(
+                        f"{name} exited with code {process.returncode}"
+                        + self.cluster._log_tail(name)
+                    )
+            if ready():
+                return
+            time.sleep(0.5)
+        tails = "".join(self.cluster._log_tail(name) for name in self.processes)
+        raise KubernetesSetupError(f"no {what} after {self.start_timeout_s:.0f}s{tails}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        self.processes.clear()
+
+
+def _run(args: list[str]) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise KubernetesSetupError(f"{' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
 
 
 def _insecure_loopback_context() -> ssl.SSLContext:
