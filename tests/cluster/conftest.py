@@ -5,6 +5,7 @@ stored by the real apiserver; no pod runs."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict"), ("force", "true")]
         if dry_run:
             query.append(("dryRun", "All"))
-        return self.dynamic.client.call_api(
+        answer = self.dynamic.client.call_api(
             path,
             "PATCH",
             query_params=query,
@@ -87,9 +88,26 @@ class Kube:
             },
             body=doc,
             auth_settings=["BearerToken"],
-            response_type="object",
             _return_http_data_only=True,
+            _preload_content=False,
         )
+        return json.loads(answer.data)
+
+    def create(self, doc: dict[str, Any], *, namespace: str = "default") -> dict[str, Any]:
+        """A dry-run POST, as dagster-k8s creates pods and Jobs (``create_namespaced_*``)."""
+        resource = self.resource(doc)
+        path = resource.path(namespace=namespace if resource.namespaced else None)
+        answer = self.dynamic.client.call_api(
+            path,
+            "POST",
+            query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=doc,
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=False,
+        )
+        return json.loads(answer.data)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None):
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
