@@ -339,6 +339,9 @@ state = "{work / "containerd-state"}"
   address = "{self.socket}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
+  # no CAP_SYS_RESOURCE here: a negative oom_score_adj (-998 for sandboxes) kills runc init
+  # ("can't get final child's PID from pipe: EOF"); clamp it to containerd's own
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{work / "cni"}"
