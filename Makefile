@@ -9,7 +9,7 @@ UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
-	kubernetes cluster
+	kubernetes cluster node-packages
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -107,11 +107,29 @@ $(HELM):
 
 helm: $(HELM)
 
-## A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-## kube-scheduler) built from the Go module sources into .cache/k8s-<version>/bin, for
-## tests/cluster (server-side dry-run, helm install). Cold: ~15 min on 2 cores; then instant.
-kubernetes:
+## A real single-node Kubernetes for tests/cluster: etcd, kube-apiserver,
+## kube-controller-manager, kube-scheduler and kubelet built from the Go module sources into
+## .cache/k8s-<version>/bin (cold: ~25 min on 2 busy cores; then instant), and Debian's
+## containerd, runc, umoci and mmdebstrap for the node, the pause and the step images.
+kubernetes: node-packages
 	GO=$(GO) deploy/local-cluster/build.sh
+
+node-packages:
+	@{ command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap \
+	   && command -v gcc && test -x /usr/lib/cni/loopback; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: containerd/runc/umoci/mmdebstrap are missing and this is not root (no" \
+	    "sudo either): run 'apt-get update && apt-get install -y containerd runc" \
+	    "containernetworking-plugins umoci mmdebstrap gcc libc6-dev' as root, then make again" >&2; \
+	    exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: no containerd/runc/umoci/mmdebstrap" \
+	    "and no apt-get: install them with your package manager" >&2; exit 1; }; \
+	  echo "installing Debian's containerd, runc, umoci, mmdebstrap (apt-get)"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    containerd runc containernetworking-plugins umoci mmdebstrap gcc libc6-dev; }
+	@containerd --version
 
 ## Start that control plane on 127.0.0.1 for a person (kubeconfig in .cache/local-kubernetes).
 cluster: kubernetes $(STAMP)

@@ -434,7 +434,23 @@ registerNode: true
         raise KubernetesSetupError(f"no {what} after {self.start_timeout_s:.0f}s{tails}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        for name in reversed(list(self.processes)):
+        """kubelet first, then what still runs in containerd (shims outlive it), then
+        containerd."""
+        names = list(self.processes)
+        if "kubelet" in names:
+            self._stop_process("kubelet", timeout_s)
+        if self.socket is not None and self.socket.exists():
+            ctr = ["ctr", "--address", str(self.socket), "-n", "k8s.io"]
+            tasks = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True)
+            for task in tasks.stdout.split():
+                subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True)
+                subprocess.run([*ctr, "tasks", "delete", "-f", task], capture_output=True)
+        for name in reversed(names):
+            self._stop_process(name, timeout_s)
+        self.processes.clear()
+
+    def _stop_process(self, name: str, timeout_s: float) -> None:
+        if name in self.processes:
             process = self.processes[name]
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -443,7 +459,6 @@ registerNode: true
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-        self.processes.clear()
 
 
 def _run(args: list[str]) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build etcd and the Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler) from the Go module sources, into .cache/k8s-<version>/bin.
+# Build etcd, the Kubernetes control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler) and the kubelet from the Go module sources, into .cache/k8s-<version>/bin.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces its staging modules
 # (k8s.io/api, k8s.io/apiserver, ...) with local paths. So this generates a small wrapper
@@ -9,7 +9,7 @@
 # the same module graph (go.etcd.io/etcd/server/v3 at the version Kubernetes itself pins),
 # so the server and the apiserver's etcd client match.
 #
-# Usage: deploy/local-cluster/build.sh [component ...]   (default: all four)
+# Usage: deploy/local-cluster/build.sh [component ...]   (default: all five)
 # A second run finds the binaries and returns at once.
 set -euo pipefail
 
@@ -19,7 +19,7 @@ CACHE="${EM2Q_CACHE_DIR:-$ROOT/.cache}"
 OUT="$CACHE/k8s-$K8S_VERSION"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 COMPONENTS=("$@")
-[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
 
 missing=()
 for c in "${COMPONENTS[@]}"; do [ -x "$OUT/bin/$c" ] || missing+=("$c"); done

@@ -13,7 +13,7 @@ VENV_SITE="$(cd "$ROOT" && .venv/bin/python -c 'import sysconfig; print(sysconfi
 PACKAGES="numpy numpy.libs dagster_pipes fsspec s3fs aiobotocore botocore aiohttp aiohappyeyeballs
 aioitertools aiosignal attr attrs frozenlist multidict propcache yarl idna jmespath dateutil six
 urllib3 wrapt certifi click typing_extensions httpx httpcore h11 anyio sniffio rich pygments
-markdown_it mdurl"
+markdown_it mdurl pyimzml"
 tag="$( { cat "$ROOT/requirements.lock"; find "$ROOT/em2q_msi" -name '*.py' -print0 | sort -z \
   | xargs -0 cat; cat "$0"; } | sha256sum | cut -c1-12)"
 OUT="$CACHE/images"

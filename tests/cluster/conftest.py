@@ -6,6 +6,7 @@ stored by the real apiserver; no pod runs."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,13 @@ import kubernetes.config
 import pytest
 from kubernetes.dynamic import DynamicClient
 
-from em2q_resources.local_kubernetes import KubernetesSetupError, LocalKubernetes, find_binaries
-from em2q_resources.settings import Settings
+from em2q_resources.local_kubernetes import (
+    KubernetesSetupError,
+    LocalKubernetes,
+    LocalNode,
+    find_binaries,
+)
+from em2q_resources.settings import PROJECT_ROOT, Settings
 
 FIELD_MANAGER = "em2q-tests"
 
@@ -36,6 +42,37 @@ def kubernetes_cluster() -> Iterator[LocalKubernetes]:
         yield cluster
     finally:
         cluster.stop()
+
+
+STEP_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "step-image.sh"
+STEP_IMAGE_NAME = "em2q.local/em2q-step"
+
+
+@pytest.fixture(scope="session")
+def kubernetes_node(kubernetes_cluster: LocalKubernetes) -> Iterator[LocalNode]:
+    """A kubelet + containerd node on the session's cluster; fails (never skips) without them."""
+    node = LocalNode(kubernetes_cluster)
+    try:
+        node.start()
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def step_image(kubernetes_node: LocalNode) -> str:
+    """The step image (deploy/local-cluster/step-image.sh, cached) imported into the node."""
+    built = subprocess.run(
+        [str(STEP_IMAGE_SCRIPT)], capture_output=True, text=True, check=False, timeout=900
+    )
+    if built.returncode != 0:
+        pytest.fail(f"{STEP_IMAGE_SCRIPT.name} failed:\n{built.stderr[-3000:]}", pytrace=False)
+    archive = Path(built.stdout.strip().splitlines()[-1])
+    kubernetes_node.import_image(archive, base_name=STEP_IMAGE_NAME)
+    return f"{STEP_IMAGE_NAME}:{archive.stem.removeprefix('em2q-step-')}"
 
 
 @pytest.fixture(scope="session")
