@@ -274,3 +274,11 @@ def test_the_run_executor_config_is_one_k8s_job_executor_accepts():
     assert resolved["execution"]["k8s"]["env_secrets"] == ["em2q-credentials"]
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(probe, {"execution": {"config": {**config, "job_imag": "x"}}})
+
+
+def test_host_network_step_pods_share_the_nodes_network_and_others_do_not():
+    args = ["s3://em2q/m1/data.imzML", "--k", "1", "--index", "0", "--out", "s3://em2q/out"]
+    shared = chunk_step_pod(StepLauncherResource(mode="kubernetes", host_network=True), args, None)
+    default = chunk_step_pod(StepLauncherResource(mode="kubernetes"), args, None)
+    assert shared["spec"]["hostNetwork"] is True
+    assert "hostNetwork" not in default["spec"]
