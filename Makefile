@@ -133,7 +133,7 @@ node-packages:
 
 ## Start that control plane on 127.0.0.1 for a person (kubeconfig in .cache/local-kubernetes).
 cluster: kubernetes $(STAMP)
-	$(BIN)/python -m em2q_resources.local_kubernetes up
+	$(BIN)/python -m em2q_resources.local_kubernetes up --node
 
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
 test: elasticsearch interop browser helm kubernetes

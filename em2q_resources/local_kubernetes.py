@@ -302,6 +302,9 @@ class LocalKubernetes:
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 PAUSE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "pause-image.sh"
+#: the step image (Debian from mmdebstrap + the locked packages + em2q_msi), tagged by a hash
+STEP_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "step-image.sh"
+STEP_IMAGE_NAME = "em2q.local/em2q-step"
 NODE_NAME = "localhost"  # its Hostname address is how the apiserver reaches the kubelet
 
 
@@ -486,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="certificates, kubeconfig, etcd data, logs (default: <cache>/local-kubernetes)",
     )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="also start a node (kubelet + containerd, host network) with the step image",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -497,7 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         cluster = LocalKubernetes.from_settings(settings, workdir=workdir)
         started = time.monotonic()
         kubeconfig = cluster.start()
+        node = None
+        if args.node:
+            node = LocalNode(cluster)
+            node.start()
+            built = _run([str(STEP_IMAGE_SCRIPT)]).strip().splitlines()[-1]
+            node.import_image(Path(built), base_name=STEP_IMAGE_NAME)
+            image = f"{STEP_IMAGE_NAME}:{Path(built).stem.removeprefix('em2q-step-')}"
+            print(f"node {NODE_NAME} Ready; step image {image} (imagePullPolicy: Never)")
     except KubernetesSetupError as exc:
+        cluster.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
@@ -515,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if node is not None:
+            node.stop()
         cluster.stop()
     return 0
 

@@ -50,5 +50,6 @@ umoci repack --image "$work/oci:$tag" "$work/bundle"
 umoci config --image "$work/oci:$tag" --config.env PYTHONPATH=/opt/em2q \
   --config.workingdir /opt/em2q --config.user 1000:1000 --os linux --architecture amd64
 tar -C "$work/oci" -cf "$ARCHIVE.tmp" .
+rm -f "$OUT"/em2q-step-*.tar  # the images of older sources
 mv "$ARCHIVE.tmp" "$ARCHIVE"
 echo "$ARCHIVE"

@@ -18,12 +18,14 @@ import pytest
 from kubernetes.dynamic import DynamicClient
 
 from em2q_resources.local_kubernetes import (
+    STEP_IMAGE_NAME,
+    STEP_IMAGE_SCRIPT,
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
     find_binaries,
 )
-from em2q_resources.settings import PROJECT_ROOT, Settings
+from em2q_resources.settings import Settings
 
 FIELD_MANAGER = "em2q-tests"
 
@@ -42,10 +44,6 @@ def kubernetes_cluster() -> Iterator[LocalKubernetes]:
         yield cluster
     finally:
         cluster.stop()
-
-
-STEP_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "step-image.sh"
-STEP_IMAGE_NAME = "em2q.local/em2q-step"
 
 
 @pytest.fixture(scope="session")
