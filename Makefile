@@ -110,9 +110,12 @@ helm: $(HELM)
 ## A real single-node Kubernetes for tests/cluster: etcd, kube-apiserver,
 ## kube-controller-manager, kube-scheduler and kubelet built from the Go module sources into
 ## .cache/k8s-<version>/bin (cold: ~25 min on 2 busy cores; then instant), and Debian's
-## containerd, runc, umoci and mmdebstrap for the node, the pause and the step images.
-kubernetes: node-packages
+## containerd, runc, umoci and mmdebstrap for the node, the pause and the step images
+## (built here once, cached in .cache; tests/cluster rebuilds the step image when em2q_msi changes).
+kubernetes: node-packages $(STAMP)
 	GO=$(GO) deploy/local-cluster/build.sh
+	deploy/local-cluster/pause-image.sh
+	deploy/local-cluster/step-image.sh
 
 node-packages:
 	@{ command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap \
