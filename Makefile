@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant
+.PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
+	kubernetes cluster node-packages
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -106,8 +107,39 @@ $(HELM):
 
 helm: $(HELM)
 
+## A real single-node Kubernetes for tests/cluster: etcd, kube-apiserver,
+## kube-controller-manager, kube-scheduler and kubelet built from the Go module sources into
+## .cache/k8s-<version>/bin (cold: ~25 min on 2 busy cores; then instant), and Debian's
+## containerd, runc, umoci and mmdebstrap for the node, the pause and the step images
+## (built here once, cached in .cache; tests/cluster rebuilds the step image when em2q_msi changes).
+kubernetes: node-packages $(STAMP)
+	GO=$(GO) deploy/local-cluster/build.sh
+	deploy/local-cluster/pause-image.sh
+	deploy/local-cluster/step-image.sh
+
+node-packages:
+	@{ command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap \
+	   && command -v gcc && test -x /usr/lib/cni/loopback; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: containerd/runc/umoci/mmdebstrap are missing and this is not root (no" \
+	    "sudo either): run 'apt-get update && apt-get install -y containerd runc" \
+	    "containernetworking-plugins umoci mmdebstrap gcc libc6-dev' as root, then make again" >&2; \
+	    exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: no containerd/runc/umoci/mmdebstrap" \
+	    "and no apt-get: install them with your package manager" >&2; exit 1; }; \
+	  echo "installing Debian's containerd, runc, umoci, mmdebstrap (apt-get)"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    containerd runc containernetworking-plugins umoci mmdebstrap gcc libc6-dev; }
+	@containerd --version
+
+## Start that control plane on 127.0.0.1 for a person (kubeconfig in .cache/local-kubernetes).
+cluster: kubernetes $(STAMP)
+	$(BIN)/python -m em2q_resources.local_kubernetes up --node
+
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
-test: elasticsearch interop browser helm
+test: elasticsearch interop browser helm kubernetes
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --durations=40
 

@@ -130,6 +130,11 @@ class StepLauncherResource(dg.ConfigurableResource):
         default=None, description="namespace of step pods; None: the current one"
     )
     service_account_name: str | None = None
+    host_network: bool = Field(
+        default=False,
+        description="step pods use the node's network (a single-node cluster whose "
+        "Elasticsearch and S3 listen on the node's loopback, as tests/cluster's)",
+    )
     env_config_maps: list[str] = Field(
         default_factory=lambda: [DEFAULT_CONFIG_MAP],
         description="ConfigMaps whose keys become the step pod's environment (EM2Q_* settings)",
@@ -200,6 +205,8 @@ class StepLauncherResource(dg.ConfigurableResource):
         spec: dict[str, Any] = {"containers": [container]}
         if self.service_account_name:
             spec["service_account_name"] = self.service_account_name
+        if self.host_network:
+            spec["host_network"] = True
         return spec
 
     def pod_body(

@@ -8,22 +8,16 @@ step tags of the real asset job, both checked with ``kubernetes-validate --stric
 
 import json
 import uuid
-import warnings
 
 import dagster as dg
 import fsspec
 import kubernetes.client
 import kubernetes_validate
 import pytest
-import yaml
 from dagster_k8s import K8sRunLauncher
-from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
-    construct_dagster_k8s_job,
-    get_k8s_job_name,
     get_user_defined_k8s_config,
 )
-from dagster_k8s.pipes import PipesK8sPodLogsMessageReader, get_pod_name
 
 from em2q_assets.k8s import STEP_KIND_TAG, executor_config
 from em2q_resources.catalog import STEP_KINDS
@@ -32,10 +26,14 @@ from em2q_resources.launcher import (
     StepFailed,
     StepLauncherResource,
     UnknownStepKind,
-    pod_labels,
     step_resources,
 )
 from em2q_resources.settings import PROJECT_ROOT, Settings
+from tests.em2q_resources.k8s_bodies import (
+    chunk_step_pod,
+    offline_run_launcher,
+    step_job_bodies,
+)
 
 EXAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "imzml" / "Example_Processed.imzML"
 #: Kubernetes versions the bodies are validated against: the oldest supported and the newest
@@ -175,30 +173,7 @@ def test_step_pod_is_valid_kubernetes_and_what_the_asset_asked_for():
         "secret": secret,
         "client_kwargs": {"endpoint_url": "http://minio.imaging:9000"},
     }
-    built = {}
-
-    @dg.asset(name="spectra_chunks")
-    def pod_for_asset(context: dg.AssetExecutionContext) -> None:
-        # what PipesK8sClient.run does before it calls create_namespaced_pod
-        with dg.open_pipes_session(
-            context=context,
-            context_injector=dg.PipesEnvContextInjector(),
-            message_reader=PipesK8sPodLogsMessageReader(),
-        ) as session:
-            built["pod"] = launcher.pod_body(
-                "chunk",
-                args,
-                kind="chunk",
-                pod_name=get_pod_name(context.run_id, context.op.name),
-                labels=pod_labels(context),
-                env_vars=session.get_bootstrap_env_vars(),
-                storage_options=options,
-            )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the session ends without a pod to read from
-        dg.materialize([pod_for_asset], raise_on_error=False)
-    pod = {"apiVersion": "v1", "kind": "Pod", **serialised(built["pod"])}
+    pod = chunk_step_pod(launcher, args, options)
     assert_valid_kubernetes(pod)
     text = json.dumps(pod)
     assert secret not in text and "AKIA-em2q-test" not in text
@@ -232,39 +207,12 @@ def test_step_pod_is_valid_kubernetes_and_what_the_asset_asked_for():
 # -- k8s_job_executor: the Job of each asset step ---------------------------------------------
 @pytest.fixture
 def run_launcher(tmp_path) -> K8sRunLauncher:
-    """The Helm chart's run launcher; its kubeconfig names a cluster nobody contacts."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "offline", "user": {}}],
-                "contexts": [
-                    {"name": "offline", "context": {"cluster": "offline", "user": "offline"}}
-                ],
-                "current-context": "offline",
-            }
-        ),
-        encoding="utf-8",
-    )
-    return K8sRunLauncher(
-        service_account_name="dagster",
-        instance_config_map="dagster-instance",
-        postgres_password_secret="dagster-postgresql-secret",
-        dagster_home="/opt/dagster/dagster_home",
-        load_incluster_config=False,
-        kubeconfig_file=str(kubeconfig),
-        job_namespace="imaging",
-    )
+    return offline_run_launcher(tmp_path, job_namespace="imaging")
 
 
 def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environment(
     run_launcher,
 ):
-    from em2q_assets.definitions import build_definitions
-
     settings = Settings(
         elasticsearch_url="http://127.0.0.1:9",
         spectra_chunks=3,
@@ -272,42 +220,8 @@ def test_each_asset_step_job_gets_its_kinds_resources_and_the_platform_environme
         image="registry.example.org/em2q:0.1.0",
         namespace="imaging",
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        defs = build_definitions(settings)
-    job = defs.resolve_implicit_global_asset_job_def()
-    assert job.executor_def.name == "em2q_k8s_job_executor"
-    config = executor_config(defs.resources["step_launcher"])
-    executor_context = K8sContainerContext(
-        env_config_maps=config["env_config_maps"],
-        env_secrets=config["env_secrets"],
-        labels=config["labels"],
-        namespace=config["job_namespace"],
-    )
-    run_id = str(uuid.uuid4())
     seen = set()
-    for node in job.graph.nodes:  # each node's tags are its execution step's tags
-        step_key = node.name
-        # what K8sStepHandler.launch_step does for the step
-        context = K8sContainerContext.create_for_run(
-            dg.DagsterRun(job_name=job.name, run_id=run_id), run_launcher, include_run_tags=False
-        ).merge(executor_context)
-        context = context.merge(
-            K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(node.tags))
-        )
-        job_config = context.get_k8s_job_config(config["job_image"], run_launcher)
-        name = f"dagster-step-{get_k8s_job_name(run_id, step_key)}"
-        body = construct_dagster_k8s_job(
-            job_config=job_config,
-            args=["dagster", "api", "execute_step"],
-            job_name=name,
-            pod_name=name,
-            component="step_worker",
-            user_defined_k8s_config=context.run_k8s_config,
-            labels={"dagster/job": job.name, "dagster/op": step_key, "dagster/run-id": run_id},
-            env_vars=[{"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
-        )
-        document = serialised(body)
+    for step_key, document in step_job_bodies(settings, run_launcher):
         assert_valid_kubernetes(document)
         kind = STEP_KINDS[step_key]
         pod_spec = document["spec"]["template"]["spec"]
@@ -360,3 +274,11 @@ def test_the_run_executor_config_is_one_k8s_job_executor_accepts():
     assert resolved["execution"]["k8s"]["env_secrets"] == ["em2q-credentials"]
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(probe, {"execution": {"config": {**config, "job_imag": "x"}}})
+
+
+def test_host_network_step_pods_share_the_nodes_network_and_others_do_not():
+    args = ["s3://em2q/m1/data.imzML", "--k", "1", "--index", "0", "--out", "s3://em2q/out"]
+    shared = chunk_step_pod(StepLauncherResource(mode="kubernetes", host_network=True), args, None)
+    default = chunk_step_pod(StepLauncherResource(mode="kubernetes"), args, None)
+    assert shared["spec"]["hostNetwork"] is True
+    assert "hostNetwork" not in default["spec"]

@@ -1,0 +1,164 @@
+"""A real Kubernetes control plane for the session: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler built from the Go module sources (`make kubernetes`) and started on
+127.0.0.1 by em2q_resources.local_kubernetes. No node: objects are admitted, validated and
+stored by the real apiserver; no pod runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import pytest
+from kubernetes.dynamic import DynamicClient
+
+from em2q_resources.local_kubernetes import (
+    STEP_IMAGE_NAME,
+    STEP_IMAGE_SCRIPT,
+    KubernetesSetupError,
+    LocalKubernetes,
+    LocalNode,
+    find_binaries,
+)
+from em2q_resources.settings import Settings
+
+FIELD_MANAGER = "em2q-tests"
+
+
+@pytest.fixture(scope="session")
+def kubernetes_cluster() -> Iterator[LocalKubernetes]:
+    """Fails (never skips) when the binaries are missing: `make test` builds them first."""
+    settings = Settings.from_env()
+    try:
+        find_binaries(settings.cache_dir)
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster = LocalKubernetes.from_settings(settings)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kubernetes_node(kubernetes_cluster: LocalKubernetes) -> Iterator[LocalNode]:
+    """A kubelet + containerd node on the session's cluster; fails (never skips) without them."""
+    node = LocalNode(kubernetes_cluster)
+    try:
+        node.start()
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def step_image(kubernetes_node: LocalNode) -> str:
+    """The step image (deploy/local-cluster/step-image.sh, cached) imported into the node."""
+    built = subprocess.run(
+        [str(STEP_IMAGE_SCRIPT)], capture_output=True, text=True, check=False, timeout=900
+    )
+    if built.returncode != 0:
+        pytest.fail(f"{STEP_IMAGE_SCRIPT.name} failed:\n{built.stderr[-3000:]}", pytrace=False)
+    archive = Path(built.stdout.strip().splitlines()[-1])
+    kubernetes_node.import_image(archive, base_name=STEP_IMAGE_NAME)
+    return f"{STEP_IMAGE_NAME}:{archive.stem.removeprefix('em2q-step-')}"
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kubernetes_cluster: LocalKubernetes) -> Path:
+    assert kubernetes_cluster.kubeconfig is not None
+    return kubernetes_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    return kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kube(api_client: kubernetes.client.ApiClient) -> Kube:
+    return Kube(DynamicClient(api_client))
+
+
+class Kube:
+    """Server-side apply of plain dicts, as `kubectl apply --server-side [--dry-run=server]`
+    does, with unknown fields an error (fieldValidation=Strict)."""
+
+    def __init__(self, dynamic: DynamicClient) -> None:
+        self.dynamic = dynamic
+
+    def resource(self, doc: dict[str, Any]):
+        return self.dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+
+    def apply(
+        self, doc: dict[str, Any], *, dry_run: bool = True, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """The object as the server stored it (or would have: ``dry_run``); raises
+        ``kubernetes.client.ApiException`` with the server's reasons."""
+        resource = self.resource(doc)
+        meta = doc["metadata"]
+        path = resource.path(
+            name=meta["name"],
+            namespace=meta.get("namespace", namespace) if resource.namespaced else None,
+        )
+        query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict"), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        answer = self.dynamic.client.call_api(
+            path,
+            "PATCH",
+            query_params=query,
+            header_params={
+                "Content-Type": "application/apply-patch+yaml",
+                "Accept": "application/json",
+            },
+            body=doc,
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=False,
+        )
+        return json.loads(answer.data)
+
+    def create(self, doc: dict[str, Any], *, namespace: str = "default") -> dict[str, Any]:
+        """A dry-run POST, as dagster-k8s creates pods and Jobs (``create_namespaced_*``)."""
+        resource = self.resource(doc)
+        path = resource.path(namespace=namespace if resource.namespaced else None)
+        answer = self.dynamic.client.call_api(
+            path,
+            "POST",
+            query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=doc,
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=False,
+        )
+        return json.loads(answer.data)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None):
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return resource.get(name=name, namespace=namespace).to_dict()
+
+    def namespace(self, name: str) -> str:
+        """Create a namespace for real and wait for its default ServiceAccount (made by the
+        controller-manager), which the ServiceAccount admission plugin needs for pods."""
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                   dry_run=False)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get("v1", "ServiceAccount", "default", name)
+                return name
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)

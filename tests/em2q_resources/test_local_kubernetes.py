@@ -1,0 +1,46 @@
+"""em2q_resources.local_kubernetes without a cluster: what it says when binaries are missing,
+and that the build script and the module agree on the version they build and look for."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from em2q_resources.local_kubernetes import (
+    BUILD_SCRIPT,
+    K8S_VERSION,
+    KubernetesSetupError,
+    find_binaries,
+    write_certificates,
+)
+
+
+def test_missing_binaries_are_named_with_the_command_that_builds_them(tmp_path):
+    with pytest.raises(KubernetesSetupError) as caught:
+        find_binaries(tmp_path)
+    message = str(caught.value)
+    assert "etcd, kube-apiserver" in message and "make kubernetes" in message
+    assert K8S_VERSION in message
+
+
+def test_the_build_script_builds_the_version_the_module_starts():
+    text = BUILD_SCRIPT.read_text(encoding="utf-8")
+    (default,) = re.findall(r'K8S_VERSION="\$\{K8S_VERSION:-(v[0-9.]+)\}"', text)
+    assert default == K8S_VERSION
+
+
+def test_the_serving_certificate_names_loopback_and_the_in_cluster_name(tmp_path):
+    import subprocess
+
+    write_certificates(tmp_path)
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "apiserver.crt"), "-noout", "-text"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "IP Address:127.0.0.1" in text and "DNS:kubernetes.default.svc" in text
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", "ca.crt", "apiserver.crt", "admin.crt"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
