@@ -811,15 +811,28 @@ class Measurement:
         colour: str | None = None,
         description: str | None = None,
         replace: bool = False,
+        on: str = "msi",
     ) -> Roi:
         """Save a ROI: a GeoJSON Polygon/MultiPolygon or a list of ``(x, y)`` vertices, in
         image pixel coordinates of ``grid`` (x = column, y = row, pixel centres at +0.5;
-        ``em2q_msi.spatial.rectangle`` makes a box). Scientists and admins."""
+        ``em2q_msi.spatial.rectangle`` makes a box). ``on="optical"``: the polygon is in the
+        optical image's pixels and the registration carries it onto the MSI grid
+        (``em2q_resources.optical.NotRegistered`` before one is stored). Scientists and admins."""
         geometry = polygon if isinstance(polygon, Mapping) else _polygon(polygon)
-        saved = rois.save(
-            self.catalog.store, self.catalog.user, self.id, name, geometry,
-            colour=colour, description=description, grid=self.grid, replace=replace,
-        )  # fmt: skip
+        options = {"colour": colour, "description": description, "grid": self.grid,
+                   "replace": replace}  # fmt: skip
+        if on == "optical":
+            from em2q_resources import optical
+
+            saved = optical.save_roi(
+                self.catalog.store, self.catalog.user, self.id, name, geometry, **options
+            )
+        elif on == "msi":
+            saved = rois.save(
+                self.catalog.store, self.catalog.user, self.id, name, geometry, **options
+            )
+        else:
+            raise ValueError(f"on={on!r}: a ROI is drawn on 'msi' (the default) or 'optical'")
         return Roi(self, saved)
 
     def delete_roi(self, name: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from em2q_msi.spatial import AffineFit, SpatialError, fit_affine
+from em2q_msi.spatial import AffineFit, SpatialError, fit_affine, polygons
 
 #: the image formats an optical upload may have (Pillow's names)
 FORMATS = ("PNG", "JPEG", "TIFF")
@@ -142,6 +142,24 @@ def register(landmarks: Sequence[Sequence[float]] | Sequence[Mapping[str, Any]])
         return fit_affine(optical, msi)
     except SpatialError as exc:
         raise OpticalImageError(str(exc)) from None
+
+
+def geometry_to_msi(geometry: Mapping[str, Any], optical_to_msi: np.ndarray) -> dict[str, Any]:
+    """A GeoJSON ``Polygon``/``MultiPolygon`` drawn in optical pixel coordinates, carried into
+    MSI pixel coordinates by the registration's (2, 3) matrix. An affine map keeps edges
+    straight, so the MSI pixels whose centres fall inside the result are exactly those whose
+    centres, mapped back onto the optical image, fall inside the drawn polygon."""
+    matrix = np.asarray(optical_to_msi, dtype=np.float64).reshape(2, 3)
+    try:
+        parts = polygons(geometry)
+    except SpatialError as exc:
+        raise OpticalImageError(str(exc)) from None
+    mapped = [
+        [(ring @ matrix[:, :2].T + matrix[:, 2]).tolist() for ring in rings] for rings in parts
+    ]
+    if len(mapped) == 1:
+        return {"type": "Polygon", "coordinates": mapped[0]}
+    return {"type": "MultiPolygon", "coordinates": mapped}
 
 
 def layer_rgba(image: np.ndarray, colormap: str = "viridis") -> np.ndarray:

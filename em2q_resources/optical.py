@@ -10,6 +10,9 @@
   (``em2q_msi.optical.register``) and stores it with its residuals (``SchemaViolation`` on
   ``OpticalImage.transform`` naming the problem: fewer than 3 pairs, on one line). Registering
   needs the role that saves ROIs (scientists, admins).
+* :func:`save_roi` saves a ROI drawn on the optical image: the stored transform carries its
+  polygon into MSI pixel coordinates and it is saved as an ordinary ``Roi``
+  (``em2q_resources.rois.save``); ``NotRegistered`` while the image has no registration.
 * :func:`overlay_png` draws a layer (an ion image, the TIC, a segment map) over the image.
 """
 
@@ -29,7 +32,32 @@ from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.results_layout import optical_key, read_bytes, write_bytes
 from em2q_resources.storage import StorageResource
 
-__all__ = ["get", "overlay_png", "register", "save_image", "transform_of", "warped_layer_png"]
+__all__ = [
+    "NotRegistered",
+    "get",
+    "overlay_png",
+    "register",
+    "save_image",
+    "save_roi",
+    "transform_of",
+    "warped_layer_png",
+]
+
+
+class NotRegistered(SchemaViolation):
+    """The measurement has no optical image, or one not registered to the MSI grid yet: what
+    needs the optical → MSI transform (a ROI drawn on it, an overlay) cannot be done."""
+
+    def __init__(self, measurement_id: str, has_image: bool = True) -> None:
+        super().__init__(
+            "OpticalImage.transform",
+            f"the optical image of {measurement_id} is not registered yet: place 3 or more "
+            "landmark pairs first"
+            if has_image
+            else f"{measurement_id} has no optical image: upload one and register it first",
+        )
+        self.measurement_id = measurement_id
+
 
 _SUFFIX = {"PNG": "png", "JPEG": "jpg", "TIFF": "tif"}
 
@@ -155,12 +183,37 @@ def register(store: MetadataStore, user: User | None, measurement_id: str, landm
 def _matrix(doc: Any) -> np.ndarray:
     transform = transform_of(doc)
     if transform is None:
-        raise SchemaViolation(
-            "OpticalImage.transform",
-            f"the optical image of {doc.measurement_id} is not registered yet: "
-            "place 3 or more landmark pairs first",
-        )
+        raise NotRegistered(doc.measurement_id)
     return np.asarray(transform["matrix"], dtype=np.float64)
+
+
+def save_roi(
+    store: MetadataStore,
+    user: User | None,
+    measurement_id: str,
+    name: str,
+    geometry: Any,
+    **options: Any,
+) -> Any:
+    """Save a ROI drawn on the optical image (GeoJSON in optical image pixel coordinates) as
+    the measurement's ``Roi`` in MSI pixel coordinates; ``options`` as ``rois.save``
+    (``colour``, ``description``, ``grid``, ``replace``). ``NotRegistered`` before anything
+    is written when there is no registered optical image."""
+    from em2q_resources import rois
+
+    user = require(user, Action.SAVE_PARAMETER_SET)
+    shape = rois.parse_geometry(geometry)
+    stored = _stored(store, measurement_id)
+    if stored is None:
+        store.get(load_schema().Measurement, measurement_id)  # DocumentNotFound first
+        raise NotRegistered(measurement_id, has_image=False)
+    try:
+        mapped = optical.geometry_to_msi(shape, _matrix(stored.doc))
+    except optical.OpticalImageError as exc:
+        raise SchemaViolation("Roi.geometry", str(exc)) from None
+    if options.get("description") is None:
+        options["description"] = "drawn on the optical image"
+    return rois.save(store, user, measurement_id, name, mapped, **options)
 
 
 def warped_layer_png(storage: StorageResource, doc: Any, layer_rgba: np.ndarray) -> bytes:

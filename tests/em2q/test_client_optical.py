@@ -128,3 +128,44 @@ def test_cli_upload_with_a_bad_optical_image_uploads_nothing(
     metadata_store.refresh()
     assert metadata_store.search(metadata_store.schema.Measurement).total == 0
     assert not (tmp_path / "storage" / "measurements").exists()
+
+
+def test_a_roi_drawn_on_the_optical_image_is_its_msi_pixels_through_the_registration(
+    section_measurement,  # noqa: F811
+    tmp_path,
+):
+    from matplotlib.path import Path as Outline
+
+    m, section = section_measurement
+    m.add_optical_image(_jpeg(tmp_path))
+    m.register_optical(_pairs([[0, 0], [40, 2], [3, 36]]))
+    drawn = [(3.0, 2.0), (41.0, 6.0), (30.0, 37.0), (9.0, 30.0)]  # optical image pixels
+    roi = m.add_roi("on-he", drawn, on="optical")
+    # the direct mapping: each MSI pixel centre carried back onto the optical image
+    rows, cols = np.mgrid[0:NY, 0:NX]
+    centres = np.column_stack([cols.ravel() + 0.5, rows.ravel() + 0.5])
+    inverse = np.linalg.inv(np.vstack([KNOWN, [0, 0, 1]]))[:2]
+    on_optical = centres @ inverse[:, :2].T + inverse[:, 2]
+    expected = Outline(drawn).contains_points(on_optical).reshape(NY, NX)
+    assert 0 < expected.sum() < NX * NY
+    np.testing.assert_array_equal(roi.mask, expected)
+    assert m.rois().loc["on-he", "pixels"] == expected.sum()
+    block = m.roi("on-he").spectra()
+    np.testing.assert_array_equal(
+        block.intensity, section.block.intensity[np.flatnonzero(expected.reshape(-1))]
+    )
+
+
+def test_a_roi_on_an_unregistered_optical_image_is_refused_and_not_saved(
+    section_measurement,  # noqa: F811
+    tmp_path,
+):
+    from em2q_resources.optical import NotRegistered
+
+    m, _ = section_measurement
+    with pytest.raises(NotRegistered, match="has no optical image"):
+        m.add_roi("early", [(0, 0), (20, 0), (0, 20)], on="optical")
+    m.add_optical_image(_jpeg(tmp_path))
+    with pytest.raises(NotRegistered, match="not registered yet"):
+        m.add_roi("early", [(0, 0), (20, 0), (0, 20)], on="optical")
+    assert m.rois().empty

@@ -89,6 +89,7 @@ def test_the_registration_page_has_both_images_to_click(processed_client, regist
     assert page.status_code == 200
     assert 'id="optical-image"' in page.text and 'id="optical-tic"' in page.text
     assert 'id="overlay-opacity" type="range"' in page.text
+    assert 'id="optical-roi-svg"' in page.text  # ROIs are drawn on the optical image too
     assert (
         f'href="/measurements/{mid}/optical?' in processed_client.get(f"/measurements/{mid}").text
     )
@@ -160,3 +161,57 @@ def test_the_upload_form_refuses_a_bad_optical_image_and_uploads_nothing(client,
     assert "he.tif: not a readable PNG, JPEG or TIFF" in answer.json()["errors"]["optical"]
     metadata_store.refresh()
     assert metadata_store.search(load_schema().Measurement).total == 0
+
+
+# ---------------------------------------------------------------- ROIs drawn on the image
+
+
+def test_a_roi_drawn_on_the_optical_image_is_saved_in_msi_pixels(
+    processed, processed_client, registered
+):
+    from matplotlib.path import Path as Outline
+
+    from em2q_msi.spatial import roi_mask
+
+    mid, _, _ = registered
+    drawn = [[2.0, 2.0], [58.0, 3.0], [4.0, 44.0], [2.0, 2.0]]
+    answer = processed_client.post(
+        f"/api/measurements/{mid}/optical/rois",
+        json={"name": "he-drawn", "geometry": {"type": "Polygon", "coordinates": [drawn]}},
+    )
+    assert answer.status_code == 201, answer.text
+    saved = answer.json()
+    inverse = np.linalg.inv(np.vstack([KNOWN, [0, 0, 1]]))[:2]
+    rows, cols = np.mgrid[0:3, 0:3]
+    centres = np.column_stack([cols.ravel() + 0.5, rows.ravel() + 0.5])
+    expected = Outline(drawn).contains_points(centres @ inverse[:, :2].T + inverse[:, 2])
+    assert 0 < expected.sum() < 9
+    np.testing.assert_array_equal(roi_mask(saved["geometry"], (3, 3)).ravel(), expected)
+    assert saved["pixel_count"] == expected.sum()
+    listed = processed_client.get(f"/api/measurements/{mid}/rois").json()
+    assert "he-drawn" in [r["name"] for r in listed]
+    processed_client.delete(f"/api/measurements/{mid}/rois/he-drawn")
+
+
+def test_a_roi_on_an_unregistered_optical_image_is_refused_with_400(
+    processed, processed_client, registered
+):
+    _, store, _, _ = processed
+    mid, _, _ = registered
+    stored = store.get(load_schema().OpticalImage, mid)
+    transform, stored.doc.transform = stored.doc.transform, None
+    store.update(stored.doc, stored, refresh=True)
+    try:
+        answer = processed_client.post(
+            f"/api/measurements/{mid}/optical/rois",
+            json={"name": "early", "geometry": {"type": "Polygon",
+                  "coordinates": [[[0, 0], [40, 0], [0, 40], [0, 0]]]}},
+        )  # fmt: skip
+        assert answer.status_code == 400
+        assert "not registered yet" in answer.json()["message"]
+        names = [r["name"] for r in processed_client.get(f"/api/measurements/{mid}/rois").json()]
+        assert "early" not in names
+    finally:
+        again = store.get(load_schema().OpticalImage, mid)
+        again.doc.transform = transform
+        store.update(again.doc, again, refresh=True)

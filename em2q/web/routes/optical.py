@@ -75,6 +75,31 @@ def register_optical(
     return optical.transform_of(doc)
 
 
+@router.post("/api/measurements/{measurement_id}/optical/rois", status_code=201)
+def save_optical_roi(
+    measurement_id: str,
+    user: CurrentUser,
+    connections: Backends,
+    settings: AppSettings,
+    body: dict[str, Any] = Body(...),  # noqa: B008
+):
+    """Save a ROI drawn on the optical image: ``{"name", "geometry" (GeoJSON, optical image
+    pixels), "colour"?, "description"?, "replace"?}``; stored in MSI pixels through the
+    registration (400 while the image is not registered)."""
+    from em2q.web.routes.spatial import _roi_json
+
+    for field in ("name", "geometry"):
+        if field not in body:
+            raise SchemaViolation(f"Roi.{field}", "required")
+    results = measurement_results(connections, settings, measurement_id, None)
+    saved = optical.save_roi(
+        connections.store, user, measurement_id, body["name"], body["geometry"],
+        colour=body.get("colour"), description=body.get("description"),
+        grid=results.grid(), replace=bool(body.get("replace")),
+    )  # fmt: skip
+    return _roi_json(saved)
+
+
 @router.get("/measurements/{measurement_id}/optical.png")
 def optical_png(measurement_id: str, user: CurrentUser, connections: Backends) -> Response:
     """The optical image as shown on the page (downsampled when large)."""

@@ -87,4 +87,46 @@ document.addEventListener("DOMContentLoaded", () => {
     layerImg.hidden = false;
   };
   document.getElementById("overlay-form").addEventListener("submit", (event) => { event.preventDefault(); showOverlay(); });
+
+  // A ROI drawn on the optical image (optical pixels; the server maps it onto the MSI grid).
+  const roiSvg = document.getElementById("optical-roi-svg");
+  const roiProblem = document.getElementById("optical-roi-problem");
+  let corners = [];
+  const shape = () => {
+    if (document.getElementById("optical-roi-shape").value !== "rectangle" || corners.length < 2) return corners;
+    const [[x0, y0], [x1, y1]] = corners;
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]];
+  };
+  const drawRoi = () => {
+    roiSvg.replaceChildren();
+    if (!corners.length) return;
+    const colour = document.getElementById("optical-roi-colour").value;
+    const polygon = document.createElementNS(NS, "polygon");
+    polygon.setAttribute("points", shape().map(([x, y]) => `${x},${y}`).join(" "));
+    polygon.setAttribute("fill", colour); polygon.setAttribute("fill-opacity", "0.25");
+    polygon.setAttribute("stroke", colour); polygon.setAttribute("stroke-width", Math.max(width, height) / 300);
+    roiSvg.appendChild(polygon);
+  };
+  roiSvg.addEventListener("click", (event) => {
+    if (document.getElementById("optical-roi-shape").value === "rectangle" && corners.length >= 2) corners = [];
+    corners.push(at(event, roiSvg, width, height));
+    drawRoi();
+  });
+  document.getElementById("optical-roi-clear").addEventListener("click", () => { corners = []; drawRoi(); });
+  document.getElementById("optical-roi-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const pts = shape();
+    if (pts.length < 3) { roiProblem.textContent = "click at least 3 corners (rectangle: 2)"; return; }
+    const body = {name: document.getElementById("optical-roi-name").value,
+                  colour: document.getElementById("optical-roi-colour").value,
+                  geometry: {type: "Polygon", coordinates: [[...pts, pts[0]]]}};
+    const answer = await fetch(`/api/measurements/${id}/optical/rois`, {
+      method: "POST", body: JSON.stringify(body),
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": token, Accept: "application/json"},
+    });
+    const saved = await answer.json().catch(() => ({}));
+    if (!answer.ok) { roiProblem.textContent = saved.message || answer.statusText; return; }
+    roiProblem.textContent = ""; corners = []; drawRoi();
+    document.getElementById("optical-roi-saved").textContent = `Saved ROI ${saved.name}: ${saved.pixel_count} MSI pixels.`;
+  });
 });
