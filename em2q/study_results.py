@@ -89,6 +89,26 @@ def current_manifests(store: MetadataStore, storage: StorageResource, study_id: 
     return found
 
 
+#: the study's segmentation (``em2q_resources.catalog.STUDY_ASSETS``, after
+#: ``aligned_features``): shown when computed, not needed by the comparison pages
+SEGMENTATION_ASSET = "study_segmentation"
+
+
+def study_segmentation(store: MetadataStore, storage: StorageResource, study_id: str) -> dict:
+    """What ``study_segmentation`` last wrote (``k``, ``note``, per member its ``labels``,
+    ``segment_map`` and ``png``, ``outputs['top_ions']``), checked to be of the study's
+    members and feature axis now: :class:`StudyNotComputed` or :class:`StaleStudyResult`."""
+    found = study_manifest(storage, study_id, SEGMENTATION_ASSET)
+    aligned = study_manifest(storage, study_id, "aligned_features")
+    members = list(studies.member_groups(store, studies.get(store, study_id)))
+    if found["axis_hash"] != aligned["axis_hash"] or list(found["members"]) != members:
+        raise StaleStudyResult(
+            f"study {study_id!r}: its segmentation was made on other members or an earlier "
+            "feature axis; materialize study_segmentation again (`em2q study run`)"
+        )
+    return found
+
+
 def comparison_table(storage: StorageResource, manifest: dict) -> pd.DataFrame:
     """The comparison as a long table (one row per feature and contrast)."""
     return pd.read_csv(io.BytesIO(read_bytes(storage, manifest["outputs"]["table_csv"])))

@@ -1,25 +1,33 @@
-"""Spatial results of one measurement: the segmentation of its pixels on the peak table.
+"""Spatial results: the segmentation of one measurement's pixels on its peak table
+(``segmentation``), and of a study's members on their aligned features (``study_segmentation``).
 
-The step function is named after its asset (declared in ``em2q_resources.catalog``); the
-science is ``em2q_msi.spatial.segment`` with the parameter set's ``segmentation`` values.
+The step functions are named after their assets (declared in ``em2q_resources.catalog``); the
+science is ``em2q_msi.spatial.segment`` / ``segment_members`` with the parameter set's
+``segmentation`` values.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 import time
+from typing import Any
 
 import numpy as np
 
-from em2q_assets.adapters import Partition
+from em2q_assets.adapters import Partition, StudyPartition
 from em2q_assets.measurements import measurement_grid
 from em2q_assets.provenance import Image, StepContext, StepResult, manifest_inputs, recorded_run
 from em2q_msi import spatial
 from em2q_resources.parameter_sets import ResolvedParameters
 from em2q_resources.results_layout import (
+    read_csr_zarr,
     read_npy,
     read_peak_table,
     result_key,
+    study_key,
     write_bytes,
     write_json,
     write_npy,
@@ -128,4 +136,143 @@ def segmentation(
             "seconds": round(time.perf_counter() - started, 3),
             "segment map": Image(png, "segment map"),
         },
+    )
+
+
+def _member_grid(step: StepContext, member: str, coordinates: np.ndarray) -> Any:
+    """The member's pixel grid from its facts when they hold its pixels, else the bounding
+    box of its coordinates."""
+    from em2q_msi.facts import grid_from_facts
+    from em2q_msi.geometry import GeometryError, PixelGrid
+
+    doc = step.store.get(step.store.schema.Measurement, member).doc
+    grid = grid_from_facts(doc.facts)
+    if grid is not None:
+        try:
+            grid.indices(coordinates)
+            return grid
+        except GeometryError:
+            pass
+    return PixelGrid.from_coordinates(coordinates)
+
+
+def study_segmentation(
+    step: StepContext, partition: StudyPartition, inputs: dict, parameters: Any = None
+) -> StepResult:
+    """One segmentation of all the study's members on their aligned features
+    (``spatial.segment_members``: one normalisation, PCA and clustering over every member's
+    pixels), so a segment number is the same tissue in every member; per member its segment
+    map (PNG, in the segments' colours shared by all members) and labels, for the study its
+    segments' top features. The study's parameter set's ``segmentation`` values;
+    ``spatial_smoothing`` (per image) is applied to each member's map after the joint
+    clustering. A study too small to segment gets one segment and the reason in ``note``."""
+    from em2q_resources import studies
+
+    started = time.perf_counter()
+    aligned = inputs["aligned_features"]
+    study_id, storage = partition.study_id, step.storage
+    resolved = studies.parameters(step.store, studies.get(step.store, study_id))
+    settings = resolved.params.segmentation
+    members = list(aligned["members"])
+    inputs_digest = json.dumps(
+        [aligned["axis_hash"], [aligned["members"][m]["features"] for m in members],
+         settings.to_dict()],
+        sort_keys=True,
+    )  # fmt: skip
+    folder = study_key(
+        study_id, "study_segmentation", hashlib.sha256(inputs_digest.encode()).hexdigest()[:16]
+    )
+    with recorded_run(
+        step, "study_segmentation", study_id, measurement_id=None, parameters=resolved
+    ) as record:
+        record.read("axis_mz", aligned["axis_mz"])
+        feature_mz = read_npy(storage, aligned["axis_mz"])
+        matrices, coordinates = {}, {}
+        for member in members:
+            matrix, arrays = read_csr_zarr(storage, aligned["members"][member]["features"])
+            record.read(member, aligned["members"][member]["features"])
+            matrices[member] = matrix.toarray()
+            coordinates[member] = arrays["coordinates"]
+        note = None
+        joint = dataclasses.replace(settings, spatial_smoothing="none")
+        try:
+            result = spatial.segment_members(matrices, joint)
+            k, seg = result.segmentation.k, result.segmentation
+            labels = {m: result.labels_of(m) for m in members}
+            means, effect, top = seg.mean_spectra, seg.effect_size, seg.top_features
+        except ValueError as exc:  # SpatialError, or a degenerate matrix sklearn refuses
+            note = f"not segmented: {exc}"
+            k = 1
+            labels = {m: np.zeros(matrices[m].shape[0], np.int64) for m in members}
+            means = np.vstack(list(matrices.values())).mean(axis=0, keepdims=True)
+            effect, top = np.zeros_like(means), np.zeros((1, 0), np.int64)
+        colours = spatial.segment_colours(k)
+        outputs: dict[str, str] = {}
+        per_member: dict[str, dict] = {}
+        for member in members:
+            grid = _member_grid(step, member, coordinates[member])
+            image = grid.image(coordinates[member], labels[member], fill_value=-1)
+            if settings.spatial_smoothing == "majority" and note is None and not grid.is_3d:
+                image = np.where(
+                    image >= 0,
+                    spatial.majority_filter(
+                        image.astype(np.int64), k, settings.smoothing_radius_pixels, image >= 0
+                    ),
+                    -1,
+                )
+                labels[member] = image[grid.indices(coordinates[member])].astype(np.int64)
+            where = f"{folder}/members/{member}"
+            per_member[member] = {
+                "labels": write_npy(storage, f"{where}/labels.npy", labels[member]),
+                "segment_map": write_npy(storage, f"{where}/segment_map.npy", image),
+                "png": write_bytes(storage, f"{where}/segment_map.png", segment_map_png(image, k)),
+                "sizes": np.bincount(labels[member], minlength=k).astype(int).tolist(),
+            }
+        sizes = np.sum([per_member[m]["sizes"] for m in members], axis=0)
+        segments = [
+            {
+                "segment": c,
+                "colour": colours[c],
+                "pixels": int(sizes[c]),
+                "pixels_per_member": {m: per_member[m]["sizes"][c] for m in members},
+                "top": [
+                    {
+                        "mz": float(feature_mz[j]),
+                        "effect_size": float(effect[c, j]),
+                        "mean_intensity": float(means[c, j]),
+                    }
+                    for j in top[c]
+                ],  # fmt: skip
+            }
+            for c in range(k)
+        ]
+        summary = {
+            "k": k,
+            "method": settings.method,
+            "spatial_smoothing": settings.spatial_smoothing,
+            "note": note,
+            "segments": segments,
+        }
+        outputs["mean_spectra"] = write_npy(storage, f"{folder}/mean_spectra.npy", means)
+        outputs["top_ions"] = write_json(storage, f"{folder}/top_ions.json", summary)
+        record.wrote_all({**outputs, **{m: per_member[m]["png"] for m in members}})
+    return StepResult(
+        {
+            "study_id": study_id,
+            "folder": folder,
+            "axis_hash": aligned["axis_hash"],
+            "parameter_set": resolved.id,
+            "k": k,
+            "note": note,
+            "members": per_member,
+            "outputs": outputs,
+        },
+        metadata={
+            "members": len(members),
+            "segments": k,
+            "pixels per segment": ", ".join(str(int(n)) for n in sizes),
+            "note": note or "",
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        data_version=folder.rsplit("/", 1)[-1],
     )

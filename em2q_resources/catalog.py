@@ -332,6 +332,18 @@ STUDY_ASSETS = (
         description="Per feature and contrast: fold change, test on measurement-level means, "
         "Benjamini–Hochberg q-value, effect size; PCA of the members.",
     ),
+    AssetSpec(
+        "study_segmentation",
+        step_module="em2q_assets.spatial",
+        kind="summary",
+        group="studies",
+        partitioning=Partitioning.STUDY,
+        inputs=("aligned_features",),
+        tools=("numpy", "scikit-learn", "zarr"),
+        description="One segmentation of every member's pixels on the aligned features (the "
+        "parameter set's segmentation values): the same segment is the same tissue in every "
+        "member; per member its segment map, per segment its top features.",
+    ),
 )
 
 #: the QC trend check of ``qc_trends``: a warning naming each QC number outside its instrument's

@@ -183,3 +183,21 @@ def colocalisation(
             for i, score in zip(ranked.order[:n], ranked.scores[:n], strict=True)
         ],
     }
+
+
+@router.get("/studies/{study_id}/segmentation/{member}.png")
+def study_segment_map_png(
+    study_id: str, member: str, user: CurrentUser, connections: Backends
+) -> Response:
+    """A member's segment map of the study's segmentation (colours shared by all members)."""
+    from em2q.study_results import StaleStudyResult, study_segmentation
+
+    require(user, Action.READ)
+    try:
+        found = study_segmentation(connections.store, connections.storage, study_id)
+    except (ResultNotReady, StaleStudyResult) as exc:
+        raise NotFound(str(exc)) from None
+    if member not in found["members"]:
+        raise NotFound(f"{member!r} is not a member of study {study_id!r}'s segmentation")
+    png = read_bytes(connections.storage, found["members"][member]["png"])
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -178,6 +178,22 @@ async def create_study(request: Request, user: CurrentUser, connections: Backend
     return RedirectResponse(f"/studies/{study_id}", status_code=303)
 
 
+def study_segmentation_context(store: Any, storage: Any, study_id: str) -> dict | None:
+    """The study's segmentation for the page (its segments, one map per member in the same
+    colours), or ``None`` while it is not computed or stale."""
+    from em2q.results import ResultNotReady
+    from em2q.study_results import StaleStudyResult, study_segmentation
+    from em2q_resources.results_layout import read_json
+
+    try:
+        found = study_segmentation(store, storage, study_id)
+    except (ResultNotReady, StaleStudyResult):
+        return None
+    summary = read_json(storage, found["outputs"]["top_ions"])
+    return {"k": found["k"], "note": found["note"], "members": list(found["members"]),
+            "segments": summary["segments"]}  # fmt: skip
+
+
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
     request: Request,
@@ -208,6 +224,7 @@ def study_page(
         "missing": studies.missing_members(store, study),
         "sort": sort, "desc": desc, "sortable": SORTABLE, "waiting": None,
     }  # fmt: skip
+    context["segmentation"] = study_segmentation_context(store, storage, study_id)
     try:
         found = current_manifests(store, storage, study_id)
     except (ResultNotReady, StaleStudyResult) as exc:
