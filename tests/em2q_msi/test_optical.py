@@ -111,3 +111,28 @@ def test_composite_blends_the_layer_at_the_opacity_and_refuses_others():
     assert out[0, 0].tolist() == [125, 125, 125] and out[1, 1].tolist() == [100, 100, 100]
     with pytest.raises(optical.OpticalImageError, match="opacity must be between 0 and 1"):
         optical.composite(base, top, 1.5)
+
+
+def test_a_polygon_with_a_hole_maps_to_the_msi_pixels_of_the_direct_mapping():
+    from matplotlib.path import Path as Outline
+
+    from em2q_msi.optical import geometry_to_msi
+    from em2q_msi.spatial import roi_mask
+
+    angle = np.deg2rad(17.0)
+    scale = 0.23  # MSI pixels per optical pixel, rotated, sheared a little, shifted
+    matrix = np.array(
+        [[scale * np.cos(angle), -scale * np.sin(angle) + 0.01, 1.3],
+         [scale * np.sin(angle), scale * np.cos(angle), -0.7]]
+    )  # fmt: skip
+    outer = [[10.0, 8.0], [120.0, 15.0], [105.0, 90.0], [20.0, 80.0], [10.0, 8.0]]
+    hole = [[50.0, 35.0], [70.0, 35.0], [70.0, 55.0], [50.0, 55.0], [50.0, 35.0]]
+    mapped = geometry_to_msi({"type": "Polygon", "coordinates": [outer, hole]}, matrix)
+    ny, nx = 30, 32
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    centres = np.column_stack([cols.ravel() + 0.5, rows.ravel() + 0.5])
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    back = centres @ inverse[:, :2].T + inverse[:, 2]
+    direct = Outline(outer).contains_points(back) & ~Outline(hole).contains_points(back)
+    assert direct.sum() > 50 and (~direct).sum() > 50
+    np.testing.assert_array_equal(roi_mask(mapped, (ny, nx)).ravel(), direct)
