@@ -431,6 +431,24 @@ class Study:
         found = current_manifests(self.catalog.store, self.catalog.storage, self.id)
         return comparison_table(self.catalog.storage, found["study_comparison"])
 
+    def segmentation(self) -> dict[str, Any]:
+        """The study's segmentation (one numbering for all members): ``k``, ``note``,
+        ``segments`` (colour, pixels, top m/z by effect size) and ``maps`` ``{member: segment
+        map (rows × columns, -1 not acquired)}``; ``StudyNotComputed`` before it is run."""
+        from em2q.study_results import study_segmentation
+        from em2q_resources.results_layout import read_json, read_npy
+
+        require(self.catalog.user, Action.READ)
+        storage = self.catalog.storage
+        found = study_segmentation(self.catalog.store, storage, self.id)
+        summary = read_json(storage, found["outputs"]["top_ions"])
+        return {
+            "k": found["k"],
+            "note": found["note"],
+            "segments": summary["segments"],
+            "maps": {m: read_npy(storage, v["segment_map"]) for m, v in found["members"].items()},
+        }
+
     def pca(self) -> pd.DataFrame:
         """The members' PCA scores and groups (``attrs['explained_variance_ratio']``)."""
         from em2q.study_results import current_manifests, pca_table

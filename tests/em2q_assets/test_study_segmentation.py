@@ -71,3 +71,24 @@ def test_each_segments_top_feature_is_an_ion_of_its_region(segmented_study):
         assert ION_REGION[nearest] == region
     png = read_bytes(storage, found["members"]["m-mirror"]["png"])
     assert png.startswith(b"\x89PNG")
+
+
+def test_the_notebook_client_reads_the_study_segmentation(
+    segmented_study, platform, elasticsearch_url
+):
+    from em2q.client import Catalog, Study
+    from em2q_resources.auth import Role, User
+    from em2q_resources.settings import Settings
+
+    store, storage, regions = segmented_study
+    settings = Settings(
+        elasticsearch_url=elasticsearch_url, index_prefix=store.prefix, storage=storage.root,
+        cache_dir=platform[3] / "client-cache",
+    )  # fmt: skip
+    catalog = Catalog(settings, user=User("sam", Role.SCIENTIST), store=store)
+    result = Study(catalog, "st-seg").segmentation()
+    found = study_segmentation(store, storage, "st-seg")
+    assert result["k"] == 3 and set(result["maps"]) == set(regions)
+    for mid in regions:
+        expected = read_npy(storage, found["members"][mid]["segment_map"])
+        np.testing.assert_array_equal(result["maps"][mid], expected)
