@@ -61,6 +61,27 @@ def test_an_optical_image_is_uploaded_registered_by_three_clicks_and_overlaid(
     )
     assert layer.value_of_css_property("opacity") == "0.8"
     shot(browser, "11-optical-registered-and-overlaid")
+    # a rectangle drawn on the optical image is saved as a ROI in MSI pixels (same fractions)
+    section = browser.find_element(By.ID, "optical")
+    nx, ny = (int(section.get_attribute(f"data-{a}")) for a in ("nx", "ny"))
+    browser.find_element(By.CSS_SELECTOR, "#optical-roi-shape option[value=rectangle]").click()
+    draw = browser.find_element(By.ID, "optical-roi-svg")
+    click_at(browser, draw, 0.1, 0.1)
+    click_at(browser, draw, 0.6, 0.6)
+    browser.find_element(By.ID, "optical-roi-name").send_keys("he-box")
+    browser.find_element(By.CSS_SELECTOR, "#optical-roi-form button[type=submit]").click()
+    wait(browser).until(
+        lambda d: "Saved ROI he-box" in d.find_element(By.ID, "optical-roi-saved").text
+    )
+    rois = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"fetch('/api/measurements/{measurement_id}/rois').then(r => r.json()).then(done);"
+    )
+    [box] = [r for r in rois if r["name"] == "he-box"]
+    corners = np.asarray(box["geometry"]["coordinates"][0], float)
+    np.testing.assert_allclose(corners.min(axis=0), [0.1 * nx, 0.1 * ny], atol=0.05 * max(nx, ny))
+    np.testing.assert_allclose(corners.max(axis=0), [0.6 * nx, 0.6 * ny], atol=0.05 * max(nx, ny))
+    assert box["pixel_count"] > 0
 
 
 def test_two_landmarks_are_refused_on_the_page_with_the_reason(
