@@ -75,10 +75,11 @@ def opened(processed, roi_notebook, tmp_path_factory):
 def test_open_in_notebook_writes_it_into_the_users_folder_and_goes_there(processed, opened):
     _, _, _, mid = processed
     answer, folder, download = opened
-    assert answer.status_code == 303, answer.text
-    assert answer.headers["location"] == (
-        f"http://127.0.0.1:8888/lab/tree/{mid}-{ROI}.ipynb?token=tok-en"
-    )
+    assert answer.status_code == 200, answer.text
+    url = f"http://127.0.0.1:8888/lab/tree/{mid}-{ROI}.ipynb?token=tok-en"
+    assert f'<meta http-equiv="refresh" content="0; url={url}">' in answer.text
+    assert f'<a id="notebook-link" href="{url}">' in answer.text
+    assert answer.headers["cache-control"] == "no-store"
     assert [p.name for p in folder.iterdir()] == [f"{mid}-{ROI}.ipynb"]
     written = nbformat.reads((folder / f"{mid}-{ROI}.ipynb").read_text("utf-8"), as_version=4)
     assert written.metadata.em2q == {"measurement_id": mid, "roi": ROI, "parameter_set": "default"}
@@ -89,11 +90,14 @@ def test_on_a_cluster_open_in_notebook_goes_through_jupyterhubs_user_redirect(pr
     with _catalog(
         processed, notebook_url="https://hub.example.org", notebook_dir=str(tmp_path)
     ) as catalog:
-        answer = catalog.post(f"/measurements/{mid}/notebook")
-    assert answer.status_code == 303
-    assert answer.headers["location"] == (
-        f"https://hub.example.org/hub/user-redirect/lab/tree/{mid}.ipynb"
-    )
+        answer = catalog.post(
+            f"/measurements/{mid}/notebook", headers={"Accept": "application/json"}
+        )
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "file": f"{mid}.ipynb",
+        "url": f"https://hub.example.org/hub/user-redirect/lab/tree/{mid}.ipynb",
+    }
     assert (tmp_path / f"{mid}.ipynb").is_file()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from em2q.notebooks import (
     measurement_notebook,
@@ -18,6 +18,7 @@ from em2q.notebooks import (
     write_notebook,
 )
 from em2q.web.deps import AppSettings, Backends, CurrentUser
+from em2q.web.pages import render, wants_json
 from em2q_resources import rois
 from em2q_resources.auth import Action, require
 from em2q_resources.metadata import load_schema
@@ -59,18 +60,25 @@ def notebook(
 def open_in_notebook(
     request: Request, measurement_id: str, user: CurrentUser, connections: Backends,
     settings: AppSettings, roi: str = "", p: str = "",
-) -> RedirectResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     """Write the notebook into the user's notebook folder (a new name if the file there was
-    changed) and go to it in the notebook server; without one, to the download."""
+    changed) and open it in the notebook server: JSON ``{"file", "url"}`` for scripts, a page
+    that goes there for browsers; without a server, a redirect to the download."""
     require(user, Action.READ)
     body, name = _notebook(settings, connections, measurement_id, roi, p)
-    client = request.client.host if request.client else None
     if not settings.notebook_url:
         query = urlencode({k: v for k, v in (("roi", roi), ("p", p)) if v})
         download = f"/measurements/{quote(measurement_id, safe='')}/notebook.ipynb"
         download += f"?{query}" if query else ""
         return RedirectResponse(download, status_code=303)
     path = write_notebook(notebook_folder(settings, user.name), name, body)
-    return RedirectResponse(
-        notebook_server_url(settings, path.name, client_host=client), status_code=303
+    client = request.client.host if request.client else None
+    url = notebook_server_url(settings, path.name, client_host=client)
+    headers = {"Cache-Control": "no-store"}  # the URL may carry the local server's token
+    if wants_json(request):
+        return JSONResponse({"file": path.name, "url": url}, headers=headers)
+    page = render(
+        request, "notebook_open.html", file=path.name, url=url, measurement_id=measurement_id
     )
+    page.headers.update(headers)
+    return page
