@@ -158,11 +158,26 @@ def notebook_folder(settings: Settings, user_name: str) -> Path:
     return Path(settings.notebook_dir.replace("{user}", safe))
 
 
+class NotebookFolderError(OSError):
+    """The notebook folder cannot be written (missing mount, permissions, disk full)."""
+
+
 def write_notebook(folder: Path, filename: str, body: bytes) -> Path:
     """``body`` written as ``folder/filename``, or ``stem-2.ipynb``, ``stem-3.ipynb`` … when
     that name is taken: a file the user may have edited is never replaced. A file already
     holding exactly ``body`` (opened before and not changed since) is reused. The file appears
-    whole or not at all (written aside, then hard-linked under a name that must be free)."""
+    whole or not at all (written aside, then hard-linked under a name that must be free).
+    Raises :class:`NotebookFolderError` when the folder cannot be written."""
+    try:
+        return _write_new(folder, filename, body)
+    except OSError as exc:
+        raise NotebookFolderError(
+            f"cannot write the notebook into {folder} ({exc.strerror or exc}): check that "
+            "EM2Q_NOTEBOOK_DIR exists and this process may write there"
+        ) from exc
+
+
+def _write_new(folder: Path, filename: str, body: bytes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stem, suffix = os.path.splitext(filename)
     handle, aside = tempfile.mkstemp(prefix=".em2q-", suffix=".part", dir=folder)

@@ -4,8 +4,10 @@ carrying where the platform is and never how to log in."""
 from __future__ import annotations
 
 import nbformat
+import pytest
 
 from em2q.notebooks import (
+    NotebookFolderError,
     measurement_notebook,
     notebook_bytes,
     notebook_filename,
@@ -98,6 +100,12 @@ def test_an_edited_notebook_is_never_overwritten(tmp_path):
     assert path.name == "kidney-1-3.ipynb" and path.read_bytes() == b"generated"
     assert edited.read_bytes() == b"the user's analysis"
     assert (tmp_path / "kidney-1-2.ipynb").read_bytes() == b"another edit"
+
+
+def test_an_unwritable_notebook_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_bytes(b"")  # a file where the folder should be
+    with pytest.raises(NotebookFolderError, match="EM2Q_NOTEBOOK_DIR"):
+        write_notebook(tmp_path / "file" / "nb", "k.ipynb", b"{}")
 
 
 def test_a_jupyterhub_opens_the_notebook_through_user_redirect():

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from em2q.notebooks import (
+    NotebookFolderError,
     measurement_notebook,
     notebook_bytes,
     notebook_filename,
@@ -18,7 +19,7 @@ from em2q.notebooks import (
     write_notebook,
 )
 from em2q.web.deps import AppSettings, Backends, CurrentUser
-from em2q.web.pages import render, wants_json
+from em2q.web.pages import refusal, render, wants_json
 from em2q_resources import rois
 from em2q_resources.auth import Action, require
 from em2q_resources.metadata import load_schema
@@ -71,7 +72,10 @@ def open_in_notebook(
         download = f"/measurements/{quote(measurement_id, safe='')}/notebook.ipynb"
         download += f"?{query}" if query else ""
         return RedirectResponse(download, status_code=303)
-    path = write_notebook(notebook_folder(settings, user.name), name, body)
+    try:
+        path = write_notebook(notebook_folder(settings, user.name), name, body)
+    except NotebookFolderError as exc:
+        return refusal(request, 503, "The notebook folder cannot be written", str(exc))
     client = request.client.host if request.client else None
     url = notebook_server_url(settings, path.name, client_host=client)
     headers = {"Cache-Control": "no-store"}  # the URL may carry the local server's token
