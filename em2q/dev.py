@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 import click
 
 from em2q.dagster_api import DagsterAPI
-from em2q.platform import LOOPBACK, dagster_dev, dagster_home, dev_url_file
+from em2q.notebooks import notebook_folder
+from em2q.platform import (
+    LOOPBACK,
+    PlatformError,
+    dagster_dev,
+    dagster_home,
+    dev_url_file,
+    jupyter_server,
+)
 from em2q.setup_file import read_setup
 from em2q.upload import DuplicateUpload, upload_measurement
 from em2q_msi.imzml import ImzML
@@ -100,11 +108,14 @@ def run_dev(
     examples_dir: Path | None,
     port: int = 3000,
     web_port: int = 8080,
+    notebook_port: int = 8888,
 ) -> None:
     """Elasticsearch, then (unless ``once``) the Dagster webserver and daemon, then the examples.
 
     The examples are uploaded after Dagster is up; each upload requests its ingest run, and the
-    sensors request each next stage the moment the one before has done its work.
+    sensors request each next stage the moment the one before has done its work. Unless
+    ``settings.notebook_url`` names a notebook server already (or ``notebook_port`` is 0), a
+    local Jupyter server starts for the catalog's "Open in notebook".
     """
     examples_dir = examples_dir or EXAMPLES_DIR
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop Elasticsearch and Dagster cleanly
@@ -133,6 +144,20 @@ def run_dev(
             from em2q.web.server import serve_in_thread
 
             web_settings = settings.with_overrides(elasticsearch_url=url, dagster_url=ui)
+            if not settings.notebook_url and notebook_port:
+                click.echo("starting the Jupyter server …")
+                try:
+                    lab, token = stack.enter_context(
+                        jupyter_server(web_settings, url, port=notebook_port)
+                    )
+                except PlatformError as exc:  # the catalog offers notebooks as downloads
+                    click.echo(f"warning: no Jupyter server: {exc}", err=True)
+                else:
+                    web_settings = web_settings.with_overrides(
+                        notebook_url=lab, notebook_token=token
+                    )
+                    folder = notebook_folder(web_settings, web_settings.local_user)
+                    click.echo(f"Jupyter: {lab}/lab?token={token} (notebooks in {folder})")
             catalog = create_app(web_settings, store=store)
             web = stack.enter_context(serve_in_thread(catalog, host=LOOPBACK, port=web_port))
             click.echo(f"Web catalog: {web} (upload, search, results, compare, start workflows)")

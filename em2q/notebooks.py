@@ -9,13 +9,23 @@ The connection cell sets only the *non-secret* settings (Elasticsearch URL, inde
 storage, Dagster URL) with ``os.environ.setdefault``, so a notebook server's own ``EM2Q_*``
 environment wins, and passwords, API keys and tokens come from that environment, never from
 the notebook file.
+
+:func:`write_notebook` puts it into the user's notebook folder (``Settings.notebook_dir``) under
+a name no other file has, and :func:`notebook_server_url` is where that folder's notebook server
+(the local Jupyter server of ``em2q dev`` or a cluster's JupyterHub) shows it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from em2q_resources.settings import Settings
 
@@ -139,3 +149,82 @@ def notebook_filename(measurement_id: str, roi: str | None = None) -> str:
     """A safe download name: ``<measurement>[-<roi>].ipynb``."""
     stem = measurement_id + (f"-{roi}" if roi else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) + ".ipynb"
+
+
+def notebook_folder(settings: Settings, user_name: str) -> Path:
+    """The folder "Open in notebook" writes into: ``settings.notebook_dir`` with ``{user}``
+    replaced by the user's name made safe as one path component."""
+    safe = re.sub(r"[^A-Za-z0-9._@-]+", "_", user_name).lstrip(".") or "_"
+    return Path(settings.notebook_dir.replace("{user}", safe))
+
+
+class NotebookFolderError(OSError):
+    """The notebook folder cannot be written (missing mount, permissions, disk full)."""
+
+
+def write_notebook(folder: Path, filename: str, body: bytes) -> Path:
+    """``body`` written as ``folder/filename``, or ``stem-2.ipynb``, ``stem-3.ipynb`` … when
+    that name is taken: a file the user may have edited is never replaced. A file already
+    holding exactly ``body`` (opened before and not changed since) is reused. The file appears
+    whole or not at all (written aside, then hard-linked under a name that must be free).
+    Raises :class:`NotebookFolderError` when the folder cannot be written."""
+    try:
+        return _write_new(folder, filename, body)
+    except OSError as exc:
+        raise NotebookFolderError(
+            f"cannot write the notebook into {folder} ({exc.strerror or exc}): check that "
+            "EM2Q_NOTEBOOK_DIR exists and this process may write there"
+        ) from exc
+
+
+def _write_new(folder: Path, filename: str, body: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = os.path.splitext(filename)
+    handle, aside = tempfile.mkstemp(prefix=".em2q-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(body)
+        for n in itertools.count(1):
+            path = folder / (filename if n == 1 else f"{stem}-{n}{suffix}")
+            try:
+                os.link(aside, path)
+                return path
+            except FileExistsError:
+                if path.is_file() and path.read_bytes() == body:
+                    return path
+    finally:
+        os.unlink(aside)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def notebook_server_url(
+    settings: Settings, relative_path: str, *, client_host: str | None = None
+) -> str | None:
+    """Where the notebook server of ``settings`` opens ``relative_path`` (relative to its
+    notebook folder), or None when none is configured.
+
+    A JupyterHub (``notebook_url`` without ``notebook_token``) opens it in the user's own
+    server through ``<hub>/hub/user-redirect/lab/tree/<path>``. A plain Jupyter server gets
+    ``<url>/lab/tree/<path>``, with its token only when both that server and the browser
+    (``client_host``) are on loopback: the token never leaves this machine."""
+    base = settings.notebook_url
+    if not base:
+        return None
+    base = base.rstrip("/")
+    path = "lab/tree/" + quote(relative_path)
+    if settings.notebook_token is None:
+        base = base.removesuffix("/hub")
+        return f"{base}/hub/user-redirect/{path}"
+    url = f"{base}/{path}"
+    if _is_loopback(urlsplit(base).hostname) and _is_loopback(client_host):
+        url += "?token=" + quote(settings.notebook_token, safe="")
+    return url

@@ -1,10 +1,12 @@
-"""The local Dagster deployment of ``em2q dev``: webserver + daemon on a SQLite instance."""
+"""The local Dagster deployment of ``em2q dev``: webserver + daemon on a SQLite instance, and
+the local Jupyter server that "Open in notebook" opens notebooks in."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from em2q.notebooks import notebook_folder
 from em2q_resources.connections import dev_url_file as dev_url_file  # re-exported
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 from em2q_resources.settings import PROJECT_ROOT, Settings
@@ -169,3 +172,79 @@ def dagster_dev(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _stop(process: subprocess.Popen, sig: int, timeout_s: float) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def jupyter_server(
+    settings: Settings,
+    elasticsearch_url: str,
+    *,
+    port: int = 8888,
+    log_path: Path | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[tuple[str, str]]:
+    """Run JupyterLab until the block ends; yields its URL and token.
+
+    It listens on loopback only, wants a random token (passed in the environment, not on the
+    command line), opens the local user's notebook folder (``settings.notebook_dir``), has no
+    terminals, and its kernels run this interpreter with the platform's environment, so the
+    notebooks "Open in notebook" writes find this platform (and this checkout's code)."""
+    root = notebook_folder(settings, settings.local_user)
+    root.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    env = platform_environment(settings, elasticsearch_url)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["JUPYTER_TOKEN"] = token
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser",
+        f"--ServerApp.ip={LOOPBACK}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
+        "--LabApp.extension_manager=readonly",  # no extension installs from PyPI
+        "--LanguageServerManager.autodetect=False",  # no probing for language servers
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # e.g. in a container
+    ]  # fmt: skip
+    log_path = log_path or dagster_home(settings).parent / "jupyter.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise PlatformError(
+                    f"the Jupyter server exited with code {process.returncode} (log: {log_path})"
+                )
+            request = urllib.request.Request(
+                f"{url}/api/status", headers={"Authorization": f"token {token}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"the Jupyter server did not answer at {url} within {timeout_s:.0f}s "
+                    f"(log: {log_path})"
+                )
+            time.sleep(0.5)
+        yield url, token
+    finally:
+        _stop(process, signal.SIGTERM, 20)

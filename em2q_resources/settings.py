@@ -79,6 +79,14 @@ class Settings:
     web_secret: str | None = field(default=None, repr=False)
     #: origins besides the catalog's own that may post its forms (e.g. the proxy's public URL)
     web_allowed_origins: tuple[str, ...] = ()
+    #: "Open in notebook" goes to this notebook server: a JupyterHub's base URL (through its
+    #: ``/hub/user-redirect/``) or, with ``notebook_token``, a plain Jupyter server (the one
+    #: ``em2q dev`` starts on loopback); None: the page offers the notebook as a download
+    notebook_url: str | None = None
+    notebook_token: str | None = field(default=None, repr=False)
+    #: where opened notebooks are written: the folder that server opens at (``{user}`` is the
+    #: signed-in user's name, e.g. ``/home/{user}`` for a JupyterHub's shared home folders)
+    notebook_dir: str = str(PROJECT_ROOT / ".em2q" / "notebooks")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +135,9 @@ class Settings:
             ),
             web_secret=get("WEB_SECRET", None),
             web_allowed_origins=_names(get("WEB_ALLOWED_ORIGINS", None), ()),
+            notebook_url=(get("NOTEBOOK_URL", "") or "").rstrip("/") or None,
+            notebook_token=get("NOTEBOOK_TOKEN", None),
+            notebook_dir=get("NOTEBOOK_DIR", defaults.notebook_dir),
         )
 
     def with_overrides(self, **changes) -> Settings:

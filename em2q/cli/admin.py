@@ -103,13 +103,20 @@ def tokens_revoke(ctx: Context, id_or_user: str) -> None:
 @click.option("--examples", type=click.Path(exists=True, file_okay=False), default=None)
 @click.option("--port", default=3000, show_default=True, help="port of the Dagster UI")
 @click.option("--web-port", default=8080, show_default=True, help="port of the web catalog")
+@click.option(
+    "--notebook-port", default=8888, show_default=True,
+    help="port of the local Jupyter server (0: none; also none when EM2Q_NOTEBOOK_URL is set)",
+)  # fmt: skip
 @pass_context
-def dev(ctx: Context, once: bool, examples: str | None, port: int, web_port: int) -> None:
+def dev(
+    ctx: Context, once: bool, examples: str | None, port: int, web_port: int, notebook_port: int
+) -> None:
     """Run the platform locally on its embedded defaults with the example data.
 
     Starts Elasticsearch, the Dagster webserver and daemon (UI on http://127.0.0.1:PORT), the
-    web catalog (http://127.0.0.1:WEB_PORT) and uploads the example measurements, which the
-    sensor then processes.
+    web catalog (http://127.0.0.1:WEB_PORT), a Jupyter server for its "Open in notebook"
+    (http://127.0.0.1:NOTEBOOK_PORT, token-protected) and uploads the example measurements,
+    which the sensor then processes.
     """
     from em2q.dev import run_dev
     from em2q.platform import PlatformError
@@ -122,6 +129,7 @@ def dev(ctx: Context, once: bool, examples: str | None, port: int, web_port: int
                 examples_dir=Path(examples) if examples else None,
                 port=port,
                 web_port=web_port,
+                notebook_port=notebook_port,
             )
     except PlatformError as exc:
         click.echo(f"error: {exc}", err=True)

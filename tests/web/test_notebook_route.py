@@ -1,20 +1,23 @@
-""" "Open in notebook" on the processed example: the link, the download, and its code run in a
-separate Python process against the test platform, returning exactly the ROI's spectra."""
+""" "Open in notebook" on the processed example: the link, the download, the notebook written into
+the user's notebook folder with a redirect to it in the local Jupyter server (token on loopback
+only) or a JupyterHub's user-redirect, and that notebook executed in a Jupyter kernel (nbclient)
+against the test platform, returning exactly the ROI's spectra."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import nbformat
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from nbclient import NotebookClient
 from pyimzml.ImzMLParser import ImzMLParser
 
+from em2q.web import create_app
 from em2q_msi.spatial import rectangle
 from em2q_resources.settings import PROJECT_ROOT
-from tests.web.conftest import EXAMPLE_IMZML
+from tests.web.conftest import EXAMPLE_IMZML, with_csrf
 
 ROI = "nb-corner"
 
@@ -36,7 +39,9 @@ def test_the_measurement_page_links_to_its_notebook(processed, processed_client)
     _, _, _, mid = processed
     page = processed_client.get(f"/measurements/{mid}").text
     assert f'href="/measurements/{mid}/notebook.ipynb?p=default@v1"' in page
-    assert "notebook.ipynb?roi=" in processed_client.get("/static/spatial.js").text
+    assert f'action="/measurements/{mid}/notebook?p=default%40v1"' in page  # Open in notebook
+    spatial_js = processed_client.get("/static/spatial.js").text
+    assert "notebook.ipynb?roi=" in spatial_js and "/notebook?roi=" in spatial_js
 
 
 def test_the_notebook_is_a_valid_ipynb_download(roi_notebook):
@@ -46,28 +51,100 @@ def test_the_notebook_is_a_valid_ipynb_download(roi_notebook):
     nbformat.validate(nbformat.reads(answer.text, as_version=4))
 
 
-def test_the_notebooks_code_returns_the_rois_spectra(processed, roi_notebook, tmp_path):
+def _catalog(processed, **notebook_settings) -> TestClient:
+    """The catalog of the processed example with a notebook server, seen from this machine."""
+    settings, store, storage, _ = processed
+    app = create_app(settings.with_overrides(**notebook_settings), store=store, storage=storage)
+    return with_csrf(TestClient(app, client=("127.0.0.1", 50000), follow_redirects=False))
+
+
+@pytest.fixture(scope="module")
+def opened(processed, roi_notebook, tmp_path_factory):
+    """The ROI's notebook opened from a catalog with a local Jupyter server: (redirect,
+    the user's notebook folder, the downloaded notebook)."""
     settings, _, _, mid = processed
-    _, answer = roi_notebook
-    notebook = nbformat.reads(answer.text, as_version=4)
-    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    folder = tmp_path_factory.mktemp("notebooks")
+    with _catalog(
+        processed, notebook_url="http://127.0.0.1:8888", notebook_token="tok-en",
+        notebook_dir=str(folder / "{user}"),
+    ) as catalog:  # fmt: skip
+        answer = catalog.post(f"/measurements/{mid}/notebook", params={"roi": ROI, "p": "default"})
+    yield answer, folder / settings.local_user, roi_notebook[1]
+
+
+def test_open_in_notebook_writes_it_into_the_users_folder_and_goes_there(processed, opened):
+    _, _, _, mid = processed
+    answer, folder, download = opened
+    assert answer.status_code == 200, answer.text
+    url = f"http://127.0.0.1:8888/lab/tree/{mid}-{ROI}.ipynb?token=tok-en"
+    assert f'<meta http-equiv="refresh" content="0; url={url}">' in answer.text
+    assert f'<a id="notebook-link" href="{url}">' in answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    assert [p.name for p in folder.iterdir()] == [f"{mid}-{ROI}.ipynb"]
+    written = nbformat.reads((folder / f"{mid}-{ROI}.ipynb").read_text("utf-8"), as_version=4)
+    assert written.metadata.em2q == {"measurement_id": mid, "roi": ROI, "parameter_set": "default"}
+
+
+def test_on_a_cluster_open_in_notebook_goes_through_jupyterhubs_user_redirect(processed, tmp_path):
+    _, _, _, mid = processed
+    with _catalog(
+        processed, notebook_url="https://hub.example.org", notebook_dir=str(tmp_path)
+    ) as catalog:
+        answer = catalog.post(
+            f"/measurements/{mid}/notebook", headers={"Accept": "application/json"}
+        )
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "file": f"{mid}.ipynb",
+        "url": f"https://hub.example.org/hub/user-redirect/lab/tree/{mid}.ipynb",
+    }
+    assert (tmp_path / f"{mid}.ipynb").is_file()
+
+
+def test_without_a_notebook_server_open_in_notebook_is_the_download(processed, processed_client):
+    _, _, _, mid = processed
+    answer = processed_client.post(
+        f"/measurements/{mid}/notebook", params={"roi": ROI, "p": "default@v1"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert answer.status_code == 303
+    assert answer.headers["location"] == (
+        f"/measurements/{mid}/notebook.ipynb?roi={ROI}&p=default%40v1"
+    )
+
+
+def test_open_in_notebook_refuses_a_post_without_the_csrf_token(processed, tmp_path):
+    settings, store, storage, mid = processed
+    app = create_app(
+        settings.with_overrides(notebook_url="https://hub.example.org", notebook_dir=str(tmp_path)),
+        store=store, storage=storage,
+    )  # fmt: skip
+    with TestClient(app, follow_redirects=False) as foreign:
+        assert foreign.post(f"/measurements/{mid}/notebook").status_code == 403
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_opened_notebook_runs_in_a_kernel_and_returns_the_rois_spectra(opened, tmp_path):
+    _, folder, _ = opened
+    notebook = nbformat.reads(next(folder.glob("*.ipynb")).read_text("utf-8"), as_version=4)
     out = tmp_path / "spectra.npz"
-    script = tmp_path / "notebook.py"
-    script.write_text(
-        code + f"\nimport numpy as np\nnp.savez({str(out)!r}, intensity=spectra.intensity, "
-        "coordinates=spectra.coordinates)\n",
-        encoding="utf-8",
+    notebook.cells.append(
+        nbformat.v4.new_code_cell(
+            f"import numpy as np\nnp.savez({str(out)!r}, intensity=spectra.intensity, "
+            "coordinates=spectra.coordinates)"
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EM2Q_")}
     env.update(
         PYTHONPATH=str(PROJECT_ROOT), MPLBACKEND="Agg", EM2Q_CACHE_DIR=str(tmp_path / "cache")
     )  # the notebook's own cell says where the platform is
-    ran = subprocess.run(
-        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stderr
-    assert f"{ROI}: 4 spectra" in ran.stdout
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute(env=env)
+    printed = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert f"{ROI}: 4 spectra" in printed
     read = np.load(out)
     parser = ImzMLParser(str(EXAMPLE_IMZML))
     inside = [i for i, (x, y, _) in enumerate(parser.coordinates) if 2 <= x <= 3 and y <= 2]

@@ -41,9 +41,11 @@ document.addEventListener("DOMContentLoaded", () => {
     const list = document.getElementById("roi-list");
     list.replaceChildren(...current.map((r) => {
       const item = document.createElement("li");
-      item.innerHTML = `<span style="color:${r.colour}">■</span> <a href="#" data-roi="${r.name}"></a> · ${r.pixel_count ?? "?"} px · ${r.author} · <a class="roi-notebook" download>notebook</a> <button type="button" data-delete="${r.name}">delete</button>`;
+      item.innerHTML = `<span style="color:${r.colour}">■</span> <a href="#" data-roi="${r.name}"></a> · ${r.pixel_count ?? "?"} px · ${r.author} · <form method="post" class="inline roi-open"><input type="hidden" name="csrf_token"><button type="submit">open in notebook</button></form> <a class="roi-notebook" download>.ipynb</a> <button type="button" data-delete="${r.name}">delete</button>`;
       item.querySelector("a").textContent = r.name;
       item.querySelector("a.roi-notebook").href = `/measurements/${id}/notebook.ipynb?roi=${encodeURIComponent(r.name)}&p=${p}`;
+      item.querySelector("form.roi-open").action = `/measurements/${id}/notebook?roi=${encodeURIComponent(r.name)}&p=${p}`;
+      item.querySelector("form.roi-open input").value = token;
       return item;
     }));
     redraw(current);
