@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,7 @@ def materialize_study(defs, instance, study_id: str) -> tuple[float, dict, objec
     result = dg.materialize(
         list(defs.assets), selection=[spec.name for spec in STUDY_ASSETS], partition_key=study_id,
         instance=instance, resources=defs.resources, raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )  # fmt: skip
     wall_s = time.perf_counter() - started
     own_s = {
@@ -230,10 +232,13 @@ def platform_study(data, members, added, first: FirstPixels, plain_s: float, r_s
     from em2q_resources.settings import Settings
     from tests.em2q_assets.study_data import feed_member
 
+    warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, per run
+    es_started = time.perf_counter()
     with (
         elasticsearch_url(Settings.from_env()) as url,
         tempfile.TemporaryDirectory(prefix="em2q-bench-study-") as tmp,
     ):
+        print(f"Elasticsearch ready in {time.perf_counter() - es_started:.0f} s", flush=True)
         prefix = f"bench-study-{uuid.uuid4().hex[:8]}"
         settings = Settings.from_env().with_overrides(
             elasticsearch_url=url, index_prefix=prefix, storage=str(Path(tmp) / "storage"),
