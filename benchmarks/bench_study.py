@@ -30,7 +30,11 @@ noise peaks; ``--quick``: 1,000 pixels), generated one measurement at a time (no
    (only its own peak list and alignment run, plus the reference and the comparison) as a
    fraction of the platform's full study (target <= 15 %); and a second study of the very
    peak lists MALDIquant had in 3. (the first pixels of each member) through the platform
-   against MALDIquant's time (target >= 10x).
+   against MALDIquant's time (target >= 10x; on so few peaks the platform's fixed costs, a
+   Dagster run and the Elasticsearch reads, dominate), and the platform's peaks/s on the whole
+   study against MALDIquant's peaks/s (MALDIquant cannot bin the whole study in a benchmark's
+   time; linear, which its sorting can only make slower, so this ratio is a lower bound).
+   The platform runs once (no best-of) after the plain timings, on the same machine.
 
 ``--quick`` takes about N minutes on 2 cores (Elasticsearch's start included).
 
@@ -217,9 +221,13 @@ def materialize_study(defs, instance, study_id: str) -> tuple[float, dict, objec
     return wall_s, own_s, result
 
 
-def platform_study(data, members, added, first: FirstPixels, plain_s: float, r_s) -> None:
+def platform_study(
+    data, members, added, first: FirstPixels, plain_s: float, n_peaks: int, r_s: float | None,
+    r_peaks: int,
+) -> None:  # fmt: skip
     """Section 4 of the module docstring: the study assets through Dagster on a real
-    Elasticsearch, against the plain calls, MALDIquant and the 13th measurement."""
+    Elasticsearch, against the plain calls, MALDIquant and the 13th measurement. ``n_peaks``:
+    the 12 members' peaks; ``r_s``: MALDIquant's seconds on ``r_peaks`` of them (None: none)."""
     import uuid
 
     import dagster as dg
@@ -282,20 +290,28 @@ def platform_study(data, members, added, first: FirstPixels, plain_s: float, r_s
                 flush=True,
             )
             small_s, _, _ = materialize_study(defs, instance, "bench-first")
-            label = f"platform on MALDIquant's peak lists: {small_s:.2f} s"
+            label = f"platform on MALDIquant's peak lists ({r_peaks:,} peaks): {small_s:.2f} s"
             if r_s is None:
                 print(f"{label}; MALDIquant skipped (see above)", flush=True)
+                verdict = "skipped"
             else:
                 ratio = r_s / small_s
+                # MALDIquant at its own peaks/s on the whole study: linear, so if anything
+                # shorter than its real time there (binning sorts), the ratio a lower bound
+                whole = r_s * n_peaks / r_peaks / full_s
                 print(
                     f"{label} vs MALDIquant {r_s:.2f} s -> {ratio:.1f}x "
-                    f"(target >= {TARGET_RATIO:.0f}x) {target(ratio, TARGET_RATIO, True)}",
+                    f"(target >= {TARGET_RATIO:.0f}x) {target(ratio, TARGET_RATIO, True)}; "
+                    f"on the whole study ({n_peaks:,} peaks) at MALDIquant's "
+                    f"{r_peaks / r_s / 1e6:.2f} M peaks/s vs the platform's "
+                    f"{n_peaks / full_s / 1e6:.2f} M peaks/s -> {whole:.1f}x "
+                    f"{target(whole, TARGET_RATIO, True)}",
                     flush=True,
                 )
+                verdict = f"{ratio:.1f}x on the same peak lists, {whole:.1f}x by throughput"
             print(
-                f"TARGET platform vs MALDIquant >= {TARGET_RATIO:.0f}x: "
-                + ("skipped" if r_s is None else f"{r_s / small_s:.1f}x")
-                + f"; TARGET 13th measurement <= {TARGET_INCREMENT:.0%}: {fraction:.1%}; "
+                f"TARGET platform vs MALDIquant >= {TARGET_RATIO:.0f}x: {verdict}; "
+                f"TARGET 13th measurement <= {TARGET_INCREMENT:.0%}: {fraction:.1%}; "
                 f"platform / plain overhead: {overhead:.2f}x",
                 flush=True,
             )
@@ -437,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}",
             flush=True,
         )
-    platform_study(data, members, added, FirstPixels(data, saved, r_pixels), full_s, r_s)
+    platform_study(
+        data, members, added, FirstPixels(data, saved, r_pixels), full_s, n_peaks, r_s,
+        shared_peaks,
+    )  # fmt: skip
     return 0
 
 
