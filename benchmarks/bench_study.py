@@ -36,7 +36,8 @@ noise peaks; ``--quick``: 1,000 pixels), generated one measurement at a time (no
    time; linear, which its sorting can only make slower, so this ratio is a lower bound).
    The platform runs once (no best-of) after the plain timings, on the same machine.
 
-``--quick`` takes about N minutes on 2 cores (Elasticsearch's start included).
+``--quick`` takes about 2 minutes on 2 cores (128 s, Elasticsearch's start and the feeding
+included).
 
 Every em2q_msi timing is the best of ``REPEATS`` runs with ``--quick`` (the machine is shared),
 a single run at full scale (seconds per step); R is timed once. Peak lists are generated twice
@@ -230,6 +231,7 @@ def platform_study(
     the 12 members' peaks; ``r_s``: MALDIquant's seconds on ``r_peaks`` of them (None: none)."""
     import uuid
 
+    warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's
     import dagster as dg
 
     from em2q_assets.definitions import build_definitions
@@ -240,7 +242,6 @@ def platform_study(
     from em2q_resources.settings import Settings
     from tests.em2q_assets.study_data import feed_member
 
-    warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, per run
     es_started = time.perf_counter()
     with (
         elasticsearch_url(Settings.from_env()) as url,
