@@ -950,6 +950,14 @@ class Roi:
             raise ValueError(f"ROI {self.name!r} of {self.measurement.id} holds no acquired pixel")
         return _read_indices(self.measurement.reader, indices)
 
+    def qc(self, parameters: ParameterSet | str | None = None) -> dict[str, float | int]:
+        """The ROI's QC numbers (pixels, median and mean TIC, median SNR, median peak count,
+        fraction of empty spectra) from only its spectra, under ``parameters`` (default set)."""
+        from em2q_msi import qc
+
+        params = ps.resolve(self.measurement.catalog.store, str(parameters or ps.DEFAULT_NAME)).params
+        return qc.region_summary(qc.spectrum_metrics(self.spectra(), params))
+
     def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mz, mean intensity)`` of the ROI's raw spectra, on the measurement's mean-spectrum
         axis (continuous: its own axis; processed: the platform's ppm bins)."""

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from em2q_msi import ion_images as ions
-from em2q_msi import spatial
+from em2q_msi import qc, spatial
 from em2q_msi.facts import grid_from_facts, pixel_grid
 from em2q_msi.geometry import PixelGrid
 from em2q_msi.imzml import ImzML, is_local
+from em2q_msi.parameters import ProcessingParameters
 from em2q_msi.qc import MeanSpectrumAccumulator
 from em2q_resources.catalog import PARAMETER_DEPENDENT_ASSETS, RESULT_ASSETS
 from em2q_resources.metadata import DocumentNotFound, load_schema
@@ -182,20 +184,39 @@ def _window_sums_by_ranges(
     return out
 
 
-def roi_mean_spectrum(
-    reader: ImzML, grid: PixelGrid, geometry: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(mz, mean intensity, pixels)`` of the raw spectra inside a ROI, read as one range per
-    run of consecutive spectra (only the ROI's bytes), on the measurement's mean-spectrum axis
-    (continuous: its own; processed: the platform's ppm bins)."""
+@dataclass(frozen=True)
+class RoiStatistics:
+    """A ROI's mean spectrum (on the measurement's mean-spectrum axis) and QC numbers."""
+
+    mz: np.ndarray
+    mean: np.ndarray
+    qc: dict[str, float | int]
+
+    @property
+    def pixels(self) -> int:
+        return int(self.qc["pixels"])
+
+
+def roi_statistics(
+    reader: ImzML,
+    grid: PixelGrid,
+    geometry: Mapping[str, Any],
+    params: ProcessingParameters | None = None,
+) -> RoiStatistics:
+    """The raw spectra inside a ROI, read once as one range per run of consecutive spectra
+    (only the ROI's bytes): their mean spectrum (continuous: the file's axis; processed: the
+    platform's ppm bins) and their QC numbers under ``params`` (``qc.region_summary``)."""
     indices = spatial.roi_spectrum_indices(geometry, grid, reader.coordinates)
     if indices.size == 0:
         raise spatial.SpatialError("the ROI holds no acquired pixel")
     accumulator = MeanSpectrumAccumulator.for_measurement(reader.mode, reader.mz_range())
+    metrics = []
     for start, stop in spatial.contiguous_runs(indices):
-        accumulator.add(reader.read_block(start, stop))
+        block = reader.read_block(start, stop)
+        accumulator.add(block)
+        metrics.append(qc.spectrum_metrics(block, params))
     mz, mean = accumulator.result()
-    return mz, mean, int(indices.size)
+    return RoiStatistics(mz, mean, qc.region_summary(qc.concatenate_metrics(metrics)))
 
 
 class MeasurementResults:

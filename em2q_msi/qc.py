@@ -163,6 +163,27 @@ def concatenate_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
+def region_summary(metrics: dict[str, np.ndarray]) -> dict[str, float | int]:
+    """The QC numbers of a region (a ROI, a segment) from its spectra's
+    :func:`spectrum_metrics`: pixel count, median and mean TIC, median SNR (spectra whose SNR
+    is not a number left out; NaN when none has one), median peak count and the fraction of
+    empty spectra."""
+    tic = np.asarray(metrics["tic"], dtype=np.float64)
+    snr = np.asarray(metrics["snr"], dtype=np.float64)
+    finite_snr = snr[np.isfinite(snr)]
+    count = int(tic.size)
+    if count == 0:
+        raise QCError("a region without spectra has no QC numbers")
+    return {
+        "pixels": count,
+        "tic_median": float(np.median(tic)),
+        "tic_mean": float(np.mean(tic)),
+        "median_snr": float(np.median(finite_snr)) if finite_snr.size else float("nan"),
+        "median_peaks": float(np.median(metrics["n_peaks"])),
+        "empty_fraction": float(np.mean(np.asarray(metrics["n_nonzero"]) == 0)),
+    }
+
+
 def tic_image(
     coordinates: np.ndarray, tic: np.ndarray, grid: PixelGrid | tuple[int, ...]
 ) -> np.ndarray:

@@ -71,6 +71,21 @@ def test_roi_over_a_planted_region_gives_that_regions_mean_spectrum(section_meas
     np.testing.assert_array_equal(mz, section.block.mz)
 
 
+def test_roi_qc_numbers_come_from_its_own_spectra(section_measurement):
+    from em2q_resources.connections import set_up_metadata_store
+
+    m, section = section_measurement
+    set_up_metadata_store(m.catalog.store)  # the default parameter set
+    m.add_roi("band", rectangle(0, 2, 3, 8))
+    roi = m.roi("band")
+    tics = section.block.intensity[roi.spectrum_indices()].sum(axis=1, dtype=np.float64)
+    qc = roi.qc()
+    assert qc["pixels"] == tics.size == 18
+    assert qc["tic_median"] == pytest.approx(np.median(tics), rel=1e-9)
+    assert qc["tic_mean"] == pytest.approx(np.mean(tics), rel=1e-9)
+    assert qc["empty_fraction"] == 0.0 and qc["median_peaks"] > 0
+
+
 def test_an_unknown_roi_is_named_in_the_error(section_measurement):
     m, _ = section_measurement
     with pytest.raises(DocumentNotFound, match="sec-1/nowhere"):

@@ -283,3 +283,20 @@ def test_non_finite_numbers_are_written_as_null():
 
     text = finite_json.dumps({"a": np.float32("inf"), "b": [np.nan, 1.5], "c": np.arange(2)})
     assert _strict_json(text) == {"a": None, "b": [None, 1.5], "c": [0, 1]}
+
+
+def test_a_regions_qc_numbers_summarise_its_spectra_and_leave_out_snr_that_is_not_a_number():
+    from em2q_msi.qc import QCError, region_summary
+
+    metrics = {
+        "tic": np.array([1.0, 3.0, 8.0, 0.0]),
+        "snr": np.array([2.0, np.nan, 6.0, 0.0]),
+        "n_peaks": np.array([1, 3, 5, 0]),
+        "n_nonzero": np.array([4, 4, 4, 0]),
+    }
+    assert region_summary(metrics) == {
+        "pixels": 4, "tic_median": 2.0, "tic_mean": 3.0, "median_snr": 2.0,
+        "median_peaks": 2.0, "empty_fraction": 0.25,
+    }  # fmt: skip
+    with pytest.raises(QCError, match="without spectra"):
+        region_summary({k: v[:0] for k, v in metrics.items()})

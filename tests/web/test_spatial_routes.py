@@ -43,6 +43,12 @@ def test_a_drawn_roi_is_saved_listed_and_gives_its_mean_spectrum(
     direct = np.mean([parser.getspectrum(i)[1] for i in inside], axis=0, dtype=np.float64)
     assert spectrum["pixels"] == 4
     np.testing.assert_allclose(spectrum["intensity"], direct, rtol=1e-12)
+    tics = [float(np.sum(parser.getspectrum(i)[1], dtype=np.float64)) for i in inside]
+    qc = spectrum["qc"]  # from the ROI's spectra only
+    assert qc["pixels"] == 4 and qc["empty_fraction"] == 0.0
+    assert qc["tic_median"] == pytest.approx(np.median(tics), rel=1e-12)
+    assert qc["tic_mean"] == pytest.approx(np.mean(tics), rel=1e-12)
+    assert spectrum["parameter_set"] == "default@v1"
 
 
 def test_a_roi_outside_the_image_is_refused_with_400(processed, processed_client):

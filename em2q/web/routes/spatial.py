@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
-from em2q.results import ResultNotReady, roi_mean_spectrum
+from em2q.results import ResultNotReady, roi_statistics
 from em2q.web.deps import AppSettings, Backends, CurrentUser, measurement_results
 from em2q.web.pages import NotFound
 from em2q_msi import spatial
@@ -66,20 +66,30 @@ def delete_roi(measurement_id: str, name: str, user: CurrentUser, connections: B
 
 @router.get("/api/measurements/{measurement_id}/rois/{name}/spectrum")
 def roi_spectrum(
-    measurement_id: str, name: str, user: CurrentUser, connections: Backends, settings: AppSettings
+    measurement_id: str,
+    name: str,
+    user: CurrentUser,
+    connections: Backends,
+    settings: AppSettings,
+    p: str = "",
 ):
     """The ROI's mean spectrum from its raw spectra (ranged reads of only those), for the
-    page to overlay on the measurement's mean spectrum."""
+    page to overlay on the measurement's mean spectrum, and its QC numbers under the default
+    parameter set (``p``: another)."""
     require(user, Action.READ)
     roi = rois.get(connections.store, measurement_id, name)
-    results = measurement_results(connections, settings, measurement_id, None)
-    mz, mean, pixels = roi_mean_spectrum(results.raw, results.grid(), rois.geometry_of(roi))
+    results = measurement_results(connections, settings, measurement_id, p or None)
+    found = roi_statistics(
+        results.raw, results.grid(), rois.geometry_of(roi), results.parameters.params
+    )
     return {
         "name": name,
         "colour": roi.colour,
-        "pixels": pixels,
-        "mz": mz.tolist(),
-        "intensity": mean.tolist(),
+        "pixels": found.pixels,
+        "mz": found.mz.tolist(),
+        "intensity": found.mean.tolist(),
+        "parameter_set": results.parameters.id,
+        "qc": {k: (None if v != v else v) for k, v in found.qc.items()},  # NaN: not JSON
     }
 
 

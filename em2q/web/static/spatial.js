@@ -77,11 +77,13 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     if (!target.dataset.roi) return;
     event.preventDefault();
-    const answer = await fetch(`/api/measurements/${id}/rois/${encodeURIComponent(target.dataset.roi)}/spectrum`, {headers});
+    const answer = await fetch(`/api/measurements/${id}/rois/${encodeURIComponent(target.dataset.roi)}/spectrum?p=${p}`, {headers});
     const plot = document.getElementById("mean-spectrum");
     if (!answer.ok || !plot) return;
     const s = await answer.json();
     Plotly.addTraces(plot, {x: s.mz, y: s.intensity, name: `ROI ${s.name} (${s.pixels} px)`, mode: "lines", line: {color: s.colour, width: 1}});
+    const q = s.qc, fmt = (v) => (v === null ? "n/a" : Number(v).toPrecision(3));
+    document.getElementById("roi-qc").textContent = `ROI ${s.name} (${s.parameter_set}): ${q.pixels} px · TIC median ${fmt(q.tic_median)} · median SNR ${fmt(q.median_snr)} · median peaks ${fmt(q.median_peaks)} · empty ${fmt(100 * q.empty_fraction)} %`;
   });
 
   const loadSegments = async () => {
