@@ -955,7 +955,9 @@ class Roi:
         fraction of empty spectra) from only its spectra, under ``parameters`` (default set)."""
         from em2q_msi import qc
 
-        params = ps.resolve(self.measurement.catalog.store, str(parameters or ps.DEFAULT_NAME)).params
+        params = ps.resolve(
+            self.measurement.catalog.store, str(parameters or ps.DEFAULT_NAME)
+        ).params
         return qc.region_summary(qc.spectrum_metrics(self.spectra(), params))
 
     def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
