@@ -19,7 +19,7 @@ noise peaks; ``--quick``: 1,000 pixels), generated one measurement at a time (no
    very same peak lists (target >= 10x). Without Rscript/MALDIquant this column is skipped with
    the reason printed.
 4. **Through the platform**: the same 12 measurements fed as their ``preprocessed_chunks``
-   results (``tests.em2q_assets.study_data.feed_member``, not timed) into a fresh platform on
+   results (``em2q_resources.synthetic_studies.feed_member``, not timed) into a fresh platform on
    a real Elasticsearch (``elasticsearch_url``: ``EM2Q_ELASTICSEARCH_URL`` or the project's
    local one), a study of them (``em2q_resources.studies``), and its ``STUDY_ASSETS``
    (``study_reference_peaks``, ``aligned_features``, ``study_comparison``) materialized with
@@ -240,7 +240,7 @@ def platform_study(
     from em2q_resources.elasticsearch_server import elasticsearch_url
     from em2q_resources.metadata import MetadataStore
     from em2q_resources.settings import Settings
-    from tests.em2q_assets.study_data import feed_member
+    from em2q_resources.synthetic_studies import feed_member
 
     es_started = time.perf_counter()
     with (
