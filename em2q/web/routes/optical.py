@@ -86,18 +86,9 @@ def save_optical_roi(
     """Save a ROI drawn on the optical image: ``{"name", "geometry" (GeoJSON, optical image
     pixels), "colour"?, "description"?, "replace"?}``; stored in MSI pixels through the
     registration (400 while the image is not registered)."""
-    from em2q.web.routes.spatial import _roi_json
+    from em2q.web.routes.spatial import save_drawn_roi
 
-    for field in ("name", "geometry"):
-        if field not in body:
-            raise SchemaViolation(f"Roi.{field}", "required")
-    results = measurement_results(connections, settings, measurement_id, None)
-    saved = optical.save_roi(
-        connections.store, user, measurement_id, body["name"], body["geometry"],
-        colour=body.get("colour"), description=body.get("description"),
-        grid=results.grid(), replace=bool(body.get("replace")),
-    )  # fmt: skip
-    return _roi_json(saved)
+    return save_drawn_roi(optical.save_roi, connections, settings, user, measurement_id, body)
 
 
 @router.get("/measurements/{measurement_id}/optical.png")

@@ -46,11 +46,17 @@ def save_roi(
 ):
     """Save a ROI drawn on the page: ``{"name", "geometry" (GeoJSON, image pixels), "colour"?,
     "description"?, "replace"?}``."""
+    return save_drawn_roi(rois.save, connections, settings, user, measurement_id, body)
+
+
+def save_drawn_roi(save, connections, settings, user, measurement_id: str, body: dict) -> dict:
+    """Check a drawn ROI's JSON body, save it with ``save`` (``rois.save``, or
+    ``optical.save_roi`` for one drawn on the optical image) on the measurement's grid."""
     for field in ("name", "geometry"):
         if field not in body:
             raise SchemaViolation(f"Roi.{field}", "required")
     results = measurement_results(connections, settings, measurement_id, None)
-    saved = rois.save(
+    saved = save(
         connections.store, user, measurement_id, body["name"], body["geometry"],
         colour=body.get("colour"), description=body.get("description"),
         grid=results.grid(), replace=bool(body.get("replace")),
