@@ -16,6 +16,7 @@ stored but never run (see deploy/local-cluster/README.md).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
@@ -318,9 +319,12 @@ class LocalNode:
     start_timeout_s: float = 120.0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     socket: Path | None = None
+    #: held while this node runs: two kubelets on one host would fight over the same cgroups
+    _host_lock: int | None = None
 
     def start(self) -> None:
         (kubelet,) = find_binaries(self.cluster.cache_dir, ("kubelet",)).values()
+        self._take_host_lock()
         for tool in ("containerd", "runc", "ctr"):
             if shutil.which(tool) is None:
                 raise KubernetesSetupError(
@@ -451,6 +455,28 @@ registerNode: true
         for name in reversed(names):
             self._stop_process(name, timeout_s)
         self.processes.clear()
+        if self._host_lock is not None:
+            os.close(self._host_lock)  # releases the lock
+            self._host_lock = None
+
+    def _take_host_lock(self, timeout_s: float = 1800.0) -> None:
+        """Wait for any other node on this host (another test session, `make cluster`) to stop."""
+        path = self.cluster.cache_dir / "local-kubernetes" / "node.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(descriptor)
+                    raise KubernetesSetupError(
+                        f"another local node held {path} for {timeout_s:.0f}s: stop it first"
+                    ) from None
+                time.sleep(1.0)
+        self._host_lock = descriptor
 
     def _stop_process(self, name: str, timeout_s: float) -> None:
         if name in self.processes:

@@ -11,6 +11,8 @@ from em2q_resources.local_kubernetes import (
     BUILD_SCRIPT,
     K8S_VERSION,
     KubernetesSetupError,
+    LocalKubernetes,
+    LocalNode,
     find_binaries,
     write_certificates,
 )
@@ -44,3 +46,14 @@ def test_the_serving_certificate_names_loopback_and_the_in_cluster_name(tmp_path
         cwd=tmp_path, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_second_node_on_the_host_waits_for_the_first_and_names_the_lock(tmp_path):
+    first = LocalNode(LocalKubernetes(cache_dir=tmp_path))
+    second = LocalNode(LocalKubernetes(cache_dir=tmp_path))
+    first._take_host_lock()
+    with pytest.raises(KubernetesSetupError, match="node.lock"):
+        second._take_host_lock(timeout_s=0.5)
+    first.stop()  # no process ever started: stop only releases the lock
+    second._take_host_lock(timeout_s=0.5)
+    second.stop()
