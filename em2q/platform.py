@@ -62,6 +62,8 @@ run_launcher:
   class: WarmRunLauncher
   config:
     max_idle_workers: {max_concurrent_runs}
+    # OpenMP/BLAS threads in each run (EM2Q_THREADS_PER_RUN; default: cores / concurrent runs)
+    threads_per_run: {threads_per_run}
     preload: [em2q_assets.definitions, em2q_resources.metadata.store, em2q_msi._kernels,
               em2q_msi.features, em2q_msi.ion_images]
 telemetry:
@@ -77,8 +79,12 @@ def dagster_yaml(settings: Settings, max_concurrent_runs: int | None = None) -> 
         *({"key": STAGE_TAG, "value": stage, "limit": count}
           for stage, count in settings.runs_per_stage),
     ]  # fmt: skip
+    concurrent = max_concurrent_runs or settings.max_concurrent_runs
     return DAGSTER_YAML.format(
-        max_concurrent_runs=max_concurrent_runs or settings.max_concurrent_runs,
+        max_concurrent_runs=concurrent,
+        threads_per_run=settings.with_overrides(
+            max_concurrent_runs=concurrent
+        ).native_threads_per_run(),
         tag_limits=json.dumps(limits),  # JSON is YAML
     )
 

@@ -120,6 +120,20 @@ class _Worker:
             self.process.stdin.close()
 
 
+#: the variables native thread pools read when they load (OpenMP: scikit-learn; BLAS: numpy)
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_environment(environ: Mapping[str, str], threads_per_run: int) -> dict[str, str]:
+    """A worker's environment: native pools capped at ``threads_per_run`` unless the
+    deployment already set them (0: unchanged)."""
+    env = dict(environ)
+    if threads_per_run > 0:
+        for name in NATIVE_THREAD_VARIABLES:
+            env.setdefault(name, str(threads_per_run))
+    return env
+
+
 class WarmRunLauncher(DefaultRunLauncher):
     """``DefaultRunLauncher`` with pre-started, reused run workers (see the module's docstring)."""
 
@@ -128,10 +142,12 @@ class WarmRunLauncher(DefaultRunLauncher):
         inst_data: ConfigurableClassData | None = None,
         preload: Sequence[str] = (),
         max_idle_workers: int = 4,
+        threads_per_run: int = 0,
     ):
         super().__init__(inst_data=inst_data)
         self._preload = tuple(preload)
         self._max_idle = max(1, max_idle_workers)
+        self._threads_per_run = threads_per_run
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}  # pid -> worker running a run
@@ -152,6 +168,11 @@ class WarmRunLauncher(DefaultRunLauncher):
                 description="Workers kept waiting for the next run (the run queue's "
                 "max_concurrent_runs serves a burst without new processes).",
             ),
+            "threads_per_run": Field(
+                IntSource, is_required=False, default_value=0,
+                description="OpenMP/BLAS threads a worker's steps may use (0: the libraries' "
+                "default, one per core); set where several runs share the cores.",
+            ),
         }  # fmt: skip
 
     @classmethod
@@ -162,6 +183,7 @@ class WarmRunLauncher(DefaultRunLauncher):
             inst_data=inst_data,
             preload=config_value.get("preload", []),
             max_idle_workers=config_value.get("max_idle_workers", 4),
+            threads_per_run=config_value.get("threads_per_run", 0),
         )
 
     # -- launching -------------------------------------------------------------------------
@@ -173,6 +195,7 @@ class WarmRunLauncher(DefaultRunLauncher):
                 [sys.executable, "-m", "em2q_assets.run_launcher", f"--status-fd={write_fd}",
                  *self._preload],
                 stdin=subprocess.PIPE, text=True, encoding="utf-8", pass_fds=(write_fd,),
+                env=worker_environment(os.environ, self._threads_per_run),
             )  # fmt: skip
         except BaseException:
             os.close(read_fd)

@@ -30,6 +30,16 @@ def test_run_queue_limits_come_from_settings_and_reach_the_instance():
     ]
 
 
+def test_runs_share_the_cores_among_the_runs_allowed_at_once():
+    four_runs = Settings.from_env({"EM2Q_MAX_CONCURRENT_RUNS": "4"})
+    assert four_runs.native_threads_per_run(cores=2) == 1
+    assert four_runs.native_threads_per_run(cores=16) == 4
+    chosen = Settings.from_env({"EM2Q_MAX_CONCURRENT_RUNS": "4", "EM2Q_THREADS_PER_RUN": "3"})
+    assert chosen.native_threads_per_run(cores=2) == 3
+    launcher = yaml.safe_load(dagster_yaml(chosen))["run_launcher"]["config"]
+    assert launcher["threads_per_run"] == 3
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

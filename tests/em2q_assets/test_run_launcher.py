@@ -14,7 +14,7 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
 from em2q_assets.chain import DUPLICATE_OF_TAG
-from em2q_assets.run_launcher import WORKER_PID_TAG, WarmRunLauncher
+from em2q_assets.run_launcher import NATIVE_THREAD_VARIABLES, WORKER_PID_TAG, WarmRunLauncher
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 
 JOB_MODULE = """
@@ -51,13 +51,16 @@ def setting(tmp_path, monkeypatch):
     home.mkdir()
     (home / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\nrun_launcher:\n  module: em2q_assets.run_launcher\n"
-        "  class: WarmRunLauncher\n  config:\n    preload: [warm_job_module]\n",
+        "  class: WarmRunLauncher\n  config:\n    preload: [warm_job_module]\n"
+        "    threads_per_run: 1\n",
         encoding="utf-8",
     )
     project = str(Path(__file__).parents[2])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), project]))
     monkeypatch.setenv("WARM_TEST_OUT", str(tmp_path / "out.txt"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name in NATIVE_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     instance = dg.DagsterInstance.from_config(str(home))
     assert isinstance(instance.run_launcher, WarmRunLauncher)
     yield instance, code, tmp_path / "out.txt"
@@ -122,6 +125,15 @@ def test_a_run_launched_while_another_runs_executes_in_the_spare_started_before(
     assert worker_pid(instance, second) == spare.pid != worker_pid(instance, first)
     lines = sorted(out.read_text(encoding="utf-8").splitlines())
     assert lines == sorted(f"first {worker_pid(instance, r)}" for r in (first, second))
+
+
+def test_workers_cap_native_thread_pools_at_the_threads_per_run(setting):
+    instance, code, _ = setting
+    run = launch(instance, code)
+    assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    environ = Path(f"/proc/{worker_pid(instance, run)}/environ").read_bytes().split(b"\0")
+    for name in NATIVE_THREAD_VARIABLES:
+        assert f"{name}=1".encode() in environ, name
 
 
 def test_a_worker_whose_run_succeeded_serves_the_next_run(setting):
