@@ -127,9 +127,16 @@ def qc_trends(
         record.read("qc", qc_uri)
         numbers = qc_numbers(read_qc_report(storage, qc_uri))
         measurement = store.get(store.schema.Measurement, measurement_id).doc
-        mine = record_qc(store, measurement, parameters.id, numbers, refresh=True)
-        history = instrument_history(store, mine.instrument, parameters.id)
+        mine = record_qc(store, measurement, parameters.id, numbers)
+        # the search may not see the record just written (no refresh wait: up to 1 s of
+        # latency per measurement); it is this step's own, so it is added here
+        history = [
+            r
+            for r in instrument_history(store, mine.instrument, parameters.id)
+            if r.measurement_id != mine.measurement_id
+        ]
         key = (mine.acquired_at, mine.measurement_id)
+        history = sorted([*history, mine], key=lambda r: (r.acquired_at, r.measurement_id))
         before = [numbers_of(r) for r in history if (r.acquired_at, r.measurement_id) < key]
         outside = out_of_limits(before, numbers)
         upto = [r for r in history if (r.acquired_at, r.measurement_id) <= key]
