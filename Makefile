@@ -126,7 +126,7 @@ test: elasticsearch interop browser helm node-packages
 	  wait $$build || { echo "error: building the local Kubernetes failed" \
 	    "(log: $(KUBERNETES_BUILD_LOG)):" >&2; tail -n 30 $(KUBERNETES_BUILD_LOG) >&2; exit 1; }; \
 	  echo "the local Kubernetes was ready $$(( $$(date +%s) - waited )) s after the suite ended"; \
-	  $(BIN)/python -m pytest --durations=10 tests/cluster $(PYTEST_CLUSTER_ARGS); cluster=$$?; \
+	  $(BIN)/python -m pytest -rs --durations=10 tests/cluster $(PYTEST_CLUSTER_ARGS); cluster=$$?; \
 	  test $$suite = 0 && test $$cluster = 0
 
 ## The real Kubernetes tests alone: builds (once, cached) and starts the local cluster, then

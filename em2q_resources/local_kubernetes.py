@@ -303,6 +303,38 @@ class LocalKubernetes:
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 PAUSE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "pause-image.sh"
+
+
+def container_support_problem() -> str | None:
+    """Why this machine cannot run containers (the exact error), or ``None`` when it can.
+
+    A node needs root, new mount and PID namespaces and an overlay mount (containerd's
+    snapshotter); a sandbox without those (an unprivileged CI container) cannot run a pod,
+    whatever the platform does. Checked before a node starts, so such a machine is reported
+    by name rather than as a kubelet that never gets Ready.
+    """
+    if os.geteuid() != 0:
+        return f"not root (uid {os.geteuid()}): containerd and the kubelet need root"
+    unshared = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "true"], capture_output=True, text=True
+    )
+    if unshared.returncode != 0:
+        return f"no new namespaces: unshare --mount --pid: {unshared.stderr.strip()}"
+    with tempfile.TemporaryDirectory(prefix="em2q-overlay-probe-") as folder:
+        parts = {name: Path(folder, name) for name in ("lower", "upper", "work", "merged")}
+        for path in parts.values():
+            path.mkdir()
+        options = f"lowerdir={parts['lower']},upperdir={parts['upper']},workdir={parts['work']}"
+        mounted = subprocess.run(
+            ["unshare", "--mount", "mount", "-t", "overlay", "overlay", "-o", options,
+             str(parts["merged"])],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if mounted.returncode != 0:
+            return f"no overlay mounts (containerd's snapshotter): {mounted.stderr.strip()}"
+    return None
+
+
 #: the step image (Debian from mmdebstrap + the locked packages + em2q_msi), tagged by a hash
 STEP_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "step-image.sh"
 STEP_IMAGE_NAME = "em2q.local/em2q-step"

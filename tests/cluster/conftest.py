@@ -23,6 +23,7 @@ from em2q_resources.local_kubernetes import (
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
+    container_support_problem,
     find_binaries,
 )
 from em2q_resources.settings import Settings
@@ -48,7 +49,11 @@ def kubernetes_cluster() -> Iterator[LocalKubernetes]:
 
 @pytest.fixture(scope="session")
 def kubernetes_node(kubernetes_cluster: LocalKubernetes) -> Iterator[LocalNode]:
-    """A kubelet + containerd node on the session's cluster; fails (never skips) without them."""
+    """A kubelet + containerd node on the session's cluster; fails without them, and skips,
+    naming the exact error, only on a machine that cannot run containers at all."""
+    problem = container_support_problem()
+    if problem:  # the machine, not the platform: named in the test report (pytest -rs)
+        pytest.skip(f"this machine cannot run containers: {problem}")
     node = LocalNode(kubernetes_cluster)
     try:
         node.start()

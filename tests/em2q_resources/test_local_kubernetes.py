@@ -13,6 +13,7 @@ from em2q_resources.local_kubernetes import (
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
+    container_support_problem,
     find_binaries,
     write_certificates,
 )
@@ -57,3 +58,10 @@ def test_a_second_node_on_the_host_waits_for_the_first_and_names_the_lock(tmp_pa
     first.stop()  # no process ever started: stop only releases the lock
     second._take_host_lock(timeout_s=0.5)
     second.stop()
+
+
+def test_an_unprivileged_user_is_told_containers_need_root(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert container_support_problem() == (
+        "not root (uid 1000): containerd and the kubelet need root"
+    )
