@@ -145,7 +145,7 @@ def cores() -> int:
 
 #: how a platform process is named in the CPU breakdown: the first marker in its command line
 PROCESS_ROLES = (
-    ("em2q_assets.run_launcher", "run workers"),
+    ("em2q_assets.run_worker", "run workers"),
     ("api execute_run", "run workers"),
     ("dagster_webserver", "webserver"),
     ("dagster._daemon", "daemon"),

@@ -192,7 +192,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         read_fd, write_fd = os.pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "em2q_assets.run_launcher", f"--status-fd={write_fd}",
+                [sys.executable, "-m", "em2q_assets.run_worker", f"--status-fd={write_fd}",
                  *self._preload],
                 stdin=subprocess.PIPE, text=True, encoding="utf-8", pass_fds=(write_fd,),
                 env=worker_environment(os.environ, self._threads_per_run),
@@ -512,7 +512,13 @@ def serve_runs(preload: Sequence[str], status_fd: int | None = None) -> None:
     sources = _project_sources()
     status = os.fdopen(status_fd, "w", buffering=1, encoding="utf-8") if status_fd else None
     setup_interrupt_handlers()
-    while payload := sys.stdin.readline().strip():
+    while True:
+        try:
+            payload = sys.stdin.readline().strip()
+        except KeyboardInterrupt:  # the platform stops (Ctrl-C) while no run is in hand
+            return
+        if not payload:
+            break
         if _changed_sources(sources):  # code edited since the import: run it in a fresh process
             command = [sys.executable, "-m", "dagster", "api", "execute_run", payload]
             os.execv(sys.executable, command)
@@ -529,7 +535,3 @@ def main(argv: Sequence[str]) -> None:
     status = [a for a in argv if a.startswith("--status-fd=")]
     preload = [a for a in argv if not a.startswith("--status-fd=")]
     serve_runs(preload, int(status[0].split("=", 1)[1]) if status else None)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -245,3 +245,17 @@ def test_a_step_requested_twice_runs_once_and_the_second_request_ends_canceled(s
     Path(f"{out}.wait").unlink()
     assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # the op ran once
+
+
+def test_a_spare_worker_interrupted_with_the_platform_exits_quietly():
+    import subprocess
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "em2q_assets.run_worker", "--status-fd=0"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+    )  # fmt: skip
+    time.sleep(1.0)  # importing dagster, or already waiting on standard input
+    worker.send_signal(signal.SIGINT)  # what Ctrl-C on `make run` sends the process group
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "Traceback" not in stderr

@@ -158,16 +158,14 @@ def x_range(browser, plot_id: str) -> list[float]:
 def drag_to_zoom(browser, plot_id: str) -> None:
     """Drag the mouse across the middle of a plot, from 30 % to 60 % of its width: the x axis
     must then show the dragged m/z region (Plotly's box zoom), not the whole spectrum."""
-    # Headless Chromium may get no WebGL context (software GL, GPU process blocked on a busy
-    # machine): Plotly then lays its "no WebGL" notice over the plot, which takes the mouse.
-    # The trace is then drawn as SVG; the zoom is Plotly's cartesian drag box either way.
-    browser.execute_script(
-        "const plot = document.getElementById(arguments[0]);"
-        "if (plot.querySelector('.no-webgl')) {"
-        "  return Plotly.restyle(plot, {type: 'scatter'}).then(() =>"
-        "    plot.querySelectorAll('.no-webgl').forEach((notice) => notice.remove()));"
-        "}",
-        plot_id,
+    # Headless Chromium here gets no WebGL context: the page must then draw the spectrum as
+    # SVG, not Plotly's "no WebGL" notice (which would also take the mouse)
+    wait(browser).until(
+        lambda d: d.execute_script(
+            "return document.getElementById(arguments[0]).querySelector('.no-webgl') === null",
+            plot_id,
+        ),
+        "the plot shows Plotly's 'WebGL is not supported' notice instead of the spectrum",
     )
     area = browser.find_element(By.CSS_SELECTOR, f"#{plot_id} .nsewdrag")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", area)

@@ -21,10 +21,18 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 // Plotly figures: the JSON built by plotly.py sits in a <script type="application/json">.
+// Spectra are WebGL lines; where the browser cannot draw WebGL (a remote desktop, a VM or a
+// headless browser without a GPU: Plotly then shows "WebGL is not supported"), the same
+// decimated points are drawn as SVG instead.
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-figure]").forEach((target) => {
     const figure = JSON.parse(document.getElementById(target.dataset.figure).textContent);
-    Plotly.newPlot(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
+    Plotly.newPlot(target, figure.data, figure.layout, {responsive: true, displaylogo: false}).then(() => {
+      if (!target.querySelector(".no-webgl")) return;
+      const gl = figure.data.flatMap((trace, i) => (trace.type === "scattergl" ? [i] : []));
+      Plotly.restyle(target, {type: "scatter"}, gl).then(() =>
+        target.querySelectorAll(".no-webgl").forEach((notice) => notice.remove()));
+    });
   });
 });
 
