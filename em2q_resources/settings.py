@@ -14,6 +14,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: the Dagster webserver when nothing names one: where `em2q dev` serves it (a test session
+#: points it at a closed port, so no test reaches a platform someone runs on this machine)
+DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Backends the platform talks to.
@@ -48,7 +53,7 @@ class Settings:
     #: chunks of one measurement processed side by side in a run (None: the CPU count)
     chunk_workers: int | None = None
     #: the Dagster webserver the CLI, client and web catalog launch runs through (GraphQL)
-    dagster_url: str = "http://127.0.0.1:3000"
+    dagster_url: str = field(default_factory=lambda: DEFAULT_DAGSTER_URL)
     #: a measurement not READY/FAILED with no queued or running run for this long is FAILED
     #: as stalled by the watchdog sensor (em2q_assets.sensors); longer than a backfill's start
     stalled_after_s: float = 300.0

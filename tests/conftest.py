@@ -7,17 +7,33 @@ and started on loopback by ``em2q_resources.elasticsearch_server``), or the clus
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+import em2q_resources.settings
 from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.elasticsearch_server import elasticsearch_url as _elasticsearch_url
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import Settings
 from tests.fixtures.dagster import *  # noqa: F403
 from tests.fixtures.s3 import *  # noqa: F403
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reaches a Dagster it did not start: the default webserver address (where a
+    person's `make run` listens) becomes a loopback port bound, never listening, for the whole
+    session, so a request a test forgot to aim is refused instead of launching runs on that
+    person's platform. Subprocesses get the same address through ``EM2Q_DAGSTER_URL``."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    config._em2q_closed_dagster_port = closed  # held open (not listening) until the end
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    em2q_resources.settings.DEFAULT_DAGSTER_URL = url
+    os.environ.setdefault("EM2Q_DAGSTER_URL", url)
 
 
 @pytest.fixture(scope="session")

@@ -88,3 +88,13 @@ def test_chunk_workers_and_the_cli_token_come_from_settings():
 def test_a_stage_limit_that_is_not_stage_equals_count_is_refused_by_name():
     with pytest.raises(ValueError, match="EM2Q_RUNS_PER_STAGE: 'chunks:2'"):
         Settings.from_env({"EM2Q_RUNS_PER_STAGE": "chunks:2"})
+
+
+def test_a_test_session_aims_no_request_at_a_dagster_it_did_not_start():
+    import socket
+
+    url = Settings().dagster_url
+    assert url != "http://127.0.0.1:3000"  # where a person's `make run` serves Dagster
+    assert Settings.from_env().dagster_url == url  # subprocesses too (EM2Q_DAGSTER_URL)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
