@@ -101,6 +101,18 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the platform cleanly, however it was started.
+
+    A platform started in the background (`make run &`, nohup, a CI step) inherits SIGINT
+    *ignored*, and so would every process it starts: Dagster's then sat out the SIGINT that
+    stops them, for 30 s, until they were killed. Python's own handler here means the children
+    start with SIGINT at its default again.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
 def run_dev(
     settings: Settings,
     *,
@@ -118,7 +130,7 @@ def run_dev(
     local Jupyter server starts for the catalog's "Open in notebook".
     """
     examples_dir = examples_dir or EXAMPLES_DIR
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop Elasticsearch and Dagster cleanly
+    stop_on_signals()  # stop Elasticsearch, Dagster and Jupyter cleanly
     url_file = dev_url_file(settings)
     with contextlib.ExitStack() as stack:
         url = settings.elasticsearch_url
