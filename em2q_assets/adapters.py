@@ -254,6 +254,7 @@ def build_asset(
     catalog: Catalog,
     chunk_partitions: dg.MultiPartitionsDefinition,
     workers: int | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
     """The Dagster asset of one catalogue declaration.
 
@@ -299,6 +300,7 @@ def build_asset(
         or None,  # fmt: skip
         backfill_policy=dg.BackfillPolicy.single_run() if spec.chunked else None,
         op_tags=k8s_op_tags(spec.kind),
+        retry_policy=retry_policy,
         description=spec.description.format(chunk_count=chunk_count),
     )
     def _asset(context: dg.AssetExecutionContext, **inputs: Any):
@@ -349,12 +351,19 @@ def chunk_keys_of(partitions: dg.MultiPartitionsDefinition) -> list[str]:
 
 
 def build_assets(
-    chunk_count: int, catalog: Catalog = CATALOG, chunk_workers: int | None = None
+    chunk_count: int,
+    catalog: Catalog = CATALOG,
+    chunk_workers: int | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """Every asset of ``catalog``, upstream first; spectra-level ones in ``chunk_count`` chunks,
-    ``chunk_workers`` of a range run side by side (None: the CPU count)."""
+    ``chunk_workers`` of a range run side by side (None: the CPU count); ``retry_policy``:
+    each step's (``em2q_assets.k8s.step_retry_policy``)."""
     chunk_partitions = spectra_partitions(chunk_count)
-    return [build_asset(spec, catalog, chunk_partitions, chunk_workers) for spec in catalog]
+    return [
+        build_asset(spec, catalog, chunk_partitions, chunk_workers, retry_policy)
+        for spec in catalog
+    ]
 
 
 def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
