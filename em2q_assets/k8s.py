@@ -100,6 +100,31 @@ def executor_config(launcher: StepLauncherResource) -> dict:
     return config
 
 
+def instance_run_launcher(launcher: StepLauncherResource, dagster_home: str) -> dict:
+    """The ``run_launcher`` section of dagster.yaml for an instance that runs k8s_job runs in
+    place (``dagster asset materialize``, ``dagster job execute``) outside the Helm chart.
+
+    dagster-k8s 0.29's ``k8s_job_executor`` reads the instance's run launcher as a
+    ``K8sRunLauncher`` whatever it is (``K8sContainerContext.create_for_run``,
+    ``get_k8s_job_config``: ``'DefaultRunLauncher' object has no attribute
+    'image_pull_policy'``). Runs executed in place never call it; runs *launched* through it
+    (webserver, daemon) become run pods, as with the chart. Step pods get ``DAGSTER_HOME``
+    set to ``dagster_home`` (the host folder they mount with ``host_paths``)."""
+    config: dict = {
+        # required by its schema; step Jobs never mount it (runs executed in place)
+        "instance_config_map": "em2q-dagster-instance",
+        "service_account_name": launcher.service_account_name or "default",
+        "dagster_home": dagster_home,
+        "job_image": launcher.image,
+    }
+    if launcher.namespace:
+        config["job_namespace"] = launcher.namespace
+    if launcher.kubeconfig_file:
+        config["load_incluster_config"] = False
+        config["kubeconfig_file"] = launcher.kubeconfig_file
+    return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
+
+
 def _owner(path: str) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
