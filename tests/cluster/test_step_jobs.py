@@ -191,9 +191,17 @@ def _finish(run: subprocess.Popen) -> str:
 
 
 def _jobs(api_client, namespace: str) -> list[kubernetes.client.V1Job]:
+    """The run's step Jobs, oldest first, once the Job controller has counted their pods (the
+    run learns a step's end from the event log, the Job's status comes a moment later)."""
     batch = kubernetes.client.BatchV1Api(api_client)
-    jobs = batch.list_namespaced_job(namespace, label_selector="dagster/op=spectra_chunks").items
-    return sorted(jobs, key=lambda job: job.metadata.creation_timestamp)
+    deadline = time.monotonic() + 120
+    while True:
+        jobs = batch.list_namespaced_job(namespace, label_selector="dagster/op=spectra_chunks")
+        if all(job.status.completion_time or job.status.failed for job in jobs.items):
+            break
+        assert time.monotonic() < deadline, [job.status for job in jobs.items]
+        time.sleep(0.5)
+    return sorted(jobs.items, key=lambda job: job.metadata.creation_timestamp)
 
 
 def test_a_k8s_job_run_writes_the_in_process_chunks_with_a_job_per_step(
