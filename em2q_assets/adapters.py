@@ -366,7 +366,9 @@ def build_assets(
     ]
 
 
-def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
+def build_study_asset(
+    spec: AssetSpec, retry_policy: dg.RetryPolicy | None = None
+) -> dg.AssetsDefinition:
     """The Dagster asset of a study-level declaration: partitioned by ``study``; its inputs are
     study assets' manifests, its members' results are read from storage by the step."""
     step = step_function(spec)
@@ -388,6 +390,7 @@ def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
         ]
         or None,  # fmt: skip
         op_tags=k8s_op_tags(spec.kind),
+        retry_policy=retry_policy,
         description=spec.description,
     )
     def _asset(context: dg.AssetExecutionContext, **inputs: Any):
@@ -405,6 +408,8 @@ def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
     return _asset
 
 
-def build_study_assets(catalog: Catalog = CATALOG) -> list[dg.AssetsDefinition]:
+def build_study_assets(
+    catalog: Catalog = CATALOG, retry_policy: dg.RetryPolicy | None = None
+) -> list[dg.AssetsDefinition]:
     """Every study-level asset of ``catalog``, upstream first."""
-    return [build_study_asset(spec) for spec in catalog.study_assets]
+    return [build_study_asset(spec, retry_policy) for spec in catalog.study_assets]

@@ -36,11 +36,9 @@ def build_definitions(
     # steps write under and the IO manager reads under
     parameter_set = ParameterSetResource.configure_at_launch(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
+    retry_policy = step_retry_policy(settings.run_executor)  # a lost step pod runs again
     assets = build_assets(
-        settings.spectra_chunks,
-        catalog,
-        settings.chunk_workers,
-        retry_policy=step_retry_policy(settings.run_executor),
+        settings.spectra_chunks, catalog, settings.chunk_workers, retry_policy=retry_policy
     )
     stage_assets = catalog.stage_assets
     return dg.Definitions(
@@ -49,7 +47,7 @@ def build_definitions(
         # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
-        assets=[*assets, *build_study_assets(catalog)],
+        assets=[*assets, *build_study_assets(catalog, retry_policy)],
         # the chain's three jobs, each run requesting the next (em2q_assets.chain)
         jobs=build_chain_jobs(settings.dagster_url, stage_assets, settings.spectra_chunks),
         sensors=[
