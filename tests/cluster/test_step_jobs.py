@@ -40,6 +40,8 @@ from tests.cluster.conftest import Kube
 from tests.em2q_resources.test_launcher import EXAMPLE
 from tests.fixtures.s3 import S3Endpoint
 
+#: the first test's set-up builds the platform image when the lock changed (~5 min here)
+pytestmark = pytest.mark.timeout(1200)
 CHUNKS = 2
 #: a bound against a hang (pods start the whole code location), not a speed figure
 RUN_TIMEOUT_S = 600
