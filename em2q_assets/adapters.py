@@ -254,6 +254,7 @@ def build_asset(
     catalog: Catalog,
     chunk_partitions: dg.MultiPartitionsDefinition,
     workers: int | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
     """The Dagster asset of one catalogue declaration.
 
@@ -299,6 +300,7 @@ def build_asset(
         or None,  # fmt: skip
         backfill_policy=dg.BackfillPolicy.single_run() if spec.chunked else None,
         op_tags=k8s_op_tags(spec.kind),
+        retry_policy=retry_policy,
         description=spec.description.format(chunk_count=chunk_count),
     )
     def _asset(context: dg.AssetExecutionContext, **inputs: Any):
@@ -349,15 +351,24 @@ def chunk_keys_of(partitions: dg.MultiPartitionsDefinition) -> list[str]:
 
 
 def build_assets(
-    chunk_count: int, catalog: Catalog = CATALOG, chunk_workers: int | None = None
+    chunk_count: int,
+    catalog: Catalog = CATALOG,
+    chunk_workers: int | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """Every asset of ``catalog``, upstream first; spectra-level ones in ``chunk_count`` chunks,
-    ``chunk_workers`` of a range run side by side (None: the CPU count)."""
+    ``chunk_workers`` of a range run side by side (None: the CPU count); ``retry_policy``:
+    each step's (``em2q_assets.k8s.step_retry_policy``)."""
     chunk_partitions = spectra_partitions(chunk_count)
-    return [build_asset(spec, catalog, chunk_partitions, chunk_workers) for spec in catalog]
+    return [
+        build_asset(spec, catalog, chunk_partitions, chunk_workers, retry_policy)
+        for spec in catalog
+    ]
 
 
-def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
+def build_study_asset(
+    spec: AssetSpec, retry_policy: dg.RetryPolicy | None = None
+) -> dg.AssetsDefinition:
     """The Dagster asset of a study-level declaration: partitioned by ``study``; its inputs are
     study assets' manifests, its members' results are read from storage by the step."""
     step = step_function(spec)
@@ -379,6 +390,7 @@ def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
         ]
         or None,  # fmt: skip
         op_tags=k8s_op_tags(spec.kind),
+        retry_policy=retry_policy,
         description=spec.description,
     )
     def _asset(context: dg.AssetExecutionContext, **inputs: Any):
@@ -396,6 +408,8 @@ def build_study_asset(spec: AssetSpec) -> dg.AssetsDefinition:
     return _asset
 
 
-def build_study_assets(catalog: Catalog = CATALOG) -> list[dg.AssetsDefinition]:
+def build_study_assets(
+    catalog: Catalog = CATALOG, retry_policy: dg.RetryPolicy | None = None
+) -> list[dg.AssetsDefinition]:
     """Every study-level asset of ``catalog``, upstream first."""
-    return [build_study_asset(spec) for spec in catalog.study_assets]
+    return [build_study_asset(spec, retry_policy) for spec in catalog.study_assets]

@@ -10,7 +10,7 @@ from em2q_assets.adapters import build_assets, build_study_assets
 from em2q_assets.chain import build_chain_jobs
 from em2q_assets.external_runs import external_materializations
 from em2q_assets.io_managers import ManifestIOManager
-from em2q_assets.k8s import run_executor
+from em2q_assets.k8s import run_executor, step_retry_policy
 from em2q_resources.catalog import CATALOG, Catalog
 from em2q_resources.connections import open_storage
 from em2q_resources.launcher import StepLauncherResource
@@ -36,7 +36,10 @@ def build_definitions(
     # steps write under and the IO manager reads under
     parameter_set = ParameterSetResource.configure_at_launch(metadata=metadata)
     step_launcher = StepLauncherResource.from_settings(settings)
-    assets = build_assets(settings.spectra_chunks, catalog, settings.chunk_workers)
+    retry_policy = step_retry_policy(settings.run_executor)  # a lost step pod runs again
+    assets = build_assets(
+        settings.spectra_chunks, catalog, settings.chunk_workers, retry_policy=retry_policy
+    )
     stage_assets = catalog.stage_assets
     return dg.Definitions(
         # One process per run, steps in it: a run's steps are short and share imports (numba
@@ -44,7 +47,7 @@ def build_definitions(
         # EM2Q_RUN_EXECUTOR=k8s_job: a Kubernetes Job per step instead (em2q_assets.k8s).
         executor=run_executor(settings.run_executor, step_launcher),
         # each asset's op tagged with its step kind's pod resources (k8s_job_executor, argo_bridge)
-        assets=[*assets, *build_study_assets(catalog)],
+        assets=[*assets, *build_study_assets(catalog, retry_policy)],
         # the chain's three jobs, each run requesting the next (em2q_assets.chain)
         jobs=build_chain_jobs(settings.dagster_url, stage_assets, settings.spectra_chunks),
         sensors=[

@@ -11,6 +11,7 @@ the default in-process executor ignores them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 
 import dagster as dg
@@ -28,6 +29,13 @@ DEFAULT_STEP_KIND = "summary"
 #: Argo retries of a step whose asset has no Dagster RetryPolicy: system errors only (pod
 #: evicted, node lost), as the assets themselves do not retry a failed computation
 STEP_RETRY_LIMIT = 2
+
+
+def step_retry_policy(run_executor: str) -> dg.RetryPolicy | None:
+    """With a Kubernetes Job per step, a step's pod can be lost (deleted, evicted, its node
+    gone): the executor sees the failed Job and runs the step again, up to
+    ``STEP_RETRY_LIMIT`` times. In one process there is no pod to lose: no retries."""
+    return dg.RetryPolicy(max_retries=STEP_RETRY_LIMIT) if run_executor == "k8s_job" else None
 
 
 def step_kind(asset_name: str, catalog: Catalog = CATALOG) -> str:
@@ -69,7 +77,60 @@ def executor_config(launcher: StepLauncherResource) -> dict:
         config["image_pull_policy"] = launcher.image_pull_policy
     if launcher.service_account_name:
         config["service_account_name"] = launcher.service_account_name
+    if launcher.kubeconfig_file:
+        config["load_incluster_config"] = False
+        config["kubeconfig_file"] = launcher.kubeconfig_file
+    pod_spec: dict = {}
+    if launcher.host_network:
+        pod_spec["host_network"] = True
+    if launcher.host_paths:
+        config["volumes"] = [
+            {"name": f"host-{i}", "host_path": {"path": path, "type": "Directory"}}
+            for i, path in enumerate(launcher.host_paths)
+        ]
+        config["volume_mounts"] = [
+            {"name": f"host-{i}", "mount_path": path} for i, path in enumerate(launcher.host_paths)
+        ]
+        # the run's SQLite files there belong to whoever started the run: step pods write them
+        owner = _owner(launcher.host_paths[0])
+        if owner is not None:
+            pod_spec["security_context"] = {"run_as_user": owner[0], "run_as_group": owner[1]}
+    if pod_spec:
+        config["step_k8s_config"] = {"pod_spec_config": pod_spec}
     return config
+
+
+def instance_run_launcher(launcher: StepLauncherResource, dagster_home: str) -> dict:
+    """The ``run_launcher`` section of dagster.yaml for an instance that runs k8s_job runs in
+    place (``dagster asset materialize``, ``dagster job execute``) outside the Helm chart.
+
+    dagster-k8s 0.29's ``k8s_job_executor`` reads the instance's run launcher as a
+    ``K8sRunLauncher`` whatever it is (``K8sContainerContext.create_for_run``,
+    ``get_k8s_job_config``: ``'DefaultRunLauncher' object has no attribute
+    'image_pull_policy'``). Runs executed in place never call it; runs *launched* through it
+    (webserver, daemon) become run pods, as with the chart. Step pods get ``DAGSTER_HOME``
+    set to ``dagster_home`` (the host folder they mount with ``host_paths``)."""
+    config: dict = {
+        # required by its schema; step Jobs never mount it (runs executed in place)
+        "instance_config_map": "em2q-dagster-instance",
+        "service_account_name": launcher.service_account_name or "default",
+        "dagster_home": dagster_home,
+        "job_image": launcher.image,
+    }
+    if launcher.namespace:
+        config["job_namespace"] = launcher.namespace
+    if launcher.kubeconfig_file:
+        config["load_incluster_config"] = False
+        config["kubeconfig_file"] = launcher.kubeconfig_file
+    return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
+
+
+def _owner(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:  # not on this machine (definitions loaded elsewhere): nothing to match
+        return None
+    return stat.st_uid, stat.st_gid
 
 
 def k8s_run_executor(launcher: StepLauncherResource) -> dg.ExecutorDefinition:

@@ -135,6 +135,15 @@ class StepLauncherResource(dg.ConfigurableResource):
         description="step pods use the node's network (a single-node cluster whose "
         "Elasticsearch and S3 listen on the node's loopback, as tests/cluster's)",
     )
+    host_paths: list[str] = Field(
+        default_factory=list,
+        description="host folders k8s_job step pods mount at the same path, running as their "
+        "owner (a single-node cluster sharing the run's SQLite DAGSTER_HOME)",
+    )
+    kubeconfig_file: str | None = Field(
+        default=None,
+        description="kubeconfig of the k8s_job executor; None: the in-cluster service account",
+    )
     env_config_maps: list[str] = Field(
         default_factory=lambda: [DEFAULT_CONFIG_MAP],
         description="ConfigMaps whose keys become the step pod's environment (EM2Q_* settings)",
@@ -153,6 +162,9 @@ class StepLauncherResource(dg.ConfigurableResource):
             mode=settings.step_launcher,
             image=settings.image,
             namespace=settings.namespace,
+            host_network=settings.step_host_network,
+            host_paths=list(settings.step_host_paths),
+            kubeconfig_file=settings.kubeconfig,
             env_config_maps=list(settings.env_config_maps),
             env_secrets=list(settings.env_secrets),
         )

@@ -47,6 +47,15 @@ class Settings:
     namespace: str | None = None
     env_config_maps: tuple[str, ...] = ("em2q-settings",)
     env_secrets: tuple[str, ...] = ("em2q-credentials",)
+    #: step pods use the node's network (a single-node cluster whose Elasticsearch and S3
+    #: listen on the node's loopback, as ``make cluster``'s and tests/cluster's)
+    step_host_network: bool = False
+    #: host folders step Jobs mount at the same path (a single-node cluster sharing the run's
+    #: SQLite DAGSTER_HOME with the k8s_job executor's step pods); they run as the folders' owner
+    step_host_paths: tuple[str, ...] = ()
+    #: kubeconfig the k8s_job executor launches step Jobs with; None: the in-cluster service
+    #: account (the run itself in a pod)
+    kubeconfig: str | None = None
     s3_endpoint_url: str | None = None
     #: K of "chunk i of K": spectra-level partitions per measurement
     spectra_chunks: int = 8
@@ -120,6 +129,9 @@ class Settings:
             namespace=get("NAMESPACE", None),
             env_config_maps=_names(get("ENV_CONFIG_MAPS", None), defaults.env_config_maps),
             env_secrets=_names(get("ENV_SECRETS", None), defaults.env_secrets),
+            step_host_network=get("STEP_HOST_NETWORK", "").lower() in ("1", "true", "yes"),
+            step_host_paths=_names(get("STEP_HOST_PATHS", None), ()),
+            kubeconfig=get("KUBECONFIG", None),
             s3_endpoint_url=get("S3_ENDPOINT_URL", None),
             spectra_chunks=int(get("SPECTRA_CHUNKS", defaults.spectra_chunks)),
             chunk_workers=int(get("CHUNK_WORKERS", 0)) or None,

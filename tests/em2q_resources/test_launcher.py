@@ -19,7 +19,8 @@ from dagster_k8s.job import (
     get_user_defined_k8s_config,
 )
 
-from em2q_assets.k8s import STEP_KIND_TAG, executor_config
+from em2q_assets.definitions import build_definitions
+from em2q_assets.k8s import STEP_KIND_TAG, STEP_RETRY_LIMIT, executor_config
 from em2q_resources.catalog import STEP_KINDS
 from em2q_resources.launcher import (
     NoKubernetesCluster,
@@ -282,3 +283,47 @@ def test_host_network_step_pods_share_the_nodes_network_and_others_do_not():
     default = chunk_step_pod(StepLauncherResource(mode="kubernetes"), args, None)
     assert shared["spec"]["hostNetwork"] is True
     assert "hostNetwork" not in default["spec"]
+
+
+def test_a_single_node_clusters_step_jobs_mount_the_host_folders_as_their_owner(tmp_path):
+    """EM2Q_STEP_HOST_*: the run's SQLite DAGSTER_HOME at the same path in every step pod,
+    written as its owner, on the node's network, Jobs created with a kubeconfig."""
+    from dagster_k8s import k8s_job_executor
+
+    @dg.op
+    def nothing() -> None:
+        pass
+
+    @dg.job(executor_def=k8s_job_executor)
+    def probe() -> None:
+        nothing()
+
+    settings = Settings.from_env({
+        "EM2Q_STEP_HOST_NETWORK": "1",
+        "EM2Q_STEP_HOST_PATHS": str(tmp_path),
+        "EM2Q_KUBECONFIG": "/etc/em2q/kubeconfig",
+    })  # fmt: skip
+    config = executor_config(StepLauncherResource.from_settings(settings))
+    dg.validate_run_config(probe, {"execution": {"config": config}})
+    assert config["load_incluster_config"] is False
+    assert config["kubeconfig_file"] == "/etc/em2q/kubeconfig"
+    assert config["volumes"] == [
+        {"name": "host-0", "host_path": {"path": str(tmp_path), "type": "Directory"}}
+    ]
+    assert config["volume_mounts"] == [{"name": "host-0", "mount_path": str(tmp_path)}]
+    owner = tmp_path.stat()
+    assert config["step_k8s_config"]["pod_spec_config"] == {
+        "host_network": True,
+        "security_context": {"run_as_user": owner.st_uid, "run_as_group": owner.st_gid},
+    }
+
+
+def test_steps_retry_a_lost_pod_with_the_k8s_job_executor_only():
+    def retry_policies(run_executor: str) -> set:
+        defs = build_definitions(
+            Settings(elasticsearch_url="http://127.0.0.1:9", run_executor=run_executor)
+        )
+        return {asset.op.retry_policy for asset in defs.assets}
+
+    assert retry_policies("k8s_job") == {dg.RetryPolicy(max_retries=STEP_RETRY_LIMIT)}
+    assert retry_policies("in_process") == {None}
