@@ -9,7 +9,7 @@ UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
-	kubernetes cluster node-packages test-cluster
+	kubernetes cluster node-packages test-cluster argo
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,13 @@ kubernetes: node-packages $(STAMP)
 	deploy/local-cluster/pause-image.sh
 	deploy/local-cluster/step-image.sh
 
+## Argo Workflows' workflow-controller and argoexec (v4.0.5, FOR TESTS ONLY: reported security
+## flaws) built from the Go module sources into .cache/argo-<version>/bin (cold: ~15 min on 2
+## busy cores; then instant), and the argoexec image (umoci) for tests/cluster/test_argo.py.
+argo: node-packages
+	GO=$(GO) deploy/local-cluster/build-argo.sh
+	deploy/local-cluster/argoexec-image.sh
+
 node-packages:
 	@{ command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap \
 	   && command -v gcc && test -x /usr/lib/cni/loopback; } >/dev/null 2>&1 || { \
@@ -147,7 +154,7 @@ test: elasticsearch interop browser helm
 
 ## The real Kubernetes tests: builds (once, cached) and starts the local cluster, then runs
 ## tests/cluster (server-side dry-runs, helm install, the chunk step as a pod).
-test-cluster: elasticsearch kubernetes
+test-cluster: elasticsearch kubernetes argo
 	$(BIN)/python -m pytest tests/cluster tests/em2q_resources/test_local_kubernetes.py
 
 lint: $(STAMP)
