@@ -306,6 +306,11 @@ PAUSE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "pause-image.sh"
 #: the step image (Debian from mmdebstrap + the locked packages + em2q_msi), tagged by a hash
 STEP_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "step-image.sh"
 STEP_IMAGE_NAME = "em2q.local/em2q-step"
+#: the platform image: the whole code location (the runtime part of the lock, em2q_msi,
+#: em2q_resources, em2q_assets, argo_bridge, em2q) for `dagster api execute_step`
+#: (k8s_job_executor step pods), `python -m em2q_assets.step` (Argo) and the step CLI
+PLATFORM_IMAGE_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "platform-image.sh"
+PLATFORM_IMAGE_NAME = "em2q.local/em2q-platform"
 NODE_NAME = "localhost"  # its Hostname address is how the apiserver reaches the kubelet
 
 
@@ -370,6 +375,13 @@ state = "{work / "containerd-state"}"
         """An OCI image archive into containerd's Kubernetes namespace (no registry)."""
         _run(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images", "import",
               "--base-name", base_name, str(archive)])  # fmt: skip
+
+    def load_image(self, script: Path, name: str, timeout_s: float = 1800.0) -> str:
+        """Build (or find cached) the image ``script`` makes, import it, and return its
+        reference ``name:<tag>`` (for ``imagePullPolicy: Never``)."""
+        archive = build_image(script, timeout_s)
+        self.import_image(archive, base_name=name)
+        return f"{name}:{image_tag(archive)}"
 
     def _start_kubelet(self, binary: Path, work: Path) -> None:
         pki = self.cluster.workdir / "pki"
@@ -490,6 +502,24 @@ registerNode: true
                     process.wait()
 
 
+def build_image(script: Path, timeout_s: float = 1800.0) -> Path:
+    """The OCI archive an image script prints last (built once, then cached by content hash)."""
+    try:
+        done = subprocess.run(
+            [str(script)], capture_output=True, text=True, check=False, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise KubernetesSetupError(f"{script.name} took over {timeout_s:.0f}s") from exc
+    if done.returncode != 0:
+        raise KubernetesSetupError(f"{script.name} failed:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def image_tag(archive: Path) -> str:
+    """``em2q-platform-<tag>.tar`` -> ``<tag>`` (the content hash the script tagged it with)."""
+    return archive.stem.rsplit("-", 1)[-1]
+
+
 def _run(args: list[str]) -> str:
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -520,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also start a node (kubelet + containerd, host network) with the step image",
     )
+    parser.add_argument(
+        "--platform-image",
+        action="store_true",
+        help="with --node: also import the platform image (the whole code location)",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -535,10 +570,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.node:
             node = LocalNode(cluster)
             node.start()
-            built = _run([str(STEP_IMAGE_SCRIPT)]).strip().splitlines()[-1]
-            node.import_image(Path(built), base_name=STEP_IMAGE_NAME)
-            image = f"{STEP_IMAGE_NAME}:{Path(built).stem.removeprefix('em2q-step-')}"
+            image = node.load_image(STEP_IMAGE_SCRIPT, STEP_IMAGE_NAME)
             print(f"node {NODE_NAME} Ready; step image {image} (imagePullPolicy: Never)")
+            if args.platform_image:
+                image = node.load_image(PLATFORM_IMAGE_SCRIPT, PLATFORM_IMAGE_NAME)
+                print(f"platform image {image} (imagePullPolicy: Never)")
     except KubernetesSetupError as exc:
         cluster.stop()
         print(f"error: {exc}", file=sys.stderr)

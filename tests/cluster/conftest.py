@@ -6,7 +6,6 @@ stored by the real apiserver; no pod runs."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,8 @@ from kubernetes.dynamic import DynamicClient
 
 from em2q_resources.local_argo import LocalArgo
 from em2q_resources.local_kubernetes import (
+    PLATFORM_IMAGE_NAME,
+    PLATFORM_IMAGE_SCRIPT,
     STEP_IMAGE_NAME,
     STEP_IMAGE_SCRIPT,
     KubernetesSetupError,
@@ -61,17 +62,24 @@ def kubernetes_node(kubernetes_cluster: LocalKubernetes) -> Iterator[LocalNode]:
         node.stop()
 
 
+def _load_image(node: LocalNode, script: Path, name: str) -> str:
+    try:
+        return node.load_image(script, name)
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def step_image(kubernetes_node: LocalNode) -> str:
     """The step image (deploy/local-cluster/step-image.sh, cached) imported into the node."""
-    built = subprocess.run(
-        [str(STEP_IMAGE_SCRIPT)], capture_output=True, text=True, check=False, timeout=900
-    )
-    if built.returncode != 0:
-        pytest.fail(f"{STEP_IMAGE_SCRIPT.name} failed:\n{built.stderr[-3000:]}", pytrace=False)
-    archive = Path(built.stdout.strip().splitlines()[-1])
-    kubernetes_node.import_image(archive, base_name=STEP_IMAGE_NAME)
-    return f"{STEP_IMAGE_NAME}:{archive.stem.removeprefix('em2q-step-')}"
+    return _load_image(kubernetes_node, STEP_IMAGE_SCRIPT, STEP_IMAGE_NAME)
+
+
+@pytest.fixture(scope="session")
+def platform_image(kubernetes_node: LocalNode) -> str:
+    """The platform image (deploy/local-cluster/platform-image.sh: the whole code location,
+    cached by content hash) imported into the node; ``imagePullPolicy: Never``."""
+    return _load_image(kubernetes_node, PLATFORM_IMAGE_SCRIPT, PLATFORM_IMAGE_NAME)
 
 
 @pytest.fixture(scope="session")
