@@ -131,8 +131,9 @@ class LocalArgo:
         self._kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(config))
         self.timings_s["crds"] = time.monotonic() - started
         started = time.monotonic()
-        archive = _run([str(ARGOEXEC_IMAGE_SCRIPT)]).strip().splitlines()[-1]
-        self.node.import_image(Path(archive), base_name=ARGOEXEC_IMAGE_NAME)
+        image = self.node.load_image(ARGOEXEC_IMAGE_SCRIPT, ARGOEXEC_IMAGE_NAME)
+        if image != ARGOEXEC_IMAGE:
+            raise ArgoSetupError(f"{ARGOEXEC_IMAGE_SCRIPT.name} made {image}, not {ARGOEXEC_IMAGE}")
         self.timings_s["image"] = time.monotonic() - started
         started = time.monotonic()
         log = open(self.cluster.workdir / "logs" / "workflow-controller.log", "wb")  # noqa: SIM115
