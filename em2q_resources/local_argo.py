@@ -42,6 +42,12 @@ COMPONENTS = ("workflow-controller", "argoexec")
 #: where the controller's ConfigMap lives (it watches Workflows in every namespace)
 CONTROLLER_NAMESPACE = "argo"
 CONTROLLER_CONFIG_MAP = "workflow-controller-configmap"
+CONTROLLER_ENV = {
+    "LEADER_ELECTION_DISABLE": "true",  # one controller
+    # look at a running Workflow again after 2 s, not 10 (Argo's default): a test Workflow's
+    # steps take seconds, and each waits for the controller to notice its predecessor ended
+    "DEFAULT_REQUEUE_TIME": "2s",
+}
 
 
 class ArgoSetupError(KubernetesSetupError):
@@ -119,8 +125,9 @@ class LocalArgo:
         if not crds.is_dir():
             raise ArgoSetupError(f"Argo's CRDs not found in {crds}: run {BUILD_SCRIPT.name}")
         started = time.monotonic()
-        self._kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        self._kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+        files = [arg for path in sorted(crds.glob("argoproj.io_*.yaml")) for arg in ("-f", path)]
+        self._kubectl("apply", "--server-side", "--force-conflicts", *files)
+        self._kubectl("wait", "--for=condition=Established", "--timeout=60s", *files)
         self._kubectl("create", "namespace", CONTROLLER_NAMESPACE)
         config = {
             "apiVersion": "v1",
@@ -154,7 +161,7 @@ class LocalArgo:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "LEADER_ELECTION_DISABLE": "true"},
+            env={**os.environ, **CONTROLLER_ENV},
         )
         try:
             self._wait_running()

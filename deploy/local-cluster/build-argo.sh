@@ -5,9 +5,10 @@
 #
 # github.com/argoproj/argo-workflows/v4 has no replace directives, so a small wrapper module
 # that requires it at ARGO_VERSION builds its commands with exactly the release's module
-# graph. Binaries are static (CGO_ENABLED=0, as Argo's own Makefile builds them: argoexec is
-# copied into every Workflow pod by the emissary executor) and stamped with the release
-# version as the Makefile does (-X github.com/argoproj/argo-workflows/v4.version=...).
+# graph (from a copy of the module: see the symlink note below). Binaries are static
+# (CGO_ENABLED=0, as Argo's own Makefile builds them: argoexec is copied into every Workflow
+# pod by the emissary executor) and stamped with the release version as the Makefile does
+# (-X github.com/argoproj/argo-workflows/v4.version=...).
 #
 # Usage: deploy/local-cluster/build-argo.sh [workflow-controller|argoexec ...]  (default: both)
 # A second run finds the binaries and returns at once.
@@ -38,10 +39,24 @@ info="$(cd "$SRC" && "$GO" mod download -json "$MODULE@$ARGO_VERSION")"
 commit="$(printf '%s' "$info" | sed -n 's/.*"Hash": "\(.*\)",*/\1/p')"
 go_version="$(sed -n 's/^go \(.*\)/\1/p' "$(printf '%s' "$info" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')")"
 
-if [ ! -f "$SRC/go.mod" ]; then
-  printf 'module em2q.local/argo-build\n\ngo %s\n\nrequire %s %s\n' \
-    "$go_version" "$MODULE" "$ARGO_VERSION" > "$SRC/go.mod"
+# Upstream's workflow/executor/osspecific/signal_linux.go is a symlink to signal_darwin.go,
+# and module zips leave symlinks out (argoproj/argo-workflows#9590 shows the same link), so
+# argoexec does not build from the module as served ("undefined: Setpgid"; Go refuses build
+# overlays inside the module cache). The wrapper therefore builds a copy of the module (its
+# Go sources: docs, manifests and the UI left out) with the link restored, through a replace.
+module_dir="$(printf '%s' "$info" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+copy="$SRC/argo-workflows"
+if [ ! -f "$copy/.complete" ]; then
+  rm -rf "$copy"
+  mkdir -p "$copy"
+  tar -C "$module_dir" --exclude=./docs --exclude=./manifests --exclude=./ui --exclude=./sdks \
+    -cf - . | tar -C "$copy" -xf -
+  chmod -R u+w "$copy"
+  ln -sf signal_darwin.go "$copy/workflow/executor/osspecific/signal_linux.go"
+  touch "$copy/.complete"
 fi
+printf 'module em2q.local/argo-build\n\ngo %s\n\nrequire %s %s\n\nreplace %s => ./argo-workflows\n' \
+  "$go_version" "$MODULE" "$ARGO_VERSION" "$MODULE" > "$SRC/go.mod"
 
 ldflags="-s -w"
 for kv in "version=$ARGO_VERSION" "gitTag=$ARGO_VERSION" "gitCommit=$commit" \

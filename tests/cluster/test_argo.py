@@ -146,6 +146,7 @@ def storage_files(storage: StorageResource, fs) -> dict[str, bytes]:
     return {path.removeprefix(base + "/"): fs.cat(path) for path in sorted(fs.find(base))}
 
 
+@pytest.mark.timeout(1800)  # the session's node, Argo and platform image start in its setup
 def test_the_measurement_template_runs_on_argo_as_a_dagster_run_does(
     kube: Kube,
     argo: LocalArgo,
