@@ -153,7 +153,7 @@ test: elasticsearch interop browser helm
 	$(BIN)/python -m pytest --durations=40 --ignore=tests/cluster
 
 ## The real Kubernetes tests: builds (once, cached) and starts the local cluster, then runs
-## tests/cluster (server-side dry-runs, helm install, the chunk step as a pod).
+## tests/cluster (server-side dry-runs, helm install, the chunk step as a pod, Workflows on Argo).
 test-cluster: elasticsearch kubernetes argo
 	$(BIN)/python -m pytest tests/cluster tests/em2q_resources/test_local_kubernetes.py
 
