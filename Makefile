@@ -9,7 +9,7 @@ UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
-	kubernetes cluster node-packages test-cluster argo
+	kubernetes cluster node-packages test-cluster argo cluster-argo
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +144,11 @@ node-packages:
 ## Start that control plane on 127.0.0.1 for a person (kubeconfig in .cache/local-kubernetes).
 cluster: kubernetes $(STAMP)
 	$(BIN)/python -m em2q_resources.local_kubernetes up --node
+
+## The same cluster with a node and Argo's workflow controller (v4.0.5, tests only), and a
+## namespace em2q for Workflows from `em2q export-argo` (deploy/local-cluster/README.md).
+cluster-argo: kubernetes argo $(STAMP)
+	$(BIN)/python -m em2q_resources.local_argo
 
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server).
 ## The cluster tests (tests/cluster) are `make test-cluster`: building Kubernetes from source

@@ -224,3 +224,71 @@ def _run(args: list[str], stdin: str | None = None) -> str:
     if done.returncode != 0:
         raise ArgoSetupError(f"{' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make cluster-argo``: the local cluster, a node and Argo's controller for a person."""
+    import argparse
+    import sys
+
+    from em2q_resources.settings import Settings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="certificates, kubeconfig, etcd data, logs (default: <cache>/local-kubernetes)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default="em2q",
+        help="namespace created for Workflows, with Argo's executor Role for its default "
+        "service account (default: em2q)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    workdir = args.workdir or settings.cache_dir / "local-kubernetes"
+    cluster = LocalKubernetes.from_settings(settings, workdir=workdir)
+    node = LocalNode(cluster)
+    argo = LocalArgo(cluster, node)
+    started = time.monotonic()
+    try:
+        find_argo_binaries(settings.cache_dir)
+        kubeconfig = cluster.start()
+        node.start()
+        argo.start()
+        argo._kubectl("create", "namespace", args.namespace)
+        argo.grant_executor(args.namespace)
+    except KubernetesSetupError as exc:
+        argo.stop()
+        node.stop()
+        cluster.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Kubernetes + node + Argo {ARGO_VERSION} (tests only) up in "
+        f"{time.monotonic() - started:.0f}s; logs in {workdir / 'logs'}\n"
+        f"  export KUBECONFIG={kubeconfig}\n"
+        f"  namespace {args.namespace} (Argo's executor Role for its default service account)\n"
+        "  em2q export-argo --out argo --image <image>\n"
+        f"  kubectl -n {args.namespace} apply -f argo/\n"
+        f"  kubectl -n {args.namespace} get workflows,pods -w\n"
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        argo.stop()
+        node.stop()
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -192,8 +192,8 @@ def test_the_measurement_template_runs_on_argo_as_a_dagster_run_does(
     # `em2q export-argo`, applied as written, and one Workflow from em2q-measurement
     from em2q.cli import main
 
-    exported = CliRunner().invoke(main, ["export-argo", "--out", str(tmp_path / "argo"),
-                                         "--chunks", str(CHUNKS), "--image", platform_image])  # fmt: skip
+    command = ["export-argo", "--out", str(tmp_path / "argo"), "--chunks", str(CHUNKS)]
+    exported = CliRunner().invoke(main, [*command, "--image", platform_image])
     assert exported.exit_code == 0, exported.output
     for path in sorted((tmp_path / "argo").glob("*.yaml")):
         kube.apply(yaml.safe_load(path.read_text(encoding="utf-8")), dry_run=False,
