@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from em2q_resources.local_kubernetes import (
+    PLATFORM_IMAGE_NAME,
+    PLATFORM_IMAGE_SCRIPT,
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
@@ -208,7 +210,9 @@ class LocalArgo:
     def _kubectl(self, *args: str, stdin: str | None = None) -> str:
         return _run(["kubectl", "--kubeconfig", str(self.cluster.kubeconfig), *args], stdin=stdin)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``: the controller keeps running for long after
+        SIGTERM, and holds nothing that must be flushed (its state is in the apiserver)."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -260,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         argo.start()
         argo._kubectl("create", "namespace", args.namespace)
         argo.grant_executor(args.namespace)
+        image = node.load_image(PLATFORM_IMAGE_SCRIPT, PLATFORM_IMAGE_NAME)
     except KubernetesSetupError as exc:
         argo.stop()
         node.stop()
@@ -271,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.monotonic() - started:.0f}s; logs in {workdir / 'logs'}\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  namespace {args.namespace} (Argo's executor Role for its default service account)\n"
-        "  em2q export-argo --out argo --image <image>\n"
+        f"  em2q export-argo --out argo --image {image}   # imported, no registry\n"
         f"  kubectl -n {args.namespace} apply -f argo/\n"
         f"  kubectl -n {args.namespace} get workflows,pods -w\n"
         "Ctrl-C stops it.",
