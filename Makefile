@@ -9,7 +9,7 @@ UV_VERSION := 0.9.8
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv elasticsearch interop thrift-compiler lint bench lock clean browser helm maldiquant \
-	kubernetes cluster node-packages test-cluster
+	kubernetes cluster node-packages test-cluster argo cluster-argo cluster-parts
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,13 @@ kubernetes: node-packages $(STAMP)
 	deploy/local-cluster/pause-image.sh
 	deploy/local-cluster/step-image.sh
 
+## Argo Workflows' workflow-controller and argoexec (v4.0.5, FOR TESTS ONLY: reported security
+## flaws) built from the Go module sources into .cache/argo-<version>/bin (cold: ~15 min on 2
+## busy cores; then instant), and the argoexec image (umoci) for tests/cluster/test_argo.py.
+argo: node-packages
+	GO=$(GO) deploy/local-cluster/build-argo.sh
+	deploy/local-cluster/argoexec-image.sh
+
 node-packages:
 	$(call debian-packages,command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap && command -v gcc && test -x /usr/lib/cni/loopback,containerd runc containernetworking-plugins umoci mmdebstrap gcc libc6-dev,--no-install-recommends)
 	@containerd --version
@@ -110,28 +117,39 @@ node-packages:
 cluster: kubernetes $(STAMP)
 	$(BIN)/python -m em2q_resources.local_kubernetes up --node
 
+## The same cluster with a node and Argo's workflow controller (v4.0.5, tests only), and a
+## namespace em2q for Workflows from `em2q export-argo` (deploy/local-cluster/README.md).
+cluster-argo: kubernetes argo $(STAMP)
+	$(BIN)/python -m em2q_resources.local_argo
+
+## Everything tests/cluster runs: the Kubernetes and Argo binaries and the images (pause, step,
+## platform, argoexec), each built once and cached in .cache.
+cluster-parts: kubernetes argo
+	deploy/local-cluster/platform-image.sh
+
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server), then
-## the real Kubernetes tests (tests/cluster). The local Kubernetes is built from source in the
-## background at the lowest priority while the suite runs (cold: ~800 CPU s of Go builds, ~7 min
-## of 2 idle cores; then cached in .cache), so it takes the suite's idle CPU, not its time.
-KUBERNETES_BUILD_LOG := .cache/kubernetes-build.log
+## the real Kubernetes tests (tests/cluster). The cluster's parts are built from source in the
+## background at the lowest priority while the suite runs (cold: ~800 CPU s of Go for
+## Kubernetes, about as much for Argo, ~5 min for the images; then cached in .cache), so they
+## take the suite's idle CPU rather than adding their time.
+CLUSTER_BUILD_LOG := .cache/cluster-build.log
 test: elasticsearch interop browser helm node-packages
 	$(BIN)/ruff check .
 	@mkdir -p .cache
-	@echo "building the local Kubernetes in the background (nice 19, log: $(KUBERNETES_BUILD_LOG))"
-	@nice -n 19 $(MAKE) --no-print-directory kubernetes >$(KUBERNETES_BUILD_LOG) 2>&1 & build=$$!; \
+	@echo "building the local Kubernetes and Argo in the background (nice 19, log: $(CLUSTER_BUILD_LOG))"
+	@nice -n 19 $(MAKE) --no-print-directory cluster-parts >$(CLUSTER_BUILD_LOG) 2>&1 & build=$$!; \
 	  trap 'kill $$build 2>/dev/null' INT TERM; \
 	  $(BIN)/python -m pytest --durations=40 --ignore=tests/cluster $(PYTEST_ARGS); suite=$$?; \
 	  waited=$$(date +%s); \
-	  wait $$build || { echo "error: building the local Kubernetes failed" \
-	    "(log: $(KUBERNETES_BUILD_LOG)):" >&2; tail -n 30 $(KUBERNETES_BUILD_LOG) >&2; exit 1; }; \
-	  echo "the local Kubernetes was ready $$(( $$(date +%s) - waited )) s after the suite ended"; \
+	  wait $$build || { echo "error: building the local Kubernetes or Argo failed" \
+	    "(log: $(CLUSTER_BUILD_LOG)):" >&2; tail -n 30 $(CLUSTER_BUILD_LOG) >&2; exit 1; }; \
+	  echo "the cluster's parts were ready $$(( $$(date +%s) - waited )) s after the suite ended"; \
 	  $(BIN)/python -m pytest -rs --durations=10 tests/cluster $(PYTEST_CLUSTER_ARGS); cluster=$$?; \
 	  test $$suite = 0 && test $$cluster = 0
 
 ## The real Kubernetes tests alone: builds (once, cached) and starts the local cluster, then
-## runs tests/cluster (server-side dry-runs, helm install, steps as pods).
-test-cluster: elasticsearch kubernetes
+## runs tests/cluster (server-side dry-runs, helm install, steps as pods, Workflows on Argo).
+test-cluster: elasticsearch cluster-parts
 	$(BIN)/python -m pytest tests/cluster tests/em2q_resources/test_local_kubernetes.py
 
 lint: $(STAMP)

@@ -16,6 +16,7 @@ import kubernetes.config
 import pytest
 from kubernetes.dynamic import DynamicClient
 
+from em2q_resources.local_argo import LocalArgo
 from em2q_resources.local_kubernetes import (
     PLATFORM_IMAGE_NAME,
     PLATFORM_IMAGE_SCRIPT,
@@ -175,3 +176,19 @@ class Kube:
                 if exc.status != 404 or time.monotonic() > deadline:
                     raise
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def argo(kubernetes_node: LocalNode) -> Iterator[LocalArgo]:
+    """Argo's workflow controller (v4.0.5, built from the module sources, tests only) on the
+    session's cluster, its argoexec image imported into the node; fails without the binaries
+    (`make argo`)."""
+    controller = LocalArgo(kubernetes_node.cluster, kubernetes_node)
+    try:
+        controller.start()
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield controller
+    finally:
+        controller.stop()
