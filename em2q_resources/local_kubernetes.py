@@ -499,6 +499,8 @@ registerNode: true
         for name in reversed(names):
             self._stop_process(name, timeout_s)
         self.processes.clear()
+        if self.cluster.workdir is not None:
+            unmount_below(self.cluster.workdir / "node")
         if self._host_lock is not None:
             os.close(self._host_lock)  # releases the lock
             self._host_lock = None
@@ -550,6 +552,27 @@ def build_image(script: Path, timeout_s: float = 1800.0) -> Path:
 def image_tag(archive: Path) -> str:
     """``em2q-platform-<tag>.tar`` -> ``<tag>`` (the content hash the script tagged it with)."""
     return archive.stem.rsplit("-", 1)[-1]
+
+
+def mounts_below(folder: Path, mountinfo: str | None = None) -> list[Path]:
+    """Mount points at or below ``folder``, deepest first (the order to unmount them in)."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
+    root = str(folder.resolve())
+    points = []
+    for line in mountinfo.splitlines():
+        # field 5 is the mount point, with spaces and such octal-escaped (\040)
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == root or point.startswith(root + "/"):
+            points.append(Path(point))
+    return sorted(set(points), key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_below(folder: Path) -> None:
+    """Unmount what the kubelet mounted in the node's folder (it bind-mounts its root dir onto
+    itself, plus pod volumes), so a stopped node leaves no mount behind on the host."""
+    for point in mounts_below(folder):
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
 
 
 def _run(args: list[str]) -> str:

@@ -15,6 +15,7 @@ from em2q_resources.local_kubernetes import (
     LocalNode,
     container_support_problem,
     find_binaries,
+    mounts_below,
     write_certificates,
 )
 
@@ -65,3 +66,18 @@ def test_an_unprivileged_user_is_told_containers_need_root(monkeypatch):
     assert container_support_problem() == (
         "not root (uid 1000): containerd and the kubelet need root"
     )
+
+
+def test_the_nodes_own_mounts_are_found_deepest_first_and_no_others(tmp_path):
+    node = tmp_path / "node"
+    mountinfo = "\n".join(
+        f"{i} 1 0:{i} / {point} rw - tmpfs tmpfs rw"
+        for i, point in enumerate([
+            "/", f"{node}/kubelet", f"{node}/kubelet/pods/a/volumes/x", f"{node}-other/kubelet",
+            f"{tmp_path}/elsewhere",
+        ])
+    )  # fmt: skip
+    assert mounts_below(node, mountinfo) == [
+        node / "kubelet" / "pods" / "a" / "volumes" / "x",
+        node / "kubelet",
+    ]
