@@ -2,7 +2,8 @@
 each step is a Kubernetes Job whose pod runs ``dagster api execute_step`` in the platform
 image (host network: Elasticsearch and the S3 API server on loopback; the run's SQLite
 DAGSTER_HOME mounted from the host at the same path). The chunks it writes are byte-identical
-to an in-process run's, and a step whose pod is killed mid-way is run again by the executor."""
+to an in-process run's, and a step whose pod is killed mid-way is run again by the executor;
+the measurement then ends READY."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from em2q_resources.launcher import (
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
+from em2q_resources.workflows import WORKFLOWS
 from tests.cluster.conftest import Kube
 from tests.em2q_resources.test_launcher import EXAMPLE
 from tests.fixtures.s3 import S3Endpoint
@@ -226,7 +228,7 @@ def test_a_k8s_job_run_writes_the_in_process_chunks_with_a_job_per_step(
     assert measurement.chunk_arrays() == measurement.chunks_in_process
 
 
-def test_a_step_whose_pod_is_killed_runs_again_and_the_run_succeeds(
+def test_a_step_whose_pod_is_killed_runs_again_and_the_measurement_ends_ready(
     measurement: Measurement, kube: Kube, kubeconfig: Path, api_client
 ) -> None:
     namespace = _namespace(kube, "em2q-jobs-killed", measurement)
@@ -258,3 +260,27 @@ def test_a_step_whose_pod_is_killed_runs_again_and_the_run_succeeds(
     assert retry.metadata.name == f"{first.metadata.name}-1" and retry.status.succeeded == 1
     assert "STEP_UP_FOR_RETRY" in output
     assert measurement.chunk_arrays() == measurement.chunks_in_process
+
+    # and the measurement still ends READY: the rest of its chain (in process) takes the
+    # chunks the retried Job wrote
+    defs = build_definitions(measurement.settings)
+    instance = dg.DagsterInstance.from_config(str(measurement.home))
+    rest = [
+        a for a in WORKFLOWS["standard"].assets if a not in ("raw_measurement", "spectra_chunks")
+    ]
+    chunk_level = [a for a in rest if a == "preprocessed_chunks"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            patch.setenv(name, measurement.env[name])
+        for chunk in range(CHUNKS):
+            key = dg.MultiPartitionKey({"measurement": measurement.id, "spectra_chunk": str(chunk)})
+            assert dg.materialize(list(defs.assets), selection=chunk_level, partition_key=key,
+                                  instance=instance, resources=defs.resources).success  # fmt: skip
+        assert dg.materialize(list(defs.assets), selection=[a for a in rest if a not in chunk_level],
+                              partition_key=measurement.id, instance=instance,
+                              resources=defs.resources).success  # fmt: skip
+    store = MetadataStore.connect(
+        measurement.settings.elasticsearch_url, index_prefix=measurement.settings.index_prefix
+    )
+    status = store.get(store.schema.Measurement, measurement.id).doc.status
+    assert status == store.schema.MeasurementStatus.READY
