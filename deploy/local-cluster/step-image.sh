@@ -26,7 +26,7 @@ done
 mkdir -p "$OUT"
 ROOTFS="$OUT/debian-bookworm-python3.tar"
 if [ ! -f "$ROOTFS" ]; then
-  mmdebstrap --variant=minbase --include=python3,ca-certificates bookworm "$ROOTFS.tmp" \
+  mmdebstrap --variant=minbase --format=tar --include=python3,ca-certificates bookworm "$ROOTFS.tmp" \
     http://deb.debian.org/debian >&2
   mv "$ROOTFS.tmp" "$ROOTFS"
 fi
