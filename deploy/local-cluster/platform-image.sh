@@ -40,6 +40,7 @@ BASE="$OUT/em2q-platform-base-$base_tag"  # an OCI layout (folder), tag "base"
 if [ ! -f "$BASE/index.json" ]; then
   ROOTFS="$OUT/debian-bookworm-python3-platform.tar"
   if [ ! -f "$ROOTFS" ]; then
+    rm -rf "$ROOTFS" "$ROOTFS.tmp"  # what an interrupted or older build left
     mmdebstrap --variant=minbase --format=tar --include=python3,ca-certificates,libglib2.0-0,libgomp1 \
       bookworm "$ROOTFS.tmp" http://deb.debian.org/debian >&2
     mv "$ROOTFS.tmp" "$ROOTFS"

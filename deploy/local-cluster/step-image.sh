@@ -26,6 +26,7 @@ done
 mkdir -p "$OUT"
 ROOTFS="$OUT/debian-bookworm-python3.tar"
 if [ ! -f "$ROOTFS" ]; then
+  rm -rf "$ROOTFS" "$ROOTFS.tmp"  # what an interrupted or older build left
   mmdebstrap --variant=minbase --format=tar --include=python3,ca-certificates bookworm "$ROOTFS.tmp" \
     http://deb.debian.org/debian >&2
   mv "$ROOTFS.tmp" "$ROOTFS"
