@@ -30,7 +30,7 @@ from em2q_resources.metadata.schema import utc_now
 from em2q_resources.metadata.store import MetadataStore
 from em2q_resources.settings import PROJECT_ROOT, Settings
 from em2q_resources.storage import StorageResource
-from tests.argo_bridge.test_local_run import (
+from tests.argo_bridge.reference_run import (
     CHUNKS,
     MEASUREMENT,
     definitions,

@@ -247,6 +247,14 @@ def test_a_step_requested_twice_runs_once_and_the_second_request_ends_canceled(s
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # the op ran once
 
 
+def handles_sigint(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGINT (its SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
+
+
 def test_a_spare_worker_interrupted_with_the_platform_exits_quietly():
     import subprocess
 
@@ -254,7 +262,9 @@ def test_a_spare_worker_interrupted_with_the_platform_exits_quietly():
         [sys.executable, "-m", "em2q_assets.run_worker", "--status-fd=0"],
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
     )  # fmt: skip
-    time.sleep(1.0)  # importing dagster, or already waiting on standard input
+    # once Python handles SIGINT (its KeyboardInterrupt handler is installed; before that,
+    # on a loaded machine, the signal would end the interpreter still starting up)
+    wait_for(lambda: handles_sigint(worker.pid), timeout_s=60)
     worker.send_signal(signal.SIGINT)  # what Ctrl-C on `make run` sends the process group
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 0, stderr
