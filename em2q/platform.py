@@ -19,6 +19,7 @@ from pathlib import Path
 from em2q.notebooks import notebook_folder
 from em2q_resources.connections import dev_url_file as dev_url_file  # re-exported
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
+from em2q_resources.processes import stop_process_group
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
 #: where the local platform listens: the Dagster webserver (UI and GraphQL: launch, re-execute,
@@ -171,23 +172,7 @@ def dagster_dev(
         wait_for_webserver(url, process, timeout_s)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _stop(process: subprocess.Popen, sig: int, timeout_s: float) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, 30, signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -253,4 +238,4 @@ def jupyter_server(
             time.sleep(0.5)
         yield url, token
     finally:
-        _stop(process, signal.SIGTERM, 20)
+        stop_process_group(process, 20)

@@ -27,6 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from em2q_resources.processes import stop_process_group
 from em2q_resources.settings import Settings
 
 ES_VERSION = "9.2.4"
@@ -217,13 +218,8 @@ class LocalElasticsearch:
         return self.url
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process, timeout_s)
         self.process = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

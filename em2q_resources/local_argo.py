@@ -32,6 +32,7 @@ from em2q_resources.local_kubernetes import (
     LocalKubernetes,
     LocalNode,
 )
+from em2q_resources.processes import stop_process_group
 from em2q_resources.settings import PROJECT_ROOT
 
 ARGO_VERSION = "v4.0.5"
@@ -213,13 +214,8 @@ class LocalArgo:
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``: the controller keeps running for long after
         SIGTERM, and holds nothing that must be flushed (its state is in the apiserver)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process, timeout_s)
         self.process = None
 
 

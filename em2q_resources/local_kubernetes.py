@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from em2q_resources.processes import stop_process_group
 from em2q_resources.settings import PROJECT_ROOT, Settings
 
 K8S_VERSION = "v1.34.4"
@@ -281,14 +282,7 @@ class LocalKubernetes:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the components, newest first (etcd last), and remove an own work folder."""
         for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process_group(self.processes[name], timeout_s)
         self.processes.clear()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -526,14 +520,7 @@ registerNode: true
 
     def _stop_process(self, name: str, timeout_s: float) -> None:
         if name in self.processes:
-            process = self.processes[name]
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process_group(self.processes[name], timeout_s)
 
 
 def build_image(script: Path, timeout_s: float = 1800.0) -> Path:
