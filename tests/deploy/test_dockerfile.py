@@ -146,6 +146,18 @@ def test_dependencies_come_from_the_lock_with_the_makefiles_uv(dockerfile) -> No
     assert docker_uv == f"UV_VERSION={make_uv}"
 
 
+def test_every_dependency_install_compiles_bytecode(dockerfile) -> None:
+    """Pods run as user 1000, who cannot write ``__pycache__`` into root's venv: without
+    bytecode compiled at build time, every process would compile its imports from source."""
+    _, stages = dockerfile
+    for stage in stages:
+        for run in stage.all("RUN"):
+            for command in run.split("&&"):
+                if "uv pip install" in command and "-e ." not in command:
+                    assert "--compile-bytecode" in command, command
+    assert "compileall" in " ".join(stages[0].all("RUN"))  # the project's own packages
+
+
 def locked(path: Path) -> dict[str, str]:
     pins = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", path.read_text(encoding="utf-8"), re.M)
     return {re.sub(r"[-_.]+", "-", name.split("[")[0]).lower(): version for name, version in pins}
