@@ -1,7 +1,8 @@
 """A real Kubernetes control plane for the session: etcd, kube-apiserver, kube-controller-manager
 and kube-scheduler built from the Go module sources (`make kubernetes`) and started on
-127.0.0.1 by em2q_resources.local_kubernetes. No node: objects are admitted, validated and
-stored by the real apiserver; no pod runs."""
+127.0.0.1 by em2q_resources.local_kubernetes; a node and Argo on top for the tests that run
+pods (`make test-cluster`). The fixtures are package-scoped: the cluster stops once
+tests/cluster is done, instead of idling through the rest of `make test`."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from em2q_resources.settings import Settings
 FIELD_MANAGER = "em2q-tests"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubernetes_cluster() -> Iterator[LocalKubernetes]:
     """Fails (never skips) when the binaries are missing: `make test` builds them first."""
     settings = Settings.from_env()
@@ -49,7 +50,7 @@ def kubernetes_cluster() -> Iterator[LocalKubernetes]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubernetes_node(kubernetes_cluster: LocalKubernetes) -> Iterator[LocalNode]:
     """A kubelet + containerd node on the session's cluster; fails without them, and skips,
     naming the exact error, only on a machine that cannot run containers at all."""
@@ -74,31 +75,31 @@ def _load_image(node: LocalNode, script: Path, name: str) -> str:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def step_image(kubernetes_node: LocalNode) -> str:
     """The step image (deploy/local-cluster/step-image.sh, cached) imported into the node."""
     return _load_image(kubernetes_node, STEP_IMAGE_SCRIPT, STEP_IMAGE_NAME)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform_image(kubernetes_node: LocalNode) -> str:
     """The platform image (deploy/local-cluster/platform-image.sh: the whole code location,
     cached by content hash) imported into the node; ``imagePullPolicy: Never``."""
     return _load_image(kubernetes_node, PLATFORM_IMAGE_SCRIPT, PLATFORM_IMAGE_NAME)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubeconfig(kubernetes_cluster: LocalKubernetes) -> Path:
     assert kubernetes_cluster.kubeconfig is not None
     return kubernetes_cluster.kubeconfig
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
     return kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kube(api_client: kubernetes.client.ApiClient) -> Kube:
     return Kube(DynamicClient(api_client))
 
@@ -178,7 +179,7 @@ class Kube:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def argo(kubernetes_node: LocalNode) -> Iterator[LocalArgo]:
     """Argo's workflow controller (v4.0.5, built from the module sources, tests only) on the
     session's cluster, its argoexec image imported into the node; fails without the binaries
