@@ -24,7 +24,7 @@ from em2q.setup_file import measurement_from_setup, read_setup
 from em2q_assets.external_runs import SETTLE_TIME, external_materializations
 from em2q_resources.connections import set_up_metadata_store
 from em2q_resources.launcher import DEFAULT_CONFIG_MAP, DEFAULT_SECRET
-from em2q_resources.local_argo import LocalArgo
+from em2q_resources.local_argo import LocalArgo, executor_role_file
 from em2q_resources.metadata import load_schema
 from em2q_resources.metadata.schema import utc_now
 from em2q_resources.metadata.store import MetadataStore
@@ -46,6 +46,7 @@ from tests.fixtures.s3 import S3Endpoint
 S = load_schema()
 
 WORKFLOW_API = "argoproj.io/v1alpha1"
+RBAC = PROJECT_ROOT / "deploy" / "k8s" / "rbac.yaml"
 DONE = {"Succeeded", "Failed", "Error"}
 
 
@@ -68,6 +69,26 @@ def failure_summary(workflow: dict[str, Any]) -> str:
     nodes = status.get("nodes", {}).values()
     failed = [f"{n['displayName']}: {n.get('phase')} {n.get('message', '')}" for n in nodes]
     return f"{status.get('phase')} {status.get('message', '')}\n" + "\n".join(failed)
+
+
+def grant_the_deploy_executor_role(kube: Kube, argo: LocalArgo, namespace: str) -> None:
+    """deploy/k8s/rbac.yaml's executor Role and binding, moved to ``namespace``: what a real
+    cluster gets from the manifests. It must grant at least Argo's own recommended Role."""
+    docs = [doc for doc in yaml.safe_load_all(RBAC.read_text(encoding="utf-8"))
+            if doc["metadata"]["labels"]["app.kubernetes.io/component"] == "argo-executor"]  # fmt: skip
+    assert {doc["kind"] for doc in docs} == {"Role", "RoleBinding"}
+    argos = yaml.safe_load(executor_role_file(argo.cluster.cache_dir).read_text(encoding="utf-8"))
+    (role,) = [doc for doc in docs if doc["kind"] == "Role"]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    needed = {(g, r, v) for rule in argos["rules"] for g in rule["apiGroups"]
+              for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    assert needed <= granted, needed - granted
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+        kube.apply(doc, dry_run=False)
 
 
 def outputs_of(workflow: dict[str, Any], task: str) -> dict[str, str]:
@@ -176,7 +197,7 @@ def test_the_measurement_template_runs_on_argo_as_a_dagster_run_does(
     fs = fsspec.filesystem("s3", **s3_endpoint.storage_options, skip_instance_cache=True)
     register_in_storage(argo_store, storage, fs, MEASUREMENT)
     namespace = kube.namespace("em2q-argo")
-    argo.grant_executor(namespace)
+    grant_the_deploy_executor_role(kube, argo, namespace)
     kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": DEFAULT_CONFIG_MAP, "namespace": namespace},
                 "data": {"EM2Q_ELASTICSEARCH_URL": elasticsearch_url,

@@ -95,8 +95,8 @@ def test_launcher_role_lets_dagster_k8s_create_and_follow_jobs_and_pods(
     k8s_manifests: list[dict[str, Any]], dagster_values: dict[str, Any]
 ) -> None:
     account = find(k8s_manifests, "ServiceAccount")
-    role = find(k8s_manifests, "Role")
-    binding = find(k8s_manifests, "RoleBinding")
+    role = find(k8s_manifests, "Role", "em2q-dagster-launcher")
+    binding = find(k8s_manifests, "RoleBinding", "em2q-dagster-launcher")
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
