@@ -115,10 +115,12 @@ argo: node-packages
 	GO=$(GO) deploy/local-cluster/build-argo.sh
 	deploy/local-cluster/argoexec-image.sh
 
-## Stage 1 alone (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; no node):
-## what `make test` needs for the server-side dry-runs and the helm install on a real apiserver.
+## Stage 1 alone (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; no node) and
+## ECK's CRDs (from its Go module): what `make test` needs for the server-side dry-runs and the
+## helm install on a real apiserver.
 control-plane: $(STAMP)
 	GO=$(GO) deploy/local-cluster/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler
+	GO=$(GO) deploy/local-cluster/eck-crds.sh >/dev/null
 
 node-packages:
 	$(call debian-packages,command -v containerd && command -v runc && command -v umoci && command -v mmdebstrap && command -v gcc && test -x /usr/lib/cni/loopback,containerd runc containernetworking-plugins umoci mmdebstrap gcc libc6-dev,--no-install-recommends)

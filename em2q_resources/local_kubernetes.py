@@ -44,6 +44,13 @@ BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "build.sh"
 SERVICE_CIDR = "10.96.0.0/16"
 
 
+#: ECK's CRDs, from the operator's Go module (``deploy/local-cluster/eck-crds.sh``): the
+#: resources of deploy/elasticsearch are dry-run against their schemas (no operator runs)
+ECK_MODULE = "github.com/elastic/cloud-on-k8s/v3"
+ECK_VERSION = "v3.5.0"
+ECK_CRDS_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "eck-crds.sh"
+
+
 class KubernetesSetupError(RuntimeError):
     """The local control plane is missing a binary or a component did not come up."""
 
@@ -62,6 +69,19 @@ def find_binaries(cache_dir: Path, components: tuple[str, ...] = COMPONENTS) -> 
             f"(or {BUILD_SCRIPT.relative_to(PROJECT_ROOT)}; ~10-20 min once on 2 cores, Go needed)"
         )
     return {c: folder / c for c in components}
+
+
+def eck_crds_file(cache_dir: Path) -> Path:
+    """ECK's CRD file in the project's Go module cache; raises naming the command that
+    fetches it."""
+    path = (cache_dir / "go" / "mod" / f"{ECK_MODULE}@{ECK_VERSION}" / "config" / "crds" / "v1"
+            / "all-crds.yaml")  # fmt: skip
+    if not path.is_file():
+        raise KubernetesSetupError(
+            f"ECK {ECK_VERSION}'s CRDs are not in {path.parent}: run `make control-plane` "
+            f"(or {ECK_CRDS_SCRIPT.relative_to(PROJECT_ROOT)})"
+        )
+    return path
 
 
 def _free_port() -> int:

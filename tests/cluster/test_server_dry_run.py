@@ -1,19 +1,23 @@
-"""Every manifest of deploy/k8s and every pod/Job body the platform builds passes a server-side
-dry-run apply on a real kube-apiserver: admission plugins, defaulting and the API's own
-validation (stronger than the offline schema in tests/deploy), with unknown fields an error."""
+"""Every manifest of deploy/k8s and deploy/elasticsearch (against ECK's own CRDs) and every
+pod/Job body the platform builds passes a server-side dry-run apply on a real kube-apiserver:
+admission plugins, defaulting and the API's own validation (stronger than the offline schema
+in tests/deploy), with unknown fields an error."""
 
 from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
+import yaml
 
 from em2q_resources.catalog import STEP_KINDS
 from em2q_resources.launcher import StepLauncherResource, step_resources
+from em2q_resources.local_kubernetes import KubernetesSetupError, LocalKubernetes, eck_crds_file
 from em2q_resources.settings import Settings
 from tests.cluster.conftest import Kube
 from tests.deploy.conftest import DEPLOY, load_documents
@@ -123,3 +127,55 @@ def test_requests_above_limits_are_rejected_by_the_server_naming_the_field(
     message = rejection(caught.value)
     assert "spec.containers[0].resources.requests" in message
     assert "must be less than or equal to memory limit" in message
+
+
+ECK_MANIFESTS = sorted((DEPLOY / "elasticsearch").glob("eck-*.yaml"))
+ECK_API = "elasticsearch.k8s.elastic.co/v1"
+
+
+@pytest.fixture(scope="module")
+def eck_crds(kube: Kube, kubernetes_cluster: LocalKubernetes) -> None:
+    """ECK's CRDs installed for real (from its operator's module; no operator runs), Established,
+    so that the Elasticsearch resources are validated against their schemas."""
+    try:
+        path = eck_crds_file(kubernetes_cluster.cache_dir)
+    except KubernetesSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    crds = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    for crd in crds:
+        kube.apply(crd, dry_run=False)
+    deadline = time.monotonic() + 60
+    for crd in crds:
+        while True:
+            stored = kube.get(crd["apiVersion"], crd["kind"], crd["metadata"]["name"])
+            conditions = {c["type"]: c["status"] for c in stored["status"].get("conditions", [])}
+            if conditions.get("Established") == "True":
+                break
+            assert time.monotonic() < deadline, f"{crd['metadata']['name']}: {conditions}"
+            time.sleep(0.2)
+    kube.dynamic.resources.invalidate_cache()  # discovery learns the new kinds
+
+
+@pytest.mark.parametrize("path", ECK_MANIFESTS, ids=[p.name for p in ECK_MANIFESTS])
+def test_each_eck_resource_is_accepted_by_a_dry_run_against_ecks_crds(
+    kube: Kube, namespaces: tuple[str, str], eck_crds: None, path: Path
+) -> None:
+    (doc,) = load_documents(path)
+    assert doc["apiVersion"] == ECK_API
+    stored = kube.apply(doc)
+    assert stored["kind"] == "Elasticsearch"
+    assert stored["spec"]["version"] == doc["spec"]["version"]
+    assert stored["spec"]["nodeSets"][0]["count"] == doc["spec"]["nodeSets"][0]["count"]
+
+
+def test_a_misspelt_eck_field_is_rejected_naming_it(
+    kube: Kube, namespaces: tuple[str, str], eck_crds: None
+) -> None:
+    """The CRD's schema is what validates: a key ECK does not know is an error."""
+    (doc,) = load_documents(ECK_MANIFESTS[0])
+    doc["spec"]["nodeSets"][0]["cont"] = doc["spec"]["nodeSets"][0].pop("count")
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        kube.apply(doc)
+    assert "cont" in rejection(caught.value) and "field not declared in schema" in (
+        rejection(caught.value)
+    )
