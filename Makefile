@@ -104,7 +104,7 @@ helm: $(HELM)
 ## containerd, runc, umoci and mmdebstrap for the node, the pause and the step images
 ## (built here once, cached in .cache; tests/cluster rebuilds the step image when em2q_msi changes).
 kubernetes: node-packages control-plane
-	GO=$(GO) deploy/local-cluster/build.sh kubelet
+	GO=$(GO) deploy/local-cluster/build.sh kube-controller-manager kube-scheduler kubelet
 	deploy/local-cluster/pause-image.sh
 	deploy/local-cluster/step-image.sh
 
@@ -115,11 +115,11 @@ argo: node-packages
 	GO=$(GO) deploy/local-cluster/build-argo.sh
 	deploy/local-cluster/argoexec-image.sh
 
-## Stage 1 alone (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; no node) and
+## Stage 1 alone (etcd and kube-apiserver: no controllers, no node; cold ~590 CPU s of Go) and
 ## ECK's CRDs (from its Go module): what `make test` needs for the server-side dry-runs and the
 ## helm install on a real apiserver.
 control-plane: $(STAMP)
-	GO=$(GO) deploy/local-cluster/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler
+	GO=$(GO) deploy/local-cluster/build.sh etcd kube-apiserver
 	GO=$(GO) deploy/local-cluster/eck-crds.sh >/dev/null
 
 node-packages:
@@ -142,7 +142,8 @@ cluster-parts: kubernetes argo
 
 ## Set up and run the whole test suite (starts its own Elasticsearch and S3 API server) and
 ## stage 1 of the real cluster: tests/cluster's server-side dry-runs and helm install on a
-## control plane built from source (cold: ~760 CPU s of Go, then cached in .cache).
+## control plane built from source (etcd + kube-apiserver, cold ~9 min on 2 cores with its module
+## downloads, then cached in .cache).
 ## The node and Argo stages (NODE_AND_ARGO_TESTS) are `make test-cluster`: their cold parts
 ## (kubelet, Argo ~9 min, images ~5 min) and tests (~6 min) do not fit CI's 40-45 min budget
 ## beside the suite (numbers: deploy/local-cluster/README.md).

@@ -37,7 +37,12 @@ from em2q_resources.settings import PROJECT_ROOT, Settings
 K8S_VERSION = "v1.34.4"
 #: etcd is built from the go.etcd.io/etcd/server/v3 that k8s.io/kubernetes K8S_VERSION pins
 ETCD_VERSION = "3.6.4"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: what objects are admitted, validated and stored by (`make control-plane`, in `make test`)
+CONTROL_PLANE = ("etcd", "kube-apiserver")
+#: what a node's pods need besides: default ServiceAccounts, Job pods, scheduling
+#: (`make kubernetes`)
+CONTROLLERS = ("kube-controller-manager", "kube-scheduler")
+COMPONENTS = CONTROL_PLANE + CONTROLLERS
 BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "local-cluster" / "build.sh"
 #: the service address pool the apiserver allocates ClusterIPs from (no traffic is sent there:
 #: there is no kube-proxy and no node)
@@ -69,6 +74,14 @@ def find_binaries(cache_dir: Path, components: tuple[str, ...] = COMPONENTS) -> 
             f"(or {BUILD_SCRIPT.relative_to(PROJECT_ROOT)}; ~10-20 min once on 2 cores, Go needed)"
         )
     return {c: folder / c for c in components}
+
+
+def built_components(cache_dir: Path) -> tuple[str, ...]:
+    """The control plane and those of the controllers that are built: `make test` builds only
+    the control plane (the dry-runs need no controller), `make kubernetes` all of them."""
+    find_binaries(cache_dir, CONTROL_PLANE)
+    folder = bin_dir(cache_dir)
+    return CONTROL_PLANE + tuple(c for c in CONTROLLERS if (folder / c).is_file())
 
 
 def eck_crds_file(cache_dir: Path) -> Path:
@@ -375,6 +388,11 @@ class LocalNode:
 
     def start(self) -> None:
         (kubelet,) = find_binaries(self.cluster.cache_dir, ("kubelet",)).values()
+        idle = [c for c in CONTROLLERS if c not in self.cluster.processes]
+        if idle:  # pods would stay Pending: nothing schedules them or makes their Jobs' pods
+            raise KubernetesSetupError(
+                f"a node needs {', '.join(idle)} running on its cluster: run `make kubernetes`"
+            )
         self._take_host_lock()
         for tool in ("containerd", "runc", "ctr"):
             if shutil.which(tool) is None:

@@ -7,7 +7,6 @@ tests/cluster is done, instead of idling through the rest of `make test`."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from em2q_resources.local_kubernetes import (
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
+    built_components,
     container_support_problem,
-    find_binaries,
 )
 from em2q_resources.settings import Settings
 
@@ -36,13 +35,14 @@ FIELD_MANAGER = "em2q-tests"
 
 @pytest.fixture(scope="package")
 def kubernetes_cluster() -> Iterator[LocalKubernetes]:
-    """Fails (never skips) when the binaries are missing: `make test` builds them first."""
+    """Fails (never skips) when the control plane is missing: `make test` builds it first
+    (`make control-plane`), `make test-cluster` the controllers too."""
     settings = Settings.from_env()
     try:
-        find_binaries(settings.cache_dir)
+        components = built_components(settings.cache_dir)
     except KubernetesSetupError as exc:
         pytest.fail(str(exc), pytrace=False)
-    cluster = LocalKubernetes.from_settings(settings)
+    cluster = LocalKubernetes.from_settings(settings, components=components)
     cluster.start()
     try:
         yield cluster
@@ -164,19 +164,15 @@ class Kube:
         return resource.get(name=name, namespace=namespace).to_dict()
 
     def namespace(self, name: str) -> str:
-        """Create a namespace for real and wait for its default ServiceAccount (made by the
-        controller-manager), which the ServiceAccount admission plugin needs for pods."""
+        """Create a namespace for real with its default ServiceAccount, which the
+        ServiceAccount admission plugin needs for pods. The controller-manager makes it too
+        when it runs; `make test`'s control plane has none (applying it twice is harmless)."""
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
                    dry_run=False)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.get("v1", "ServiceAccount", "default", name)
-                return name
-            except kubernetes.client.ApiException as exc:
-                if exc.status != 404 or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
+        self.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "default", "namespace": name}},
+                   dry_run=False, namespace=name)  # fmt: skip
+        return name
 
 
 @pytest.fixture(scope="package")

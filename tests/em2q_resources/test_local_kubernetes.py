@@ -9,10 +9,14 @@ import pytest
 
 from em2q_resources.local_kubernetes import (
     BUILD_SCRIPT,
+    CONTROL_PLANE,
+    CONTROLLERS,
     K8S_VERSION,
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
+    bin_dir,
+    built_components,
     container_support_problem,
     find_binaries,
     mounts_below,
@@ -26,6 +30,32 @@ def test_missing_binaries_are_named_with_the_command_that_builds_them(tmp_path):
     message = str(caught.value)
     assert "etcd, kube-apiserver" in message and "make kubernetes" in message
     assert K8S_VERSION in message
+
+
+def built(cache_dir, *names: str) -> None:
+    folder = bin_dir(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
+def test_make_tests_control_plane_starts_without_the_controllers(tmp_path):
+    with pytest.raises(KubernetesSetupError, match="etcd, kube-apiserver"):
+        built_components(tmp_path)
+    built(tmp_path, *CONTROL_PLANE)
+    assert built_components(tmp_path) == CONTROL_PLANE
+    built(tmp_path, *CONTROLLERS)
+    assert built_components(tmp_path) == CONTROL_PLANE + CONTROLLERS
+
+
+def test_a_node_refuses_a_cluster_without_its_controllers_naming_make_kubernetes(tmp_path):
+    """Its pods would stay Pending for ever: nothing would schedule them."""
+    built(tmp_path, *CONTROL_PLANE, "kubelet")
+    cluster = LocalKubernetes(cache_dir=tmp_path, components=CONTROL_PLANE)
+    with pytest.raises(KubernetesSetupError) as caught:
+        LocalNode(cluster).start()
+    assert "kube-controller-manager, kube-scheduler" in str(caught.value)
+    assert "make kubernetes" in str(caught.value)
 
 
 def test_the_build_script_builds_the_version_the_module_starts():
