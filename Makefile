@@ -14,14 +14,13 @@ STAMP  := $(VENV)/.installed
 ## Bytecode is compiled at install (uv does not by default): where PYTHONDONTWRITEBYTECODE is
 ## set, as on CI, every process would otherwise compile Dagster, pandas, sklearn and numba from
 ## source at each start (13 s instead of 4 s for a run worker's imports on 2 cores).
-PROJECT_PACKAGES := em2q em2q_msi em2q_resources em2q_assets argo_bridge benchmarks
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -m compileall -q -j 0 $(PROJECT_PACKAGES)
+	$(BIN)/python -m compileall -q -j 0 $(patsubst %/__init__.py,%,$(wildcard */__init__.py))
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -31,6 +31,7 @@ from em2q_resources.local_kubernetes import (
     KubernetesSetupError,
     LocalKubernetes,
     LocalNode,
+    go_module_dir,
 )
 from em2q_resources.processes import stop_process_group
 from em2q_resources.settings import PROJECT_ROOT
@@ -75,23 +76,14 @@ def find_argo_binaries(cache_dir: Path) -> dict[str, Path]:
 
 def crd_folder(cache_dir: Path) -> Path:
     """Argo's CRDs in the module cache (downloaded by the build)."""
-    folder = cache_dir / "go" / "mod" / f"{ARGO_MODULE}@{ARGO_VERSION}"
-    return folder / "manifests" / "base" / "crds" / "minimal"
+    return go_module_dir(cache_dir, ARGO_MODULE, ARGO_VERSION) / "manifests/base/crds/minimal"
 
 
 def executor_role_file(cache_dir: Path) -> Path:
     """Argo's "recommended minimum permissions for the emissary executor" Role: a Workflow
     pod's wait container records each step's outputs as a WorkflowTaskResult."""
-    folder = cache_dir / "go" / "mod" / f"{ARGO_MODULE}@{ARGO_VERSION}"
-    return (
-        folder
-        / "manifests"
-        / "quick-start"
-        / "base"
-        / "executor"
-        / "emissary"
-        / ("executor-role.yaml")
-    )
+    module = go_module_dir(cache_dir, ARGO_MODULE, ARGO_VERSION)
+    return module / "manifests/quick-start/base/executor/emissary/executor-role.yaml"
 
 
 def controller_config(apiserver: str) -> dict[str, str]:

@@ -84,11 +84,16 @@ def built_components(cache_dir: Path) -> tuple[str, ...]:
     return CONTROL_PLANE + tuple(c for c in CONTROLLERS if (folder / c).is_file())
 
 
+def go_module_dir(cache_dir: Path, module: str, version: str) -> Path:
+    """Where the project's Go module cache (``GOMODCACHE``, set by the build scripts) unpacks
+    ``module@version`` (module paths here are lower case: no ``!`` escaping needed)."""
+    return cache_dir / "go" / "mod" / f"{module}@{version}"
+
+
 def eck_crds_file(cache_dir: Path) -> Path:
     """ECK's CRD file in the project's Go module cache; raises naming the command that
     fetches it."""
-    path = (cache_dir / "go" / "mod" / f"{ECK_MODULE}@{ECK_VERSION}" / "config" / "crds" / "v1"
-            / "all-crds.yaml")  # fmt: skip
+    path = go_module_dir(cache_dir, ECK_MODULE, ECK_VERSION) / "config/crds/v1/all-crds.yaml"
     if not path.is_file():
         raise KubernetesSetupError(
             f"ECK {ECK_VERSION}'s CRDs are not in {path.parent}: run `make control-plane` "

@@ -40,6 +40,7 @@ from tests.argo_bridge.reference_run import (
     settings_for,
 )
 from tests.cluster.conftest import Kube
+from tests.deploy.conftest import granted
 from tests.em2q_assets.conftest import EXAMPLES, register_copy
 from tests.fixtures.s3 import S3Endpoint
 
@@ -79,11 +80,7 @@ def grant_the_deploy_executor_role(kube: Kube, argo: LocalArgo, namespace: str) 
     assert {doc["kind"] for doc in docs} == {"Role", "RoleBinding"}
     argos = yaml.safe_load(executor_role_file(argo.cluster.cache_dir).read_text(encoding="utf-8"))
     (role,) = [doc for doc in docs if doc["kind"] == "Role"]
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
-               for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
-    needed = {(g, r, v) for rule in argos["rules"] for g in rule["apiGroups"]
-              for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
-    assert needed <= granted, needed - granted
+    assert granted(argos) <= granted(role), granted(argos) - granted(role)
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
         for subject in doc.get("subjects", []):

@@ -42,6 +42,17 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
     return matches[0]
 
 
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """What an RBAC Role grants, as (API group, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def admitted(pod_labels: dict[str, str], policy: dict[str, Any], port: int) -> bool:
     """Whether a pod of the same namespace with these labels may reach `port` (matchLabels
     peers only, as our policies use)."""

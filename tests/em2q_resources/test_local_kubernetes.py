@@ -11,6 +11,8 @@ from em2q_resources.local_kubernetes import (
     BUILD_SCRIPT,
     CONTROL_PLANE,
     CONTROLLERS,
+    ECK_CRDS_SCRIPT,
+    ECK_VERSION,
     K8S_VERSION,
     KubernetesSetupError,
     LocalKubernetes,
@@ -62,6 +64,12 @@ def test_the_build_script_builds_the_version_the_module_starts():
     text = BUILD_SCRIPT.read_text(encoding="utf-8")
     (default,) = re.findall(r'K8S_VERSION="\$\{K8S_VERSION:-(v[0-9.]+)\}"', text)
     assert default == K8S_VERSION
+
+
+def test_the_eck_script_fetches_the_version_the_tests_look_for():
+    text = ECK_CRDS_SCRIPT.read_text(encoding="utf-8")
+    (default,) = re.findall(r'ECK_VERSION="\$\{ECK_VERSION:-(v[0-9.]+)\}"', text)
+    assert default == ECK_VERSION
 
 
 def test_the_serving_certificate_names_loopback_and_the_in_cluster_name(tmp_path):
