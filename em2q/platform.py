@@ -55,9 +55,9 @@ run_monitoring:
   start_timeout_seconds: 180
   # a dead run is minutes of nobody's time: every 10 s is quick enough (idle cost)
   poll_interval_seconds: 10
-# each run in a worker started before it was needed (Python, Dagster, the code location and
-# what its steps import already loaded) and reused after a run that succeeded, one per run
-# running at once: 2-3 s and ~4 CPU seconds less per run (em2q_assets/run_launcher.py)
+# each run in a worker forked from a zygote that loaded Python, Dagster, the code location and
+# what its steps import once, and reused after a run that succeeded, one per run running at
+# once: 2-3 s and ~4 CPU seconds less per run (em2q_assets/run_launcher.py)
 run_launcher:
   module: em2q_assets.run_launcher
   class: WarmRunLauncher

@@ -8,22 +8,23 @@ whose steps take well under a second (``benchmarks/bench_run_start.py``). A meas
 chain of three runs, so that start-up was most of a small measurement's latency, and most of a
 burst's CPU: 20 small uploads are 60 runs (``benchmarks/bench_burst.py``).
 
-``WarmRunLauncher`` starts that interpreter *before* it is needed and keeps it: a worker
-(``python -m em2q_assets.run_launcher``) imports Dagster's ``execute_run`` command and the
-modules named in ``preload`` (the code location), then waits on its standard input for a run's
-arguments, runs exactly what ``dagster api execute_run`` runs, says ``done`` on its status pipe
-and waits for the next. The launcher keeps one idle spare ready at all times; a worker whose run
-succeeded goes back to the idle pool (up to ``max_idle_workers``; idle ones beyond the first
-exit after ``IDLE_TIMEOUT_S``), so a burst of runs is served by about as many processes as run
-at once. A worker whose run did not succeed, that served ``MAX_RUNS_PER_WORKER`` runs or that
-holds more than ``MAX_IDLE_RSS_BYTES`` is retired (end of file on its input): a fresh process
-after anything unusual, and no memory kept from a big run. Idle workers wait on a pipe (no CPU)
-and exit when the launcher's process does.
+``WarmRunLauncher`` starts that interpreter *once* and forks workers from it, and keeps them:
+a zygote imports Dagster's ``execute_run`` command, the modules named in ``preload`` (the code
+location) and what steps import lazily; each worker is forked from it (both in
+:mod:`em2q_assets.run_worker`), waits on its connection for a run's arguments, runs exactly what ``dagster api
+execute_run`` runs, says ``done`` and waits for the next. The launcher keeps one idle spare
+ready at all times; a worker whose run succeeded goes back to the idle pool (up to
+``max_idle_workers``; idle ones beyond the first exit after ``IDLE_TIMEOUT_S``), so a burst of
+runs is served by about as many processes as run at once. A worker whose run did not succeed,
+that served ``MAX_RUNS_PER_WORKER`` runs or that holds more than ``MAX_IDLE_RSS_BYTES`` is
+retired (end of file on its connection): a fresh process after anything unusual, and no memory
+kept from a big run. Idle workers wait on their connection (no CPU) and exit when the
+launcher's process does; so does the zygote.
 
-A worker whose preloaded source files changed since it imported them (code edited under
-``dagster dev``) replaces itself with a fresh ``dagster api execute_run`` process for its next
-run and ends with it, so a run never executes stale code. A run whose origin another interpreter
-serves (a code location with its own ``executable_path``) is launched by the default launcher.
+A worker whose source files changed since they were imported (code edited under ``dagster
+dev``) replaces itself with a cold worker that imports the new code before it runs, so a run
+never executes stale code. A run whose origin another interpreter serves (a code location with
+its own ``executable_path``) is launched by the default launcher.
 
 Terminating a run sends its worker ``SIGTERM`` (Dagster turns it into an interrupt and the run
 ends ``CANCELED``); run monitoring asks ``check_run_worker_health`` and a worker that died
@@ -42,6 +43,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -99,25 +101,124 @@ def _exit_description(returncode: int) -> str:
     return f"unexpectedly exited with code {returncode}"
 
 
+class _ForkedProcess:
+    """A worker forked by the zygote, with ``subprocess.Popen``'s ``pid``, ``poll()`` and
+    ``returncode`` (negative: the signal that ended it), as the zygote reports them."""
+
+    def __init__(self, pid: int, zygote: _Zygote) -> None:
+        self.pid = pid
+        self._zygote = zygote
+
+    def poll(self) -> int | None:
+        return self._zygote.exit_code(self.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+
+class _Zygote:
+    """The process workers are forked from (``em2q_assets.run_worker.zygote``): started once
+    with the workers' environment, it imports what every worker needs, then forks a worker for
+    each connection sent to it and reports each worker's exit code."""
+
+    def __init__(self, preload: Sequence[str], environ: Mapping[str, str]) -> None:
+        import socket
+
+        self._control, theirs = socket.socketpair()
+        fd = theirs.fileno()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "em2q_assets.run_worker", f"--zygote={fd}", *preload],
+                stdin=subprocess.DEVNULL, pass_fds=(fd,), env=dict(environ),
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        self._request = threading.Lock()  # one fork request at a time
+        self._pids: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._closed = False  # the zygote closed its end: it exited
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="em2q-zygote", daemon=True)
+        self._reader.start()
+
+    def fork(self, connection: Connection, timeout_s: float = 300.0) -> _ForkedProcess:
+        """A worker forked to serve ``connection`` (the zygote imports first, once)."""
+        import socket
+
+        with self._request, self._changed:
+            socket.send_fds(self._control, [b"f"], [connection.fileno()])
+            deadline = time.monotonic() + timeout_s
+            while not self._pids:
+                if self._closed or not self._changed.wait(deadline - time.monotonic()):
+                    raise OSError("the run workers' zygote did not fork a worker")
+            return _ForkedProcess(self._pids.pop(0), self)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._changed:
+            if pid in self._exits:
+                return self._exits[pid]
+        if not self.alive and _process_state(pid) in (None, "Z"):
+            return 255  # its zygote is gone, and with it the exit code
+        return None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _read(self) -> None:
+        pending = b""
+        while True:
+            try:
+                data = self._control.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                with self._changed:
+                    self._closed = True
+                    self._changed.notify_all()
+                return
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            with self._changed:
+                for line in lines:
+                    kind, *numbers = line.decode().split()
+                    if kind == "pid":
+                        self._pids.append(int(numbers[0]))
+                    elif kind == "exit":
+                        self._exits[int(numbers[0])] = int(numbers[1])
+                self._changed.notify_all()
+
+    def stop(self) -> None:
+        """End of file on its control socket: it exits (its workers go on with their runs)."""
+        with contextlib.suppress(OSError):
+            self._control.shutdown(2)
+        self._control.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
 @dataclass(eq=False)
 class _Worker:
-    """One worker process, its status pipe and what it is doing."""
+    """One worker process, the connection it takes runs on and says ``done`` on, and what it
+    is doing."""
 
-    process: subprocess.Popen
-    status_fd: int
+    process: subprocess.Popen | _ForkedProcess
+    connection: Connection | None
     run_id: str | None = None
     runs: int = 0
     idle_since: float = field(default_factory=time.monotonic)
-    pending: bytes = b""  # a status line not yet complete
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def retire(self) -> None:
-        """End of file on its input: it exits (after its run, if it has one)."""
-        with contextlib.suppress(OSError, ValueError):
-            self.process.stdin.close()
+        """End of file on its connection: it exits (after its run, if it has one)."""
+        if self.connection is not None:
+            with contextlib.suppress(OSError):
+                self.connection.close()
+            self.connection = None
 
 
 #: the variables native thread pools read when they load (OpenMP: scikit-learn; BLAS: numpy)
@@ -152,6 +253,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}  # pid -> worker running a run
         self._watcher: threading.Thread | None = None
+        self._zygote: _Zygote | None = None
 
     @classmethod
     def config_type(cls) -> dict:
@@ -189,23 +291,39 @@ class WarmRunLauncher(DefaultRunLauncher):
     # -- launching -------------------------------------------------------------------------
 
     def _start_worker(self) -> _Worker:
-        read_fd, write_fd = os.pipe()
+        """A worker forked from the zygote, or started cold if the zygote cannot be had (it
+        could not import the code location: the cold worker then fails its run saying why)."""
+        import multiprocessing
+
+        ours, theirs = multiprocessing.Pipe()
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "em2q_assets.run_worker", f"--status-fd={write_fd}",
-                 *self._preload],
-                stdin=subprocess.PIPE, text=True, encoding="utf-8", pass_fds=(write_fd,),
-                env=worker_environment(os.environ, self._threads_per_run),
-            )  # fmt: skip
+            try:
+                process = self._fork_worker(theirs)
+            except OSError:
+                process = self._start_cold_worker(theirs)
         except BaseException:
-            os.close(read_fd)
+            ours.close()
             raise
         finally:
-            os.close(write_fd)
-        os.set_blocking(read_fd, False)
+            theirs.close()
         with _workers_lock:
             _workers[process.pid] = process
-        return _Worker(process, read_fd)
+        return _Worker(process, ours)
+
+    def _fork_worker(self, connection: Connection) -> _ForkedProcess:
+        if self._zygote is None or not self._zygote.alive:
+            self._zygote = _Zygote(
+                self._preload, worker_environment(os.environ, self._threads_per_run)
+            )
+        return self._zygote.fork(connection)
+
+    def _start_cold_worker(self, connection) -> subprocess.Popen:
+        fd = connection.fileno()
+        return subprocess.Popen(
+            [sys.executable, "-m", "em2q_assets.run_worker", f"--conn-fd={fd}", *self._preload],
+            stdin=subprocess.DEVNULL, pass_fds=(fd,),
+            env=worker_environment(os.environ, self._threads_per_run),
+        )  # fmt: skip
 
     def _take_worker(self) -> _Worker:
         """An idle worker (or a cold one if none is alive), and a spare started when none is
@@ -243,7 +361,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         args = ExecuteRunArgs(
             job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
         )
-        payload = serialize_value(args) + "\n"
+        payload = serialize_value(args)
         worker = self._take_worker()
         for attempt in range(2):
             self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
@@ -251,10 +369,9 @@ class WarmRunLauncher(DefaultRunLauncher):
                 worker.run_id = run.run_id
                 self._busy[worker.pid] = worker
             try:
-                worker.process.stdin.write(payload)
-                worker.process.stdin.flush()
+                worker.connection.send_bytes(payload.encode("utf-8"))
                 break
-            except (BrokenPipeError, OSError, ValueError):  # it died while idle: a cold one
+            except (OSError, ValueError, AttributeError):  # it died while idle: a cold one
                 with self._lock:
                     self._busy.pop(worker.pid, None)
                     self._forget(worker)
@@ -291,9 +408,7 @@ class WarmRunLauncher(DefaultRunLauncher):
 
     def _forget(self, worker: _Worker) -> None:
         """Drop a worker from the books (the lock is held)."""
-        with contextlib.suppress(OSError):
-            os.close(worker.status_fd)
-        worker.status_fd = -1
+        worker.retire()
         with _workers_lock:
             if worker.process.poll() is not None:
                 _workers.pop(worker.pid, None)
@@ -301,7 +416,7 @@ class WarmRunLauncher(DefaultRunLauncher):
     def _watch_workers(self) -> None:
         while True:
             with self._lock:
-                listening = {w.status_fd: w for w in [*self._busy.values()] if w.status_fd >= 0}
+                listening = {w.connection.fileno(): w for w in self._busy.values() if w.connection}
             readable = []
             if listening:
                 with contextlib.suppress(OSError, ValueError):
@@ -315,14 +430,11 @@ class WarmRunLauncher(DefaultRunLauncher):
 
     def _read_status(self, worker: _Worker) -> None:
         try:
-            data = os.read(worker.status_fd, 4096)
-        except (BlockingIOError, OSError):
+            while worker.connection is not None and worker.connection.poll():
+                if worker.connection.recv_bytes() == b"done":
+                    self._run_done(worker)
+        except (EOFError, OSError):  # it exited: the dead-worker check reports its run
             return
-        worker.pending += data
-        while b"\n" in worker.pending:
-            line, worker.pending = worker.pending.split(b"\n", 1)
-            if line.strip() == b"done":
-                self._run_done(worker)
 
     def _run_done(self, worker: _Worker) -> None:
         """The worker finished its run: back to the idle pool if it succeeded and the worker
@@ -392,6 +504,9 @@ class WarmRunLauncher(DefaultRunLauncher):
                 worker.retire()  # end of file: an idle worker exits
                 self._forget(worker)
             self._idle = []
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
         super().dispose()
 
     # -- terminating and monitoring --------------------------------------------------------
@@ -455,83 +570,3 @@ class WarmRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"Run execution process for {run.run_id} {how}"
         )
-
-
-def _changed_sources(modules: Mapping[str, float]) -> list[str]:
-    """Source files among ``modules`` (path → mtime at import) changed or gone since."""
-    changed = []
-    for path, mtime in modules.items():
-        try:
-            if os.stat(path).st_mtime != mtime:
-                changed.append(path)
-        except OSError:
-            changed.append(path)
-    return changed
-
-
-def _project_sources() -> dict[str, float]:
-    """mtime of every imported module's source file outside the interpreter's own folders."""
-    skip = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
-    found = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path and not path.startswith(skip):
-            with contextlib.suppress(OSError):
-                found[path] = os.stat(path).st_mtime
-    return found
-
-
-def _warm(module) -> None:
-    """Build what a run of ``module``'s definitions would build first (Dagster caches it on
-    the definitions object): the repository and its jobs."""
-    from dagster import Definitions
-
-    for value in list(vars(module).values()):
-        if isinstance(value, Definitions):
-            value.get_repository_def().get_all_jobs()
-
-
-def serve_runs(preload: Sequence[str], status_fd: int | None = None) -> None:
-    """The worker: import, then run each run whose arguments arrive on standard input as
-    ``dagster api execute_run`` would, saying ``done`` on ``status_fd`` after each; exit at
-    end of file. Code edited since the import: the next run goes to a fresh process."""
-    import importlib
-
-    from dagster._cli.api import execute_run_command
-    from dagster._utils.interrupts import setup_interrupt_handlers
-
-    for name in preload:
-        _warm(importlib.import_module(name))
-    if os.environ.get(
-        "DAGSTER_HOME"
-    ):  # the instance's storage modules (0.4 s; a run opens its own)
-        from dagster import DagsterInstance
-
-        with contextlib.suppress(Exception), DagsterInstance.get() as instance:
-            instance.get_runs(limit=1)
-    sources = _project_sources()
-    status = os.fdopen(status_fd, "w", buffering=1, encoding="utf-8") if status_fd else None
-    setup_interrupt_handlers()
-    while True:
-        try:
-            payload = sys.stdin.readline().strip()
-        except KeyboardInterrupt:  # the platform stops (Ctrl-C) while no run is in hand
-            return
-        if not payload:
-            break
-        if _changed_sources(sources):  # code edited since the import: run it in a fresh process
-            command = [sys.executable, "-m", "dagster", "api", "execute_run", payload]
-            os.execv(sys.executable, command)
-        try:
-            execute_run_command.callback(input_json=payload, compressed_input_json=None)
-        except SystemExit as exc:
-            if exc.code:
-                raise
-        if status is not None:
-            status.write("done\n")
-
-
-def main(argv: Sequence[str]) -> None:
-    status = [a for a in argv if a.startswith("--status-fd=")]
-    preload = [a for a in argv if not a.startswith("--status-fd=")]
-    serve_runs(preload, int(status[0].split("=", 1)[1]) if status else None)

@@ -25,7 +25,12 @@ ANSWER = {answer!r}
 
 @dg.op
 def write_answer():
+    from threadpoolctl import threadpool_info
+
     out = os.environ["WARM_TEST_OUT"]
+    with open(out + ".threads", "w", encoding="utf-8") as handle:
+        pools = {{pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}}
+        handle.write(repr((os.environ.get("OMP_NUM_THREADS"), pools)))
     while os.path.exists(out + ".wait"):
         time.sleep(0.05)
     if os.path.exists(out + ".fail"):
@@ -128,12 +133,14 @@ def test_a_run_launched_while_another_runs_executes_in_the_spare_started_before(
 
 
 def test_workers_cap_native_thread_pools_at_the_threads_per_run(setting):
-    instance, code, _ = setting
+    """The fork server loaded numpy's BLAS (and OpenMP) with a pool per core before any
+    worker existed: a worker resizes them, and sets the variables for what loads later."""
+    instance, code, out = setting
     run = launch(instance, code)
     assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
-    environ = Path(f"/proc/{worker_pid(instance, run)}/environ").read_bytes().split(b"\0")
-    for name in NATIVE_THREAD_VARIABLES:
-        assert f"{name}=1".encode() in environ, name
+    variable, pools = eval(Path(f"{out}.threads").read_text(encoding="utf-8"))  # noqa: S307
+    assert variable == "1"
+    assert pools and set(pools.values()) == {1}, pools
 
 
 def test_a_worker_whose_run_succeeded_serves_the_next_run(setting):
@@ -185,6 +192,64 @@ def test_a_worker_whose_code_changed_since_its_import_runs_the_new_code(setting)
     assert wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert worker_pid(instance, second) == pid  # the same worker, a fresh interpreter in it
     assert out.read_text(encoding="utf-8").splitlines()[-1].startswith("second ")
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[1])
+
+
+def test_workers_are_forked_from_one_zygote_that_imported_the_code_location_once(setting):
+    instance, code, out = setting
+    Path(f"{out}.wait").touch()
+    first, second = launch(instance, code), launch(instance, code)
+    wait_for(lambda: all(
+        instance.get_run_by_id(r.run_id).status == dg.DagsterRunStatus.STARTED
+        for r in (first, second)
+    ))  # fmt: skip
+    workers = {worker_pid(instance, first), worker_pid(instance, second)}
+    zygotes = {parent_pid(pid) for pid in workers}
+    assert len(workers) == 2 and len(zygotes) == 1 and os.getpid() not in zygotes
+    (zygote,) = zygotes
+    assert parent_pid(zygote) == os.getpid()
+    command = Path(f"/proc/{zygote}/cmdline").read_bytes().split(b"\0")
+    assert b"em2q_assets.run_worker" in command and b"warm_job_module" in command
+    assert {command_line(pid) for pid in workers} == {b"--zygote="}  # forked, not started
+    Path(f"{out}.wait").unlink()
+    for run in (first, second):
+        assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_code_changed_while_a_run_runs_reaches_spares_and_workers_forked_after(setting):
+    """The spare forked before the edit and the worker forked after it both run the new code;
+    the run that had started goes on with the code it started with."""
+    instance, code, out = setting
+    Path(f"{out}.wait").touch()
+    first = launch(instance, code)
+    wait_for(lambda: instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.STARTED)
+    zygote = parent_pid(worker_pid(instance, first))
+    module = code / "warm_job_module.py"
+    module.write_text(JOB_MODULE.format(answer="second"), encoding="utf-8")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a distinct mtime
+    second = launch(instance, code)  # the spare forked before the edit
+    third = launch(instance, code)  # a worker forked after it, by the zygote replaced
+    Path(f"{out}.wait").unlink()
+    for run in (first, second, third):
+        assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    answers = dict(
+        reversed(line.split()) for line in out.read_text(encoding="utf-8").splitlines()
+    )  # fmt: skip
+    assert answers[str(worker_pid(instance, first))] == "first"
+    assert answers[str(worker_pid(instance, second))] == "second"
+    assert answers[str(worker_pid(instance, third))] == "second"
+    assert parent_pid(worker_pid(instance, third)) == zygote  # the same zygote, exec'd anew
+    # the spare replaced itself with a cold worker; the zygote did, so its fork needed not
+    assert b"--conn-fd" in command_line(worker_pid(instance, second))
+    assert b"--zygote" in command_line(worker_pid(instance, third))
+
+
+def command_line(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3][:9]
 
 
 def test_a_killed_worker_fails_its_run_naming_the_signal(setting):
@@ -256,16 +321,21 @@ def handles_sigint(pid: int) -> bool:
 
 
 def test_a_spare_worker_interrupted_with_the_platform_exits_quietly():
+    import multiprocessing
     import subprocess
 
+    ours, theirs = multiprocessing.Pipe()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "em2q_assets.run_worker", "--status-fd=0"],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        [sys.executable, "-m", "em2q_assets.run_worker", f"--conn-fd={theirs.fileno()}"],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        pass_fds=(theirs.fileno(),),
     )  # fmt: skip
+    theirs.close()
     # once Python handles SIGINT (its KeyboardInterrupt handler is installed; before that,
     # on a loaded machine, the signal would end the interpreter still starting up)
     wait_for(lambda: handles_sigint(worker.pid), timeout_s=60)
     worker.send_signal(signal.SIGINT)  # what Ctrl-C on `make run` sends the process group
     _, stderr = worker.communicate(timeout=60)
+    ours.close()
     assert worker.returncode == 0, stderr
     assert "Traceback" not in stderr
