@@ -14,9 +14,8 @@ and the code server when they (re)load the location. Prints:
    ``dagster api execute_run``, against the same job executed in-process: the difference is the
    overhead per run, split by the run's event log (``RUN_STARTING`` → process started →
    ``RUN_START`` → ``STEP_START`` → ``STEP_SUCCESS`` → ``RUN_SUCCESS``);
-3. for scale: the same run in a process forked from a warm one (Dagster, the instance's storage
-   and the location already imported) — not something Dagster offers, the floor a pre-loaded
-   run worker would reach.
+3. the same run as the local platform launches it (``em2q_assets.run_launcher.WarmRunLauncher``:
+   a worker forked from a zygote that imported Dagster and the location once, then reused).
 
 No services needed (the no-op step uses no Elasticsearch or storage). The runs' queue and
 hand-offs on the real platform are in ``bench_platform --quick``'s timeline.
@@ -61,30 +60,6 @@ print(json.dumps({
     "loaded": [m for m in STEP_ONLY if m in sys.modules],
 }))
 """.replace("STEP_ONLY", repr(STEP_ONLY))
-
-#: a warm run worker: Dagster, the instance's storage and the location imported once, then one
-#: forked child per run id read from stdin (what the spawned worker re-imports every time)
-_WARM_WORKER = """
-import os, sys, warnings
-warnings.simplefilter("ignore")
-from dagster._cli.api import _execute_run_command_body
-from dagster._core.instance import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
-import LOCATION as location
-location.defs.get_repository_def().load_all_definitions()
-ref = InstanceRef.from_dir(sys.argv[1])
-with DagsterInstance.from_ref(ref) as instance:
-    instance.get_runs(limit=1)
-print("ready", flush=True)
-for line in sys.stdin:
-    pid = os.fork()
-    if pid == 0:
-        with DagsterInstance.from_ref(ref) as instance:
-            _execute_run_command_body(line.strip(), instance, lambda event: None, False)
-        os._exit(0)
-    os.waitpid(pid, 0)
-    print("done", flush=True)
-""".replace("LOCATION", LOCATION_MODULE)
 
 
 def child_environment(home: Path) -> dict[str, str]:
@@ -298,8 +273,11 @@ def run_overhead(runs: int, home: Path, env: dict[str, str]) -> None:
 
 def _run_overhead(runs: int, home: Path, env: dict[str, str]) -> None:
     import dagster as dg
+    from dagster._core.launcher.base import LaunchRunContext
     from dagster._grpc.types import ExecuteRunArgs
     from dagster._serdes import serialize_value
+
+    from em2q_assets.run_launcher import WarmRunLauncher
 
     os.environ.update(EM2Q_STORAGE=env["EM2Q_STORAGE"], EM2Q_CACHE_DIR=env["EM2Q_CACHE_DIR"])
     from benchmarks.run_start_location import NOOP_JOB, defs
@@ -366,29 +344,26 @@ def _run_overhead(runs: int, home: Path, env: dict[str, str]) -> None:
                 end="-> the process exited",
             )
 
-            worker = subprocess.Popen(
-                [sys.executable, "-c", _WARM_WORKER, str(instance_home)],
-                cwd=PROJECT_ROOT, env=env, text=True,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            os.environ.update(PYTHONPATH=env["PYTHONPATH"])  # the zygote imports the location
+            launcher = WarmRunLauncher(preload=[LOCATION_MODULE], max_idle_workers=1)
+            launcher.register_instance(instance)
             try:
-                if worker.stdout.readline().strip() != "ready":
-                    raise RuntimeError("the warm worker did not start")
-                forked = []
-                for _ in range(runs):
-                    run_id = create()
+                warm = []
+                for index in range(runs + 1):  # the first starts the zygote: not counted
+                    run = instance.get_run_by_id(create())
                     launched = time.time()
-                    worker.stdin.write(run_id + "\n")
-                    worker.stdin.flush()
-                    worker.stdout.readline()
-                    wait_finished(instance, run_id)
-                    forked.append((time.time() - launched, milestones(instance, run_id, launched)))
+                    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=workspace))
+                    wait_finished(instance, run.run_id)
+                    if index:
+                        warm.append(
+                            (time.time() - launched, milestones(instance, run.run_id, launched))
+                        )
             finally:
-                worker.stdin.close()
-                worker.wait(timeout=60)
+                launcher.dispose()
             print_runs(
-                "for scale, forked from a warm worker (not in Dagster)", forked, in_process_s
-            )
+                "the platform's launcher (WarmRunLauncher: a worker forked from a zygote that "
+                "imported the location once)", warm, in_process_s,
+            )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,8 +19,11 @@ around without shaping them (records, atomic writes, error classes).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +45,40 @@ IGNORED = frozenset(
 DIGEST_LENGTH = 12
 
 
-def read_module_source(module: str) -> str | None:
-    """The source text of ``module`` (found, not imported); None when it has no source file."""
+def module_file(module: str) -> Path | None:
+    """The source file of ``module`` (found, not imported); None when it has none."""
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    return Path(spec.origin).read_text(encoding="utf-8")
+    return Path(spec.origin)
+
+
+def read_module_source(module: str) -> str | None:
+    """The source text of ``module`` (found, not imported); None when it has no source file."""
+    path = module_file(module)
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+def _file_state(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_mtime_ns, stat.st_size]
+
+
+def default_cache_file() -> Path | None:
+    """Where the platform keeps its digests between processes (per checkout): reading the
+    sources costs ~0.3 s, which every process that loads the code location would pay."""
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home folder
+        return None
+    checkout = str(Path(__file__).resolve().parents[1]).encode()
+    return base / "em2q" / f"code-versions-{hashlib.sha256(checkout).hexdigest()[:12]}.json"
 
 
 def tracked(module: str) -> bool:
@@ -113,9 +141,15 @@ def _scan(
 
 @dataclass
 class CodeVersions:
-    """Step code digests from one way of reading sources (tests swap a kernel's source)."""
+    """Step code digests from one way of reading sources (tests swap a kernel's source).
+
+    With a ``cache_file``, digests are kept there with the size and mtime of every source file
+    read to compute them, and taken from it while none of those files changed."""
 
     read_source: Callable[[str], str | None] = read_module_source
+    cache_file: Path | None = None
+    _files: dict[str, list[int]] = field(default_factory=dict)  # source file -> its state
+    _cached: dict[str, str] | None = None  # digests of the cache file, while it holds
     _modules: dict[str, _Module | None] = field(default_factory=dict)
     _nodes: dict[tuple[str, str], tuple[str, frozenset[tuple[str, str]]]] = field(
         default_factory=dict
@@ -124,6 +158,10 @@ class CodeVersions:
 
     def _module(self, name: str) -> _Module | None:
         if name not in self._modules:
+            path = module_file(name) if self.cache_file is not None else None
+            state = _file_state(path) if path is not None else None
+            if state is not None:
+                self._files[str(path)] = state
             source = self.read_source(name)
             self._modules[name] = None if source is None else self._parse(name, source)
         return self._modules[name]
@@ -213,15 +251,50 @@ class CodeVersions:
         """SHA-256 (hex) of ``module.name`` and every definition it uses, in a fixed order."""
         key = (module, name)
         if key not in self._digests:
-            hasher = hashlib.sha256()
-            for (where, what), text in sorted(self.closure(module, name).items()):
-                hasher.update(f"{where}:{what}\n{text}\n".encode())
-            self._digests[key] = hasher.hexdigest()
+            cached = self._from_cache(f"{module}:{name}")
+            if cached is None:
+                hasher = hashlib.sha256()
+                for (where, what), text in sorted(self.closure(module, name).items()):
+                    hasher.update(f"{where}:{what}\n{text}\n".encode())
+                cached = hasher.hexdigest()
+                self._digests[key] = cached
+                self._save_cache()
+            self._digests[key] = cached
         return self._digests[key]
+
+    def _from_cache(self, key: str) -> str | None:
+        if self.cache_file is None:
+            return None
+        if self._cached is None:
+            self._cached = {}
+            try:
+                kept = json.loads(self.cache_file.read_text(encoding="utf-8"))
+                files, digests = dict(kept["files"]), dict(kept["digests"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            if all(_file_state(Path(path)) == state for path, state in files.items()):
+                self._cached = digests
+                self._files = {**files, **self._files}
+        return self._cached.get(key)
+
+    def _save_cache(self) -> None:
+        """Keep every digest known, with the files read for them (atomic; best effort)."""
+        if self.cache_file is None:
+            return
+        digests = {**(self._cached or {}),
+                   **{f"{m}:{n}": d for (m, n), d in self._digests.items()}}  # fmt: skip
+        temporary = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}")
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps({"files": self._files, "digests": digests}))
+            os.replace(temporary, self.cache_file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
 
 
 #: how the running platform reads its code (tests replace it to swap a kernel)
-SOURCES = CodeVersions()
+SOURCES = CodeVersions(cache_file=default_cache_file())
 
 
 def step_digest(module: str, function: str) -> str:

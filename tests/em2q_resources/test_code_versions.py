@@ -3,6 +3,7 @@ changes exactly the versions of the steps that call it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,3 +90,65 @@ def test_dagster_assets_carry_the_catalogs_code_versions():
         for key, version in asset.code_versions_by_key.items()
     }
     assert found == versions()
+
+
+STEP_MODULE = """
+def step():
+    return helper()
+
+
+def helper():
+    return {value}
+"""
+
+
+@pytest.fixture
+def tracked_package(tmp_path, monkeypatch):
+    """A tracked package ``cachedpkg`` with a step calling a helper, importable from tmp_path."""
+    package = tmp_path / "cachedpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "steps.py").write_text(STEP_MODULE.format(value=1), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(code_versions, "TRACKED", (*code_versions.TRACKED, "cachedpkg"))
+    return package / "steps.py"
+
+
+def counting_reader():
+    reads: list[str] = []
+
+    def read(name: str) -> str | None:
+        reads.append(name)
+        return code_versions.read_module_source(name)
+
+    return read, reads
+
+
+def test_digests_come_from_the_cache_until_a_source_read_for_them_changes(
+    tracked_package, tmp_path
+):
+    cache = tmp_path / "cache" / "code-versions.json"
+    first = code_versions.CodeVersions(cache_file=cache).digest("cachedpkg.steps", "step")
+    read, reads = counting_reader()
+    again = code_versions.CodeVersions(read, cache_file=cache).digest("cachedpkg.steps", "step")
+    assert again == first and reads == []  # another process: from the cache, nothing parsed
+
+    tracked_package.write_text(STEP_MODULE.format(value=2), encoding="utf-8")  # the helper
+    stat = tracked_package.stat()
+    os.utime(tracked_package, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    read, reads = counting_reader()
+    edited = code_versions.CodeVersions(read, cache_file=cache).digest("cachedpkg.steps", "step")
+    assert edited != first and "cachedpkg.steps" in reads
+    assert edited == code_versions.CodeVersions().digest("cachedpkg.steps", "step")  # uncached
+    read, reads = counting_reader()
+    kept = code_versions.CodeVersions(read, cache_file=cache).digest("cachedpkg.steps", "step")
+    assert kept == edited and reads == []
+
+
+def test_an_unwritable_cache_only_costs_the_reading(tracked_package, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("", encoding="utf-8")
+    versions = code_versions.CodeVersions(cache_file=blocked / "code-versions.json")
+    assert versions.digest("cachedpkg.steps", "step") == code_versions.CodeVersions().digest(
+        "cachedpkg.steps", "step"
+    )
