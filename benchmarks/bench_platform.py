@@ -147,6 +147,13 @@ def process(
         for r in runs
         if timestamp(r.started_at) < ended_at
     ]
+    step_spans: dict[str, tuple[float, float]] = {}  # run id -> its first step start, last end
+    for r in runs:
+        first, last = step_spans.get(r.run_id, (float("inf"), 0.0))
+        step_spans[r.run_id] = (
+            min(first, timestamp(r.started_at)),
+            max(last, timestamp(r.finished_at)),
+        )
     stages: dict[str, list[float]] = {}
     for r in runs:
         span = stages.setdefault(r.run_id, [float("inf"), 0.0, 0])
@@ -161,7 +168,31 @@ def process(
         "status": schema.MeasurementStatus._VALUES_TO_NAMES[doc.status],
         "spans": spans,
         "timeline": handoffs(started_at, uploaded_at, spans, ended_at),
+        "breakdown": orchestration_breakdown(spans, step_spans, uploaded_at, ended_at),
     }
+
+
+def orchestration_breakdown(
+    spans: list, step_spans: dict[str, tuple[float, float]], uploaded: float, ready: float
+) -> dict[str, float]:
+    """Seconds of the critical path in which no step computes, by what Dagster does then (the
+    rest of the orchestration time is inside runs, between their steps)."""
+    chain = [s for s in spans if s.run_id in step_spans and s.started is not None]
+    parts = {
+        "queue (the run queue, read every 1 s)": sum(
+            max(0.0, s.launched - max(s.created, uploaded)) for s in chain if s.launched
+        ),
+        "process start (a forked worker)": sum(s.start_s or 0.0 for s in chain),
+        "run start -> first step (resources, input data versions)": sum(
+            max(0.0, step_spans[s.run_id][0] - s.started) for s in chain
+        ),
+        "last step -> next run requested (the webserver creates it)": sum(
+            max(0.0, later.created - step_spans[earlier.run_id][1])
+            for earlier, later in zip(chain, chain[1:], strict=False)
+        ),
+        "last step -> READY": max(0.0, ready - step_spans[chain[-1].run_id][1]) if chain else 0.0,
+    }
+    return parts
 
 
 def platform(
@@ -224,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{100 * orchestration:.0f} % of the wall time (target <= 25 %); "
         f"platform / plain = {wall / plain_s:.1f}x"
     )
+    idle_s = wall - result["computing"]
+    parts = result["breakdown"]
+    between = idle_s - sum(parts.values())
+    print(f"  orchestration {idle_s:.1f} s, measured by part:")
+    for name, seconds in [*parts.items(), ("between steps inside runs (events, inputs)", between)]:
+        print(f"    {seconds:5.2f} s  {name}")
     print("  hand-offs (at, +since the event before):")
     print_handoffs(result["timeline"])
     spans = [s for s in result["spans"] if s.start_s is not None]
