@@ -67,6 +67,8 @@ MAX_RUNS_PER_WORKER = 25
 MAX_IDLE_RSS_BYTES = 1 << 30
 #: idle workers beyond the one spare exit after this long without a run
 IDLE_TIMEOUT_S = 60.0
+#: how long a fork request waits for the zygote (its first one waits for its imports)
+ZYGOTE_ANSWER_TIMEOUT_S = 300.0
 
 
 def _reap() -> None:
@@ -142,17 +144,23 @@ class _Zygote:
         self._reader = threading.Thread(target=self._read, name="em2q-zygote", daemon=True)
         self._reader.start()
 
-    def fork(self, connection: Connection, timeout_s: float = 300.0) -> _ForkedProcess:
+    def fork(self, connection: Connection) -> _ForkedProcess:
         """A worker forked to serve ``connection`` (the zygote imports first, once)."""
         import socket
 
         with self._request, self._changed:
             socket.send_fds(self._control, [b"f"], [connection.fileno()])
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + ZYGOTE_ANSWER_TIMEOUT_S
             while not self._pids:
                 if self._closed or not self._changed.wait(deadline - time.monotonic()):
-                    raise OSError("the run workers' zygote did not fork a worker")
-            return _ForkedProcess(self._pids.pop(0), self)
+                    break
+            else:
+                return _ForkedProcess(self._pids.pop(0), self)
+        # no answer: its late answer would be taken for the next request's, so it goes (the
+        # workers it forked go on) and the next worker comes from a new one
+        self.process.kill()
+        self.stop()
+        raise OSError("the run workers' zygote did not fork a worker")
 
     def exit_code(self, pid: int) -> int | None:
         with self._changed:

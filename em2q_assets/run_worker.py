@@ -203,6 +203,8 @@ def zygote(control: socket.socket, preload: Sequence[str]) -> None:
         message, fds, _, _ = socket.recv_fds(control, 64, 1)
         if not message:
             return
+        if not fds:  # not a request the launcher makes
+            continue
         pid = os.fork()
         if pid == 0:
             _forked_worker(fds[0], [control.fileno(), wake_r, wake_w], sources, preload)

@@ -13,15 +13,20 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
+from em2q_assets import run_launcher
 from em2q_assets.chain import DUPLICATE_OF_TAG
 from em2q_assets.run_launcher import NATIVE_THREAD_VARIABLES, WORKER_PID_TAG, WarmRunLauncher
 from em2q_resources.lifecycle import MEASUREMENT_TAG, STAGE_TAG
 
 JOB_MODULE = """
-import os, time
+import os, sys, time
 import dagster as dg
 
 ANSWER = {answer!r}
+if any(a.startswith("--zygote") for a in sys.argv) and os.path.exists(
+    os.environ["WARM_TEST_OUT"] + ".slow-zygote"
+):
+    time.sleep(120)  # a zygote that does not answer in time
 
 @dg.op
 def write_answer():
@@ -250,6 +255,30 @@ def test_code_changed_while_a_run_runs_reaches_spares_and_workers_forked_after(s
 
 def command_line(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3][:9]
+
+
+def test_a_zygote_that_does_not_answer_is_replaced_and_the_run_goes_to_a_cold_worker(
+    setting, monkeypatch
+):
+    instance, code, out = setting
+    monkeypatch.setattr(run_launcher, "ZYGOTE_ANSWER_TIMEOUT_S", 3.0)
+    Path(f"{out}.slow-zygote").touch()
+    first = launch(instance, code)
+    assert wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert b"--conn-fd" in command_line(worker_pid(instance, first))  # started cold
+    stuck = instance.run_launcher._zygote
+    assert stuck is None or not stuck.alive  # killed, not left importing
+    Path(f"{out}.slow-zygote").unlink()
+    monkeypatch.setattr(run_launcher, "ZYGOTE_ANSWER_TIMEOUT_S", 300.0)
+    wait_for(lambda: instance.run_launcher._idle)  # back in the pool, or a spare
+    second, third = launch(instance, code), launch(instance, code)  # one needs a new worker
+    for run in (second, third):
+        assert wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    zygote = instance.run_launcher._zygote  # a new one forked the spare the runs left wanting
+    assert zygote is not None and zygote is not stuck and zygote.alive
+    workers = [*(worker_pid(instance, r) for r in (second, third)),
+               *(w.pid for w in instance.run_launcher._idle)]  # fmt: skip
+    assert any(parent_pid(pid) == zygote.process.pid for pid in workers)
 
 
 def test_a_killed_worker_fails_its_run_naming_the_signal(setting):
