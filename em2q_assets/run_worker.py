@@ -34,11 +34,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
-#: what steps import only when they run (plots, segmentation, the chain's GraphQL client),
-#: imported by the zygote so that no worker pays for them
+#: third-party modules steps import only when they run (plots, segmentation, the chain's
+#: GraphQL client), imported by the zygote so that no worker pays for them; the project's own
+#: modules come from the launcher's ``preload`` (em2q.platform's dagster.yaml)
 STEP_IMPORTS = (
     "httpx", "matplotlib.pyplot", "numba", "sklearn.cluster", "sklearn.decomposition",
-    "sklearn.metrics", "sklearn.mixture", "scipy.ndimage", "em2q_msi._kernels",
+    "sklearn.metrics", "sklearn.mixture", "scipy.ndimage",
     "dagster._core.storage.runs.sqlite", "dagster._core.storage.event_log.sqlite",
     "dagster._core.storage.schedules.sqlite",
 )  # fmt: skip

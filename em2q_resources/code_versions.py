@@ -252,14 +252,14 @@ class CodeVersions:
         key = (module, name)
         if key not in self._digests:
             cached = self._from_cache(f"{module}:{name}")
-            if cached is None:
+            if cached is not None:
+                self._digests[key] = cached
+            else:
                 hasher = hashlib.sha256()
                 for (where, what), text in sorted(self.closure(module, name).items()):
                     hasher.update(f"{where}:{what}\n{text}\n".encode())
-                cached = hasher.hexdigest()
-                self._digests[key] = cached
+                self._digests[key] = hasher.hexdigest()
                 self._save_cache()
-            self._digests[key] = cached
         return self._digests[key]
 
     def _from_cache(self, key: str) -> str | None:
